@@ -1,0 +1,133 @@
+"""What every method's converter shares: config overrides, strict loading, atomic saving."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from .loading import CheckpointError
+
+
+def parse_overrides(value: str | dict | None) -> dict[str, Any]:
+    """`--config` value: a JSON object given inline or as a path to a JSON file."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    text = value
+    if os.path.isfile(value):
+        with open(value, encoding="utf-8") as handle:
+            text = handle.read()
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--config is neither a JSON object nor a path to one: {error}") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"--config must be a JSON object of config fields, got {type(parsed).__name__}")
+    return parsed
+
+
+def apply_overrides(config, overrides: dict[str, Any]) -> None:
+    """Set override fields on `config`, refusing names the config does not have."""
+    known = set(config.to_dict())
+    unknown = sorted(k for k in overrides if k not in known and not hasattr(config, k))
+    if unknown:
+        raise ValueError(f"--config names fields that {type(config).__name__} does not have: {unknown}")
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    if hasattr(config, "validate_fields"):
+        config.validate_fields()
+
+
+def strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def load_converted_state(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str, *, ignore: Iterable[str] = ()) -> None:
+    """Load `state_dict` (already renamed to our keys) into `model`, strictly.
+
+    Missing, unexpected or mis-shaped tensors raise `CheckpointError` naming them all: a
+    converted model is either complete and exact or not written at all.
+    """
+    ours = model.state_dict()
+    ignore = set(ignore)
+    missing = sorted(k for k in ours if k not in state_dict and k not in ignore)
+    unexpected = sorted(k for k in state_dict if k not in ours)
+    mismatched = sorted(
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(ours[k].shape)}"
+        for k, v in state_dict.items()
+        if k in ours and tuple(v.shape) != tuple(ours[k].shape)
+    )
+    problems = []
+    if missing:
+        problems.append(f"missing keys {missing[:20]}{' ...' if len(missing) > 20 else ''}")
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}")
+    if mismatched:
+        problems.append(f"mis-shaped tensors {mismatched[:10]}")
+    if problems:
+        raise CheckpointError(f"{source}: cannot convert: " + "; ".join(problems))
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        import warnings
+
+        warnings.warn(f"{source}: tensors with NaN or inf values: {bad[:10]}", stacklevel=2)
+    with torch.no_grad():
+        for key, value in state_dict.items():
+            ours[key].copy_(value.to(ours[key].dtype))
+
+
+def require_keys(state_dict: dict[str, torch.Tensor], keys: Iterable[str], source: str, what: str) -> None:
+    missing = [k for k in keys if k not in state_dict]
+    if missing:
+        raise CheckpointError(f"{source}: not a {what} checkpoint: missing keys {missing}")
+
+
+def count_indexed(state_dict: dict[str, torch.Tensor], prefix: str) -> int:
+    """Number of consecutive `prefix{i}.` blocks in a state dict (0 when none)."""
+    indices = set()
+    for key in state_dict:
+        if key.startswith(prefix):
+            head = key[len(prefix):].split(".", 1)[0]
+            if head.isdigit():
+                indices.add(int(head))
+    if not indices:
+        return 0
+    count = max(indices) + 1
+    if sorted(indices) != list(range(count)):
+        raise CheckpointError(f"blocks under '{prefix}' are not numbered 0..{count - 1}: {sorted(indices)}")
+    return count
+
+
+def save_atomically(output_dir: str, write, *, overwrite: bool = False) -> None:
+    """Call `write(tmp_dir)`, then move the finished folder to `output_dir`.
+
+    Nothing appears at `output_dir` unless `write` succeeds; an existing non-empty folder is only
+    replaced with `overwrite=True`.
+    """
+    output_dir = os.path.abspath(output_dir)
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise FileExistsError(f"{output_dir} exists and is not a folder")
+    if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
+        raise FileExistsError(f"{output_dir} exists and is not empty (pass --overwrite to replace it)")
+    parent = os.path.dirname(output_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(output_dir) + "-", dir=parent)
+    try:
+        write(tmp)
+        if os.path.isdir(output_dir):
+            old = tmp + ".old"
+            os.replace(output_dir, old)
+            os.replace(tmp, output_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

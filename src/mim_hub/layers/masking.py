@@ -1,0 +1,34 @@
+"""MAE's per-sample random masking, driven by an explicit `noise` tensor."""
+
+from __future__ import annotations
+
+import torch
+
+
+def random_masking(noise: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Choose the patches to keep from `noise` [B, L], exactly as MAE's `random_masking`.
+
+    The `int(L * (1 - mask_ratio))` patches with the LOWEST noise are kept, in ascending-noise
+    order. Returns `(ids_keep [B, K], mask [B, L] with 1 = masked, ids_restore [B, L])`; gathering
+    `[kept tokens, mask tokens]` with `ids_restore` puts every token back in its original place.
+    """
+    if noise.dim() != 2:
+        raise ValueError(f"noise must be [batch, num_patches], got shape {tuple(noise.shape)}")
+    if not 0.0 <= mask_ratio < 1.0:
+        raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+    batch, length = noise.shape
+    len_keep = int(length * (1 - mask_ratio))
+    if len_keep < 1:
+        raise ValueError(f"mask_ratio {mask_ratio} keeps no patch out of {length}")
+    ids_shuffle = torch.argsort(noise, dim=1)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    ids_keep = ids_shuffle[:, :len_keep]
+    mask = torch.ones(batch, length, device=noise.device, dtype=torch.float32)
+    mask[:, :len_keep] = 0
+    mask = torch.gather(mask, dim=1, index=ids_restore)
+    return ids_keep, mask, ids_restore
+
+
+def gather_tokens(tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """tokens [B, L, D] gathered along L by ids [B, K] -> [B, K, D]."""
+    return torch.gather(tokens, 1, ids.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))

@@ -1,0 +1,302 @@
+"""MAE: a ViT encoder over the visible patches and a light decoder that regresses the pixels of
+the masked ones (facebookresearch/mae, `models_mae.py` and `models_vit.py`)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import ImageClassifierOutput
+
+from ... import initialization as init
+from ...layers import (
+    PatchEmbedding,
+    ViTEncoder,
+    build_vit_blocks,
+    gather_tokens,
+    get_2d_sincos_pos_embed,
+    interpolate_pos_embed,
+    patchify,
+    random_masking,
+    unpatchify,
+)
+from ..modeling_common import MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput, classification_loss
+from .configuration_mae import MAEConfig
+
+
+def pixel_loss(pixel_values, pred, mask, patch_size: int, norm_pix_loss: bool) -> torch.Tensor:
+    """MAE's loss: mean squared error per patch, averaged over the masked patches only.
+
+    With `norm_pix_loss` the target is each patch normalised by its own mean and unbiased
+    variance (+1e-6), as the original."""
+    target = patchify(pixel_values, patch_size)
+    if norm_pix_loss:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + 1.0e-6) ** 0.5
+    loss = ((pred - target) ** 2).mean(dim=-1)
+    return (loss * mask).sum() / mask.sum()
+
+
+class MAEEmbeddings(nn.Module):
+    """Patch embedding + cls token + the fixed 2-D sin-cos table (with its zero cls row).
+
+    The table is a parameter because fine-tuning trains it and checkpoints store it; the
+    pre-training model freezes it, as the original does.
+    """
+
+    def __init__(self, config: MAEConfig):
+        super().__init__()
+        self.patch_embed = PatchEmbedding(config.image_size, config.patch_size, config.num_channels, config.hidden_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        table = get_2d_sincos_pos_embed(config.hidden_size, self.patch_embed.grid_size, cls_token=True)
+        self.pos_embed = nn.Parameter(table.unsqueeze(0))
+
+    def position_table(self, grid: tuple[int, int]) -> torch.Tensor:
+        return interpolate_pos_embed(self.pos_embed, grid, old_grid=self.patch_embed.grid_size)
+
+    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False):
+        """Returns (patch tokens with positions [B, L, D], cls token with position [B, 1, D], grid)."""
+        grid = self.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
+        tokens = self.patch_embed.projection(pixel_values.to(self.patch_embed.projection.weight.dtype)).flatten(2).transpose(1, 2)
+        pos = self.position_table(grid)
+        tokens = tokens + pos[:, 1:]
+        cls = (self.cls_token + pos[:, :1]).expand(tokens.shape[0], -1, -1)
+        return tokens, cls, grid
+
+
+class MAEPreTrainedModel(MIMPreTrainedModel):
+    config_class = MAEConfig
+    base_model_prefix = "mae"
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, MAEEmbeddings):
+            init.copy_(module.pos_embed, get_2d_sincos_pos_embed(module.pos_embed.shape[-1], module.patch_embed.grid_size, cls_token=True).unsqueeze(0))
+            init.normal_(module.cls_token, std=0.02)
+        elif isinstance(module, MAEDecoder):
+            init.copy_(module.decoder_pos_embed, get_2d_sincos_pos_embed(module.decoder_pos_embed.shape[-1], module.grid_size, cls_token=True).unsqueeze(0))
+            init.normal_(module.mask_token, std=0.02)
+
+
+def _encoder_blocks(config: MAEConfig, hidden_size: int, num_layers: int, heads: int, intermediate: int, drop_path_rate: float):
+    return build_vit_blocks(
+        num_layers, hidden_size, heads, intermediate,
+        qkv_bias=config.qkv_bias, layer_norm_eps=config.layer_norm_eps, hidden_act=config.hidden_act,
+        drop_path_rate=drop_path_rate, attention_dropout=config.attention_probs_dropout_prob,
+        hidden_dropout=config.hidden_dropout_prob,
+    )
+
+
+class MAEModel(MAEPreTrainedModel):
+    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^head\."]
+    """MAE's ViT encoder.
+
+    Called without `noise` it encodes every patch in its original order (no masking, no
+    shuffling): `last_hidden_state` is [B, 1 + L, D]. With `noise` [B, L] it keeps the
+    `int(L * (1 - mask_ratio))` lowest-noise patches as in pre-training and returns `mask` and
+    `ids_restore` too.
+
+    `pooler_output` is what MAE's classifier head receives: `fc_norm` of the mean patch token
+    when `config.use_mean_pooling` (the fine-tuning recipe; no final norm then), else the normed
+    cls token.
+    """
+
+    def __init__(self, config: MAEConfig, add_pooling_layer: bool = True, add_final_norm: bool | None = None):
+        super().__init__(config)
+        self.embeddings = MAEEmbeddings(config)
+        self.encoder = ViTEncoder(
+            _encoder_blocks(config, config.hidden_size, config.num_hidden_layers, config.num_attention_heads,
+                            config.intermediate_size, config.drop_path_rate)
+        )
+        if add_final_norm is None:
+            add_final_norm = not config.use_mean_pooling
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if add_final_norm else None
+        use_fc_norm = add_pooling_layer and config.use_mean_pooling
+        self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if use_fc_norm else None
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.patch_embed
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        mask_ratio: float | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MIMModelOutput:
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        # patches, positions
+        tokens, cls, _ = self.embeddings(pixel_values, interpolate_pos_encoding)
+        mask = ids_restore = None
+        # keep the lowest-noise patches
+        if noise is not None:
+            if noise.shape != tokens.shape[:2]:
+                raise ValueError(f"noise must be [batch, num_patches] = {tuple(tokens.shape[:2])}, got {tuple(noise.shape)}")
+            ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
+            ids_keep, mask, ids_restore = random_masking(noise, ratio)
+            tokens = gather_tokens(tokens, ids_keep)
+        # encode cls + visible patches
+        hidden, all_hidden, all_attn = self.encoder(
+            torch.cat([cls, tokens], dim=1), output_attentions=output_attentions, output_hidden_states=output_hidden_states
+        )
+        if self.layernorm is not None:
+            hidden = self.layernorm(hidden)
+        # the feature the classifier head receives
+        if self.fc_norm is not None:
+            pooled = self.fc_norm(hidden[:, 1:].mean(dim=1))
+        else:
+            pooled = hidden[:, 0]
+        output = MIMModelOutput(
+            last_hidden_state=hidden, pooler_output=pooled, mask=mask, ids_restore=ids_restore,
+            hidden_states=all_hidden, attentions=all_attn,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+class MAEDecoder(nn.Module):
+    """Embeds the visible latents, fills the masked places with `mask_token`, adds the fixed
+    decoder positions, runs the decoder blocks and predicts each patch's pixels."""
+
+    def __init__(self, config: MAEConfig, grid_size: tuple[int, int]):
+        super().__init__()
+        self.grid_size = grid_size
+        self.decoder_embed = nn.Linear(config.hidden_size, config.decoder_hidden_size)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.decoder_hidden_size))
+        table = get_2d_sincos_pos_embed(config.decoder_hidden_size, grid_size, cls_token=True)
+        self.decoder_pos_embed = nn.Parameter(table.unsqueeze(0), requires_grad=False)
+        self.transformer = ViTEncoder(
+            _encoder_blocks(config, config.decoder_hidden_size, config.decoder_num_hidden_layers,
+                            config.decoder_num_attention_heads, config.decoder_intermediate_size, 0.0)
+        )
+        self.decoder_norm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
+        self.decoder_pred = nn.Linear(config.decoder_hidden_size, config.patch_size**2 * config.num_channels)
+
+    def forward(self, latent, ids_restore, grid, output_attentions=False, output_hidden_states=False):
+        hidden = self.decoder_embed(latent)
+        batch, length = ids_restore.shape
+        # append mask tokens and put every token back in its place
+        mask_tokens = self.mask_token.expand(batch, length + 1 - hidden.shape[1], -1).to(hidden.dtype)
+        patches = gather_tokens(torch.cat([hidden[:, 1:], mask_tokens], dim=1), ids_restore)
+        hidden = torch.cat([hidden[:, :1], patches], dim=1)
+        hidden = hidden + interpolate_pos_embed(self.decoder_pos_embed, grid, old_grid=self.grid_size)
+        # decode, predict pixels, drop cls
+        hidden, all_hidden, all_attn = self.transformer(hidden, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        pred = self.decoder_pred(self.decoder_norm(hidden))[:, 1:]
+        return pred, all_hidden, all_attn
+
+
+class MAEForPreTraining(MAEPreTrainedModel):
+    """MAE pre-training: encoder on visible patches, decoder, pixel loss on masked patches.
+
+    `noise` [B, L] is the uniform draw the original makes with `torch.rand(B, L)` (the lowest
+    values are kept); without it the model draws it. Returns `loss`, `logits` (per-patch
+    predictions [B, L, p*p*C]), `mask` (1 = masked) and `ids_restore`. `unpatchify(logits)`
+    turns predictions into images (in normalised-pixel space for `norm_pix_loss` models).
+    """
+
+    def __init__(self, config: MAEConfig):
+        super().__init__(config)
+        self.mae = MAEModel(config, add_pooling_layer=False, add_final_norm=True)
+        self.mae.embeddings.pos_embed.requires_grad_(False)
+        self.decoder = MAEDecoder(config, self.mae.embeddings.patch_embed.grid_size)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.mae.embeddings.patch_embed
+
+    def num_layers_for_decay(self) -> int:
+        return self.config.num_hidden_layers + 1
+
+    def patchify(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return patchify(pixel_values, self.config.patch_size)
+
+    def unpatchify(self, logits: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        return unpatchify(logits, self.config.patch_size, self.config.num_channels, grid)
+
+    def forward_loss(self, pixel_values, logits, mask) -> torch.Tensor:
+        return pixel_loss(pixel_values, logits, mask, self.config.patch_size, self.config.norm_pix_loss)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        mask_ratio: float | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MIMPreTrainingOutput:
+        if noise is None:
+            grid = self.mae.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
+            noise = torch.rand(pixel_values.shape[0], grid[0] * grid[1], device=pixel_values.device)
+        # encode visible patches
+        encoded = self.mae(
+            pixel_values, noise=noise, mask_ratio=mask_ratio, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, interpolate_pos_encoding=interpolate_pos_encoding,
+        )
+        grid = self.mae.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
+        # decode every patch
+        logits, dec_hidden, dec_attn = self.decoder(
+            encoded.last_hidden_state, encoded.ids_restore, grid,
+            output_attentions=bool(output_attentions), output_hidden_states=bool(output_hidden_states),
+        )
+        # loss on masked patches only
+        loss = self.forward_loss(pixel_values, logits.float(), encoded.mask)
+        hidden_states = encoded.hidden_states + dec_hidden if output_hidden_states else None
+        attentions = encoded.attentions + dec_attn if output_attentions else None
+        output = MIMPreTrainingOutput(
+            loss=loss, logits=logits, mask=encoded.mask, ids_restore=encoded.ids_restore,
+            last_hidden_state=encoded.last_hidden_state, hidden_states=hidden_states, attentions=attentions,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+class MAEForImageClassification(MAEPreTrainedModel):
+    """MAE's fine-tuning model (`models_vit.VisionTransformer`): the encoder's `pooler_output`
+    (mean patch token + `fc_norm` with `use_mean_pooling`, else the normed cls token) into a
+    linear head."""
+
+    def __init__(self, config: MAEConfig):
+        super().__init__(config)
+        self.mae = MAEModel(config)
+        self.head = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.mae.embeddings.patch_embed
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if module is getattr(self, "head", None) and isinstance(module, nn.Linear):
+            init.trunc_normal_(module.weight, std=2e-5)  # MAE's fine-tuning head init
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ImageClassifierOutput:
+        encoded = self.mae(
+            pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+        )
+        logits = self.head(encoded.pooler_output)
+        loss = classification_loss(logits, labels, self.config) if labels is not None else None
+        output = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions)
+        return output if return_dict is not False else output.to_tuple()
+
+
+__all__ = ["MAEPreTrainedModel", "MAEModel", "MAEForPreTraining", "MAEForImageClassification", "pixel_loss"]

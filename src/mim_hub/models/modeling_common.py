@@ -1,0 +1,123 @@
+"""What every mim_hub model shares: the PreTrainedModel base with timm-style hooks, output
+types, and the classification loss."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .. import initialization as init
+
+
+@dataclass
+class MIMModelOutput(ModelOutput):
+    """Base model output.
+
+    last_hidden_state: [B, N, D] tokens after the final norm (cls first where the model has one).
+    pooler_output: [B, D] the feature the original classifier head receives.
+    mask: [B, L] 1 = masked, when the call masked patches. ids_restore: [B, L] likewise.
+    hidden_states / attentions: per block, when asked for.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    mask: torch.FloatTensor | None = None
+    ids_restore: torch.LongTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class MIMPreTrainingOutput(ModelOutput):
+    """MAE-family pre-training output.
+
+    loss: the total pre-training loss. logits: [B, L, p*p*C] per-patch pixel predictions in the
+    original patch order. mask / ids_restore: as the base output. last_hidden_state: encoder
+    output for the visible tokens ([cls, kept patches in ascending-noise order]).
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    mask: torch.FloatTensor | None = None
+    ids_restore: torch.LongTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config) -> torch.Tensor:
+    """transformers' convention: regression, single-label or multi-label by `config.problem_type`."""
+    if config.problem_type is None:
+        if config.num_labels == 1:
+            config.problem_type = "regression"
+        elif labels.dtype in (torch.long, torch.int):
+            config.problem_type = "single_label_classification"
+        else:
+            config.problem_type = "multi_label_classification"
+    if config.problem_type == "regression":
+        return nn.functional.mse_loss(logits.squeeze(-1), labels.squeeze(-1).to(logits.dtype))
+    if config.problem_type == "single_label_classification":
+        return nn.functional.cross_entropy(logits.view(-1, config.num_labels), labels.view(-1))
+    return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+
+_NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token", "relative_position_bias_table", "gamma", "q_bias", "v_bias")
+
+
+class MIMPreTrainedModel(PreTrainedModel):
+    """Base of every mim_hub model, with the hooks one trainer and one optimizer rely on:
+    `no_weight_decay()`, `layer_id(name)` / `num_layers_for_decay()` (layer-wise lr decay),
+    and transformers' gradient checkpointing."""
+
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["ViTBlock"]
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names excluded from weight decay: biases, norms, embeddings, layer scales."""
+        names = set()
+        for name, param in self.named_parameters():
+            if param.ndim <= 1 or name.endswith(".bias") or any(key in name for key in _NO_DECAY_NAMES):
+                names.add(name)
+        return names
+
+    def num_layers_for_decay(self) -> int:
+        """Blocks in the encoder, + 1 for the embeddings and + 1 for the head (BEiT/MAE rule)."""
+        return self.config.num_hidden_layers + 1
+
+    _layer_pattern = re.compile(r"(?:^|\.)(?:layers|blocks)\.(\d+)\.")
+
+    def layer_id(self, name: str) -> int:
+        """Layer index of a parameter for layer-wise lr decay: 0 for embeddings, i + 1 for block i,
+        `num_layers_for_decay()` for everything after the encoder (final norm, head)."""
+        if any(key in name for key in ("patch_embed", "pos_embed", "cls_token", "mask_token", "embeddings")):
+            return 0
+        match = self._layer_pattern.search(name)
+        if match and not name.startswith("decoder"):
+            return int(match.group(1)) + 1
+        return self.num_layers_for_decay()
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        """MAE's init: xavier-uniform Linear (and patch projection as a Linear), zero biases,
+        unit LayerNorm; subclasses add their embeddings and tokens."""
+        if isinstance(module, nn.Linear):
+            init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv2d):
+            init.xavier_uniform_flat_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            if module.weight is not None:
+                init.ones_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
