@@ -33,16 +33,18 @@ def parse_overrides(value: str | dict | None) -> dict[str, Any]:
     return parsed
 
 
-def apply_overrides(config, overrides: dict[str, Any]) -> None:
-    """Set override fields on `config`, refusing names the config does not have."""
+def apply_overrides(config, overrides: dict[str, Any]):
+    """A new config with `overrides` applied and validated again (the config's own checks run),
+    refusing names the config does not have."""
+    if not overrides:
+        return config
     known = set(config.to_dict())
-    unknown = sorted(k for k in overrides if k not in known and not hasattr(config, k))
+    unknown = sorted(k for k in overrides if k not in known)
     if unknown:
         raise ValueError(f"--config names fields that {type(config).__name__} does not have: {unknown}")
-    for key, value in overrides.items():
-        setattr(config, key, value)
-    if hasattr(config, "validate_fields"):
-        config.validate_fields()
+    values = {k: v for k, v in config.to_dict().items() if k not in ("model_type", "transformers_version")}
+    values.update(overrides)
+    return type(config)(**values)
 
 
 def strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -89,7 +89,6 @@ def _encoder_blocks(config: MAEConfig, hidden_size: int, num_layers: int, heads:
 
 
 class MAEModel(MAEPreTrainedModel):
-    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^head\."]
     """MAE's ViT encoder.
 
     Called without `noise` it encodes every patch in its original order (no masking, no
@@ -101,6 +100,8 @@ class MAEModel(MAEPreTrainedModel):
     when `config.use_mean_pooling` (the fine-tuning recipe; no final norm then), else the normed
     cls token.
     """
+
+    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^head\."]
 
     def __init__(self, config: MAEConfig, add_pooling_layer: bool = True, add_final_norm: bool | None = None):
         super().__init__(config)

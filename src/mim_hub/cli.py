@@ -1,0 +1,113 @@
+"""`mim-hub` (also `python -m mim_hub`): convert, pretrain, finetune, eval, reconstruct, demo, zoo."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# subcommand -> (module with add_arguments/main, one-line help)
+TRAINING_COMMANDS = {
+    "pretrain": ("mim_hub.training.pretrain", "pre-train any method's *ForPreTraining model with Accelerate"),
+    "finetune": ("mim_hub.training.finetune", "fine-tune a *ForImageClassification model with transformers' Trainer"),
+    "eval": ("mim_hub.training.evaluate", "frozen-feature evaluation: kNN or linear probe"),
+    "reconstruct": ("mim_hub.training.reconstruct", "picture of an image, its mask and the model's reconstruction"),
+    "demo": ("mim_hub.training.demo", "offline end-to-end demo: pre-train, evaluate, fine-tune and reconstruct on digits"),
+}
+
+
+def _add_convert(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert an ORIGINAL checkpoint of a method into a save_pretrained folder",
+        description=(
+            "Convert an original-format checkpoint (as released by the method's authors, or a training "
+            "checkpoint of their code) into a folder with config.json, model.safetensors, "
+            "preprocessor_config.json and a README.md model card. Sizes are inferred from tensor shapes and "
+            "the kind (pre-training with decoder / encoder only / fine-tuned classifier) from the keys. "
+            "Nothing is written at --output unless conversion succeeds."
+        ),
+    )
+    from .auto import METHODS
+
+    parser.add_argument("--method", required=True, choices=METHODS, help="which method's checkpoint format to read")
+    parser.add_argument("--checkpoint", required=True, help="path of the original checkpoint file (.pth/.pt/.bin/.pth.tar/.safetensors)")
+    parser.add_argument("--output", required=True, help="folder to write (created; must not exist or be empty unless --overwrite)")
+    parser.add_argument(
+        "--config", default=None,
+        help="JSON object (inline or a file path) of config fields that shapes cannot tell or that override "
+        "what is inferred, e.g. '{\"num_attention_heads\": 16, \"norm_pix_loss\": true}'",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output folder")
+    parser.add_argument("--push-to-hub", metavar="REPO", default=None, help="also upload the converted folder to this Hub repo")
+    parser.add_argument("--with-code", action="store_true", help="save the modeling code with the model (trust_remote_code loading)")
+    parser.set_defaults(func=run_convert)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from .conversion import convert
+
+    convert(
+        args.method, args.checkpoint, args.output, config=args.config, overwrite=args.overwrite,
+        push_to_hub=args.push_to_hub, with_code=args.with_code,
+    )
+    print(f"converted {args.checkpoint} -> {args.output}")
+    return 0
+
+
+def _add_zoo(subparsers) -> None:
+    parser = subparsers.add_parser("zoo", help="list the methods, presets and the original checkpoints they convert from")
+    parser.add_argument("--format", choices=("table", "json", "markdown"), default="table", help="output format")
+    parser.set_defaults(func=run_zoo)
+
+
+def run_zoo(args: argparse.Namespace) -> int:
+    from .zoo import print_zoo
+
+    print_zoo(args.format)
+    return 0
+
+
+def _add_training(subparsers) -> None:
+    for name, (module_name, help_text) in TRAINING_COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name and error.name.startswith("mim_hub"):
+                continue  # command not available in this build
+            raise
+        parser = subparsers.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        module.add_arguments(parser)
+        parser.set_defaults(func=module.main)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mim-hub", description="Masked-image-modeling model zoo on transformers.")
+    parser.add_argument("--verbose", action="store_true", help="show full tracebacks on errors")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_convert(subparsers)
+    _add_training(subparsers)
+    try:
+        importlib.import_module("mim_hub.zoo")
+        _add_zoo(subparsers)
+    except ModuleNotFoundError:
+        pass
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileExistsError, FileNotFoundError, OSError) as error:
+        if args.verbose:
+            raise
+        print(f"mim-hub {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
