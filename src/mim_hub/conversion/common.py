@@ -51,18 +51,27 @@ def strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, 
     return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
-def load_converted_state(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str, *, ignore: Iterable[str] = ()) -> None:
+def load_converted_state(
+    model: torch.nn.Module,
+    state_dict: dict[str, torch.Tensor],
+    source: str,
+    *,
+    ignore: Iterable[str] = (),
+    original_names: dict[str, str] | None = None,
+) -> None:
     """Load `state_dict` (already renamed to our keys) into `model`, strictly.
 
-    Missing, unexpected or mis-shaped tensors raise `CheckpointError` naming them all: a
-    converted model is either complete and exact or not written at all.
+    Missing, unexpected or mis-shaped tensors raise `CheckpointError` naming them all (by their
+    name in the original checkpoint when `original_names` maps ours -> theirs): a converted
+    model is either complete and exact or not written at all.
     """
     ours = model.state_dict()
     ignore = set(ignore)
+    names = original_names or {}
     missing = sorted(k for k in ours if k not in state_dict and k not in ignore)
-    unexpected = sorted(k for k in state_dict if k not in ours)
+    unexpected = sorted(f"{names.get(k, k)} (-> {k})" if k in names else k for k in state_dict if k not in ours)
     mismatched = sorted(
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(ours[k].shape)}"
+        f"{names.get(k, k)}: checkpoint {tuple(v.shape)} vs model {tuple(ours[k].shape)}"
         for k, v in state_dict.items()
         if k in ours and tuple(v.shape) != tuple(ours[k].shape)
     )

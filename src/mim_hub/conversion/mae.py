@@ -126,18 +126,19 @@ def build_mae(state: dict[str, torch.Tensor], overrides: dict, source: str, *, a
         model_class, prefix = classes["classification"], "mae."
     else:
         model_class, prefix = classes["model"], ""
-    renamed, unknown = {}, []
+    renamed, unknown, original_names = {}, [], {}
     for key, value in state.items():
         new = rename_mae_key(key, prefix)
         if new is None:
             unknown.append(key)
         else:
             renamed[new] = value
+            original_names[new] = key
     if unknown:
         raise CheckpointError(f"{source}: cannot convert: unexpected keys {sorted(unknown)[:20]}")
     config.architectures = [model_class.__name__]
     model = model_class(config)
-    load_converted_state(model, renamed, source)
+    load_converted_state(model, renamed, source, original_names=original_names)
     return model.eval()
 
 

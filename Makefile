@@ -1,0 +1,15 @@
+# The two things a newcomer runs: the offline demo and the tests.
+.PHONY: install demo test
+VENV ?= .venv
+PY = $(VENV)/bin/python
+
+install:
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[test]"
+
+demo: install
+	$(VENV)/bin/mim-hub demo --output-dir outputs/demo
+
+test: install
+	$(PY) -m pytest tests -q -p no:cacheprovider
