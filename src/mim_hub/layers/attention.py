@@ -73,7 +73,7 @@ class Attention(nn.Module):
             self.register_buffer("k_bias", torch.zeros(inner), persistent=False)
         self.o_proj = nn.Linear(inner, hidden_size)
         self.attention_dropout = attention_dropout
-        self.proj_dropout = nn.Dropout(proj_dropout)
+        self.proj_dropout = nn.Dropout(proj_dropout) if proj_dropout > 0 else nn.Identity()
 
     def project_qkv(self, hidden_states: torch.Tensor):
         """[B, N, D] -> q, k, v each [B, heads, N, head_dim]."""

@@ -20,7 +20,7 @@ class MLP(nn.Module):
         self.fc1 = nn.Linear(hidden_size, intermediate_size)
         self.act = ACT2FN[hidden_act]
         self.fc2 = nn.Linear(intermediate_size, hidden_size)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.fc2(self.dropout(self.act(self.fc1(hidden_states)))))
