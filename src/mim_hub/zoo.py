@@ -1,0 +1,84 @@
+"""The catalogue: per method, the presets (paper configurations) and the original released
+checkpoints with what each converts to. `mim-hub zoo` prints it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from .hub.cards import METHOD_INFO
+
+
+@dataclass(frozen=True)
+class Release:
+    """One checkpoint file the authors released."""
+
+    file: str
+    converts_to: str
+    config: dict = field(default_factory=dict)  # the --config it needs beyond what shapes tell
+    note: str = ""
+
+
+# method -> releases; each method's converter documentation (conversion/<method>.md) has the details.
+RELEASES: dict[str, list[Release]] = {
+    "mae": [
+        Release("mae_pretrain_vit_base.pth", "MAEModel", {}, "ViT-B/16 encoder, 12 heads"),
+        Release("mae_pretrain_vit_large.pth", "MAEModel", {}, "ViT-L/16 encoder, 16 heads"),
+        Release("mae_pretrain_vit_huge.pth", "MAEModel", {}, "ViT-H/14 encoder, 16 heads"),
+        Release("mae_visualize_vit_base.pth", "MAEForPreTraining", {}, "encoder + decoder, pixel targets"),
+        Release("mae_visualize_vit_large.pth", "MAEForPreTraining", {}, "encoder + decoder, pixel targets"),
+        Release("mae_visualize_vit_large_ganloss.pth", "MAEForPreTraining", {}, "encoder + decoder trained with an extra GAN loss"),
+        Release("mae_finetuned_vit_base.pth", "MAEForImageClassification", {}, "ImageNet-1k 83.6% top-1"),
+        Release("mae_finetuned_vit_large.pth", "MAEForImageClassification", {}, "ImageNet-1k 85.9% top-1"),
+        Release("mae_finetuned_vit_huge.pth", "MAEForImageClassification", {}, "ImageNet-1k 86.9% top-1"),
+    ],
+}
+
+# method -> preset name -> config fields (the papers' configurations)
+PRESETS: dict[str, dict[str, dict]] = {
+    "mae": {
+        "mae-vit-base-patch16": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+        "mae-vit-large-patch16": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+        "mae-vit-huge-patch14": dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, intermediate_size=5120, patch_size=14),
+    },
+}
+
+
+def register_releases(method: str, releases: list[Release], presets: dict[str, dict] | None = None) -> None:
+    """Add a method's releases and presets to the catalogue (each method's package calls this)."""
+    RELEASES.setdefault(method, []).extend(r for r in releases if r not in RELEASES.get(method, []))
+    if presets:
+        PRESETS.setdefault(method, {}).update(presets)
+
+
+def catalogue() -> list[dict]:
+    import mim_hub  # noqa: F401  (methods register their releases on import)
+
+    rows = []
+    for method, info in METHOD_INFO.items():
+        rows.append({
+            "method": method, "name": info["name"], "paper": info["paper"], "repo": info["repo"], "license": info["license"],
+            "presets": PRESETS.get(method, {}), "releases": [asdict(r) for r in RELEASES.get(method, [])],
+        })
+    return rows
+
+
+def print_zoo(fmt: str = "table") -> None:
+    rows = catalogue()
+    if fmt == "json":
+        print(json.dumps(rows, indent=2))
+        return
+    if fmt == "markdown":
+        print("| method | original file | converts to | notes | licence |\n|---|---|---|---|---|")
+        for row in rows:
+            for r in row["releases"]:
+                print(f"| {row['name']} | `{r['file']}` | `{r['converts_to']}` | {r['note']} | {row['license']} |")
+        return
+    for row in rows:
+        print(f"{row['name']} ({row['method']}), licence {row['license']}: {row['repo']}")
+        print(f"  paper: {row['paper']}")
+        for name, cfg in row["presets"].items():
+            print(f"  preset {name}: {cfg}")
+        for r in row["releases"]:
+            extra = f" --config '{json.dumps(r['config'])}'" if r["config"] else ""
+            print(f"  {r['file']:45s} -> {r['converts_to']:30s} {r['note']}{extra}")
