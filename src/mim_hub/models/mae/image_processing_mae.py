@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from transformers.image_processing_backends import PilBackend
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 
+from ..image_processing_common import MIMImageProcessor
 
-class MAEImageProcessor(PilBackend):
+
+class MAEImageProcessor(MIMImageProcessor):
     """Resize the shorter side to crop / 0.875 (bicubic), centre-crop, rescale to [0, 1] and
     normalise with ImageNet's mean/std: MAE's `main_finetune.py` evaluation transform
     (256 -> 224 at the default size). Images are converted to RGB first.
     """
 
-    model_input_names = ["pixel_values"]
     resample = PILImageResampling.BICUBIC
     image_mean = IMAGENET_DEFAULT_MEAN
     image_std = IMAGENET_DEFAULT_STD
@@ -22,7 +22,6 @@ class MAEImageProcessor(PilBackend):
     do_center_crop = True
     do_rescale = True
     do_normalize = True
-    do_convert_rgb = True
 
     @classmethod
     def for_image_size(cls, image_size: int, **kwargs) -> "MAEImageProcessor":
