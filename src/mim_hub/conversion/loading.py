@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import collections
+import copyreg
 import io
 import os
 import pickle
-import zipfile
 from typing import Any
 
 import torch
@@ -51,6 +51,13 @@ _SAFE_BUILTINS = {
     ("builtins", "complex"): complex,
     ("builtins", "bytearray"): bytearray,
     ("argparse", "Namespace"): argparse.Namespace,
+    ("builtins", "dict"): dict,
+    ("builtins", "list"): list,
+    ("builtins", "tuple"): tuple,
+    ("builtins", "object"): object,
+    # protocol 0/1 pickles rebuild dict subclasses with it; it only calls base.__new__/__init__
+    # of classes this unpickler itself allowed
+    ("copyreg", "_reconstructor"): copyreg._reconstructor,
 }
 
 
@@ -94,6 +101,8 @@ def _safe_codecs_encode(text, encoding="latin1"):
 
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
+        if module in ("__builtin__", "copy_reg"):  # Python 2 names in protocol 0-2 pickles
+            module = {"__builtin__": "builtins", "copy_reg": "copyreg"}[module]
         key = (module, name)
         if key == ("_codecs", "encode"):
             return _safe_codecs_encode
@@ -142,7 +151,7 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         first_error = str(error)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, MemoryError) as error:
+    except Exception as error:  # truncated, corrupt or not a torch file at all
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {str(error)[:200]})") from None
     # The file holds a global that weights_only refuses: read it again with inert stand-ins.
     try:

@@ -1,0 +1,81 @@
+"""Hostile and broken inputs: each is refused with one clear error naming the file and the
+problem, no payload runs, and nothing is written."""
+
+import os
+import sys
+import types
+import warnings
+
+import pytest
+import torch
+
+from hostile_inputs import HOSTILE, MARKER, try_one
+from mim_hub.conversion import convert_checkpoint
+
+
+@pytest.mark.parametrize("maker", HOSTILE, ids=lambda m: m.__name__)
+def test_hostile_checkpoint_is_refused_cleanly(maker, tmp_path):
+    ok, why = try_one(maker, str(tmp_path))
+    assert ok, why
+    assert not os.path.exists(MARKER)
+
+
+def test_nan_weights_are_loaded_with_a_warning(tmp_path):
+    from reference_mae import random_original_state
+
+    state = random_original_state(dim=32, depth=1, num_classes=3, seed=0)
+    state["head.weight"][0, 0] = float("nan")
+    path = tmp_path / "nan.pth"
+    torch.save({"model": state}, path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        convert_checkpoint("mae", str(path), {"num_attention_heads": 2})
+    assert any("NaN or inf" in str(w.message) and "head.weight" in str(w.message) for w in caught)
+
+
+def _fake_module(name, **classes):
+    module = types.ModuleType(name)
+    for cls_name, cls in classes.items():
+        cls.__module__, cls.__qualname__ = name, cls_name
+        setattr(module, cls_name, cls)
+    return module
+
+
+class _Ran(Exception):
+    pass
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_training_checkpoint_with_config_objects_is_read_without_running_them(tmp_path, monkeypatch, protocol):
+    """yacs/mmengine objects, pickled as those libraries pickle them, are read as inert data:
+    their classes are never imported and none of their code runs."""
+    from mim_hub.conversion.loading import checkpoint_args, load_checkpoint
+
+    from reference_mae import random_original_state
+
+    class CfgNode(dict):
+        def __setstate__(self, state):
+            raise _Ran("yacs code ran")
+
+    class MessageHub:
+        def __init__(self):
+            self.log_scalars = {"loss": [0.5]}
+
+        def __setstate__(self, state):
+            raise _Ran("mmengine code ran")
+
+    yacs = _fake_module("yacs.config", CfgNode=CfgNode)
+    mmengine = _fake_module("mmengine.logging.message_hub", MessageHub=MessageHub)
+    fakes = {"yacs": types.ModuleType("yacs"), "yacs.config": yacs, "mmengine": types.ModuleType("mmengine"),
+             "mmengine.logging": types.ModuleType("mmengine.logging"), "mmengine.logging.message_hub": mmengine}
+    for name, module in fakes.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    cfg = CfgNode(MODEL={"TYPE": "vit"}, DATA={"IMG_SIZE": 32})
+    path = tmp_path / "train.pth"
+    torch.save({"model": random_original_state(dim=32, depth=1), "config": cfg, "message_hub": MessageHub()}, path, pickle_protocol=protocol)
+    for name in fakes:
+        monkeypatch.delitem(sys.modules, name)
+    checkpoint = load_checkpoint(str(path))
+    assert "yacs.config" not in sys.modules and "mmengine.logging.message_hub" not in sys.modules
+    assert checkpoint_args(checkpoint)["DATA"]["IMG_SIZE"] == 32
+    assert "blocks.0.attn.qkv.weight" in checkpoint["model"]
