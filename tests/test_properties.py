@@ -1,0 +1,70 @@
+"""Property-based tests (hypothesis): any image is processed correctly or refused clearly; masks
+always hit the requested count."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from mim_hub import MAEImageProcessor
+from mim_hub.masking import random_masking
+
+PROCESSOR = MAEImageProcessor.for_image_size(16)
+MODES = ["L", "LA", "RGB", "RGBA", "P", "I;16", "I", "F", "CMYK", "1"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mode=st.sampled_from(MODES), width=st.integers(1, 300), height=st.integers(1, 300), seed=st.integers(0, 2**16))
+def test_any_pil_image_becomes_a_finite_rgb_tensor(mode, width, height, seed):
+    rng = np.random.RandomState(seed)
+    if mode in ("I;16",):
+        image = Image.fromarray(rng.randint(0, 65535, (height, width)).astype(np.uint16))
+    elif mode in ("I", "F"):
+        image = Image.fromarray(rng.rand(height, width).astype(np.float32) * 1000).convert(mode)
+    else:
+        image = Image.fromarray(rng.randint(0, 255, (height, width, 3), dtype=np.uint8)).convert(mode)
+    pixels = PROCESSOR(image, return_tensors="pt").pixel_values
+    assert pixels.shape == (1, 3, 16, 16)
+    assert torch.isfinite(pixels).all()
+    # rescaled to [0, 1] then normalised with ImageNet statistics
+    assert pixels.min() >= (0 - 0.485) / 0.229 - 1e-4 and pixels.max() <= (1 - 0.406) / 0.225 + 1e-4
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shape=st.sampled_from([(5, 7), (5, 7, 1), (5, 7, 3), (3, 5, 7), (5, 7, 4), (5, 7, 2), (2, 5, 7), (0, 4, 3), (4,), (2, 2, 2, 2)]),
+    dtype=st.sampled_from([np.uint8, np.float32, np.float64, np.uint16]),
+    special=st.sampled_from([None, "nan", "inf"]),
+)
+def test_any_array_is_processed_or_refused_clearly(shape, dtype, special):
+    array = np.random.RandomState(0).rand(*shape)
+    array = (array * (255 if dtype in (np.uint8, np.uint16) else 1)).astype(dtype)
+    if special and np.issubdtype(dtype, np.floating) and array.size:
+        array.flat[0] = np.nan if special == "nan" else np.inf
+    try:
+        pixels = PROCESSOR(array, return_tensors="pt").pixel_values
+    except ValueError as error:
+        message = str(error)
+        assert any(word in message for word in ("channels", "no pixels", "NaN", "shape", "image")), message
+        return
+    assert pixels.shape[1:] == (3, 16, 16) and torch.isfinite(pixels).all()
+
+
+@settings(max_examples=100, deadline=None)
+@given(batch=st.integers(1, 4), length=st.integers(1, 400), ratio=st.floats(0.0, 0.999), seed=st.integers(0, 1000))
+def test_random_masking_hits_the_count(batch, length, ratio, seed):
+    keep = int(length * (1 - ratio))
+    noise = torch.rand(batch, length, generator=torch.Generator().manual_seed(seed))
+    if keep < 1:
+        with pytest.raises(ValueError, match="keeps no patch"):
+            random_masking(noise, ratio)
+        return
+    ids_keep, mask, ids_restore = random_masking(noise, ratio)
+    assert ids_keep.shape == (batch, keep)
+    assert (mask.sum(1) == length - keep).all()
+    assert torch.equal(torch.gather(mask, 1, ids_keep), torch.zeros(batch, keep))
+    # the kept patches are those with the lowest noise
+    assert torch.equal(torch.sort(ids_keep, 1).values, torch.sort(torch.argsort(noise, 1)[:, :keep], 1).values)
+    assert torch.equal(torch.argsort(ids_restore, 1), torch.argsort(noise, 1))
