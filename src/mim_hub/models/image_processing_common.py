@@ -3,6 +3,8 @@ mode handling that turn any image into RGB or a clear error."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from PIL import Image
 from transformers.image_processing_backends import PilBackend
@@ -41,6 +43,14 @@ def to_rgb_image(image) -> Image.Image | np.ndarray:
     return image
 
 
+@functools.lru_cache(maxsize=32)
+def _normalisation_table(scale: float, mean: tuple, std: tuple) -> np.ndarray:
+    """[C, 256] float32: ((v * scale) - mean) / std, with the generic path's dtypes and order."""
+    rescaled = (np.arange(256, dtype=np.uint8).astype(np.float64) * scale).astype(np.float32)
+    mean32, std32 = np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
+    return (rescaled[None, :] - mean32[:, None]) / std32[:, None]
+
+
 def _grey_array_to_image(array: np.ndarray) -> Image.Image:
     """A 2-D array as a grey PIL image: uint8 as is, 16-bit and float rescaled from their range."""
     if array.size == 0:
@@ -68,6 +78,54 @@ class MIMImageProcessor(PilBackend):
         elif isinstance(images, (list, tuple)):
             images = [_grey_array_to_image(np.asarray(i)) if hasattr(i, "ndim") and i.ndim == 2 else i for i in images]
         return super()._prepare_images_structure(images, expected_ndims=expected_ndims)
+
+    def _preprocess(self, images, do_resize, size, resample, do_center_crop, crop_size, do_rescale, rescale_factor,
+                    do_normalize, image_mean, image_std, do_pad=None, pad_size=None, return_tensors=None, **kwargs):
+        """A faster path with the same numbers as the generic one for 8-bit images: PIL resizes
+        (as transformers' PIL backend does), the crop is a slice, and rescale + normalise is one
+        lookup in a per-channel float32 table computed with the generic path's exact operations."""
+        fast = (
+            do_rescale and do_normalize and not do_pad and image_mean is not None and image_std is not None
+            and all(isinstance(i, np.ndarray) and i.dtype == np.uint8 and i.ndim == 3 and i.shape[0] in (1, 3) for i in images)
+        )
+        if not fast:
+            return super()._preprocess(images, do_resize, size, resample, do_center_crop, crop_size, do_rescale, rescale_factor,
+                                       do_normalize, image_mean, image_std, do_pad=do_pad, pad_size=pad_size, return_tensors=return_tensors, **kwargs)
+        processed = []
+        for image in images:
+            channels = image.shape[0]
+            hwc = image.transpose(1, 2, 0)
+            if do_resize:
+                height, width = self._output_size(hwc.shape[0], hwc.shape[1], size)
+                pil = Image.fromarray(hwc[..., 0] if channels == 1 else np.ascontiguousarray(hwc))
+                resample = resample if resample is not None else Image.BILINEAR
+                hwc = np.asarray(pil.resize((width, height), resample=resample))
+                if hwc.ndim == 2:
+                    hwc = hwc[..., None]
+            if do_center_crop:
+                top, left = (hwc.shape[0] - crop_size.height) // 2, (hwc.shape[1] - crop_size.width) // 2
+                if top < 0 or left < 0:  # padding needed: the generic path does it
+                    processed.append(super()._preprocess([hwc.transpose(2, 0, 1)], False, size, resample, True, crop_size, True,
+                                                          rescale_factor, True, image_mean, image_std, return_tensors=None).pixel_values[0])
+                    continue
+                hwc = hwc[top: top + crop_size.height, left: left + crop_size.width]
+            table = _normalisation_table(rescale_factor, tuple(np.broadcast_to(image_mean, channels)), tuple(np.broadcast_to(image_std, channels)))
+            processed.append(np.stack([table[c][hwc[..., c]] for c in range(channels)]))
+        from transformers.feature_extraction_utils import BatchFeature
+
+        return BatchFeature(data={"pixel_values": processed}, tensor_type=return_tensors)
+
+    @staticmethod
+    def _output_size(height: int, width: int, size) -> tuple[int, int]:
+        if size.shortest_edge and not size.longest_edge:
+            short, long = (height, width) if height <= width else (width, height)
+            new_short, new_long = size.shortest_edge, int(size.shortest_edge * long / short)
+            return (new_short, new_long) if height <= width else (new_long, new_short)
+        if size.height and size.width:
+            return size.height, size.width
+        from transformers.image_utils import get_size_with_aspect_ratio
+
+        return get_size_with_aspect_ratio((height, width), size.shortest_edge, size.longest_edge)
 
     def process_image(self, image, do_convert_rgb=None, input_data_format=None, **kwargs):
         image = to_rgb_image(image)
