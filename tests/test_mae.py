@@ -336,3 +336,20 @@ def test_public_names():
 
     ids_keep, mask, ids_restore = random_masking(torch.tensor([[0.5, 0.1, 0.9, 0.3]]), 0.5)
     assert ids_keep.tolist() == [[1, 3]] and mask.tolist() == [[1, 0, 1, 0]]
+
+
+def test_fast_processing_path_equals_the_generic_one():
+    from transformers.image_processing_backends import PilBackend
+
+    class Generic(MAEImageProcessor):
+        def _preprocess(self, *args, **kwargs):
+            return PilBackend._preprocess(self, *args, **kwargs)
+
+    rng = np.random.RandomState(1)
+    for shape in [(300, 400, 3), (257, 256, 3), (90, 500, 3), (64, 64)]:
+        image = Image.fromarray(rng.randint(0, 255, shape, dtype=np.uint8))
+        for processor in (MAEImageProcessor(), MAEImageProcessor.for_image_size(32)):
+            fast = processor(image, return_tensors="np").pixel_values
+            generic = Generic(**processor.to_dict())(image, return_tensors="np").pixel_values
+            assert fast.dtype == generic.dtype == np.float32
+            np.testing.assert_array_equal(fast, generic)
