@@ -1,0 +1,70 @@
+"""Per method: our base-size models and what users would otherwise run, with identical weights.
+
+Each builder returns a dict of measures; each measure maps contender name -> zero-argument
+callable, plus `flops` (analytic forward FLOPs of one call) where known. Builders for methods
+without a transformers counterpart compare with the plain eager formulation (attention weights
+materialised, no SDPA)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+
+def vit_encoder_flops(tokens: int, width: int, depth: int, mlp: int, batch: int, patch_pixels: int = 0) -> float:
+    """Forward FLOPs of `depth` pre-norm ViT blocks over `tokens` tokens (multiply-add = 2)."""
+    per_layer = 2 * tokens * (4 * width * width + 2 * width * mlp) + 2 * 2 * tokens * tokens * width
+    return batch * (depth * per_layer + 2 * tokens * patch_pixels * width)
+
+
+def mae_pairs(batch: int, device: str, size: str = "base") -> dict:
+    from mae_vs_transformers import SIZES, to_transformers_state
+    from transformers import ViTMAEConfig, ViTMAEForPreTraining, ViTMAEModel
+
+    from mim_hub import MAEConfig, MAEForImageClassification, MAEForPreTraining, MAEModel
+
+    dims = SIZES[size]
+    torch.manual_seed(0)
+    ours = MAEForPreTraining(MAEConfig(**dims, norm_pix_loss=True)).to(device)
+    theirs = ViTMAEForPreTraining(ViTMAEConfig(**dims, layer_norm_eps=1e-6, norm_pix_loss=True)).to(device)
+    theirs.load_state_dict(to_transformers_state(ours.state_dict()))
+    ours_encoder = MAEModel(MAEConfig(**dims)).to(device).eval()
+    ours_encoder.load_state_dict(ours.mae.state_dict(), strict=False)
+    theirs_encoder = ViTMAEModel(ViTMAEConfig(**dims, layer_norm_eps=1e-6, mask_ratio=0.0)).to(device).eval()
+    theirs_encoder.load_state_dict({k[4:]: v for k, v in theirs.state_dict().items() if k.startswith("vit.")})
+    classifier = MAEForImageClassification(MAEConfig(**dims, num_labels=1000, use_mean_pooling=True)).to(device).eval()
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    noise = torch.rand(batch, 196, device=device)
+    ordered = torch.arange(196.0, device=device).expand(batch, -1)
+    width, depth, mlp = dims["hidden_size"], dims["num_hidden_layers"], dims["intermediate_size"]
+    dw, dd, dm = dims["decoder_hidden_size"], dims["decoder_num_hidden_layers"], dims["decoder_intermediate_size"]
+    enc_flops = vit_encoder_flops(197, width, depth, mlp, batch, 768)
+    pre_flops = vit_encoder_flops(50, width, depth, mlp, batch, 768) + vit_encoder_flops(197, dw, dd, dm, batch)
+
+    def train_step(model):
+        def run():
+            model.train()
+            model.zero_grad(set_to_none=True)
+            model(x, noise=noise).loss.backward()
+        return run
+
+    def infer(fn):
+        def run():
+            with torch.no_grad():
+                fn()
+        return run
+
+    return {
+        "encoder inference": {"ours": infer(lambda: ours_encoder(x)), "transformers ViTMAEModel": infer(lambda: theirs_encoder(x, noise=ordered)), "flops": enc_flops},
+        "pre-training forward": {"ours": infer(lambda: ours.eval()(x, noise=noise)), "transformers ViTMAEForPreTraining": infer(lambda: theirs.eval()(x, noise=noise)), "flops": pre_flops},
+        "pre-training step (fwd+bwd)": {"ours": train_step(ours), "transformers ViTMAEForPreTraining": train_step(theirs), "flops": 3 * pre_flops},
+        "classifier forward": {"ours": infer(lambda: classifier(x)), "flops": enc_flops},
+    }
+
+
+# method -> builder; the other methods add theirs below as they land.
+PAIRS = {"mae": mae_pairs}

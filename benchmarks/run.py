@@ -1,0 +1,245 @@
+"""mim_hub benchmarks: one entry point, a table on stdout, JSON on disk, BENCHMARKS.md.
+
+    python benchmarks/run.py [--quick] [--device cpu|cuda] [--methods mae,simmim,...] [--output benchmarks/results.json]
+
+Measures, each with warm-up, the median of repetitions and A/B interleaving:
+- the machine's matmul ceiling (fp32, and bf16 where supported) on the models' layer shapes;
+- per method at base size (224 px, batch 8 on CPU): encoder inference, pre-training forward and
+  forward+backward, classifier forward, against transformers' implementation with identical
+  weights where one exists; images/s, achieved FLOP/s and its fraction of the ceiling;
+- the data path: our image processor against transformers' ViTImageProcessorPil (images/s per worker);
+- from_pretrained and conversion of a base-size original checkpoint (time, peak memory).
+`--quick` uses a small model and few repetitions (for a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from pairs import PAIRS  # noqa: E402
+from timing import interleaved  # noqa: E402
+
+
+def matmul_ceiling(device: str, dtype: torch.dtype, repeats: int) -> float:
+    """Best FLOP/s of [B*N, D] x [D, 4D] matmuls shaped like a ViT-B MLP at batch 8."""
+    a = torch.randn(8 * 197, 768, device=device, dtype=dtype)
+    b = torch.randn(768, 3072, device=device, dtype=dtype)
+    flops = 2 * a.shape[0] * a.shape[1] * b.shape[1]
+
+    def run():
+        for _ in range(5):
+            a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    seconds = interleaved({"mm": run}, warmup=2, repeats=repeats)["mm"] / 5
+    return flops / seconds
+
+
+def bf16_supported(device: str) -> bool:
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return "avx512_bf16" in open("/proc/cpuinfo").read() or "amx_bf16" in open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+
+
+def data_path(repeats: int) -> dict:
+    from PIL import Image
+    from transformers import ViTImageProcessorPil
+    from transformers.image_utils import PILImageResampling
+
+    from mim_hub import MAEImageProcessor
+    from mim_hub.models.image_processing_common import MIMImageProcessor
+
+    rng = np.random.RandomState(0)
+    jpegs = []
+    for _ in range(32):
+        h, w = rng.randint(300, 500), rng.randint(300, 500)
+        buffer = io.BytesIO()
+        Image.fromarray((rng.rand(h, w, 3) * 255).astype(np.uint8)).save(buffer, format="JPEG", quality=90)
+        jpegs.append(buffer.getvalue())
+    decoded = [Image.open(io.BytesIO(j)).convert("RGB") for j in jpegs]
+
+    class SameTransform(MIMImageProcessor):  # ViTImageProcessorPil's transform with our path
+        resample = PILImageResampling.BILINEAR
+        image_mean, image_std = [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]
+        size = {"height": 224, "width": 224}
+        do_resize = do_rescale = do_normalize = True
+
+    contenders = {"ours (same transform)": SameTransform(), "ours (MAE eval transform)": MAEImageProcessor(),
+                  "transformers ViTImageProcessorPil": ViTImageProcessorPil(size={"height": 224, "width": 224})}
+
+    def over(images, processor):
+        return lambda: [processor(image, return_tensors="np") for image in images]
+
+    processing = interleaved({name: over(decoded, p) for name, p in contenders.items()}, repeats=repeats)
+    decode = interleaved({"decode": lambda: [Image.open(io.BytesIO(j)).convert("RGB") for j in jpegs]}, repeats=repeats)["decode"]
+    return {name: {"images_per_s": len(decoded) / t, "with_decode_images_per_s": len(decoded) / (t + decode)} for name, t in processing.items()}
+
+
+def loading(device: str, repeats: int) -> dict:
+    from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
+    from memory import cpu_peak_bytes
+    from mim_hub import MAEConfig, MAEForPreTraining
+    from mim_hub.conversion import convert
+
+    results = {}
+    with tempfile.TemporaryDirectory() as folder:
+        ours_dir, theirs_dir = os.path.join(folder, "ours"), os.path.join(folder, "theirs")
+        model = MAEForPreTraining(MAEConfig())
+        model.save_pretrained(ours_dir)
+        ViTMAEForPreTraining(ViTMAEConfig(layer_norm_eps=1e-6)).save_pretrained(theirs_dir)
+        # an original-format ViT-B checkpoint with decoder, as mae_visualize_vit_base.pth
+        from mae_vs_transformers import to_transformers_state  # noqa: F401  (same key family)
+
+        original = os.path.join(folder, "mae_visualize_vit_base.pth")
+        torch.save({"model": _to_original_mae(model.state_dict())}, original)
+        size = os.path.getsize(original)
+        del model
+
+        def load_ours():
+            MAEForPreTraining.from_pretrained(ours_dir)
+
+        def load_theirs():
+            ViTMAEForPreTraining.from_pretrained(theirs_dir)
+
+        timing = interleaved({"ours": load_ours, "transformers": load_theirs}, warmup=1, repeats=max(3, repeats // 2))
+        setup = "import mim_hub, transformers"
+        results["from_pretrained ViT-B MAE (s)"] = timing
+        results["from_pretrained peak RSS (MiB)"] = {
+            "ours": cpu_peak_bytes(f"mim_hub.MAEForPreTraining.from_pretrained({ours_dir!r})", setup) / 2**20,
+            "transformers": cpu_peak_bytes(f"transformers.ViTMAEForPreTraining.from_pretrained({theirs_dir!r})", setup) / 2**20,
+        }
+        counter = [0]
+
+        def run_convert():
+            counter[0] += 1
+            convert("mae", original, os.path.join(folder, f"converted{counter[0]}"))
+
+        results["convert mae_visualize_vit_base.pth (s)"] = interleaved({"ours": run_convert}, warmup=1, repeats=3)
+        peak = cpu_peak_bytes(
+            f"from mim_hub.conversion import convert; convert('mae', {original!r}, {os.path.join(folder, 'peak')!r})", setup
+        )
+        results["convert peak RSS / file size"] = {"ours": peak / size, "file MiB": size / 2**20}
+    return results
+
+
+def _to_original_mae(state: dict) -> dict:
+    """Our MAE state dict under the original facebookresearch/mae names (inverse of the converter)."""
+    out = {}
+    for key, value in state.items():
+        k = key.replace("mae.embeddings.patch_embed.projection.", "patch_embed.proj.").replace("mae.embeddings.", "")
+        k = k.replace("mae.encoder.layers.", "blocks.").replace("decoder.transformer.layers.", "decoder_blocks.")
+        k = k.replace("mae.layernorm.", "norm.").replace("attn.qkv_proj.", "attn.qkv.").replace("attn.o_proj.", "attn.proj.")
+        k = k.replace("decoder.mask_token", "mask_token").replace("decoder.decoder_pos_embed", "decoder_pos_embed")
+        k = k.replace("decoder.decoder_", "decoder_")
+        out[k] = value
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small models, few repetitions (smoke run)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--methods", default=",".join(PAIRS), help="comma-separated methods to benchmark")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default 8 on CPU, 64 on CUDA)")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results.json"))
+    parser.add_argument("--markdown", default=os.path.join(os.path.dirname(__file__), "..", "BENCHMARKS.md"))
+    parser.add_argument("--skip", default="", help="comma-separated sections to skip: models,data,loading")
+    args = parser.parse_args()
+    repeats = args.repeats or (3 if args.quick else 7)
+    batch = args.batch or (2 if args.quick else 8 if args.device == "cpu" else 64)
+    skip = set(filter(None, args.skip.split(",")))
+    report = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "threads": torch.get_num_threads(), "torch": torch.__version__, "device": args.device,
+                    "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None},
+        "batch": batch, "repeats": repeats,
+    }
+    ceiling = {"fp32": matmul_ceiling(args.device, torch.float32, repeats)}
+    if bf16_supported(args.device):
+        ceiling["bf16"] = matmul_ceiling(args.device, torch.bfloat16, repeats)
+    report["matmul_ceiling_flops"] = ceiling
+    print(f"matmul ceiling: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in ceiling.items()))
+    if "models" not in skip:
+        report["models"] = {}
+        for method in args.methods.split(","):
+            pairs = PAIRS[method](batch, args.device, **({"size": "tiny"} if args.quick else {}))
+            report["models"][method] = {}
+            for measure, contenders in pairs.items():
+                flops = contenders.pop("flops", None)
+                times = interleaved(contenders, repeats=repeats)
+                row = {}
+                for name, seconds in times.items():
+                    row[name] = {"ms": seconds * 1e3, "images_per_s": batch / seconds}
+                    if flops:
+                        row[name]["flops_fraction_of_ceiling"] = flops / seconds / ceiling["fp32"]
+                if len(times) > 1:
+                    ours = times["ours"]
+                    row["ratio"] = {n: t / ours for n, t in times.items() if n != "ours"}
+                report["models"][method][measure] = row
+                line = "  ".join(f"{n}: {v['ms']:.1f} ms" for n, v in row.items() if n != "ratio")
+                ratio = "  ratio " + ", ".join(f"{r:.2f}" for r in row.get("ratio", {}).values()) if "ratio" in row else ""
+                fraction = f"  ({row['ours'].get('flops_fraction_of_ceiling', 0):.2f} of ceiling)" if flops else ""
+                print(f"{method:10s} {measure:28s} {line}{ratio}{fraction}")
+    if "data" not in skip:
+        report["data_path"] = data_path(repeats)
+        for name, row in report["data_path"].items():
+            print(f"data path  {name:34s} {row['images_per_s']:.0f} img/s ({row['with_decode_images_per_s']:.0f} with JPEG decode)")
+    if "loading" not in skip and not args.quick:
+        report["loading"] = loading(args.device, repeats)
+        for name, row in report["loading"].items():
+            print(f"loading    {name:40s} " + "  ".join(f"{k}: {v:.2f}" for k, v in row.items()))
+    with open(args.output, "w") as handle:
+        json.dump(report, handle, indent=2)
+    write_markdown(report, args.markdown)
+    return 0
+
+
+def write_markdown(report: dict, path: str) -> None:
+    m = report["machine"]
+    lines = ["# Benchmarks", "", "Generated by `python benchmarks/run.py` (do not edit by hand).", "",
+             f"Machine: {m['processor']}, {m['threads']} threads, {m['platform']}, torch {m['torch']}, device {m['device']}"
+             + (f" ({m['gpu']})" if m.get("gpu") else "") + f". Batch {report['batch']}, median of {report['repeats']} interleaved repetitions.", "",
+             "Matmul ceiling: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in report["matmul_ceiling_flops"].items()), ""]
+    if "models" in report:
+        lines += ["| method | measure | ours ms | other | other ms | other / ours | ours fraction of ceiling |", "|---|---|---|---|---|---|---|"]
+        for method, measures in report["models"].items():
+            for measure, row in measures.items():
+                others = [n for n in row if n not in ("ours", "ratio")]
+                frac = row["ours"].get("flops_fraction_of_ceiling")
+                frac = f"{frac:.2f}" if frac else ""
+                if not others:
+                    lines.append(f"| {method} | {measure} | {row['ours']['ms']:.1f} | | | | {frac} |")
+                for other in others:
+                    lines.append(f"| {method} | {measure} | {row['ours']['ms']:.1f} | {other} | {row[other]['ms']:.1f} | {row['ratio'][other]:.2f} | {frac} |")
+        lines.append("")
+    if "data_path" in report:
+        lines += ["| image processor | images/s (decoded) | images/s incl. JPEG decode |", "|---|---|---|"]
+        lines += [f"| {n} | {r['images_per_s']:.0f} | {r['with_decode_images_per_s']:.0f} |" for n, r in report["data_path"].items()]
+        lines.append("")
+    if "loading" in report:
+        lines += ["| loading | values |", "|---|---|"]
+        lines += [f"| {n} | " + ", ".join(f"{k}: {v:.2f}" for k, v in r.items()) + " |" for n, r in report["loading"].items()]
+        lines.append("")
+    with open(path, "w") as handle:
+        handle.write("\n".join(lines))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
