@@ -1,0 +1,35 @@
+"""torch.compile captures every model in one graph (no graph breaks), and bf16 autocast runs."""
+
+import pytest
+import torch
+
+from mim_hub.auto import method_classes
+from tiny_models import TINY, tiny
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(TINY))
+@pytest.mark.parametrize("role", ["model", "pretraining", "classification"])
+def test_fullgraph_compile_matches_eager(method, role):
+    torch._dynamo.reset()
+    config, extra = tiny(method)
+    model = method_classes(method)[role](config).eval()
+    x = torch.randn(2, config.num_channels, 32, 32)
+    kwargs = extra if role == "pretraining" else {}
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        eager_out, compiled_out = model(x, **kwargs), compiled(x, **kwargs)
+    key = {"model": "last_hidden_state", "pretraining": "loss", "classification": "logits"}[role]
+    torch.testing.assert_close(compiled_out[key], eager_out[key], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", sorted(TINY))
+def test_bf16_autocast_pretraining_step(method):
+    config, extra = tiny(method)
+    model = method_classes(method)["pretraining"](config).train()
+    x = torch.randn(2, config.num_channels, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(x, **extra).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
