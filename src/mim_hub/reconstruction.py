@@ -1,0 +1,124 @@
+"""Reconstructions of masked images by MAE-family pre-training models, and the picture
+original | masked | reconstruction | reconstruction with the visible patches pasted back.
+
+For `norm_pix_loss` models the predictions are per-patch normalised pixels. They are brought
+back to pixel space with statistics taken ONLY from the visible patches: each masked patch gets
+the mean and standard deviation of the visible patches, weighted by inverse distance on the patch
+grid. The masked patches' own statistics are never used (that would leak the answer)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .layers import patchify, unpatchify
+
+
+@dataclass
+class Reconstruction:
+    """Tensors in the model's input space [B, C, H, W] (normalised pixels), plus mask and loss."""
+
+    original: torch.Tensor
+    masked: torch.Tensor
+    reconstruction: torch.Tensor
+    pasted: torch.Tensor
+    mask: torch.Tensor  # [B, L], 1 = masked
+    loss: torch.Tensor  # [B], the model's loss per image (on masked patches)
+    norm_pix_loss: bool
+
+
+def _visible_statistics(target: torch.Tensor, mask: torch.Tensor, grid: tuple[int, int]):
+    """Per-patch mean/std for every patch, masked ones estimated from visible ones only."""
+    mean = target.mean(-1)  # [B, L]
+    std = (target.var(-1) + 1e-6).sqrt()
+    rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
+    coords = torch.stack([rows.flatten(), cols.flatten()], -1).float()
+    distance = torch.cdist(coords, coords)  # [L, L]
+    weights = 1.0 / (distance + 1e-3) ** 2
+    visible = (1 - mask)  # [B, L]
+    w = weights[None] * visible[:, None, :]  # [B, L(query), L(visible)]
+    w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
+    est_mean = (w * mean[:, None, :]).sum(-1)
+    est_std = (w * std[:, None, :]).sum(-1)
+    return torch.where(mask.bool(), est_mean, mean), torch.where(mask.bool(), est_std, std)
+
+
+@torch.no_grad()
+def reconstruct(model, pixel_values: torch.Tensor, *, mask_ratio: float | None = None, seed: int = 0, noise: torch.Tensor | None = None) -> Reconstruction:
+    """Mask `pixel_values` with noise drawn from `seed` (or the given `noise`) and reconstruct."""
+    config = model.config
+    if not hasattr(model, "unpatchify"):
+        raise ValueError(f"{type(model).__name__} does not predict pixels per patch; reconstructions need an MAE-family "
+                         "pre-training model (mae, color_mae, mr_mae, crate_mae)")
+    p = config.patch_size
+    grid = (pixel_values.shape[-2] // p, pixel_values.shape[-1] // p)
+    if noise is None:
+        noise = torch.rand(pixel_values.shape[0], grid[0] * grid[1], generator=torch.Generator().manual_seed(seed))
+    model.eval()
+    kwargs = {"noise": noise}
+    if mask_ratio is not None:
+        kwargs["mask_ratio"] = mask_ratio
+    out = model(pixel_values, **kwargs)
+    mask, pred = out.mask.float(), out.logits.float()
+    target = patchify(pixel_values, p)
+    norm_pix = bool(getattr(config, "norm_pix_loss", False))
+    goal = target
+    if norm_pix:
+        goal = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6) ** 0.5
+    per_image = (((pred - goal) ** 2).mean(-1) * mask).sum(1) / mask.sum(1)
+    if norm_pix:
+        mean, std = _visible_statistics(target, mask, grid)
+        pred = pred * std[..., None] + mean[..., None]
+    m = mask[..., None]
+    reconstruction = unpatchify(pred, p, config.num_channels, grid)
+    pasted = unpatchify(pred * m + target * (1 - m), p, config.num_channels, grid)
+    masked = unpatchify(target * (1 - m), p, config.num_channels, grid)
+    return Reconstruction(pixel_values, masked, reconstruction, pasted, mask, per_image, norm_pix)
+
+
+def to_image(tensor: torch.Tensor, mean, std, *, blank=None):
+    """[C, H, W] normalised -> RGB PIL image."""
+    from PIL import Image
+
+    array = tensor.detach().float().cpu().numpy()
+    array = array * np.asarray(std)[:, None, None] + np.asarray(mean)[:, None, None]
+    array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8).transpose(1, 2, 0)
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, -1)
+    return Image.fromarray(array)
+
+
+def compose_picture(result: Reconstruction, index: int, mean, std, *, scale: int | None = None):
+    """The four panels side by side with titles and a note on the denormalisation."""
+    from PIL import Image, ImageDraw
+
+    m = result.mask[index]
+    p = result.original.shape[-1] // int(round(m.numel() ** 0.5))
+    grey = torch.tensor([0.5, 0.5, 0.5])
+    masked = result.masked[index].clone()
+    grid_mask = m.reshape(result.original.shape[-2] // p, -1).repeat_interleave(p, 0).repeat_interleave(p, 1).bool()
+    fill = ((grey - torch.tensor(mean)) / torch.tensor(std))[: masked.shape[0], None, None].float()
+    masked = torch.where(grid_mask[None], fill.expand_as(masked), masked)
+    panels = [to_image(result.original[index], mean, std), to_image(masked, mean, std),
+              to_image(result.reconstruction[index], mean, std), to_image(result.pasted[index], mean, std)]
+    size = panels[0].size[0]
+    scale = scale or max(1, 160 // size)
+    panels = [panel.resize((panel.width * scale, panel.height * scale), Image.NEAREST) for panel in panels]
+    width, height = panels[0].size
+    titles = ["original", f"masked {100 * m.mean().item():.0f}%", "reconstruction", "reconstruction + visible"]
+    note = (f"loss {result.loss[index].item():.3f}; " + ("norm_pix_loss: masked patches denormalised with the visible patches' "
+            "statistics (inverse-distance weighted), never their own" if result.norm_pix_loss else "pixel targets"))
+    import textwrap
+
+    lines = textwrap.wrap(note, max(20, (4 * width + 40) // 6))
+    canvas = Image.new("RGB", (4 * width + 50, height + 30 + 12 * len(lines)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (panel, title) in enumerate(zip(panels, titles)):
+        x = 10 + i * (width + 10)
+        canvas.paste(panel, (x, 18))
+        draw.text((x, 3), title, fill="black")
+    for i, line in enumerate(lines):
+        draw.text((10, height + 24 + 12 * i), line, fill="black")
+    return canvas

@@ -1,0 +1,142 @@
+"""The offline end-to-end demo, on scikit-learn's bundled digits (no network):
+
+1. pre-train a small MAE (ViT 192 wide, 6 layers, patch 4, 32 px, mask 0.75, norm_pix_loss);
+2. evaluate frozen features (kNN k=20 T=0.07, linear probe) against the same architecture at
+   random initialisation and against raw pixels;
+3. fine-tune the pre-trained encoder with transformers' Trainer;
+4. write reconstruction pictures, model cards and a summary table (summary.md, summary.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+
+import numpy as np
+import torch
+
+logger = logging.getLogger("mim_hub.demo")
+
+# The recipe measured by benchmarks/learning.py (digits protocol, 2 CPU cores).
+DEMO_PRETRAIN = ["--batch-size", "128", "--lr", "1.5e-3", "--warmup-steps", "40", "--crop-min-scale", "0.5", "--no-flip",
+                 "--clip-grad", "3.0"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output-dir", default="outputs/demo", help="where everything is written")
+    parser.add_argument("--pretrain-steps", type=int, default=600, help="pre-training optimizer steps (batch 128)")
+    parser.add_argument("--finetune-epochs", type=float, default=8, help="Trainer fine-tuning epochs")
+    parser.add_argument("--seed", type=int, default=0, help="seed of everything")
+    parser.add_argument("--quick", action="store_true", help="a few steps of everything (a smoke run, for tests)")
+    parser.add_argument("--overwrite", action="store_true", help="start again even if --output-dir holds a finished pre-training run")
+
+
+def _parse(module, argv):
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def pixel_features(images) -> torch.Tensor:
+    return torch.tensor(np.stack([np.asarray(images.image(i), dtype=np.float32).ravel() / 255 for i in range(len(images))]))
+
+
+def run_demo(output_dir: str, *, pretrain_steps: int = 600, finetune_epochs: float = 8, seed: int = 0, quick: bool = False, overwrite: bool = False) -> dict:
+    import mim_hub  # noqa: F401
+    from transformers import AutoImageProcessor
+
+    from ..models.mae import MAEForPreTraining
+    from ..reconstruction import compose_picture, reconstruct
+    from . import finetune as finetune_module
+    from . import pretrain as pretrain_module
+    from .data import load_digits_dataset
+    from .evaluate import evaluate_model, knn_accuracy, linear_probe_accuracy
+    from .presets import preset_config
+
+    started = time.time()
+    os.makedirs(output_dir, exist_ok=True)
+    pretrained_dir = os.path.join(output_dir, "mae-digits")
+    train, test = load_digits_dataset("train"), load_digits_dataset("test")
+    steps = 4 if quick else pretrain_steps
+    summary: dict = {"dataset": "digits (scikit-learn), stratified 1347/450 split, 32x32", "seed": seed, "pretrain_steps": steps}
+
+    # 1. pre-train
+    logger.info("1/4 pre-training MAE on digits for %d steps", steps)
+    if overwrite or not os.path.isfile(os.path.join(pretrained_dir, "model.safetensors")):
+        argv = ["--model", "mae-tiny-digits", "--dataset", "digits", "--output-dir", pretrained_dir, "--max-steps", str(steps),
+                "--seed", str(seed), "--save-every", str(max(50, steps // 4)), "--log-every", "10", *DEMO_PRETRAIN]
+        if quick:
+            argv[argv.index("128")] = "32"
+        if os.path.isdir(os.path.join(pretrained_dir, "checkpoints")) and not overwrite:
+            argv.append("--resume")
+        pretrain_module.main(_parse(pretrain_module, argv))
+    summary["pretrain_minutes"] = round((time.time() - started) / 60, 2)
+
+    # 2. frozen-feature evaluation: pre-trained vs random init vs raw pixels
+    logger.info("2/4 evaluating frozen features (kNN, linear probe)")
+    processor = AutoImageProcessor.from_pretrained(pretrained_dir)
+    pretrained = MAEForPreTraining.from_pretrained(pretrained_dir)
+    torch.manual_seed(seed)
+    _, config = preset_config("mae-tiny-digits")
+    random_init = MAEForPreTraining(config)
+    epochs = 5 if quick else 100
+    results = {
+        "pre-trained MAE": evaluate_model(pretrained.mae, processor, train, test, linear_epochs=epochs, seed=seed),
+        "random init (same architecture)": evaluate_model(random_init.mae, processor, train, test, linear_epochs=epochs, seed=seed),
+    }
+    raw_train, raw_test = pixel_features(train), pixel_features(test)
+    results["raw pixels"] = {"knn": knn_accuracy(raw_train, train.labels, raw_test, test.labels),
+                             "linear": linear_probe_accuracy(raw_train, train.labels, raw_test, test.labels, epochs=epochs, seed=seed)}
+    # held-out masked-reconstruction loss (same masks for both models)
+    pixels = processor([test.image(i) for i in range(len(test))], return_tensors="pt").pixel_values
+    noise = torch.rand(len(test), 64, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        results["pre-trained MAE"]["heldout_loss"] = pretrained.eval()(pixels, noise=noise).loss.item()
+        results["random init (same architecture)"]["heldout_loss"] = random_init.eval()(pixels, noise=noise).loss.item()
+    summary["frozen_features"] = results
+
+    # 3. fine-tune with transformers' Trainer
+    logger.info("3/4 fine-tuning with transformers' Trainer")
+    finetuned_dir = os.path.join(output_dir, "mae-digits-finetuned")
+    _, metrics = finetune_module.finetune(
+        pretrained_dir, train, test, output_dir=finetuned_dir, epochs=1 if quick else finetune_epochs, batch_size=64,
+        base_lr=2e-3, layer_decay=0.75, drop_path=0.1, crop_min_scale=0.5, flip=False, seed=seed, log_to_console=True)
+    summary["finetuned_accuracy"] = metrics.get("eval_accuracy")
+
+    # 4. reconstruction pictures
+    logger.info("4/4 writing reconstruction pictures")
+    result = reconstruct(pretrained, pixels[:8], seed=seed)
+    for i in range(4):
+        compose_picture(result, i, processor.image_mean, processor.image_std).save(os.path.join(output_dir, f"reconstruction_{i}.png"))
+    summary["minutes"] = round((time.time() - started) / 60, 2)
+    write_summary(summary, output_dir)
+    return summary
+
+
+def write_summary(summary: dict, output_dir: str) -> None:
+    with open(os.path.join(output_dir, "summary.json"), "w") as handle:
+        json.dump(summary, handle, indent=2)
+    lines = ["# mim_hub demo: MAE on digits", "", f"{summary['dataset']}; {summary['pretrain_steps']} pre-training steps; "
+             f"{summary['minutes']} minutes in all.", "", "| features | kNN (k=20, T=0.07) | linear probe | held-out masked loss |",
+             "|---|---|---|---|"]
+    for name, row in summary["frozen_features"].items():
+        loss = f"{row['heldout_loss']:.3f}" if "heldout_loss" in row else ""
+        lines.append(f"| {name} | {100 * row['knn']:.1f}% | {100 * row['linear']:.1f}% | {loss} |")
+    if summary.get("finetuned_accuracy") is not None:
+        lines += ["", f"Fine-tuned with transformers' Trainer: {100 * summary['finetuned_accuracy']:.1f}% test accuracy."]
+    lines += ["", "Pictures: reconstruction_0.png ... reconstruction_3.png. Models: mae-digits/ (pre-trained, with card), "
+              "mae-digits-finetuned/ (classifier, with card)."]
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(output_dir, "summary.md"), "w") as handle:
+        handle.write(text)
+    print(text)
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    run_demo(args.output_dir, pretrain_steps=args.pretrain_steps, finetune_epochs=args.finetune_epochs, seed=args.seed,
+             quick=args.quick, overwrite=args.overwrite)
+    return 0

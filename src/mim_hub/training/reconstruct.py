@@ -1,0 +1,43 @@
+"""Write a picture of an image, its mask, the model's reconstruction and the reconstruction with
+the visible patches pasted back (MAE-family pre-training models)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="saved pre-training model folder (with its decoder)")
+    parser.add_argument("--image", required=True, help="image file")
+    parser.add_argument("--output", required=True, help="PNG file to write")
+    parser.add_argument("--mask-ratio", type=float, default=None, help="fraction of patches to mask (default: the model's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random mask")
+
+
+def main(args: argparse.Namespace) -> int:
+    import os
+
+    from PIL import Image, UnidentifiedImageError
+    from transformers import AutoImageProcessor
+
+    import mim_hub  # noqa: F401
+
+    from ..auto import method_classes
+    from ..reconstruction import compose_picture, reconstruct
+    from .modelio import method_of_folder
+
+    method = method_of_folder(args.model)
+    model = method_classes(method)["pretraining"].from_pretrained(args.model)
+    processor = AutoImageProcessor.from_pretrained(args.model)
+    try:
+        image = Image.open(args.image)
+        image.load()
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"cannot read image {args.image}: {error}") from None
+    pixels = processor(image, return_tensors="pt").pixel_values
+    result = reconstruct(model, pixels, mask_ratio=args.mask_ratio, seed=args.seed)
+    picture = compose_picture(result, 0, processor.image_mean, processor.image_std)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    picture.save(args.output)
+    print(f"wrote {args.output} (loss on masked patches {result.loss[0].item():.4f})")
+    return 0

@@ -1,0 +1,76 @@
+"""Data augmentation in PIL and NumPy (no torchvision): each transform takes an explicit
+`numpy.random.Generator`, so a sample's augmentation depends only on (seed, epoch, index) and
+training resumes bit for bit."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+
+
+def random_resized_crop_box(width: int, height: int, rng: np.random.Generator, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
+    """torchvision's RandomResizedCrop box sampling (10 tries, then a centre crop)."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w, h = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+            return left, top, left + w, top + h
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        h, w = height, int(round(height * ratio[1]))
+    else:
+        w, h = width, height
+    left, top = (width - w) // 2, (height - h) // 2
+    return left, top, left + w, top + h
+
+
+class Normalize:
+    """uint8 HWC -> float32 CHW, (x / 255 - mean) / std, via a lookup table."""
+
+    def __init__(self, mean, std):
+        rescaled = np.arange(256, dtype=np.float64) / 255.0
+        self.table = ((rescaled[None, :] - np.asarray(mean)[:, None]) / np.asarray(std)[:, None]).astype(np.float32)
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        array = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
+        return np.stack([self.table[c][array[..., c]] for c in range(3)])
+
+
+class RandomResizedCropFlip:
+    """MAE's pre-training augmentation: RandomResizedCrop(size, scale) with bicubic resampling of
+    the crop box straight to the output size, then a horizontal flip with probability 0.5."""
+
+    def __init__(self, size: int, mean, std, scale=(0.2, 1.0), flip: bool = True, resample=Image.BICUBIC):
+        self.size, self.scale, self.flip, self.resample = size, scale, flip, resample
+        self.normalize = Normalize(mean, std)
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator) -> np.ndarray:
+        box = random_resized_crop_box(image.width, image.height, rng, self.scale)
+        out = image.resize((self.size, self.size), self.resample, box=box)
+        if self.flip and rng.random() < 0.5:
+            out = out.transpose(Image.FLIP_LEFT_RIGHT)
+        return self.normalize(out)
+
+
+class ResizeCenterCrop:
+    """Evaluation transform: resize the shorter side to size / crop_ratio, centre crop."""
+
+    def __init__(self, size: int, mean, std, crop_ratio: float = 0.875, resample=Image.BICUBIC):
+        self.size, self.crop_ratio, self.resample = size, crop_ratio, resample
+        self.normalize = Normalize(mean, std)
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator | None = None) -> np.ndarray:
+        short = int(round(self.size / self.crop_ratio))
+        w, h = image.size
+        nw, nh = (short, max(1, int(short * h / w))) if w <= h else (max(1, int(short * w / h)), short)
+        image = image.resize((nw, nh), self.resample)
+        left, top = (nw - self.size) // 2, (nh - self.size) // 2
+        return self.normalize(image.crop((left, top, left + self.size, top + self.size)))
