@@ -154,3 +154,26 @@ def test_zoo_lists_every_method():
     rows = {row["method"]: row for row in json.loads(proc.stdout)}
     assert set(rows) == {"mae", "simmim", "cae", "mr_mae", "color_mae", "crate_mae"}
     assert any(r["file"] == "mae_visualize_vit_large.pth" for r in rows["mae"]["releases"])
+
+
+def test_masked_image_reconstruction_pipeline(tmp_path):
+    torch.manual_seed(0)
+    model = MAEForPreTraining(MAEConfig(**TINY, norm_pix_loss=True)).eval()
+    model.save_pretrained(tmp_path)
+    MAEImageProcessor.for_image_size(32).save_pretrained(tmp_path)
+    reconstructor = pipeline("masked-image-reconstruction", model=str(tmp_path))
+    image = _image(3, (60, 70))
+    out = reconstructor(image, mask_ratio=0.5, seed=1)
+    assert out["picture"].width > 4 * 32 and out["reconstruction"].size == (32, 32)
+    assert int(out["mask"].sum()) == 32 and out["loss"] > 0
+    again = reconstructor(image, mask_ratio=0.5, seed=1)
+    assert again["loss"] == out["loss"] and torch.equal(again["mask"], out["mask"])
+    other = reconstructor(image, mask_ratio=0.75, seed=2)
+    assert int(other["mask"].sum()) == 48
+    # the loss equals the model's own on the same masking noise
+    pixels = reconstructor.image_processor(image, return_tensors="pt").pixel_values
+    noise = torch.rand(1, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert abs(model(pixels, noise=noise, mask_ratio=0.5).loss.item() - out["loss"]) < 1e-5
+    with pytest.raises(ValueError, match="mask_ratio"):
+        reconstructor(image, mask_ratio=1.5)

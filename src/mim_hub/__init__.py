@@ -23,3 +23,8 @@ for _method in ("simmim", "cae", "mr_mae", "color_mae", "crate_mae"):
         __all__.append(_name)
 
 register_all()
+
+from .pipelines import MaskedImageReconstructionPipeline, register_pipelines  # noqa: E402
+
+register_pipelines()
+__all__.append("MaskedImageReconstructionPipeline")
