@@ -1,6 +1,7 @@
 """Mask sources. Every MAE-family source produces `noise` [B, L] (lowest values kept), consumed
 by the models' one `random_masking`; SimMIM and CAE generators produce boolean grids."""
 
+from .layers.mask_color_noise import ColorNoiseMaskGenerator, generate_noise_patterns, load_noise_patterns
 from .layers.masking import gather_tokens, random_masking
 
-__all__ = ["random_masking", "gather_tokens"]
+__all__ = ["random_masking", "gather_tokens", "ColorNoiseMaskGenerator", "generate_noise_patterns", "load_noise_patterns"]

@@ -1,0 +1,11 @@
+"""ColorMAE's preprocessing: mmpretrain's evaluation pipeline, the same as MAE's (shorter side to
+256 bicubic, centre crop 224, ImageNet mean/std)."""
+
+from ..mae.image_processing_mae import MAEImageProcessor
+
+
+class ColorMAEImageProcessor(MAEImageProcessor):
+    """Resize (bicubic) + centre crop + ImageNet normalisation, on the PIL backend."""
+
+
+__all__ = ["ColorMAEImageProcessor"]

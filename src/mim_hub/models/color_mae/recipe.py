@@ -1,0 +1,49 @@
+"""ColorMAE's pre-training recipe: MAE's, with masks from coloured-noise windows.
+
+Each batch's windows are drawn exactly as the original does for a batch (one crop and flip pair
+per pass over the pattern stack, sample b from pattern b mod P), from a generator seeded by the
+batch's first sample, so runs stay reproducible and resumable. `--noise-color` picks the colour,
+`--noise-patterns` the authors' `.npz` file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ...layers.mask_color_noise import COLORS
+from ...training.recipes import PretrainRecipe
+
+
+@dataclass
+class ColorMAERecipe(PretrainRecipe):
+    method: str = "color_mae"
+    mask_generator: object = field(default=None, repr=False)
+
+    def add_arguments(self, parser) -> None:
+        group = parser.add_argument_group("color_mae")
+        group.add_argument("--noise-color", choices=COLORS, default=None, help="ColorMAE: colour of the masking noise (default: the model's, green)")
+        group.add_argument("--noise-patterns", default=None, help="ColorMAE: the authors' <color>_noise_data_3072.npz (default: generated offline)")
+
+    def configure_model(self, model, args) -> None:
+        from .modeling_color_mae import mask_generator_for
+
+        if getattr(args, "noise_color", None):
+            model.config.noise_color = args.noise_color
+        if getattr(args, "noise_patterns", None):
+            model.config.noise_pattern_path = args.noise_patterns
+        self.mask_generator = mask_generator_for(model.config)
+        model._mask_generator = self.mask_generator
+
+    def sample_inputs(self, config, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        return {"mask_seed": torch.tensor(int(rng.integers(0, 2**62)))}
+
+    def collate(self, samples: list[dict]) -> dict[str, torch.Tensor]:
+        batch = {"pixel_values": torch.stack([s["pixel_values"] for s in samples])}
+        generator = torch.Generator().manual_seed(int(samples[0]["mask_seed"]))
+        batch["noise"] = self.mask_generator(len(samples), generator=generator)
+        return batch
+
+
+RECIPE = ColorMAERecipe()
