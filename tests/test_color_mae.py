@@ -151,3 +151,15 @@ def test_not_an_mmpretrain_checkpoint(tmp_path):
     torch.save(state, tmp_path / "y.pth")
     with pytest.raises(CheckpointError, match="unexpected keys"):
         convert_checkpoint("color_mae", str(tmp_path / "y.pth"), meta["bars_overrides"])
+
+
+def test_safetensors_release_converts(tmp_path):
+    """The authors publish .safetensors files with the same flat mmpretrain keys."""
+    from safetensors.torch import save_file
+
+    path, inputs, expected, meta = load_fixture("color_mae", "finetune-classifier")
+    state = torch.load(path, weights_only=True)["state_dict"]
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "epoch_99.safetensors")
+    model, _ = convert_checkpoint("color_mae", str(tmp_path / "epoch_99.safetensors"), meta["bars_overrides"])
+    with torch.no_grad():
+        assert_close(model(inputs["pixel_values"]).logits, expected["logits"], "logits")

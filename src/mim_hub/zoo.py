@@ -32,6 +32,14 @@ RELEASES: dict[str, list[Release]] = {
         Release("mae_finetuned_vit_large.pth", "MAEForImageClassification", {}, "ImageNet-1k 85.9% top-1"),
         Release("mae_finetuned_vit_huge.pth", "MAEForImageClassification", {}, "ImageNet-1k 86.9% top-1"),
     ],
+    "color_mae": [
+        Release(f"ViT_Base/{ep}/{c}/pretrain/epoch_{ep}.safetensors", "ColorMAEForPreTraining",
+                {"noise_color": c, "norm_pix_loss": True}, f"ViT-B, {c} noise, {ep} epochs (mmpretrain layout; .pth beside it)")
+        for c in ("green", "blue", "purple", "red") for ep in (100, 300, 800, 1600)
+    ] + [
+        Release("ViT_Base/<ep>/<colour>/inet_classification/epoch_<n>.safetensors", "ColorMAEForImageClassification", {},
+                "ImageNet-1k fine-tuned (green 800e: 83.61% top-1)"),
+    ],
 }
 
 # method -> preset name -> config fields (the papers' configurations)
@@ -41,6 +49,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         "mae-vit-large-patch16": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
         "mae-vit-huge-patch14": dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, intermediate_size=5120, patch_size=14),
     },
+    "color_mae": {"colormae-vit-base-patch16-green": dict(noise_color="green", norm_pix_loss=True)},
 }
 
 

@@ -40,7 +40,7 @@ METHOD_INFO: dict[str, dict[str, str]] = {
         "name": "ColorMAE",
         "paper": "ColorMAE: Exploring data-independent masking strategies in Masked AutoEncoders (Hinojosa et al., ECCV 2024), arXiv:2407.13036",
         "repo": "https://github.com/carlosh93/ColorMAE",
-        "license": "other",
+        "license": "other",  # the repository has no licence file
     },
     "crate_mae": {
         "name": "CRATE-MAE",
