@@ -23,7 +23,13 @@ def _color_mae():
 
 
 # method -> () -> (config, extra pre-training inputs for a batch of 2 images of 32x32)
-TINY = {"mae": _mae, "color_mae": _color_mae}
+def _crate_mae():
+    config = mim_hub.CrateMAEConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                    decoder_num_hidden_layers=1, decoder_num_attention_heads=2, num_labels=3)
+    return config, {"noise": torch.rand(2, 16)}
+
+
+TINY = {"mae": _mae, "color_mae": _color_mae, "crate_mae": _crate_mae}
 
 
 def tiny(method: str):

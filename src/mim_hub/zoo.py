@@ -40,6 +40,13 @@ RELEASES: dict[str, list[Release]] = {
         Release("ViT_Base/<ep>/<colour>/inet_classification/epoch_<n>.safetensors", "ColorMAEForImageClassification", {},
                 "ImageNet-1k fine-tuned (green 800e: 83.61% top-1)"),
     ],
+    "crate_mae": [
+        Release("CRATE-MAE-Base checkpoint (MAE codebase)", "CrateMAEForPreTraining", {"ista_lambda": 0.5}, "768 wide, 12+12 layers, 12 heads"),
+        Release("crate_tiny/checkpoint.pth.tar", "CrateMAEForImageClassification", {}, "CRATE-T classifier, 384 wide, 6 heads"),
+        Release("crate_small/checkpoint.pth.tar", "CrateMAEForImageClassification", {}, "CRATE-S classifier, 576 wide, 12 heads of 48"),
+        Release("crate_base/checkpoint.pth.tar", "CrateMAEForImageClassification", {}, "CRATE-B classifier, 768 wide, 12 heads"),
+        Release("crate_large/checkpoint.pth.tar", "CrateMAEForImageClassification", {}, "CRATE-L classifier, 1024 wide, 16 heads"),
+    ],
 }
 
 # method -> preset name -> config fields (the papers' configurations)
@@ -50,6 +57,10 @@ PRESETS: dict[str, dict[str, dict]] = {
         "mae-vit-huge-patch14": dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, intermediate_size=5120, patch_size=14),
     },
     "color_mae": {"colormae-vit-base-patch16-green": dict(noise_color="green", norm_pix_loss=True)},
+    "crate_mae": {
+        "crate-mae-base": dict(),
+        "crate-small (classifier)": dict(variant="crate", hidden_size=576, num_attention_heads=12, attention_head_size=48, ista_lambda=0.1),
+    },
 }
 
 

@@ -1,0 +1,292 @@
+"""CRATE-MAE and CRATE: white-box transformer blocks (Ma-Lab-Berkeley/CRATE, `model/crate.py`,
+`model/crate_ae/`).
+
+- MSSA (multi-head subspace self-attention): ONE bias-free projection used as query, key and
+  value; softmax(w w^T / sqrt(d)) w per head; an output projection (absent when one head spans
+  the whole width).
+- ISTA: one step of sparse coding, relu(x + eta (x D - x D^T D) - eta lambda), with no
+  residual around it.
+- Encoder layer: z + MSSA(LN(z)), then ISTA(LN(.)). Decoder layer, in the inverse order: the
+  transposed dictionary step LN(z) D^T first, then the subtraction y - MSSA(LN(y)).
+
+Quirks of the original CRATE-MAE forward, reproduced on purpose: mask tokens are put back in
+place BEFORE the encoder, which therefore sees every position; the positions added are the fixed
+`decoder_pos_embed` table (the stored `pos_embed` and the `decoder_embed` projection are never
+used, so the converter drops them); the decoder runs directly on the encoder output.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import ImageClassifierOutput
+
+from ... import initialization as init
+from ...layers import PatchEmbedding, gather_tokens, get_2d_sincos_pos_embed, patchify, random_masking, unpatchify
+from ...layers.attention import multihead_attention
+from ..mae.modeling_mae import pixel_loss
+from ..modeling_common import MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput, classification_loss
+from .configuration_crate_mae import CrateMAEConfig
+
+
+class MSSA(nn.Module):
+    """Multi-head subspace self-attention: q = k = v = x U (U bias-free)."""
+
+    def __init__(self, hidden_size: int, num_heads: int, head_size: int):
+        super().__init__()
+        inner = num_heads * head_size
+        self.num_heads, self.head_size, self.scale = num_heads, head_size, head_size**-0.5
+        self.qkv_proj = nn.Linear(hidden_size, inner, bias=False)
+        self.o_proj = nn.Identity() if (num_heads == 1 and head_size == hidden_size) else nn.Linear(inner, hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False):
+        batch, length, _ = hidden_states.shape
+        w = self.qkv_proj(hidden_states).reshape(batch, length, self.num_heads, self.head_size).transpose(1, 2)
+        out, weights = multihead_attention(w, w, w, scale=self.scale, need_weights=output_attentions)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1)), weights
+
+
+class ISTA(nn.Module):
+    """One ISTA step towards a sparse code of x in the dictionary D ([D, D]):
+    relu(x + eta (x D - (x D^T) D) - eta lambda)."""
+
+    def __init__(self, hidden_size: int, step_size: float, lambd: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(hidden_size, hidden_size))
+        self.step_size, self.lambd = step_size, lambd
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        grad = x @ w - (x @ w.t()) @ w
+        return torch.relu(x + self.step_size * grad - self.step_size * self.lambd)
+
+
+class CrateEncoderLayer(GradientCheckpointingLayer):
+    """z + MSSA(LN(z)), then ISTA(LN(.)) (no residual around ISTA)."""
+
+    def __init__(self, config: CrateMAEConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attn = MSSA(config.hidden_size, config.num_attention_heads, config.head_size)
+        self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.ista = ISTA(config.hidden_size, config.ista_step_size, config.ista_lambda)
+
+    def forward(self, hidden_states, output_attentions: bool = False):
+        attn_out, weights = self.attn(self.norm1(hidden_states), output_attentions)
+        return self.ista(self.norm2(hidden_states + attn_out)), weights
+
+
+class CrateDecoderLayer(GradientCheckpointingLayer):
+    """The encoder layer inverted: y = LN(z) D^T, then y - MSSA(LN(y))."""
+
+    def __init__(self, config: CrateMAEConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dictionary = nn.Parameter(torch.empty(config.hidden_size, config.hidden_size))
+        self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attn = MSSA(config.hidden_size, config.decoder_num_attention_heads, config.hidden_size // config.decoder_num_attention_heads)
+
+    def forward(self, hidden_states, output_attentions: bool = False):
+        y = nn.functional.linear(self.norm1(hidden_states), self.dictionary)
+        attn_out, weights = self.attn(self.norm2(y), output_attentions)
+        return y - attn_out, weights
+
+
+def _run(layers, hidden, output_attentions, output_hidden_states):
+    all_hidden = (hidden,) if output_hidden_states else None
+    all_attn = () if output_attentions else None
+    for layer in layers:
+        hidden, weights = layer(hidden, output_attentions)
+        if output_hidden_states:
+            all_hidden += (hidden,)
+        if output_attentions:
+            all_attn += (weights,)
+    return hidden, all_hidden, all_attn
+
+
+class CratePatchEmbedding(nn.Module):
+    """CRATE's classifier embedding: channel-last patch vectors -> LayerNorm -> Linear -> LayerNorm."""
+
+    def __init__(self, config: CrateMAEConfig):
+        super().__init__()
+        patch_dim = config.patch_size**2 * config.num_channels
+        self.patch_size, self.num_channels = config.patch_size, config.num_channels
+        self.grid = PatchEmbedding(config.image_size, config.patch_size, config.num_channels, 1)  # geometry checks only
+        del self.grid.projection
+        self.norm_in = nn.LayerNorm(patch_dim, eps=config.layer_norm_eps)
+        self.projection = nn.Linear(patch_dim, config.hidden_size)
+        self.norm_out = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, pixel_values):
+        self.grid.check_input(pixel_values)
+        return self.norm_out(self.projection(self.norm_in(patchify(pixel_values, self.patch_size))))
+
+
+class CrateMAEPreTrainedModel(MIMPreTrainedModel):
+    config_class = CrateMAEConfig
+    base_model_prefix = "crate"
+    _no_split_modules = ["CrateEncoderLayer", "CrateDecoderLayer"]
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, (ISTA,)):
+            init.kaiming_uniform_(module.weight)
+        elif isinstance(module, CrateDecoderLayer):
+            init.kaiming_uniform_(module.dictionary)
+        elif isinstance(module, CrateEmbeddings):
+            init.normal_(module.cls_token, std=0.02)
+            if module.mask_token is not None:
+                init.normal_(module.mask_token, std=0.02)
+            if self.config.variant == "crate_mae":
+                init.copy_(module.pos_embed, get_2d_sincos_pos_embed(self.config.hidden_size, module.grid_size, cls_token=True)[None])
+            else:
+                init.normal_(module.pos_embed, std=0.02)
+
+
+class CrateEmbeddings(nn.Module):
+    """Patches, cls token, mask token (CRATE-MAE) and position table."""
+
+    def __init__(self, config: CrateMAEConfig):
+        super().__init__()
+        if config.variant == "crate_mae":
+            self.patch_embed = PatchEmbedding(config.image_size, config.patch_size, config.num_channels, config.hidden_size)
+        else:
+            self.patch_embed = CratePatchEmbedding(config)
+        self.grid_size = (config.image_size // config.patch_size,) * 2
+        length = self.grid_size[0] * self.grid_size[1] + 1
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size)) if config.variant == "crate_mae" else None
+        if config.variant == "crate_mae":  # the fixed table the original adds (its `decoder_pos_embed`)
+            table = get_2d_sincos_pos_embed(config.hidden_size, self.grid_size, cls_token=True)[None]
+            self.pos_embed = nn.Parameter(table, requires_grad=False)
+        else:  # CRATE's learned `pos_embedding`
+            self.pos_embed = nn.Parameter(torch.zeros(1, length, config.hidden_size))
+
+
+class CrateMAEModel(CrateMAEPreTrainedModel):
+    """The CRATE-MAE (or CRATE) encoder.
+
+    Without `noise` every patch is encoded in order. With `noise` (CRATE-MAE) the masked patches
+    are replaced by the mask token in place, and the encoder still sees every position (as the
+    original). `last_hidden_state` is after the final norm for CRATE-MAE; CRATE has none.
+    `pooler_output` is the cls token (or the mean patch token with `pooling="mean"`).
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^head"]
+
+    def __init__(self, config: CrateMAEConfig):
+        super().__init__(config)
+        self.embeddings = CrateEmbeddings(config)
+        self.layers = nn.ModuleList([CrateEncoderLayer(config) for _ in range(config.num_hidden_layers)])
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.final_layer_norm_eps) if config.variant == "crate_mae" else None
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.patch_embed
+
+    def forward(self, pixel_values, noise=None, mask_ratio=None, output_attentions=None, output_hidden_states=None,
+                interpolate_pos_encoding: bool = False, return_dict=None, **kwargs):
+        if interpolate_pos_encoding:
+            raise ValueError("CRATE models do not support interpolate_pos_encoding: resize the images to the model's image_size")
+        output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
+        output_hidden_states = bool(output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states)
+        tokens = self.embeddings.patch_embed(pixel_values)
+        batch, length, _ = tokens.shape
+        mask = ids_restore = None
+        # mask tokens replace the masked patches in place (the encoder sees every position)
+        if noise is not None:
+            if self.embeddings.mask_token is None:
+                raise ValueError("the CRATE classifier variant has no mask token: masking needs a CRATE-MAE model")
+            if noise.shape != (batch, length):
+                raise ValueError(f"noise must be [batch, num_patches] = {(batch, length)}, got {tuple(noise.shape)}")
+            ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
+            ids_keep, mask, ids_restore = random_masking(noise, ratio)
+            visible = gather_tokens(tokens, ids_keep)
+            filler = self.embeddings.mask_token.expand(batch, length - visible.shape[1], -1).to(tokens.dtype)
+            tokens = gather_tokens(torch.cat([visible, filler], dim=1), ids_restore)
+        hidden = torch.cat([self.embeddings.cls_token.expand(batch, -1, -1), tokens], dim=1) + self.embeddings.pos_embed
+        hidden, all_hidden, all_attn = _run(self.layers, hidden, output_attentions, output_hidden_states)
+        if self.layernorm is not None:
+            hidden = self.layernorm(hidden)
+        pooled = hidden[:, 1:].mean(1) if self.config.pooling == "mean" else hidden[:, 0]
+        out = MIMModelOutput(last_hidden_state=hidden, pooler_output=pooled, mask=mask, ids_restore=ids_restore,
+                             hidden_states=all_hidden, attentions=all_attn)
+        return out if return_dict is not False else out.to_tuple()
+
+
+class CrateMAEDecoder(nn.Module):
+    def __init__(self, config: CrateMAEConfig):
+        super().__init__()
+        self.layers = nn.ModuleList([CrateDecoderLayer(config) for _ in range(config.decoder_num_hidden_layers)])
+        self.decoder_norm = nn.LayerNorm(config.hidden_size, eps=config.final_layer_norm_eps)
+        self.decoder_pred = nn.Linear(config.hidden_size, config.patch_size**2 * config.num_channels)
+
+    def forward(self, latent, output_attentions=False, output_hidden_states=False):
+        hidden, all_hidden, all_attn = _run(self.layers, latent, output_attentions, output_hidden_states)
+        return self.decoder_pred(self.decoder_norm(hidden))[:, 1:], all_hidden, all_attn
+
+
+class CrateMAEForPreTraining(CrateMAEPreTrainedModel):
+    """CRATE-MAE pre-training: `noise` [B, L] (lowest kept, as MAE; drawn when absent) ->
+    `loss` (MAE's pixel loss on masked patches), `logits` [B, L, p*p*C], `mask`, `ids_restore`;
+    `last_hidden_state` holds every position (the encoder sees them all)."""
+
+    def __init__(self, config: CrateMAEConfig):
+        super().__init__(config)
+        if config.variant != "crate_mae":
+            raise ValueError("CrateMAEForPreTraining needs variant='crate_mae' (the CRATE classifier has no decoder)")
+        self.crate = CrateMAEModel(config)
+        self.decoder = CrateMAEDecoder(config)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.crate.embeddings.patch_embed
+
+    def unpatchify(self, logits, grid=None):
+        return unpatchify(logits, self.config.patch_size, self.config.num_channels, grid)
+
+    def forward(self, pixel_values, noise=None, mask_ratio=None, output_attentions=None, output_hidden_states=None,
+                return_dict=None, **kwargs):
+        if noise is None:
+            side = self.config.image_size // self.config.patch_size
+            noise = torch.rand(pixel_values.shape[0], side * side, device=pixel_values.device)
+        # encode every position, masked ones as mask tokens
+        encoded = self.crate(pixel_values, noise=noise, mask_ratio=mask_ratio, output_attentions=output_attentions,
+                             output_hidden_states=output_hidden_states)
+        # decode, predict pixels
+        logits, dec_hidden, dec_attn = self.decoder(encoded.last_hidden_state, bool(output_attentions), bool(output_hidden_states))
+        # loss on masked patches only
+        loss = pixel_loss(pixel_values, logits.float(), encoded.mask, self.config.patch_size, self.config.norm_pix_loss)
+        out = MIMPreTrainingOutput(
+            loss=loss, logits=logits, mask=encoded.mask, ids_restore=encoded.ids_restore, last_hidden_state=encoded.last_hidden_state,
+            hidden_states=encoded.hidden_states + dec_hidden if output_hidden_states else None,
+            attentions=encoded.attentions + dec_attn if output_attentions else None,
+        )
+        return out if return_dict is not False else out.to_tuple()
+
+
+class CrateMAEForImageClassification(CrateMAEPreTrainedModel):
+    """CRATE's classifier head (`mlp_head`: LayerNorm + Linear) on the pooled token: the
+    released CRATE-T/S/B/L classifiers, or a fine-tuned CRATE-MAE encoder."""
+
+    def __init__(self, config: CrateMAEConfig):
+        super().__init__(config)
+        self.crate = CrateMAEModel(config)
+        self.head_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.head = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.crate.embeddings.patch_embed
+
+    def forward(self, pixel_values, labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs):
+        encoded = self.crate(pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        logits = self.head(self.head_norm(encoded.pooler_output))
+        loss = classification_loss(logits, labels, self.config) if labels is not None else None
+        out = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions)
+        return out if return_dict is not False else out.to_tuple()
+
+
+__all__ = ["CrateMAEPreTrainedModel", "CrateMAEModel", "CrateMAEForPreTraining", "CrateMAEForImageClassification", "MSSA", "ISTA"]
