@@ -68,3 +68,65 @@ def mae_pairs(batch: int, device: str, size: str = "base") -> dict:
 
 # method -> builder; the other methods add theirs below as they land.
 PAIRS = {"mae": mae_pairs}
+
+
+def color_mae_pairs(batch: int, device: str, size: str = "base") -> dict:
+    """ColorMAE is MAE's network with other masks: against ViTMAE with the same weights and masks."""
+    from mae_vs_transformers import SIZES, to_transformers_state
+    from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
+    from mim_hub import ColorMAEConfig, ColorMAEForPreTraining
+    from mim_hub.masking import ColorNoiseMaskGenerator, generate_noise_patterns
+
+    dims = SIZES[size]
+    torch.manual_seed(0)
+    ours = ColorMAEForPreTraining(ColorMAEConfig(**dims, norm_pix_loss=True)).to(device)
+    theirs = ViTMAEForPreTraining(ViTMAEConfig(**dims, layer_norm_eps=1e-6, norm_pix_loss=True)).to(device)
+    theirs.load_state_dict(to_transformers_state(ours.state_dict()))
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    noise = ColorNoiseMaskGenerator(generate_noise_patterns("green", 16, 32), 14, 0.75)(batch, torch.Generator().manual_seed(0)).to(device)
+    width, depth, mlp = dims["hidden_size"], dims["num_hidden_layers"], dims["intermediate_size"]
+    flops = vit_encoder_flops(50, width, depth, mlp, batch, 768) + vit_encoder_flops(197, dims["decoder_hidden_size"], dims["decoder_num_hidden_layers"], dims["decoder_intermediate_size"], batch)
+
+    def step(model):
+        def run():
+            model.train()
+            model.zero_grad(set_to_none=True)
+            model(x, noise=noise).loss.backward()
+        return run
+
+    return {"pre-training step (fwd+bwd)": {"ours": step(ours), "transformers ViTMAEForPreTraining": step(theirs), "flops": 3 * flops}}
+
+
+def crate_mae_pairs(batch: int, device: str, size: str = "base") -> dict:
+    """No transformers counterpart: against the plain eager formulation (attention weights
+    materialised, no SDPA) of the same model."""
+    from mim_hub import CrateMAEConfig, CrateMAEForPreTraining, CrateMAEModel
+
+    dims = {"base": {}, "tiny": dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, decoder_num_hidden_layers=2, decoder_num_attention_heads=3)}[size]
+    torch.manual_seed(0)
+    model = CrateMAEForPreTraining(CrateMAEConfig(**dims)).to(device)
+    encoder = CrateMAEModel(model.config).to(device).eval()
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    noise = torch.rand(batch, 196, device=device)
+
+    def infer(**kw):
+        def run():
+            with torch.no_grad():
+                encoder(x, **kw)
+        return run
+
+    def step(**kw):
+        def run():
+            model.train()
+            model.zero_grad(set_to_none=True)
+            model(x, noise=noise, **kw).loss.backward()
+        return run
+
+    return {
+        "encoder inference": {"ours": infer(), "eager attention": infer(output_attentions=True)},
+        "pre-training step (fwd+bwd)": {"ours": step(), "eager attention": step(output_attentions=True)},
+    }
+
+
+PAIRS.update({"color_mae": color_mae_pairs, "crate_mae": crate_mae_pairs})
