@@ -79,3 +79,40 @@ def test_training_checkpoint_with_config_objects_is_read_without_running_them(tm
     assert "yacs.config" not in sys.modules and "mmengine.logging.message_hub" not in sys.modules
     assert checkpoint_args(checkpoint)["DATA"]["IMG_SIZE"] == 32
     assert "blocks.0.attn.qkv.weight" in checkpoint["model"]
+
+
+@pytest.mark.slow
+def test_training_survives_repeated_sigkill(tmp_path):
+    from kill_loop import kill_loop
+
+    survived, tried, identical = kill_loop(str(tmp_path), kills=4, steps=24, seed=1)
+    assert tried >= 2, "the run finished before it could be killed: make it longer"
+    assert survived == tried
+    assert identical
+
+
+def test_save_pretrained_is_written_aside_then_renamed(tmp_path, monkeypatch):
+    from transformers import PreTrainedModel
+
+    from mim_hub import MAEConfig, MAEModel
+
+    model = MAEModel(MAEConfig(image_size=16, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
+    target = tmp_path / "model"
+    model.save_pretrained(target)
+    before = (target / "model.safetensors").read_bytes()
+    original = PreTrainedModel.save_pretrained
+
+    def crash(self, folder, *args, **kwargs):
+        original(self, folder, *args, **kwargs)
+        raise KeyboardInterrupt("killed while saving")
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", crash)
+    with torch.no_grad():
+        model.embeddings.cls_token.add_(1)
+    with pytest.raises(KeyboardInterrupt):
+        model.save_pretrained(target)
+    assert (target / "model.safetensors").read_bytes() == before  # the old model is intact
+    assert sorted(os.listdir(tmp_path)) == ["model"]  # and no temporary folder is left
+    with pytest.raises(KeyboardInterrupt):
+        model.save_pretrained(tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists()

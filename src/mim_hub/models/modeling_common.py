@@ -3,7 +3,10 @@ types, and the classification loss."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 
 import torch
@@ -79,6 +82,33 @@ class MIMPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _no_split_modules = ["ViTBlock"]
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """transformers' `save_pretrained`, made crash-safe: everything is written to a temporary
+        folder beside the target and then renamed into place (the whole folder when it is new,
+        file by file otherwise), so an interrupted save never leaves a truncated file."""
+        if kwargs.get("push_to_hub"):
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        target = os.path.abspath(os.fspath(save_directory))
+        if os.path.isfile(target):
+            raise FileExistsError(f"{target} is a file, not a folder")
+        parent = os.path.dirname(target)
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(target)}-", dir=parent)
+        try:
+            result = super().save_pretrained(tmp, *args, **kwargs)
+            if not os.path.isdir(target):
+                os.replace(tmp, target)
+                return result
+            written = set(os.listdir(tmp))
+            for name in os.listdir(target):  # weights of an earlier save that this one does not have
+                if name.startswith("model") and (name.endswith(".safetensors") or name.endswith(".index.json")) and name not in written:
+                    os.remove(os.path.join(target, name))
+            for name in written:
+                os.replace(os.path.join(tmp, name), os.path.join(target, name))
+            return result
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names excluded from weight decay: biases, norms, embeddings, layer scales."""
