@@ -94,6 +94,24 @@ def load_converted_state(
             ours[key].copy_(value.to(ours[key].dtype))
 
 
+def build_and_load(model_class, config, state: dict[str, torch.Tensor], rename, source: str):
+    """Rename an original state dict with `rename(key) -> our key or None`, build
+    `model_class(config)` and load it strictly; unknown keys are refused by their original names."""
+    renamed, original_names, unknown = {}, {}, []
+    for key, value in state.items():
+        new = rename(key)
+        if new is None:
+            unknown.append(key)
+        else:
+            renamed[new], original_names[new] = value, key
+    if unknown:
+        raise CheckpointError(f"{source}: cannot convert: unexpected keys {sorted(unknown)[:20]}")
+    config.architectures = [model_class.__name__]
+    model = model_class(config)
+    load_converted_state(model, renamed, source, original_names=original_names)
+    return model.eval()
+
+
 def require_keys(state_dict: dict[str, torch.Tensor], keys: Iterable[str], source: str, what: str) -> None:
     missing = [k for k in keys if k not in state_dict]
     if missing:

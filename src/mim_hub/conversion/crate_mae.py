@@ -16,16 +16,11 @@ from __future__ import annotations
 import re
 
 from ..models.crate_mae import CrateMAEConfig, CrateMAEForImageClassification, CrateMAEForPreTraining, CrateMAEImageProcessor, CrateMAEModel
-from .common import apply_overrides, count_indexed, load_converted_state, require_keys
+from .common import apply_overrides, build_and_load, count_indexed, require_keys
+from .heads import default_num_heads
 from .loading import CheckpointError, checkpoint_args, find_state_dict, load_checkpoint
 
-# width -> heads of the released CRATE-T/S/B/L and CRATE-MAE-B/L
-RELEASED_HEADS = {384: 6, 576: 12, 768: 12, 1024: 16}
 UNUSED_CRATE_MAE_KEYS = ("pos_embed", "decoder_embed.weight", "decoder_embed.bias")
-
-
-def _heads(width: int) -> int:
-    return RELEASED_HEADS.get(width, max(1, width // 64))
 
 
 def _rename_crate_mae(key: str, prefix: str) -> str | None:
@@ -75,7 +70,7 @@ def convert_state(state: dict, overrides: dict, source: str, args: dict | None =
         channels = int(overrides.get("num_channels", 3))
         patch = int(round((patch_dim / channels) ** 0.5))
         side = int(round((state["pos_embedding"].shape[1] - 1) ** 0.5))
-        heads = int(overrides.get("num_attention_heads", _heads(width)))
+        heads = int(overrides.get("num_attention_heads", default_num_heads(width)))
         inner = state["transformer.layers.0.0.fn.qkv.weight"].shape[0]
         if inner % heads:
             raise CheckpointError(f"{source}: the attention width {inner} is not divisible by {heads} heads; give num_attention_heads")
@@ -90,9 +85,9 @@ def convert_state(state: dict, overrides: dict, source: str, args: dict | None =
         side = int(round((state["decoder_pos_embed"].shape[1] - 1) ** 0.5))
         has_decoder = "decoder_pred.weight" in state
         fields = dict(variant="crate_mae", image_size=side * patch, patch_size=patch, num_channels=channels, hidden_size=width,
-                      num_hidden_layers=count_indexed(state, "blocks."), num_attention_heads=_heads(width),
+                      num_hidden_layers=count_indexed(state, "blocks."), num_attention_heads=default_num_heads(width),
                       decoder_num_hidden_layers=count_indexed(state, "decoder_blocks.") if has_decoder else 0,
-                      decoder_num_attention_heads=_heads(width))
+                      decoder_num_attention_heads=default_num_heads(width))
         for name in ("norm_pix_loss", "mask_ratio"):
             if args.get(name) is not None:
                 fields[name] = args[name]
@@ -103,19 +98,7 @@ def convert_state(state: dict, overrides: dict, source: str, args: dict | None =
         rename = _rename_crate_mae
         state = {k: v for k, v in state.items() if k not in UNUSED_CRATE_MAE_KEYS}
     config = apply_overrides(CrateMAEConfig(**fields), overrides)
-    renamed, unknown, names = {}, [], {}
-    for key, value in state.items():
-        new = rename(key, prefix)
-        if new is None:
-            unknown.append(key)
-        else:
-            renamed[new], names[new] = value, key
-    if unknown:
-        raise CheckpointError(f"{source}: cannot convert: unexpected keys {sorted(unknown)[:20]}")
-    config.architectures = [model_class.__name__]
-    model = model_class(config)
-    load_converted_state(model, renamed, source, original_names=names)
-    return model.eval()
+    return build_and_load(model_class, config, state, lambda key: rename(key, prefix), source)
 
 
 def convert_checkpoint(path: str, overrides: dict):

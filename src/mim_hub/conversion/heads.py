@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-# width -> heads of the released ViTs (ViT-S 384/6, B 768/12, L 1024/16, H/14 1280/16)
-RELEASED_VIT_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
+# width -> heads of the released models (ViT-Ti 192/3, ViT-S and CRATE-T 384/6, CRATE-S 576/12,
+# ViT-B and CRATE-B 768/12, ViT-L and CRATE-L 1024/16, ViT-H/14 1280/16)
+RELEASED_VIT_HEADS = {192: 3, 384: 6, 576: 12, 768: 12, 1024: 16, 1280: 16}
 
 
 def default_num_heads(hidden_size: int) -> int:

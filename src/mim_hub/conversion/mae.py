@@ -17,7 +17,7 @@ import re
 import torch
 
 from ..models.mae import MAEConfig, MAEForImageClassification, MAEForPreTraining, MAEImageProcessor, MAEModel
-from .common import apply_overrides, count_indexed, load_converted_state, require_keys
+from .common import apply_overrides, build_and_load, count_indexed, require_keys
 from .heads import default_decoder_heads, default_num_heads
 from .loading import CheckpointError, checkpoint_args, find_state_dict, load_checkpoint
 
@@ -126,20 +126,7 @@ def build_mae(state: dict[str, torch.Tensor], overrides: dict, source: str, *, a
         model_class, prefix = classes["classification"], "mae."
     else:
         model_class, prefix = classes["model"], ""
-    renamed, unknown, original_names = {}, [], {}
-    for key, value in state.items():
-        new = rename_mae_key(key, prefix)
-        if new is None:
-            unknown.append(key)
-        else:
-            renamed[new] = value
-            original_names[new] = key
-    if unknown:
-        raise CheckpointError(f"{source}: cannot convert: unexpected keys {sorted(unknown)[:20]}")
-    config.architectures = [model_class.__name__]
-    model = model_class(config)
-    load_converted_state(model, renamed, source, original_names=original_names)
-    return model.eval()
+    return build_and_load(model_class, config, state, lambda key: rename_mae_key(key, prefix), source)
 
 
 def convert_checkpoint(path: str, overrides: dict):
