@@ -163,3 +163,21 @@ def test_safetensors_release_converts(tmp_path):
     model, _ = convert_checkpoint("color_mae", str(tmp_path / "epoch_99.safetensors"), meta["bars_overrides"])
     with torch.no_grad():
         assert_close(model(inputs["pixel_values"]).logits, expected["logits"], "logits")
+
+
+def test_pretrain_command_with_a_noise_colour(tmp_path):
+    import subprocess
+    import sys
+
+    model = ColorMAEForPreTraining(ColorMAEConfig(**TINY))
+    model.save_pretrained(tmp_path / "m")
+    from mim_hub import ColorMAEImageProcessor
+
+    ColorMAEImageProcessor(size={"height": 32, "width": 32}, do_center_crop=False).save_pretrained(tmp_path / "m")
+    env = {**os.environ, "MIM_HUB_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "mim_hub", "pretrain", "--method", "color_mae", "--model", str(tmp_path / "m"),
+                           "--output-dir", str(tmp_path / "run"), "--dataset", "digits", "--max-steps", "2", "--batch-size", "8",
+                           "--noise-color", "purple", "--save-every", "0"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["model_type"] == "color_mae" and saved["noise_color"] == "purple"

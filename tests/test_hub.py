@@ -177,3 +177,32 @@ def test_masked_image_reconstruction_pipeline(tmp_path):
         assert abs(model(pixels, noise=noise, mask_ratio=0.5).loss.item() - out["loss"]) < 1e-5
     with pytest.raises(ValueError, match="mask_ratio"):
         reconstructor(image, mask_ratio=1.5)
+
+
+@pytest.mark.parametrize("method", ["mae", "color_mae", "crate_mae"])
+def test_pipelines_and_remote_code_for_every_method(method, tmp_path):
+    from tiny_models import tiny
+
+    from mim_hub.auto import method_classes
+
+    config, _ = tiny(method)
+    classes = method_classes(method)
+    folder = tmp_path / method
+    model = classes["classification"](config).eval()
+    processor = classes["image_processor"](size={"height": 32, "width": 32}, do_center_crop=False)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    image = _image(1)
+    pooled = np.array(pipeline("image-feature-extraction", model=str(folder))(image, pool=True))
+    assert pooled.shape == (1, config.hidden_size)
+    assert len(pipeline("image-classification", model=str(folder))(image, top_k=3)) == 3
+    if method != "crate_mae" or config.variant == "crate_mae":
+        pre = classes["pretraining"](config).eval()
+        pre_dir = tmp_path / f"{method}-pre"
+        pre.save_pretrained(pre_dir)
+        processor.save_pretrained(pre_dir)
+        out = pipeline("masked-image-reconstruction", model=str(pre_dir))(image, seed=0)
+        assert out["loss"] > 0 and out["picture"].width > 128
+    code_dir = tmp_path / f"{method}-code"
+    save_with_code(model, processor, str(code_dir))
+    assert json.loads((code_dir / "config.json").read_text())["auto_map"]["AutoModelForImageClassification"].endswith(type(model).__name__)

@@ -117,9 +117,9 @@ def save_with_code(model, processor, folder: str) -> None:
     for name, source in files.items():
         with open(os.path.join(folder, name), "w", encoding="utf-8") as handle:
             handle.write(source)
-    from ..auto import METHODS, method_classes
+    from ..auto import available_methods, method_classes
 
-    method = next((m for m in METHODS if method_classes(m)["config"] is config_class), None)
+    method = next((m for m in available_methods() if method_classes(m)["config"] is config_class), None)
     classes = method_classes(method) if method else {"config": config_class, "model": model_class}
     config_ref = f"{flat_name(config_class.__module__)}.{config_class.__name__}"
     auto_map = {"AutoConfig": config_ref}
