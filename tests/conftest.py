@@ -1,6 +1,11 @@
 import json
 import os
 
+# The Hub cannot be reached from CI: everything runs on local data.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 import pytest
 import torch
 
