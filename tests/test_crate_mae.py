@@ -123,7 +123,8 @@ def test_white_box_tools():
     x = torch.randn(2, 3, 32, 32)
     maps = attention_maps(model, x)
     assert maps.shape == (2, 2, 2, 4, 4)
-    assert torch.allclose(maps.sum((-1, -2)) + 0, maps.sum((-1, -2)))  # finite
+    # the cls token's attention to the patches: probabilities, the rest going to the cls token itself
+    assert torch.isfinite(maps).all() and (maps >= 0).all() and (maps.sum((-1, -2)) < 1).all()
     stats = layer_statistics(model, x)
     assert len(stats) == 2 and all(0 <= s["sparsity"] <= 1 for s in stats)
     assert all(s["coding_rate"] > 0 and s["compressed_coding_rate"] > 0 for s in stats)
