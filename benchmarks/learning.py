@@ -20,6 +20,11 @@ import sys
 from mim_hub.training.demo import run_demo
 
 
+REFERENCE = ("Reference (same protocol, measured with transformers' own ViTMAE and a 9-minute cosine schedule on 2 cores, "
+             "one seed): kNN 88-91% from minute 3 on (61% at random init), linear probe 98.4% (96.0% random init, 96.2% raw "
+             "pixels), held-out masked loss 0.15-0.30 (0.91 random init).")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -43,6 +48,7 @@ def main() -> int:
         scale = 1 if metric == "heldout_loss" else 100
         mean, std = statistics.mean(values) * scale, (statistics.stdev(values) * scale if len(values) > 1 else 0.0)
         lines.append(f"| {name} | {metric} | {mean:.2f} | {std:.2f} | {', '.join(f'{v * scale:.2f}' for v in values)} |")
+    lines += ["", REFERENCE]
     text = "\n".join(lines) + "\n"
     print(text)
     with open(args.markdown, "w") as handle:
