@@ -49,36 +49,29 @@ RELEASES: dict[str, list[Release]] = {
     ],
 }
 
-# method -> preset name -> config fields (the papers' configurations)
-PRESETS: dict[str, dict[str, dict]] = {
-    "mae": {
-        "mae-vit-base-patch16": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
-        "mae-vit-large-patch16": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
-        "mae-vit-huge-patch14": dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, intermediate_size=5120, patch_size=14),
-    },
-    "color_mae": {"colormae-vit-base-patch16-green": dict(noise_color="green", norm_pix_loss=True)},
-    "crate_mae": {
-        "crate-mae-base": dict(),
-        "crate-small (classifier)": dict(variant="crate", hidden_size=576, num_attention_heads=12, attention_head_size=48, ista_lambda=0.1),
-    },
-}
-
-
-def register_releases(method: str, releases: list[Release], presets: dict[str, dict] | None = None) -> None:
-    """Add a method's releases and presets to the catalogue (each method's package calls this)."""
+def register_releases(method: str, releases: list[Release]) -> None:
+    """Add a method's releases to the catalogue."""
     RELEASES.setdefault(method, []).extend(r for r in releases if r not in RELEASES.get(method, []))
-    if presets:
-        PRESETS.setdefault(method, {}).update(presets)
+
+
+def presets_by_method() -> dict[str, dict[str, dict]]:
+    """The named configurations of `--model PRESET` (training/presets.py), grouped by method."""
+    from .training.presets import PRESETS
+
+    grouped: dict[str, dict[str, dict]] = {}
+    for name, (method, fields) in PRESETS.items():
+        grouped.setdefault(method, {})[name] = fields
+    return grouped
 
 
 def catalogue() -> list[dict]:
     import mim_hub  # noqa: F401  (methods register their releases on import)
 
-    rows = []
+    rows, presets = [], presets_by_method()
     for method, info in METHOD_INFO.items():
         rows.append({
             "method": method, "name": info["name"], "paper": info["paper"], "repo": info["repo"], "license": info["license"],
-            "presets": PRESETS.get(method, {}), "releases": [asdict(r) for r in RELEASES.get(method, [])],
+            "presets": presets.get(method, {}), "releases": [asdict(r) for r in RELEASES.get(method, [])],
         })
     return rows
 
