@@ -120,9 +120,9 @@ def loading(device: str, repeats: int) -> dict:
         timing = interleaved({"ours": load_ours, "transformers": load_theirs}, warmup=1, repeats=max(3, repeats // 2))
         setup = "import mim_hub, transformers"
         results["from_pretrained ViT-B MAE (s)"] = timing
-        results["from_pretrained peak RSS (MiB)"] = {
-            "ours": cpu_peak_bytes(f"mim_hub.MAEForPreTraining.from_pretrained({ours_dir!r})", setup) / 2**20,
-            "transformers": cpu_peak_bytes(f"transformers.ViTMAEForPreTraining.from_pretrained({theirs_dir!r})", setup) / 2**20,
+        results["from_pretrained peak RSS increase (MiB)"] = {
+            "ours": cpu_peak_bytes(f"model = mim_hub.MAEForPreTraining.from_pretrained({ours_dir!r})", setup) / 2**20,
+            "transformers": cpu_peak_bytes(f"model = transformers.ViTMAEForPreTraining.from_pretrained({theirs_dir!r})", setup) / 2**20,
         }
         counter = [0]
 
@@ -134,7 +134,7 @@ def loading(device: str, repeats: int) -> dict:
         peak = cpu_peak_bytes(
             f"from mim_hub.conversion import convert; convert('mae', {original!r}, {os.path.join(folder, 'peak')!r})", setup
         )
-        results["convert peak RSS / file size"] = {"ours": peak / size, "file MiB": size / 2**20}
+        results["convert peak RSS increase / file size"] = {"ours": peak / size, "file MiB": size / 2**20}
     return results
 
 
@@ -160,12 +160,17 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results.json"))
     parser.add_argument("--markdown", default=os.path.join(os.path.dirname(__file__), "..", "BENCHMARKS.md"))
-    parser.add_argument("--skip", default="", help="comma-separated sections to skip: models,data,loading")
+    parser.add_argument("--skip", default="", help="comma-separated sections to skip (their earlier results in --output are kept): models,data,loading")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 7)
     batch = args.batch or (2 if args.quick else 8 if args.device == "cpu" else 64)
     skip = set(filter(None, args.skip.split(",")))
+    previous = {}
+    if skip and os.path.isfile(args.output):  # keep the sections this run skips
+        with open(args.output) as handle:
+            previous = json.load(handle)
     report = {
+        **{k: v for k, v in previous.items() if k in ("models", "data_path", "loading")},
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "threads": torch.get_num_threads(), "torch": torch.__version__, "device": args.device,
                     "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None},
