@@ -89,9 +89,33 @@ def load_converted_state(
         import warnings
 
         warnings.warn(f"{source}: tensors with NaN or inf values: {bad[:10]}", stacklevel=2)
+    if any(t.is_meta for t in ours.values()):
+        _assign_state(model, state_dict, ours, source)
+        return
     with torch.no_grad():
         for key, value in state_dict.items():
             ours[key].copy_(value.to(ours[key].dtype))
+
+
+def _assign_state(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], ours: dict[str, torch.Tensor], source: str) -> None:
+    """Load into a model whose parameters were made on the meta device by handing it the
+    checkpoint's own tensors (no second copy: conversion peaks near the file's size). A tensor
+    is copied only when its dtype differs, it is not contiguous, or its storage is already used
+    by another key (safetensors refuses shared storage)."""
+    seen: set[int] = set()
+    tensors = {}
+    for key, value in state_dict.items():
+        value = value.to(ours[key].dtype)
+        pointer = value.untyped_storage().data_ptr()
+        if not value.is_contiguous() or pointer in seen or value.storage_offset() or value.untyped_storage().nbytes() != value.nbytes:
+            value = value.contiguous().clone()
+            pointer = value.untyped_storage().data_ptr()
+        seen.add(pointer)
+        tensors[key] = value
+    model.load_state_dict(tensors, strict=False, assign=True)
+    left = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if left:
+        raise CheckpointError(f"{source}: cannot convert: no values for {left[:20]}")
 
 
 def build_and_load(model_class, config, state: dict[str, torch.Tensor], rename, source: str):
@@ -107,9 +131,18 @@ def build_and_load(model_class, config, state: dict[str, torch.Tensor], rename, 
     if unknown:
         raise CheckpointError(f"{source}: cannot convert: unexpected keys {sorted(unknown)[:20]}")
     config.architectures = [model_class.__name__]
-    model = model_class(config)
+    model = build_empty(model_class, config)
     load_converted_state(model, renamed, source, original_names=original_names)
     return model.eval()
+
+
+def build_empty(model_class, config):
+    """`model_class(config)` with its parameters on the meta device (no memory, no random init)
+    and its buffers real, ready for `load_converted_state` to hand it the checkpoint's tensors."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
+        return model_class(config)
 
 
 def require_keys(state_dict: dict[str, torch.Tensor], keys: Iterable[str], source: str, what: str) -> None:
