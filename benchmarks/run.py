@@ -79,15 +79,36 @@ def data_path(repeats: int) -> dict:
         size = {"height": 224, "width": 224}
         do_resize = do_rescale = do_normalize = True
 
-    contenders = {"ours (same transform)": SameTransform(), "ours (MAE eval transform)": MAEImageProcessor(),
-                  "transformers ViTImageProcessorPil": ViTImageProcessorPil(size={"height": 224, "width": 224})}
+    from mim_hub.training.transforms import RandomResizedCropFlip
+
+    augment = RandomResizedCropFlip(224, [0.5] * 3, [0.5] * 3)
+    augment_rng = np.random.default_rng(0)
+    contenders = {
+        "transformers ViTImageProcessorPil": ViTImageProcessorPil(size={"height": 224, "width": 224}),
+        "ours, same transform, PIL resize (bit-identical)": SameTransform(),
+        "ours, same transform, torch resize": SameTransform(resize_backend="torch"),
+        "ours, MAE eval transform, PIL resize": MAEImageProcessor(),
+        "ours, MAE eval transform, torch resize": MAEImageProcessor(resize_backend="torch"),
+    }
 
     def over(images, processor):
         return lambda: [processor(image, return_tensors="np") for image in images]
 
-    processing = interleaved({name: over(decoded, p) for name, p in contenders.items()}, repeats=repeats)
-    decode = interleaved({"decode": lambda: [Image.open(io.BytesIO(j)).convert("RGB") for j in jpegs]}, repeats=repeats)["decode"]
-    return {name: {"images_per_s": len(decoded) / t, "with_decode_images_per_s": len(decoded) / (t + decode)} for name, t in processing.items()}
+    def augmenting(images):
+        return lambda: [augment(image, augment_rng) for image in images]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # per data-loader worker: one core each
+    try:
+        runs = {name: over(decoded, p) for name, p in contenders.items()}
+        runs["ours, pre-training augmentation (RandomResizedCropFlip, torch)"] = augmenting(decoded)
+        processing = interleaved(runs, repeats=repeats)
+        decode = interleaved({"decode": lambda: [Image.open(io.BytesIO(j)).convert("RGB") for j in jpegs]}, repeats=repeats)["decode"]
+    finally:
+        torch.set_num_threads(threads)
+    reference = processing["transformers ViTImageProcessorPil"]
+    return {name: {"images_per_s": len(decoded) / t, "with_decode_images_per_s": len(decoded) / (t + decode), "speedup_vs_transformers": reference / t}
+            for name, t in processing.items()}
 
 
 def loading(device: str, repeats: int) -> dict:
@@ -205,7 +226,7 @@ def main() -> int:
     if "data" not in skip:
         report["data_path"] = data_path(repeats)
         for name, row in report["data_path"].items():
-            print(f"data path  {name:34s} {row['images_per_s']:.0f} img/s ({row['with_decode_images_per_s']:.0f} with JPEG decode)")
+            print(f"data path  {name:60s} {row['images_per_s']:.0f} img/s ({row['with_decode_images_per_s']:.0f} with JPEG decode), {row['speedup_vs_transformers']:.2f}x")
     if "loading" not in skip and not args.quick:
         report["loading"] = loading(args.device, repeats)
         for name, row in report["loading"].items():
@@ -235,9 +256,19 @@ def write_markdown(report: dict, path: str) -> None:
                     lines.append(f"| {method} | {measure} | {row['ours']['ms']:.1f} | {other} | {row[other]['ms']:.1f} | {row['ratio'][other]:.2f} | {frac} |")
         lines.append("")
     if "data_path" in report:
-        lines += ["| image processor | images/s (decoded) | images/s incl. JPEG decode |", "|---|---|---|"]
-        lines += [f"| {n} | {r['images_per_s']:.0f} | {r['with_decode_images_per_s']:.0f} |" for n, r in report["data_path"].items()]
+        lines += ["Data path, one worker (one core), 32 JPEGs of 300-500 px to 224 px:", "",
+                  "| image processor | images/s (decoded) | images/s incl. JPEG decode | speed-up vs ViTImageProcessorPil |", "|---|---|---|---|"]
+        lines += [f"| {n} | {r['images_per_s']:.0f} | {r['with_decode_images_per_s']:.0f} | {r.get('speedup_vs_transformers', float('nan')):.2f} |"
+                  for n, r in report["data_path"].items()]
         lines.append("")
+        step = report.get("models", {}).get("mae", {}).get("pre-training step (fwd+bwd)", {}).get("ours")
+        augment = next((r for n, r in report["data_path"].items() if "augmentation" in n), None)
+        if step and augment:
+            workers = step["images_per_s"] / augment["with_decode_images_per_s"]
+            lines += [f"MAE pre-training step here: {step['images_per_s']:.1f} images/s; decode + augmentation: "
+                      f"{augment['with_decode_images_per_s']:.0f} images/s per worker, so {workers:.2f} of a worker keeps it fed. "
+                      "A GPU step of N images/s needs N / that many workers (e.g. 8 workers give "
+                      f"{8 * augment['with_decode_images_per_s']:.0f} images/s).", ""]
     if "loading" in report:
         lines += ["| loading | values |", "|---|---|"]
         lines += [f"| {n} | " + ", ".join(f"{k}: {v:.2f}" for k, v in r.items()) + " |" for n, r in report["loading"].items()]

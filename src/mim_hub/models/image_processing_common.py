@@ -4,10 +4,47 @@ mode handling that turn any image into RGB or a clear error."""
 from __future__ import annotations
 
 import functools
+import warnings
 
 import numpy as np
+import torch
 from PIL import Image
 from transformers.image_processing_backends import PilBackend
+from transformers.processing_utils import ImagesKwargs
+
+RESIZE_BACKENDS = ("pil", "torch")
+_TORCH_MODES = {int(Image.BILINEAR): "bilinear", int(Image.BICUBIC): "bicubic"}
+
+
+def resize_uint8(hwc: np.ndarray, height: int, width: int, resample, backend: str = "pil") -> np.ndarray:
+    """Resize an 8-bit [H, W, C] array. `backend="pil"` is PIL's resize (what transformers' PIL
+    backend and the originals' torchvision-on-PIL transforms compute); `"torch"` uses torch's
+    antialiased uint8 kernels (torchvision v2's path), 2-5x faster on one core and within one grey
+    level of PIL for bilinear (a few levels at sharp edges for bicubic). Resampling filters torch
+    lacks (nearest, box, hamming, lanczos) always go through PIL."""
+    resample = Image.BILINEAR if resample is None else resample
+    mode = _TORCH_MODES.get(int(resample))
+    if backend == "torch" and mode is not None:
+        if (hwc.shape[0], hwc.shape[1]) == (height, width):
+            return hwc
+        with warnings.catch_warnings():  # a read-only view of PIL's pixels: only read here
+            warnings.simplefilter("ignore", UserWarning)
+            tensor = torch.from_numpy(np.ascontiguousarray(hwc)).permute(2, 0, 1)[None]  # channels-last memory
+        out = torch.nn.functional.interpolate(tensor, size=(height, width), mode=mode, antialias=True, align_corners=False)
+        return out[0].permute(1, 2, 0).numpy()
+    if backend not in RESIZE_BACKENDS:
+        raise ValueError(f"resize_backend must be one of {RESIZE_BACKENDS}, got {backend!r}")
+    channels = hwc.shape[2]
+    pil = Image.fromarray(hwc[..., 0] if channels == 1 else np.ascontiguousarray(hwc))
+    out = np.asarray(pil.resize((width, height), resample=resample))
+    return out[..., None] if out.ndim == 2 else out
+
+
+class MIMImagesKwargs(ImagesKwargs, total=False):
+    """The keyword arguments of every mim_hub image processor: transformers' own plus
+    `resize_backend` ("pil", the default, or "torch")."""
+
+    resize_backend: str | None
 
 
 def to_rgb_image(image) -> Image.Image | np.ndarray:
@@ -70,6 +107,15 @@ class MIMImageProcessor(PilBackend):
 
     model_input_names = ["pixel_values"]
     do_convert_rgb = True
+    valid_kwargs = MIMImagesKwargs
+    # "pil": bit-identical to transformers' PIL backend (and to the originals' eval transforms);
+    # "torch": torch's antialiased uint8 resize, several times faster (see `resize_uint8`).
+    resize_backend = "pil"
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if self.resize_backend not in RESIZE_BACKENDS:
+            raise ValueError(f"resize_backend must be one of {RESIZE_BACKENDS}, got {self.resize_backend!r}")
 
     def _prepare_images_structure(self, images, expected_ndims: int = 3):
         # a single 2-D (grey) array or tensor is one image, not a batch of rows
@@ -80,10 +126,14 @@ class MIMImageProcessor(PilBackend):
         return super()._prepare_images_structure(images, expected_ndims=expected_ndims)
 
     def _preprocess(self, images, do_resize, size, resample, do_center_crop, crop_size, do_rescale, rescale_factor,
-                    do_normalize, image_mean, image_std, do_pad=None, pad_size=None, return_tensors=None, **kwargs):
+                    do_normalize, image_mean, image_std, do_pad=None, pad_size=None, return_tensors=None, resize_backend=None, **kwargs):
         """A faster path with the same numbers as the generic one for 8-bit images: PIL resizes
-        (as transformers' PIL backend does), the crop is a slice, and rescale + normalise is one
-        lookup in a per-channel float32 table computed with the generic path's exact operations."""
+        (as transformers' PIL backend does; torch when `resize_backend="torch"`), the crop is a
+        slice, and rescale + normalise is one lookup in a per-channel float32 table computed with
+        the generic path's exact operations."""
+        backend = resize_backend or "pil"
+        if backend not in RESIZE_BACKENDS:
+            raise ValueError(f"resize_backend must be one of {RESIZE_BACKENDS}, got {backend!r}")
         fast = (
             do_rescale and do_normalize and not do_pad and image_mean is not None and image_std is not None
             and all(isinstance(i, np.ndarray) and i.dtype == np.uint8 and i.ndim == 3 and i.shape[0] in (1, 3) for i in images)
@@ -97,11 +147,7 @@ class MIMImageProcessor(PilBackend):
             hwc = image.transpose(1, 2, 0)
             if do_resize:
                 height, width = self._output_size(hwc.shape[0], hwc.shape[1], size)
-                pil = Image.fromarray(hwc[..., 0] if channels == 1 else np.ascontiguousarray(hwc))
-                resample = resample if resample is not None else Image.BILINEAR
-                hwc = np.asarray(pil.resize((width, height), resample=resample))
-                if hwc.ndim == 2:
-                    hwc = hwc[..., None]
+                hwc = resize_uint8(hwc, height, width, resample, backend)
             if do_center_crop:
                 top, left = (hwc.shape[0] - crop_size.height) // 2, (hwc.shape[1] - crop_size.width) // 2
                 if top < 0 or left < 0:  # padding needed: the generic path does it
@@ -110,7 +156,8 @@ class MIMImageProcessor(PilBackend):
                     continue
                 hwc = hwc[top: top + crop_size.height, left: left + crop_size.width]
             table = _normalisation_table(rescale_factor, tuple(np.broadcast_to(image_mean, channels)), tuple(np.broadcast_to(image_std, channels)))
-            processed.append(np.stack([table[c][hwc[..., c]] for c in range(channels)]))
+            chw = np.ascontiguousarray(hwc.transpose(2, 0, 1))
+            processed.append(np.stack([table[c].take(chw[c]) for c in range(channels)]))
         from transformers.feature_extraction_utils import BatchFeature
 
         return BatchFeature(data={"pixel_values": processed}, tensor_type=return_tensors)
@@ -129,4 +176,7 @@ class MIMImageProcessor(PilBackend):
 
     def process_image(self, image, do_convert_rgb=None, input_data_format=None, **kwargs):
         image = to_rgb_image(image)
+        if isinstance(image, Image.Image) and image.mode == "RGB" and do_convert_rgb is not False:
+            # already RGB: one copy out of PIL, none through another convert("RGB")
+            return np.moveaxis(np.asarray(image), -1, 0)
         return super().process_image(image, do_convert_rgb=do_convert_rgb, input_data_format=input_data_format, **kwargs)
