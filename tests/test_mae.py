@@ -353,3 +353,13 @@ def test_fast_processing_path_equals_the_generic_one():
             generic = Generic(**processor.to_dict())(image, return_tensors="np").pixel_values
             assert fast.dtype == generic.dtype == np.float32
             np.testing.assert_array_equal(fast, generic)
+
+
+def test_fixed_sincos_tables_stay_frozen_after_from_pretrained(tmp_path):
+    """Loading replaces parameter objects; the fixed tables must not come back trainable."""
+    model = MAEForPreTraining(MAEConfig(**TINY))
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {"mae.embeddings.pos_embed", "decoder.decoder_pos_embed"}
+    model.save_pretrained(tmp_path)
+    loaded = MAEForPreTraining.from_pretrained(tmp_path)
+    assert {name for name, p in loaded.named_parameters() if not p.requires_grad} == frozen

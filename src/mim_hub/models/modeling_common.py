@@ -15,6 +15,8 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .. import initialization as init
+from ..layers.attention import Attention
+from ..layers.relative_position import RelativePositionBias, relative_position_index
 
 
 @dataclass
@@ -110,6 +112,21 @@ class MIMPreTrainedModel(PreTrainedModel):
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def post_init(self):
+        super().post_init()
+        # Parameters a model freezes when it is built (fixed sin-cos tables, ...): loading replaces
+        # parameter objects and would hand them back trainable, so from_pretrained freezes them again.
+        self._frozen_parameter_names = frozenset(name for name, p in self.named_parameters() if not p.requires_grad)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        model = super().from_pretrained(*args, **kwargs)
+        frozen = getattr(model, "_frozen_parameter_names", frozenset())
+        for name, parameter in model.named_parameters():
+            if name in frozen:
+                parameter.requires_grad_(False)
+        return model
+
     def no_weight_decay(self) -> set[str]:
         """Parameter names excluded from weight decay: biases, norms, embeddings, layer scales."""
         names = set()
@@ -151,3 +168,9 @@ class MIMPreTrainedModel(PreTrainedModel):
                 init.ones_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
+        # Non-persistent buffers are not in the weights file: from_pretrained builds the model on
+        # the meta device and leaves them uninitialised unless they are computed here.
+        if isinstance(module, Attention) and module.qkv_bias_mode == "qv":
+            init.zeros_(module.k_bias)
+        elif isinstance(module, RelativePositionBias):
+            init.copy_(module.relative_position_index, relative_position_index(module.window_size, module.cls_token))
