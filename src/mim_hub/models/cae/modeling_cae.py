@@ -1,0 +1,630 @@
+"""CAE: an encoder over the visible patches, a latent contextual regressor that predicts the masked
+patches' latents from them by cross-attention, an alignment of those predictions with the
+encoder's own latents of the masked patches, and a decoder that predicts the masked patches'
+token ids (Atten4Vis/CAE, `models/modeling_cae.py`, `modeling_cae_helper.py`,
+`modeling_finetune.py`; loss of `furnace/engine_for_pretraining.py`)."""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.utils import ModelOutput
+
+from ... import initialization as init
+from ...layers import (
+    MLP,
+    Attention,
+    DropPath,
+    LayerScale,
+    PatchEmbedding,
+    ViTEncoder,
+    build_vit_blocks,
+    gather_tokens,
+    get_2d_sincos_pos_embed,
+    interpolate_pos_embed,
+)
+from ...layers.attention import multihead_attention
+from ...layers.mask_block import BlockMaskGenerator
+from ...layers.relative_position import (
+    RelativePositionBias,
+    gather_relative_position_bias,
+    relative_position_index,
+    resize_relative_position_table,
+)
+from ..modeling_common import MIMModelOutput, MIMPreTrainedModel, classification_loss
+from .configuration_cae import CAEConfig
+
+
+def cae_sincos_table(dim: int, grid: tuple[int, int]) -> torch.Tensor:
+    """CAE's fixed table [1, 1 + H*W, dim]: zero cls row, then the row coordinate in the first
+    half of the channels and the column in the second (its `ij` meshgrid)."""
+    return get_2d_sincos_pos_embed(dim, grid, cls_token=True, row_first=True).unsqueeze(0)
+
+
+def split_by_mask(tokens: torch.Tensor, bool_masked_pos: torch.Tensor, num_masked: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """tokens [B, L, D] -> (visible [B, L - M, D], masked [B, M, D]), each in ascending patch order:
+    the original's `x[~mask].reshape(B, -1, D)`, as a gather (a stable sort puts the visible
+    patches first) so that the shapes stay static under torch.compile."""
+    length = tokens.shape[1]
+    order = torch.argsort(bool_masked_pos.to(torch.uint8), dim=1, stable=True)
+    return gather_tokens(tokens, order[:, : length - num_masked]), gather_tokens(tokens, order[:, length - num_masked:])
+
+
+def check_bool_masked_pos(bool_masked_pos: torch.Tensor, batch: int, length: int, expected: int | None = None) -> tuple[torch.Tensor, int]:
+    """Validate a [B, L] mask (True = masked; a [B, H, W] grid is flattened row-major) and return it
+    with its per-sample count M. CAE needs the same count in every sample. Under torch.compile the
+    count cannot be read from the data: `expected` (the config's `num_masking_patches`) is used."""
+    if bool_masked_pos.shape != (batch, length):
+        if bool_masked_pos.dim() == 3 and bool_masked_pos.shape[0] == batch and bool_masked_pos.shape[1] * bool_masked_pos.shape[2] == length:
+            bool_masked_pos = bool_masked_pos.flatten(1)
+        else:
+            raise ValueError(f"bool_masked_pos must be [batch, num_patches] = {(batch, length)}, got {tuple(bool_masked_pos.shape)}")
+    bool_masked_pos = bool_masked_pos.bool()
+    if torch.compiler.is_compiling():
+        if expected is None:
+            raise ValueError("under torch.compile pass the mask count (num_masked_patches) explicitly")
+        return bool_masked_pos, expected
+    counts = bool_masked_pos.sum(dim=1)
+    low, high = int(counts.min()), int(counts.max())
+    if low != high:
+        raise ValueError(
+            f"CAE needs the same number of masked patches in every sample of a batch; got counts from {low} to {high} "
+            "(use BlockMaskGenerator with a fixed num_masking_patches)"
+        )
+    if high >= length:
+        raise ValueError(f"bool_masked_pos masks all {length} patches; at least one must stay visible")
+    if expected is not None and expected != high:
+        raise ValueError(f"bool_masked_pos masks {high} patches per sample but num_masked_patches says {expected}")
+    return bool_masked_pos, high
+
+
+@dataclass
+class CAEPreTrainingOutput(ModelOutput):
+    """CAE pre-training output.
+
+    loss: `loss_main + loss_align` (None without `labels`). loss_main: cross-entropy of the
+    decoder's token predictions on the masked patches. loss_align: `align_loss_weight` x MSE
+    between the regressed latents and the encoder's latents of the masked patches.
+    logits: [B*M, vocab_size] token logits of the masked patches (sample-major, ascending patch
+    index: the order of `input_ids[bool_masked_pos]`). latent_predict / latent_target:
+    [B, M, decoder_hidden_size]. mlm_acc: accuracy of `logits.argmax(-1)` on `labels`.
+    bool_masked_pos: the mask used [B, L]. last_hidden_state: the encoder output for
+    [cls, visible patches] (after its final norm, before any projection).
+    """
+
+    loss: torch.FloatTensor | None = None
+    loss_main: torch.FloatTensor | None = None
+    loss_align: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    latent_predict: torch.FloatTensor | None = None
+    latent_target: torch.FloatTensor | None = None
+    mlm_acc: torch.FloatTensor | None = None
+    bool_masked_pos: torch.BoolTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class CAEEmbeddings(nn.Module):
+    """Patch embedding, cls token and (optionally) the fixed sin-cos table with its zero cls row.
+    With `bool_masked_pos` only the visible patches are kept (in ascending order)."""
+
+    def __init__(self, config: CAEConfig):
+        super().__init__()
+        self.patch_embed = PatchEmbedding(config.image_size, config.patch_size, config.num_channels, config.hidden_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        if config.use_absolute_position_embeddings:
+            self.pos_embed = nn.Parameter(cae_sincos_table(config.hidden_size, self.patch_embed.grid_size))
+        else:
+            self.pos_embed = None
+
+    def forward(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None, interpolate_pos_encoding: bool = False,
+                num_masked: int = 0):
+        """Returns ([cls, (visible) patches] with positions [B, 1 + K, D], grid); `num_masked` is
+        the per-sample count of `bool_masked_pos`."""
+        grid = self.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
+        weight = self.patch_embed.projection.weight
+        tokens = self.patch_embed.projection(pixel_values.to(weight.dtype)).flatten(2).transpose(1, 2)
+        batch = tokens.shape[0]
+        cls = self.cls_token.expand(batch, -1, -1)
+        if self.pos_embed is not None:
+            pos = interpolate_pos_embed(self.pos_embed, grid, old_grid=self.patch_embed.grid_size)
+            tokens = tokens + pos[:, 1:]
+            cls = cls + pos[:, :1]
+        if bool_masked_pos is not None:
+            tokens = split_by_mask(tokens, bool_masked_pos, num_masked)[0]
+        return torch.cat([cls, tokens], dim=1), grid
+
+
+class CAEPreTrainedModel(MIMPreTrainedModel):
+    config_class = CAEConfig
+    base_model_prefix = "cae"
+    _no_split_modules = ["ViTBlock", "CAERegressorBlock"]
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        std = self.config.initializer_range
+        if isinstance(module, CAEEmbeddings):
+            if module.pos_embed is not None:
+                init.copy_(module.pos_embed, cae_sincos_table(module.pos_embed.shape[-1], module.patch_embed.grid_size))
+            init.trunc_normal_(module.cls_token, std=std, a=-std, b=std)
+            init.trunc_normal_(module.patch_embed.projection.weight, std=std, a=-std, b=std)
+        elif isinstance(module, RelativePositionBias):  # (its index buffer: the base class)
+            init.zeros_(module.relative_position_bias_table)
+        elif isinstance(module, CAEForPreTraining):
+            init.copy_(module.decoder_pos_embed, cae_sincos_table(module.decoder_pos_embed.shape[-1], module.grid_size))
+            init.trunc_normal_(module.mask_token, std=std, a=-std, b=std)
+
+    _rel_pos_pattern = re.compile(r"relative_position_bias\.(\d+)\.")
+
+    def layer_id(self, name: str) -> int:
+        """As the base, plus BEiT's rule for relative position tables (block i's table with block
+        i; a shared table with the head, as BEiT's `rel_pos_bias`) and the pre-training heads after
+        the encoder."""
+        match = self._rel_pos_pattern.search(name)
+        if match:
+            return int(match.group(1)) + 1
+        if name.startswith(("regressor.", "decoder.", "encoder_to_regressor")):
+            return self.num_layers_for_decay()
+        return super().layer_id(name)
+
+
+def _attention_head_size(width: int, heads: int) -> int:
+    """CAE's head width: `width // heads` (the attention may be narrower than the model)."""
+    return width // heads
+
+
+class CAEModel(CAEPreTrainedModel):
+    """CAE's encoder (BEiT-style ViT).
+
+    Without `bool_masked_pos` it encodes every patch in order: `last_hidden_state` [B, 1 + L, D].
+    With `bool_masked_pos` [B, L] (True = masked, the same count per sample) it encodes the cls
+    token and the visible patches only, as in pre-training. `pooler_output` is what CAE's
+    classifier head receives: `fc_norm` of the mean patch token when `config.use_mean_pooling`
+    (no final norm then), else the normed cls token.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^regressor\.", r"^decoder\.", r"^head\.", r"^mask_token", r"^decoder_pos_embed", r"^encoder_to_regressor"]
+
+    def __init__(self, config: CAEConfig, add_pooling_layer: bool = True, add_final_norm: bool | None = None,
+                 use_relative_position_bias: bool | None = None):
+        super().__init__(config)
+        self.embeddings = CAEEmbeddings(config)
+        grid = self.embeddings.patch_embed.grid_size
+        self.encoder = ViTEncoder(
+            build_vit_blocks(
+                config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.intermediate_size,
+                drop_path_rate=config.drop_path_rate, qkv_bias="qv" if config.qkv_bias else False,
+                layer_norm_eps=config.layer_norm_eps, hidden_act=config.hidden_act,
+                layer_scale_init_value=config.layer_scale_init_value,
+                attention_head_size=_attention_head_size(config.hidden_size, config.num_attention_heads),
+                attention_dropout=config.attention_probs_dropout_prob, hidden_dropout=config.hidden_dropout_prob,
+            )
+        )
+        # relative position biases (fine-tuning only; `use_relative_position_bias=False` turns both off)
+        per_block = config.use_relative_position_bias if use_relative_position_bias is None else use_relative_position_bias
+        shared = config.use_shared_relative_position_bias and use_relative_position_bias is not False
+        self.relative_position_bias = (
+            nn.ModuleList([RelativePositionBias(grid, config.num_attention_heads) for _ in range(config.num_hidden_layers)])
+            if per_block else None
+        )
+        self.shared_relative_position_bias = RelativePositionBias(grid, config.num_attention_heads) if shared else None
+        if add_final_norm is None:
+            add_final_norm = not config.use_mean_pooling
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if add_final_norm else None
+        use_fc_norm = add_pooling_layer and config.use_mean_pooling
+        self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if use_fc_norm else None
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.patch_embed
+
+    def _attention_bias(self, grid: tuple[int, int]):
+        """Per-block (or shared) relative position bias for `grid`, or None."""
+        base = self.embeddings.patch_embed.grid_size
+
+        def table_bias(module: RelativePositionBias) -> torch.Tensor:
+            if tuple(grid) == tuple(base):
+                return module()
+            table = resize_relative_position_table(module.relative_position_bias_table, base, grid)
+            return gather_relative_position_bias(table, relative_position_index(grid).to(table.device))
+
+        biases = []
+        if self.relative_position_bias is not None:
+            biases = [table_bias(m) for m in self.relative_position_bias]
+        shared = table_bias(self.shared_relative_position_bias) if self.shared_relative_position_bias is not None else None
+        if not biases and shared is None:
+            return None
+        if not biases:
+            return shared
+        if shared is not None:
+            biases = [b + shared for b in biases]
+        return lambda index: biases[index]
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        bool_masked_pos: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+        num_masked_patches: int | None = None,
+        **kwargs,
+    ) -> MIMModelOutput:
+        """`num_masked_patches`: the per-sample count of `bool_masked_pos`, read from the mask
+        unless given (it must be given under torch.compile, where shapes cannot depend on data)."""
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        mask, num_masked = None, 0
+        if bool_masked_pos is not None:
+            grid = self.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
+            bool_masked_pos, num_masked = check_bool_masked_pos(bool_masked_pos, pixel_values.shape[0], grid[0] * grid[1], num_masked_patches)
+            mask = bool_masked_pos.float()
+            if self.relative_position_bias is not None or self.shared_relative_position_bias is not None:
+                raise ValueError("bool_masked_pos cannot be combined with a relative position bias (fine-tuning models see every patch)")
+        # patches (visible only when masked), positions, cls
+        hidden, grid = self.embeddings(pixel_values, bool_masked_pos, interpolate_pos_encoding, num_masked)
+        # encode
+        hidden, all_hidden, all_attn = self.encoder(
+            hidden, attention_bias=self._attention_bias(grid), output_attentions=bool(output_attentions),
+            output_hidden_states=bool(output_hidden_states),
+        )
+        if self.layernorm is not None:
+            hidden = self.layernorm(hidden)
+        # the feature the classifier head receives
+        if self.fc_norm is not None:
+            pooled = self.fc_norm(hidden[:, 1:].mean(dim=1))
+        else:
+            pooled = hidden[:, 0]
+        output = MIMModelOutput(last_hidden_state=hidden, pooler_output=pooled, mask=mask, hidden_states=all_hidden, attentions=all_attn)
+        return output if return_dict is not False else output.to_tuple()
+
+
+class CAECrossAttention(nn.Module):
+    """CAE's cross-attention: separate q/k/v projections without bias, learned q and v biases
+    (k has none), queries [B, M, D] attending to keys/values [B, N, D]."""
+
+    def __init__(self, hidden_size: int, num_attention_heads: int, *, qkv_bias: bool = True, attention_dropout: float = 0.0, proj_dropout: float = 0.0):
+        super().__init__()
+        self.num_heads = num_attention_heads
+        self.head_dim = _attention_head_size(hidden_size, num_attention_heads)
+        self.scale = self.head_dim**-0.5
+        inner = self.head_dim * num_attention_heads
+        self.q_proj = nn.Linear(hidden_size, inner, bias=False)
+        self.k_proj = nn.Linear(hidden_size, inner, bias=False)
+        self.v_proj = nn.Linear(hidden_size, inner, bias=False)
+        if qkv_bias:
+            self.q_bias = nn.Parameter(torch.zeros(inner))
+            self.v_bias = nn.Parameter(torch.zeros(inner))
+        else:
+            self.q_bias = self.v_bias = None
+        self.o_proj = nn.Linear(inner, hidden_size)
+        self.attention_dropout = attention_dropout
+        self.proj_dropout = nn.Dropout(proj_dropout) if proj_dropout > 0 else nn.Identity()
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, queries, keys, values, output_attentions: bool = False):
+        q = self._heads(F.linear(queries, self.q_proj.weight, self.q_bias))
+        k = self._heads(self.k_proj(keys))
+        v = self._heads(F.linear(values, self.v_proj.weight, self.v_bias))
+        out, weights = multihead_attention(
+            q, k, v, scale=self.scale, dropout=self.attention_dropout, training=self.training, need_weights=output_attentions
+        )
+        out = out.transpose(1, 2).reshape(queries.shape[0], queries.shape[1], -1)
+        return self.proj_dropout(self.o_proj(out)), weights
+
+
+class CAERegressorBlock(GradientCheckpointingLayer):
+    """One step of the latent contextual regressor (CAE's `RegressorBlock`):
+
+    x = q + gamma1 * cross_attn(norm_q(q + pos_q), norm_k(kv + pos_kv), norm_v(kv)); x = norm2(x)
+    (post-norm on the residual stream itself); x = x + gamma2 * mlp(x).
+    The LayerScale gammas always exist; with `layer_scale_init_value` 0 they are frozen ones.
+    """
+
+    def __init__(self, config: CAEConfig, drop_path: float = 0.0):
+        super().__init__()
+        width, eps = config.decoder_hidden_size, config.layer_norm_eps
+        self.norm_q = nn.LayerNorm(width, eps=eps)
+        self.norm_k = nn.LayerNorm(width, eps=eps)
+        self.norm_v = nn.LayerNorm(width, eps=eps)
+        self.cross_attn = CAECrossAttention(
+            width, config.regressor_num_attention_heads, qkv_bias=config.qkv_bias,
+            attention_dropout=config.attention_probs_dropout_prob, proj_dropout=config.hidden_dropout_prob,
+        )
+        self.norm2 = nn.LayerNorm(width, eps=eps)
+        self.mlp = MLP(width, config.decoder_intermediate_size, config.hidden_act, dropout=config.hidden_dropout_prob)
+        value = config.decoder_layer_scale_init_value
+        self.layer_scale1 = LayerScale(width, value if value > 0 else 1.0)
+        self.layer_scale2 = LayerScale(width, value if value > 0 else 1.0)
+        if value <= 0:
+            self.layer_scale1.gamma.requires_grad_(False)
+            self.layer_scale2.gamma.requires_grad_(False)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, queries, context, pos_queries, pos_context, output_attentions: bool = False):
+        attn_out, weights = self.cross_attn(
+            self.norm_q(queries + pos_queries), self.norm_k(context + pos_context), self.norm_v(context),
+            output_attentions=output_attentions,
+        )
+        hidden = queries + self.drop_path(self.layer_scale1(attn_out))
+        hidden = self.norm2(hidden)
+        hidden = hidden + self.drop_path(self.layer_scale2(self.mlp(hidden)))
+        return hidden, weights
+
+
+class CAERegressor(nn.Module):
+    """Latent contextual regressor: mask-token queries (+ positions) attend to the visible latents
+    and to themselves; a final LayerNorm gives `latent_predict`."""
+
+    def __init__(self, config: CAEConfig):
+        super().__init__()
+        depth = config.regressor_num_hidden_layers
+        rates = torch.linspace(0, config.drop_path_rate, depth).tolist() if depth else []
+        self.layers = nn.ModuleList([CAERegressorBlock(config, rate) for rate in rates])
+        self.layernorm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, queries, visible, pos_masked, pos_visible, output_attentions=False, output_hidden_states=False):
+        all_hidden = (queries,) if output_hidden_states else None
+        all_attn = () if output_attentions else None
+        pos_context = torch.cat([pos_visible, pos_masked], dim=1)
+        for layer in self.layers:
+            queries, weights = layer(queries, torch.cat([visible, queries], dim=1), pos_masked, pos_context, output_attentions)
+            if output_hidden_states:
+                all_hidden = all_hidden + (queries,)
+            if output_attentions:
+                all_attn = all_attn + (weights,)
+        return self.layernorm(queries), all_hidden, all_attn
+
+
+class CAEDecoder(nn.Module):
+    """Self-attention blocks over the masked tokens only (regressed latents + positions), a final
+    LayerNorm and the token classifier."""
+
+    def __init__(self, config: CAEConfig):
+        super().__init__()
+        self.transformer = ViTEncoder(
+            build_vit_blocks(
+                config.decoder_num_hidden_layers, config.decoder_hidden_size, config.decoder_num_attention_heads,
+                config.decoder_intermediate_size, drop_path_rate=config.drop_path_rate,
+                qkv_bias="qv" if config.qkv_bias else False, layer_norm_eps=config.layer_norm_eps,
+                hidden_act=config.hidden_act, layer_scale_init_value=config.decoder_layer_scale_init_value,
+                attention_head_size=_attention_head_size(config.decoder_hidden_size, config.decoder_num_attention_heads),
+                attention_dropout=config.attention_probs_dropout_prob, hidden_dropout=config.hidden_dropout_prob,
+            )
+        )
+        self.layernorm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
+        self.head = nn.Linear(config.decoder_hidden_size, config.vocab_size)
+
+    def forward(self, latent_predict, pos_masked, output_attentions=False, output_hidden_states=False):
+        hidden, all_hidden, all_attn = self.transformer(
+            latent_predict + pos_masked, output_attentions=output_attentions, output_hidden_states=output_hidden_states
+        )
+        return self.head(self.layernorm(hidden)), all_hidden, all_attn
+
+
+class CAEForPreTraining(CAEPreTrainedModel):
+    """CAE pre-training.
+
+    `bool_masked_pos` [B, L] (True = masked; the same count per sample; a [B, H, W] grid is
+    flattened row-major) selects the masked patches; without it the block-wise generator of the
+    config draws one mask per sample. `labels` are the target token ids of the masked patches in
+    row-major order, [B*M] (as `input_ids[bool_masked_pos]`) or [B, M]; without them a tokenizer
+    set with `set_tokenizer` (e.g. the DALL-E dVAE encoder) computes them from
+    `tokenizer_pixel_values` (default: `pixel_values`). Returns `loss` = `loss_main` (token
+    cross-entropy) + `loss_align` (`align_loss_weight` x MSE of regressed vs. encoded latents of
+    the masked patches), `logits` [B*M, vocab_size], `latent_predict`, `latent_target`, `mlm_acc`.
+
+    The alignment target is the encoder itself (same weights, no gradient) applied to the masked
+    patches, as the original's `alignment_encoder`, which is re-synchronised with the encoder on
+    every step and therefore never stored here.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^cae\.fc_norm\.", r"relative_position_bias"]
+
+    def __init__(self, config: CAEConfig):
+        super().__init__(config)
+        self.cae = CAEModel(config, add_pooling_layer=False, add_final_norm=True, use_relative_position_bias=False)
+        if self.cae.embeddings.pos_embed is None:
+            raise ValueError("CAEForPreTraining needs use_absolute_position_embeddings=True (the pre-training encoder adds the sin-cos table)")
+        self.cae.embeddings.pos_embed.requires_grad_(False)
+        self.grid_size = self.cae.embeddings.patch_embed.grid_size
+        if config.decoder_hidden_size != config.hidden_size:
+            self.encoder_to_regressor = nn.Linear(config.hidden_size, config.decoder_hidden_size)
+            self.encoder_to_regressor_norm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
+        else:
+            self.encoder_to_regressor = self.encoder_to_regressor_norm = None
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.decoder_hidden_size))
+        self.decoder_pos_embed = nn.Parameter(cae_sincos_table(config.decoder_hidden_size, self.grid_size), requires_grad=False)
+        self.regressor = CAERegressor(config)
+        self.decoder = CAEDecoder(config)
+        self.__dict__["_tokenizer"] = None  # not a submodule: never saved, never trained
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.cae.embeddings.patch_embed
+
+    def set_tokenizer(self, tokenizer) -> None:
+        """A callable mapping images [B, C, H', W'] to token ids [B, h, w] or [B, L] (e.g.
+        `DalleTokenizer`); used when `forward` gets no `labels`. Not saved with the model."""
+        self.__dict__["_tokenizer"] = tokenizer
+
+    @property
+    def tokenizer(self):
+        return self.__dict__.get("_tokenizer")
+
+    def mask_generator(self) -> BlockMaskGenerator:
+        """The block-wise generator this config describes (CAE's pre-training masks)."""
+        c = self.config
+        return BlockMaskGenerator(self.grid_size, c.num_masking_patches, min_num_patches=c.min_mask_patches_per_block,
+                                  max_num_patches=c.max_mask_patches_per_block, min_aspect=c.mask_min_aspect)
+
+    def draw_mask(self, batch_size: int, rng: random.Random | None = None, device=None) -> torch.Tensor:
+        """[B, L] bool masks from the block generator; `rng` defaults to one seeded from torch's RNG."""
+        if rng is None:
+            rng = random.Random(int(torch.randint(0, 2**62, (1,)).item()))
+        gen = self.mask_generator()
+        masks = [torch.from_numpy(gen(rng).reshape(-1).astype(bool)) for _ in range(batch_size)]
+        return torch.stack(masks).to(device)
+
+    def _project(self, latent: torch.Tensor) -> torch.Tensor:
+        if self.encoder_to_regressor is None:
+            return latent
+        return self.encoder_to_regressor_norm(self.encoder_to_regressor(latent))
+
+    def _labels_from_tokenizer(self, pixels: torch.Tensor, bool_masked_pos: torch.Tensor) -> torch.Tensor:
+        tokenizer = self.tokenizer
+        if isinstance(tokenizer, nn.Module):
+            tokenizer.to(pixels.device)
+        with torch.no_grad():
+            ids = tokenizer(pixels)
+        ids = ids.reshape(ids.shape[0], -1)
+        if ids.shape != bool_masked_pos.shape:
+            raise ValueError(f"the tokenizer gave {ids.shape[1]} token ids per image but the model has {bool_masked_pos.shape[1]} patches; "
+                             "feed it images whose token grid matches the patch grid (tokenizer_pixel_values)")
+        return ids[bool_masked_pos]
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        bool_masked_pos: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        tokenizer_pixel_values: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> CAEPreTrainingOutput:
+        output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
+        output_hidden_states = bool(output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states)
+        grid = self.cae.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
+        batch, length = pixel_values.shape[0], grid[0] * grid[1]
+        if bool_masked_pos is None:
+            if tuple(grid) != tuple(self.grid_size):
+                raise ValueError("pass bool_masked_pos for inputs of another size than the model's")
+            bool_masked_pos = self.draw_mask(batch, device=pixel_values.device)
+        expected = self.config.num_masking_patches if torch.compiler.is_compiling() else None
+        bool_masked_pos, num_masked = check_bool_masked_pos(bool_masked_pos, batch, length, expected)
+        # encode cls + visible patches
+        encoded = self.cae(
+            pixel_values, bool_masked_pos=bool_masked_pos, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, interpolate_pos_encoding=interpolate_pos_encoding, num_masked_patches=num_masked,
+        )
+        visible = self._project(encoded.last_hidden_state)[:, 1:]
+        # alignment target: the same encoder on the masked patches, without gradient
+        with torch.no_grad():
+            target = self.cae(pixel_values, bool_masked_pos=~bool_masked_pos, interpolate_pos_encoding=interpolate_pos_encoding,
+                              num_masked_patches=length - num_masked)
+            latent_target = self._project(target.last_hidden_state[:, 1:])
+        # positions of regressor and decoder; mask-token queries
+        pos = interpolate_pos_embed(self.decoder_pos_embed, grid, old_grid=self.grid_size)[:, 1:].expand(batch, -1, -1)
+        pos_visible, pos_masked = split_by_mask(pos.to(visible.dtype), bool_masked_pos, num_masked)
+        queries = self.mask_token.to(visible.dtype).expand(batch, pos_masked.shape[1], -1)
+        # regress the masked latents
+        latent_predict, reg_hidden, reg_attn = self.regressor(
+            queries, visible, pos_masked, pos_visible, output_attentions=output_attentions, output_hidden_states=output_hidden_states
+        )
+        # decode token ids of the masked patches
+        logits, dec_hidden, dec_attn = self.decoder(
+            latent_predict, pos_masked, output_attentions=output_attentions, output_hidden_states=output_hidden_states
+        )
+        logits = logits.reshape(-1, logits.shape[-1])
+        # losses
+        if labels is None and self.tokenizer is not None:
+            tok_pixels = pixel_values if tokenizer_pixel_values is None else tokenizer_pixel_values
+            labels = self._labels_from_tokenizer(tok_pixels, bool_masked_pos)
+        loss_align = self.config.align_loss_weight * F.mse_loss(latent_predict.float(), latent_target.float(), reduction="mean")
+        loss = loss_main = mlm_acc = None
+        if labels is not None:
+            labels = labels.reshape(-1).to(logits.device)
+            if labels.shape[0] != logits.shape[0]:
+                raise ValueError(f"labels must hold the token ids of the {logits.shape[0]} masked patches (row-major), got {labels.shape[0]}")
+            loss_main = F.cross_entropy(logits.float(), labels)
+            loss = loss_main + loss_align
+            mlm_acc = (logits.detach().argmax(-1) == labels).float().mean()
+        hidden_states = encoded.hidden_states + reg_hidden + dec_hidden if output_hidden_states else None
+        attentions = encoded.attentions + reg_attn + dec_attn if output_attentions else None
+        output = CAEPreTrainingOutput(
+            loss=loss, loss_main=loss_main, loss_align=loss_align, logits=logits, latent_predict=latent_predict,
+            latent_target=latent_target, mlm_acc=mlm_acc, bool_masked_pos=bool_masked_pos,
+            last_hidden_state=encoded.last_hidden_state, hidden_states=hidden_states, attentions=attentions,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+class CAEForImageClassification(CAEPreTrainedModel):
+    """CAE's fine-tuning model (`modeling_finetune.VisionTransformer`): per-block relative
+    position bias (by default), the sin-cos table, mean pooling of the patch tokens + `fc_norm`
+    (or the normed cls token) into a linear head."""
+
+    def __init__(self, config: CAEConfig):
+        super().__init__(config)
+        self.cae = CAEModel(config)
+        self.head = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.cae.embeddings.patch_embed
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' `from_pretrained`, plus CAE's fine-tuning start: when a checkpoint without
+        mean pooling (a pre-trained encoder, whose final norm is `cae.layernorm`) is loaded with
+        `use_mean_pooling=True`, that norm initialises `fc_norm`, as `run_class_finetuning.py`
+        renames `norm` to `fc_norm`. Relative position tables it lacks start at zero."""
+        given = kwargs.get("config")
+        wanted = kwargs.get("use_mean_pooling", getattr(given, "use_mean_pooling", None) if isinstance(given, CAEConfig) else None)
+        if "key_mapping" not in kwargs and wanted:
+            try:
+                saved = cls.config_class.from_pretrained(
+                    pretrained_model_name_or_path, **{k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
+                )
+            except (OSError, ValueError, TypeError):
+                saved = None
+            if saved is not None and not saved.use_mean_pooling:
+                kwargs["key_mapping"] = {r"^cae\.layernorm\.": "cae.fc_norm."}
+                loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+                model = loaded[0] if isinstance(loaded, tuple) else loaded
+                model._weight_conversions = []  # save under our own names, not back as `layernorm`
+                return loaded
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if module is getattr(self, "head", None) and isinstance(module, nn.Linear):
+            init.trunc_normal_(module.weight, std=2e-5, a=-4e-5, b=4e-5)  # trunc_normal(0.02) x init_scale 0.001
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ImageClassifierOutput:
+        encoded = self.cae(
+            pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+        )
+        logits = self.head(encoded.pooler_output)
+        loss = classification_loss(logits, labels, self.config) if labels is not None else None
+        output = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions)
+        return output if return_dict is not False else output.to_tuple()
+
+
+__all__ = ["CAEPreTrainedModel", "CAEModel", "CAEForPreTraining", "CAEForImageClassification", "CAEPreTrainingOutput"]
