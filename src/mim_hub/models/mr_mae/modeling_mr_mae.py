@@ -1,0 +1,393 @@
+"""MR-MAE: mimic before reconstruct. The encoder's visible tokens mimic frozen teachers (CLIP,
+DINO) through one head per teacher; the decoder reconstructs the masked patches' pixels as MAE.
+
+Backbones: MAE's plain ViT (its modules, shared) or ConvMAE's hybrid (`modeling_convvit.py`).
+With no teachers the objective is exactly ConvMAE's (hybrid) or MAE's (ViT).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import ImageClassifierOutput
+
+from ... import initialization as init
+from ...layers import ViTBlock, ViTEncoder, gather_tokens, get_2d_sincos_pos_embed, interpolate_pos_embed, patchify, random_masking, unpatchify
+from ..mae.modeling_mae import MAEDecoder, MAEEmbeddings, pixel_loss
+from ..modeling_common import MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput, classification_loss
+from .configuration_mr_mae import MRMAEConfig
+from .modeling_convvit import ConvViTEmbeddings, stage_drop_paths
+from .teachers import MimicHead, Teacher, mimic_loss, visible_targets
+
+
+@dataclass
+class MRMAEModelOutput(MIMModelOutput):
+    """MIMModelOutput plus `ids_keep` [B, K] (the visible patches, in ascending-noise order)."""
+
+    ids_keep: torch.LongTensor | None = None
+
+
+@dataclass
+class MRMAEPreTrainingOutput(MIMPreTrainingOutput):
+    """MIMPreTrainingOutput plus each loss term.
+
+    reconstruction_loss: MAE's pixel loss on the masked patches. mimic_loss: the weighted sum of
+    the teachers' terms (0 without teachers). mimic_losses: [num_teachers] unweighted terms.
+    """
+
+    reconstruction_loss: torch.FloatTensor | None = None
+    mimic_loss: torch.FloatTensor | None = None
+    mimic_losses: torch.FloatTensor | None = None
+
+
+class ConvMAEDecoder(MAEDecoder):
+    """MAE's decoder without a cls token (ConvMAE v1): positions [1, L, D], no prefix row."""
+
+    def __init__(self, config: MRMAEConfig, grid_size: tuple[int, int]):
+        super().__init__(config, grid_size)
+        table = get_2d_sincos_pos_embed(config.decoder_hidden_size, grid_size, cls_token=False)
+        self.decoder_pos_embed = nn.Parameter(table.unsqueeze(0), requires_grad=False)
+
+    def forward(self, latent, ids_restore, grid, output_attentions=False, output_hidden_states=False):
+        hidden = self.decoder_embed(latent)
+        batch, length = ids_restore.shape
+        # append mask tokens and put every token back in its place
+        mask_tokens = self.mask_token.expand(batch, length - hidden.shape[1], -1).to(hidden.dtype)
+        hidden = gather_tokens(torch.cat([hidden, mask_tokens], dim=1), ids_restore)
+        hidden = hidden + interpolate_pos_embed(self.decoder_pos_embed, grid, num_prefix_tokens=0, old_grid=self.grid_size)
+        # decode, predict pixels
+        hidden, all_hidden, all_attn = self.transformer(hidden, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        return self.decoder_pred(self.decoder_norm(hidden)), all_hidden, all_attn
+
+
+class MRMAEPreTrainedModel(MIMPreTrainedModel):
+    """Base of the MR-MAE models: MAE's initialisation, fixed sin-cos tables built at construction."""
+
+    config_class = MRMAEConfig
+    base_model_prefix = "mr_mae"
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, nn.Conv2d) and getattr(module, "torch_default_init", False):
+            # ConvMAE leaves its convolutions at PyTorch's default init (only the stage-3 patch
+            # projection is initialised like a Linear)
+            if not getattr(module.weight, "_is_hf_initialized", False):
+                module.reset_parameters()
+        elif isinstance(module, MAEEmbeddings):
+            init.copy_(module.pos_embed, get_2d_sincos_pos_embed(module.pos_embed.shape[-1], module.patch_embed.grid_size, cls_token=True).unsqueeze(0))
+            init.normal_(module.cls_token, std=0.02)
+        elif isinstance(module, ConvViTEmbeddings):
+            table = get_2d_sincos_pos_embed(module.pos_embed.shape[-1], module.grid_size, cls_token=module.cls_token is not None)
+            init.copy_(module.pos_embed, table.unsqueeze(0))
+            if module.cls_token is not None:
+                init.normal_(module.cls_token, std=0.02)
+        elif isinstance(module, MAEDecoder):
+            with_cls = not isinstance(module, ConvMAEDecoder)
+            table = get_2d_sincos_pos_embed(module.decoder_pos_embed.shape[-1], module.grid_size, cls_token=with_cls)
+            init.copy_(module.decoder_pos_embed, table.unsqueeze(0))
+            init.normal_(module.mask_token, std=0.02)
+
+
+def _transformer_blocks(config: MRMAEConfig, rates: list[float]) -> list[ViTBlock]:
+    return [
+        ViTBlock(config.hidden_size, config.num_attention_heads, config.intermediate_size, qkv_bias=config.qkv_bias,
+                 layer_norm_eps=config.layer_norm_eps, hidden_act=config.hidden_act, drop_path=rate,
+                 attention_dropout=config.attention_probs_dropout_prob, hidden_dropout=config.hidden_dropout_prob)
+        for rate in rates
+    ]
+
+
+class MRMAEModel(MRMAEPreTrainedModel):
+    """MR-MAE's encoder (plain ViT or ConvMAE hybrid).
+
+    Without `noise` it encodes every patch in order, as the fine-tuning model
+    (`ConvViT.forward_features`): no masking and no multi-scale fusion; `last_hidden_state` is
+    [B, (1 +) L, D]. With `noise` [B, L] it runs the pre-training encoder: the lowest-noise
+    `int(L * (1 - mask_ratio))` patches are kept, the hybrid's convolutional stages see the
+    upsampled mask (masked convolution), and the fused stage-1/2 features are added to the
+    visible tokens before the final norm (when the model has the fusion layers).
+
+    `pooler_output` is what the original classifier receives: `fc_norm` of the mean patch token
+    with `use_mean_pooling`, else token 0 after the final norm (the cls token where there is one;
+    ConvMAE v1 has none and its `global_pool=False` head takes patch token 0).
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^head\.", r"^mimic_heads\."]
+
+    def __init__(self, config: MRMAEConfig, add_pooling_layer: bool = True, add_final_norm: bool | None = None, add_fusion: bool | None = None):
+        super().__init__(config)
+        rates = stage_drop_paths(config)[2] if config.backbone == "convvit" else torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        if config.backbone == "vit":
+            self.embeddings = MAEEmbeddings(config)
+        else:
+            self.embeddings = ConvViTEmbeddings(config, add_fusion=config.use_multiscale_fusion if add_fusion is None else add_fusion)
+        self.encoder = ViTEncoder(_transformer_blocks(config, rates))
+        if add_final_norm is None:
+            add_final_norm = not config.use_mean_pooling
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if add_final_norm else None
+        use_fc_norm = add_pooling_layer and config.use_mean_pooling
+        self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if use_fc_norm else None
+        self.post_init()
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return 1 if self.config.use_cls_token else 0
+
+    def get_input_embeddings(self) -> nn.Module:
+        if self.config.backbone == "vit":
+            return self.embeddings.patch_embed
+        return self.embeddings.stages[0].patch_embed
+
+    def token_grid(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> tuple[int, int]:
+        """The token grid of `pixel_values` (validated)."""
+        embeddings = self.embeddings.patch_embed if self.config.backbone == "vit" else self.embeddings
+        return embeddings.check_input(pixel_values, interpolate_pos_encoding)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        mask_ratio: float | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MRMAEModelOutput:
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        grid = self.token_grid(pixel_values, interpolate_pos_encoding)
+        mask = ids_restore = ids_keep = None
+        # choose the visible patches
+        if noise is not None:
+            if tuple(noise.shape) != (pixel_values.shape[0], grid[0] * grid[1]):
+                raise ValueError(f"noise must be [batch, num_patches] = {(pixel_values.shape[0], grid[0] * grid[1])}, got {tuple(noise.shape)}")
+            ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
+            ids_keep, mask, ids_restore = random_masking(noise, ratio)
+        # patches (masked convolution in the hybrid's stages), positions
+        fused = None
+        if self.config.backbone == "vit":
+            tokens, cls, _ = self.embeddings(pixel_values, interpolate_pos_encoding)
+        else:
+            tokens, cls, _, fused = self.embeddings(pixel_values, mask, interpolate_pos_encoding)
+        if ids_keep is not None:
+            tokens = gather_tokens(tokens, ids_keep)
+        hidden = tokens if cls is None else torch.cat([cls, tokens], dim=1)
+        # transformer stage
+        hidden, all_hidden, all_attn = self.encoder(hidden, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        # multi-scale fusion of the stage-1/2 features at the visible tokens
+        if fused is not None:
+            prefix = self.num_prefix_tokens
+            patches = hidden[:, prefix:]
+            for stage in fused:
+                patches = patches + (gather_tokens(stage, ids_keep) if ids_keep is not None else stage)
+            hidden = torch.cat([hidden[:, :prefix], patches], dim=1) if prefix else patches
+        if self.layernorm is not None:
+            hidden = self.layernorm(hidden)
+        # the feature the classifier head receives
+        if self.fc_norm is not None:
+            pooled = self.fc_norm(hidden[:, self.num_prefix_tokens:].mean(dim=1))
+        else:
+            pooled = hidden[:, 0]
+        output = MRMAEModelOutput(
+            last_hidden_state=hidden, pooler_output=pooled, mask=mask, ids_restore=ids_restore, ids_keep=ids_keep,
+            hidden_states=all_hidden, attentions=all_attn,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+class MRMAEForPreTraining(MRMAEPreTrainedModel):
+    """MR-MAE pre-training: encoder on the visible patches, MAE's decoder and pixel loss on the
+    masked ones, plus the mimic loss of the visible tokens against each teacher.
+
+    `noise` [B, L] is the uniform draw of the original's `torch.rand(B, L)` (lowest kept);
+    without it the model draws it. Returns `loss` (= `reconstruction_loss` + the weighted
+    `mimic_loss`), `logits` [B, L, p*p*C], `mask` (1 = masked), `ids_restore`,
+    `last_hidden_state` (the visible latents) and the loss terms.
+
+    Teachers come from `config.teacher_names_or_paths` (loaded when training starts, or on
+    `model.teachers`) or from `set_teachers`; see `uses_teachers`.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^head\."]
+
+    def __init__(self, config: MRMAEConfig):
+        super().__init__(config)
+        add_fusion = config.backbone == "convvit" and config.use_multiscale_fusion
+        self.mr_mae = MRMAEModel(config, add_pooling_layer=False, add_final_norm=True, add_fusion=add_fusion)
+        grid = self.mr_mae.embeddings.patch_embed.grid_size if config.backbone == "vit" else self.mr_mae.embeddings.grid_size
+        self.decoder = MAEDecoder(config, grid) if config.use_cls_token else ConvMAEDecoder(config, grid)
+        self.mimic_heads = nn.ModuleList(MimicHead(config.hidden_size, size, config.mimic_head) for size in config.teacher_hidden_sizes)
+        self._teachers: list[Teacher] | None = None
+        self.freeze_position_tables()
+        self.post_init()
+
+    def freeze_position_tables(self) -> None:
+        """The fixed sin-cos tables of pre-training are not trained (as the original)."""
+        self.mr_mae.embeddings.pos_embed.requires_grad_(False)
+        self.decoder.decoder_pos_embed.requires_grad_(False)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.mr_mae.get_input_embeddings()
+
+    # teachers -------------------------------------------------------------------------------
+    def set_teachers(self, teachers, weights: list[float] | None = None) -> None:
+        """Attach frozen teachers: paths / Hub ids, `Teacher`s or transformers vision models.
+
+        Records their names and widths in the config and (re)builds the mimic heads whose width
+        changed (new heads are freshly initialised)."""
+        built = []
+        for index, teacher in enumerate(teachers):
+            if isinstance(teacher, Teacher):
+                built.append(teacher)
+            elif isinstance(teacher, nn.Module):
+                built.append(Teacher(teacher, name=getattr(teacher.config, "_name_or_path", "") or f"teacher{index}"))
+            else:
+                built.append(Teacher.from_pretrained(str(teacher)))
+        sizes = [t.hidden_size for t in built]
+        heads = []
+        for index, size in enumerate(sizes):
+            old = self.mimic_heads[index] if index < len(self.mimic_heads) and index < len(self.config.teacher_hidden_sizes) else None
+            if old is not None and self.config.teacher_hidden_sizes[index] == size:
+                heads.append(old)
+            else:
+                head = MimicHead(self.config.hidden_size, size, self.config.mimic_head)
+                head.apply(self._init_weights)
+                heads.append(head.to(self.decoder.decoder_embed.weight.device))
+        self.mimic_heads = nn.ModuleList(heads)
+        self.config.teacher_names_or_paths = [t.name for t in built]
+        self.config.teacher_hidden_sizes = sizes
+        if weights is not None:
+            self.config.mimic_loss_weights = [float(w) for w in weights]
+        elif self.config.mimic_loss_weights is not None and len(self.config.mimic_loss_weights) != len(built):
+            self.config.mimic_loss_weights = None
+        self._teachers = built
+
+    @property
+    def teachers(self) -> list[Teacher]:
+        if self._teachers is None:
+            names = list(self.config.teacher_names_or_paths)
+            self._teachers = [Teacher.from_pretrained(name) for name in names]
+            sizes = [t.hidden_size for t in self._teachers]
+            if sizes != list(self.config.teacher_hidden_sizes):
+                raise ValueError(f"teachers {names} have widths {sizes} but the model's mimic heads were built for "
+                                 f"{list(self.config.teacher_hidden_sizes)}")
+        return self._teachers
+
+    @property
+    def uses_teachers(self) -> bool:
+        """Whether forward adds the mimic term: the config names teachers and the model is training
+        (teachers are then loaded on first use) or they are attached (`set_teachers`, `teachers`).
+        A model loaded only to reconstruct images never needs its teachers."""
+        return bool(self.config.num_teachers) and (self.training or self._teachers is not None)
+
+    def _mimic(self, pixel_values, latent, ids_keep, grid):
+        """(weighted total, per-teacher losses [T]) of the visible latents against the teachers."""
+        visible = latent[:, self.mr_mae.num_prefix_tokens:]
+        weights = self.config.mimic_loss_weights or [1.0] * self.config.num_teachers
+        losses = []
+        for teacher, head in zip(self.teachers, self.mimic_heads):
+            target = visible_targets(teacher, pixel_values, ids_keep, grid, mean=self.config.image_mean, std=self.config.image_std,
+                                     layer=self.config.teacher_layer, norm=self.config.mimic_target_norm)
+            losses.append(mimic_loss(head(visible), target, self.config.mimic_loss))
+        terms = torch.stack(losses)
+        return (terms * torch.tensor(weights, device=terms.device, dtype=terms.dtype)).sum(), terms
+
+    # MAE's helpers ----------------------------------------------------------------------------
+    def patchify(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return patchify(pixel_values, self.config.patch_size)
+
+    def unpatchify(self, logits: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        return unpatchify(logits, self.config.patch_size, self.config.num_channels, grid)
+
+    def forward_loss(self, pixel_values, logits, mask) -> torch.Tensor:
+        return pixel_loss(pixel_values, logits, mask, self.config.patch_size, self.config.norm_pix_loss)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        mask_ratio: float | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MRMAEPreTrainingOutput:
+        grid = self.mr_mae.token_grid(pixel_values, interpolate_pos_encoding)
+        if noise is None:
+            noise = torch.rand(pixel_values.shape[0], grid[0] * grid[1], device=pixel_values.device)
+        # encode visible patches
+        encoded = self.mr_mae(
+            pixel_values, noise=noise, mask_ratio=mask_ratio, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, interpolate_pos_encoding=interpolate_pos_encoding,
+        )
+        # decode every patch
+        logits, dec_hidden, dec_attn = self.decoder(
+            encoded.last_hidden_state, encoded.ids_restore, grid,
+            output_attentions=bool(output_attentions), output_hidden_states=bool(output_hidden_states),
+        )
+        # reconstruct the masked patches
+        reconstruction = self.forward_loss(pixel_values, logits.float(), encoded.mask)
+        # mimic the teachers on the visible tokens
+        mimic_total, mimic_terms = reconstruction.new_zeros(()), reconstruction.new_zeros((0,))
+        if self.uses_teachers:
+            mimic_total, mimic_terms = self._mimic(pixel_values, encoded.last_hidden_state, encoded.ids_keep, grid)
+        loss = reconstruction + mimic_total if self.uses_teachers else reconstruction
+        hidden_states = encoded.hidden_states + dec_hidden if output_hidden_states else None
+        attentions = encoded.attentions + dec_attn if output_attentions else None
+        output = MRMAEPreTrainingOutput(
+            loss=loss, logits=logits, mask=encoded.mask, ids_restore=encoded.ids_restore,
+            last_hidden_state=encoded.last_hidden_state, hidden_states=hidden_states, attentions=attentions,
+            reconstruction_loss=reconstruction, mimic_loss=mimic_total, mimic_losses=mimic_terms,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+class MRMAEForImageClassification(MRMAEPreTrainedModel):
+    """The fine-tuning model (ConvMAE's `models_convvit.ConvViT`, MAE's `models_vit` for the ViT
+    backbone): the encoder's `pooler_output` into a linear head. No fusion layers, no masking."""
+
+    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^mimic_heads\.", r"embeddings\.fusion\."]
+
+    def __init__(self, config: MRMAEConfig):
+        config.use_multiscale_fusion = False  # a classifier has no fusion layers (its saved config says so)
+        super().__init__(config)
+        self.mr_mae = MRMAEModel(config, add_fusion=False)
+        self.head = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.mr_mae.get_input_embeddings()
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if module is getattr(self, "head", None) and isinstance(module, nn.Linear):
+            init.trunc_normal_(module.weight, std=2e-5)  # MAE's / ConvMAE's fine-tuning head init
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ImageClassifierOutput:
+        encoded = self.mr_mae(
+            pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+        )
+        logits = self.head(encoded.pooler_output)
+        loss = classification_loss(logits, labels, self.config) if labels is not None else None
+        output = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions)
+        return output if return_dict is not False else output.to_tuple()
+
+
+__all__ = ["MRMAEPreTrainedModel", "MRMAEModel", "MRMAEForPreTraining", "MRMAEForImageClassification",
+           "MRMAEModelOutput", "MRMAEPreTrainingOutput"]

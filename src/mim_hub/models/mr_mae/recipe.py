@@ -1,0 +1,41 @@
+"""MR-MAE's pre-training recipe: MAE's (crop + flip, uniform masking noise, AdamW), plus frozen
+teachers to mimic. `--teacher PATH` (repeatable: CLIP and DINO in the paper) attaches
+transformers vision models by folder or Hub id; `--mimic-weight W` (repeatable, one per teacher)
+weighs their terms. The input normalisation of the run is recorded in the config so that each
+teacher can undo it before its own preprocessing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...training.recipes import PretrainRecipe
+
+
+@dataclass
+class MRMAERecipe(PretrainRecipe):
+    method: str = "mr_mae"
+
+    def add_arguments(self, parser) -> None:
+        group = parser.add_argument_group("mr_mae")
+        group.add_argument("--teacher", action="append", default=None, metavar="PATH",
+                           help="MR-MAE: a frozen teacher to mimic (a transformers CLIP/ViT/DINOv2 model folder or Hub id); repeat for several")
+        group.add_argument("--mimic-weight", action="append", type=float, default=None, metavar="W",
+                           help="MR-MAE: weight of each --teacher's mimic loss, in the same order (default 1 each)")
+
+    def configure_model(self, model, args) -> None:
+        teachers = getattr(args, "teacher", None)
+        weights = getattr(args, "mimic_weight", None)
+        if weights and not teachers:
+            raise ValueError("--mimic-weight needs --teacher")
+        if teachers:
+            if weights and len(weights) != len(teachers):
+                raise ValueError(f"{len(weights)} --mimic-weight values for {len(teachers)} --teacher paths")
+            model.set_teachers(teachers, weights=weights)
+
+    def train_transform(self, config, mean, std, **kwargs):
+        # the teachers undo the student's normalisation before applying their own
+        config.image_mean, config.image_std = [float(m) for m in mean], [float(s) for s in std]
+        return super().train_transform(config, mean, std, **kwargs)
+
+
+RECIPE = MRMAERecipe()
