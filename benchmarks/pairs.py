@@ -130,3 +130,66 @@ def crate_mae_pairs(batch: int, device: str, size: str = "base") -> dict:
 
 
 PAIRS.update({"color_mae": color_mae_pairs, "crate_mae": crate_mae_pairs})
+
+
+def _eager_vs_sdpa(model, encoder, x, step_inputs: dict, infer_inputs: dict | None = None) -> dict:
+    """Encoder inference and a pre-training step, ours (SDPA) against the same model with its
+    attention weights materialised (the eager formulation)."""
+    infer_inputs = infer_inputs or {}
+
+    def infer(**kw):
+        def run():
+            with torch.no_grad():
+                encoder(x, **infer_inputs, **kw)
+        return run
+
+    def step(**kw):
+        def run():
+            model.train()
+            model.zero_grad(set_to_none=True)
+            model(x, **step_inputs, **kw).loss.backward()
+        return run
+
+    return {
+        "encoder inference": {"ours": infer(), "eager attention": infer(output_attentions=True)},
+        "pre-training step (fwd+bwd)": {"ours": step(), "eager attention": step(output_attentions=True)},
+    }
+
+
+def cae_pairs(batch: int, device: str, size: str = "base") -> dict:
+    """CAE at base size (encoder, 4-layer regressor and decoder; the paper's block masks of 98 of
+    196 patches, blocks of at least 16) against its eager formulation; labels are random token ids."""
+    import random
+
+    from mim_hub import CAEConfig, CAEForPreTraining, CAEModel
+    from mim_hub.masking import BlockMaskGenerator
+
+    dims = {"base": {}, "tiny": dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, decoder_hidden_size=192,
+                                     regressor_num_attention_heads=3, decoder_num_attention_heads=3, decoder_intermediate_size=768)}[size]
+    torch.manual_seed(0)
+    config = CAEConfig(**dims)
+    model = CAEForPreTraining(config).to(device)
+    encoder = CAEModel(config).to(device).eval()
+    generator = BlockMaskGenerator(14, config.num_masking_patches, config.min_mask_patches_per_block)
+    rng = random.Random(0)
+    mask = torch.stack([torch.as_tensor(generator(rng)).flatten() for _ in range(batch)]).bool().to(device)
+    labels = torch.randint(0, config.vocab_size, (int(mask.sum()),), device=device)
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    return _eager_vs_sdpa(model, encoder, x, {"bool_masked_pos": mask, "labels": labels})
+
+
+def mr_mae_pairs(batch: int, device: str, size: str = "base") -> dict:
+    """MR-MCMAE's hybrid (ConvMAE-Base: two masked-convolution stages, 11 transformer blocks) at
+    mask 0.75 without teachers, against its eager formulation."""
+    from mim_hub import MRMAEConfig, MRMAEForPreTraining, MRMAEModel
+
+    dims = {"base": {}, "tiny": dict(conv_hidden_sizes=[64, 96], hidden_size=192, num_hidden_layers=2, num_attention_heads=3,
+                                     decoder_num_hidden_layers=1)}[size]
+    torch.manual_seed(0)
+    model = MRMAEForPreTraining(MRMAEConfig(**dims, norm_pix_loss=True)).to(device)
+    encoder = MRMAEModel(model.config).to(device).eval()
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    return _eager_vs_sdpa(model, encoder, x, {"noise": torch.rand(batch, 196, device=device)})
+
+
+PAIRS.update({"cae": cae_pairs, "mr_mae": mr_mae_pairs})

@@ -29,7 +29,25 @@ def _crate_mae():
     return config, {"noise": torch.rand(2, 16)}
 
 
-TINY = {"mae": _mae, "color_mae": _color_mae, "crate_mae": _crate_mae}
+def _cae():
+    config = mim_hub.CAEConfig(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=64, decoder_hidden_size=32, regressor_num_hidden_layers=1,
+                               regressor_num_attention_heads=2, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
+                               decoder_intermediate_size=64, vocab_size=64, num_masking_patches=24, num_labels=3)
+    mask = torch.zeros(2, 64, dtype=torch.bool)
+    mask[:, torch.randperm(64)[:24]] = True
+    return config, {"bool_masked_pos": mask, "labels": torch.randint(0, 64, (48,))}
+
+
+def _mr_mae():
+    config = mim_hub.MRMAEConfig(image_size=32, patch_size=8, conv_hidden_sizes=[8, 12], conv_depths=[1, 1], conv_patch_sizes=[2, 2],
+                                 conv_intermediate_sizes=[16, 24], hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                 intermediate_size=32, decoder_hidden_size=16, decoder_num_hidden_layers=1,
+                                 decoder_num_attention_heads=2, decoder_intermediate_size=32, num_labels=3)
+    return config, {"noise": torch.rand(2, 16)}
+
+
+TINY = {"mae": _mae, "color_mae": _color_mae, "crate_mae": _crate_mae, "cae": _cae, "mr_mae": _mr_mae}
 
 
 def tiny(method: str):

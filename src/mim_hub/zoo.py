@@ -47,6 +47,22 @@ RELEASES: dict[str, list[Release]] = {
         Release("crate_base/checkpoint.pth.tar", "CrateMAEForImageClassification", {}, "CRATE-B classifier, 768 wide, 12 heads"),
         Release("crate_large/checkpoint.pth.tar", "CrateMAEForImageClassification", {}, "CRATE-L classifier, 1024 wide, 16 heads"),
     ],
+    "cae": [
+        Release(f"CAE-base {ep} epochs (Google Drive, training checkpoint with args)", "CAEForPreTraining", {},
+                "ViT-B encoder, 4-layer regressor, 4-layer decoder, 8192 DALL-E tokens") for ep in (300, 800, 1600)
+    ] + [
+        Release("CAE-large 1600 epochs (Google Drive, training checkpoint with args)", "CAEForPreTraining", {},
+                "ViT-L encoder, projection 1024 -> 768 into the regressor"),
+        Release("checkpoint-best.pth of run_class_finetuning.py", "CAEForImageClassification", {},
+                "fine-tuned classifier (relative position bias, mean pooling)"),
+    ],
+    "mr_mae": [
+        Release("ConvMAE-Base pretrained checkpoint", "MRMAEModel", {}, "hybrid conv/ViT encoder (MR-MCMAE's backbone), 12 heads"),
+        Release("ConvMAE-B fine-tuned weight", "MRMAEForImageClassification", {}, "ImageNet-1k 85.0% top-1"),
+        Release("ConvMAE-v2 Small / Base / Large / Huge", "MRMAEModel", {}, "encoder with cls token and fusion layers (MR-MCMAE)"),
+        Release("output_dir/checkpoint-N.pth of ConvMAE's main_pretrain.py", "MRMAEForPreTraining",
+                {"norm_pix_loss": True}, "pre-training with decoder; add mimic teachers with set_teachers"),
+    ],
 }
 
 def register_releases(method: str, releases: list[Release]) -> None:

@@ -15,6 +15,10 @@ PRESETS = {
     "mae-vit-huge-patch14": ("mae", dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, intermediate_size=5120, patch_size=14, norm_pix_loss=True)),
     "colormae-vit-base-patch16-green": ("color_mae", dict(noise_color="green", norm_pix_loss=True)),
     "crate-mae-base": ("crate_mae", dict()),
+    "cae-base": ("cae", dict()),
+    "cae-large": ("cae", dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)),
+    "mr-mcmae-base": ("mr_mae", dict(norm_pix_loss=True)),
+    "mr-mae-vit-base-patch16": ("mr_mae", dict(backbone="vit", num_hidden_layers=12, norm_pix_loss=True)),
     "crate-small": ("crate_mae", dict(variant="crate", hidden_size=576, num_attention_heads=12, attention_head_size=48, ista_lambda=0.1)),
 }
 
