@@ -31,20 +31,22 @@ from pairs import PAIRS  # noqa: E402
 from timing import interleaved  # noqa: E402
 
 
-def matmul_ceiling(device: str, dtype: torch.dtype, repeats: int) -> float:
-    """Best FLOP/s of [B*N, D] x [D, 4D] matmuls shaped like a ViT-B MLP at batch 8."""
-    a = torch.randn(8 * 197, 768, device=device, dtype=dtype)
-    b = torch.randn(768, 3072, device=device, dtype=dtype)
-    flops = 2 * a.shape[0] * a.shape[1] * b.shape[1]
+def matmul_ceiling(device: str, dtype: torch.dtype, repeats: int, batch: int = 8) -> float:
+    """Best FLOP/s of [B*N, D] x [D, 4D] matmuls shaped like a ViT-B MLP at the benchmark's batch
+    and, on a GPU, of a large square product (a small product does not fill the chip)."""
+    shapes = [(batch * 197, 768, 3072)] + ([(8192, 8192, 8192)] if device == "cuda" else [])
+    best = 0.0
+    for rows, inner, cols in shapes:
+        a = torch.randn(rows, inner, device=device, dtype=dtype)
+        b = torch.randn(inner, cols, device=device, dtype=dtype)
 
-    def run():
-        for _ in range(5):
-            a @ b
-        if device == "cuda":
-            torch.cuda.synchronize()
+        def run():
+            for _ in range(5):
+                a @ b
 
-    seconds = interleaved({"mm": run}, warmup=2, repeats=repeats)["mm"] / 5
-    return flops / seconds
+        seconds = interleaved({"mm": run}, warmup=2, repeats=repeats)["mm"] / 5
+        best = max(best, 2 * rows * inner * cols / seconds)
+    return best
 
 
 def bf16_supported(device: str) -> bool:
@@ -179,15 +181,20 @@ def main() -> int:
     parser.add_argument("--methods", default=",".join(PAIRS), help="comma-separated methods to benchmark")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default 8 on CPU, 64 on CUDA)")
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results.json"))
-    parser.add_argument("--markdown", default=os.path.join(os.path.dirname(__file__), "..", "BENCHMARKS.md"))
-    parser.add_argument("--skip", default="", help="comma-separated sections to skip (their earlier results in --output are kept): models,data,loading")
+    parser.add_argument("--output", default=None, help="JSON results (default: benchmarks/results.json, results_cuda.json on a GPU)")
+    parser.add_argument("--markdown", default=None, help="the table (default: BENCHMARKS.md, BENCHMARKS_cuda.md on a GPU)")
+    parser.add_argument("--skip", default="", help="comma-separated sections to skip (their earlier results in --output are kept): models,data,loading;"
+                        " likewise the earlier results of methods left out of --methods are kept")
     args = parser.parse_args()
+    suffix = "_cuda" if args.device == "cuda" else ""
+    args.output = args.output or os.path.join(os.path.dirname(__file__), f"results{suffix}.json")
+    args.markdown = args.markdown or os.path.join(os.path.dirname(__file__), "..", f"BENCHMARKS{suffix}.md")
     repeats = args.repeats or (3 if args.quick else 7)
     batch = args.batch or (2 if args.quick else 8 if args.device == "cpu" else 64)
     skip = set(filter(None, args.skip.split(",")))
     previous = {}
-    if skip and os.path.isfile(args.output):  # keep the sections this run skips
+    partial = bool(skip) or set(args.methods.split(",")) != set(PAIRS)
+    if partial and os.path.isfile(args.output):  # keep the sections (and methods) this run skips
         with open(args.output) as handle:
             previous = json.load(handle)
     report = {
@@ -197,13 +204,13 @@ def main() -> int:
                     "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None},
         "batch": batch, "repeats": repeats,
     }
-    ceiling = {"fp32": matmul_ceiling(args.device, torch.float32, repeats)}
+    ceiling = {"fp32": matmul_ceiling(args.device, torch.float32, repeats, batch)}
     if bf16_supported(args.device):
-        ceiling["bf16"] = matmul_ceiling(args.device, torch.bfloat16, repeats)
+        ceiling["bf16"] = matmul_ceiling(args.device, torch.bfloat16, repeats, batch)
     report["matmul_ceiling_flops"] = ceiling
     print(f"matmul ceiling: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in ceiling.items()))
     if "models" not in skip:
-        report["models"] = {}
+        report["models"] = dict(previous.get("models", {}))
         for method in args.methods.split(","):
             pairs = PAIRS[method](batch, args.device, **({"size": "tiny"} if args.quick else {}))
             report["models"][method] = {}

@@ -6,6 +6,14 @@ import statistics
 import time
 from collections.abc import Callable
 
+import torch
+
+
+def _sync() -> None:
+    """Wait for queued GPU work, so a call's time includes its kernels (CUDA runs asynchronously)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
 
 def interleaved(fns: dict[str, Callable[[], object]], *, warmup: int = 2, repeats: int = 7) -> dict[str, float]:
     """Median seconds per call of each function, running them in turn (A, B, A, B, ...) so slow
@@ -13,10 +21,12 @@ def interleaved(fns: dict[str, Callable[[], object]], *, warmup: int = 2, repeat
     for _ in range(warmup):
         for fn in fns.values():
             fn()
+    _sync()
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
             fn()
+            _sync()
             samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in samples.items()}
