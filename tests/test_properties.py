@@ -68,3 +68,32 @@ def test_random_masking_hits_the_count(batch, length, ratio, seed):
     # the kept patches are those with the lowest noise
     assert torch.equal(torch.sort(ids_keep, 1).values, torch.sort(torch.argsort(noise, 1)[:, :keep], 1).values)
     assert torch.equal(torch.argsort(ids_restore, 1), torch.argsort(noise, 1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(height=st.integers(2, 20), width=st.integers(2, 20), fraction=st.floats(0.05, 0.6), min_patches=st.integers(1, 16),
+       min_aspect=st.floats(0.2, 1.0), seed=st.integers(0, 10_000))
+def test_block_masks_hit_the_count_exactly(height, width, fraction, min_patches, min_aspect, seed):
+    import random
+
+    from mim_hub.masking import BlockMaskGenerator
+
+    count = max(1, int(fraction * height * width))
+    generator = BlockMaskGenerator((height, width), count, min_num_patches=min(min_patches, count), min_aspect=min_aspect)
+    try:
+        mask = generator(random.Random(seed))
+    except RuntimeError as error:  # only when no rectangle can make progress: said clearly, never a hang
+        assert "cannot place" in str(error)
+        return
+    assert mask.shape == (height, width) and set(np.unique(mask)) <= {0, 1}
+    assert int(mask.sum()) == count
+
+
+@settings(max_examples=40, deadline=None)
+@given(size=st.integers(1, 24), ratio=st.floats(0.0, 0.999), seed=st.integers(0, 1000))
+def test_random_block_free_masks_hit_the_count(size, ratio, seed):
+    from mim_hub.masking import RandomMaskGenerator
+
+    generator = RandomMaskGenerator(size, ratio)
+    mask = generator(np.random.RandomState(seed))
+    assert mask.shape == (size * size,) and int(mask.sum()) == int(ratio * size * size)

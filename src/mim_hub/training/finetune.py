@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .data import add_dataset_arguments, dataset_from_args
-from .optim import cosine_with_warmup, param_groups_lrd
+from .optim import adamw, cosine_with_warmup, param_groups_lrd
 from .transforms import RandomResizedCropFlip
 
 logger = logging.getLogger("mim_hub.finetune")
@@ -98,7 +98,7 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
 
     lr = base_lr * batch_size / 256
     steps = int(np.ceil(len(train_data) / batch_size) * epochs)
-    optimizer = torch.optim.AdamW(param_groups_lrd(model, weight_decay, layer_decay), lr=lr)
+    optimizer = adamw(param_groups_lrd(model, weight_decay, layer_decay), lr=lr)
     scheduler = cosine_with_warmup(optimizer, int(warmup_ratio * steps), steps)
     arguments = TrainingArguments(
         output_dir=output_dir, num_train_epochs=epochs, per_device_train_batch_size=batch_size, per_device_eval_batch_size=batch_size,

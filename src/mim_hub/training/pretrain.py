@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .data import add_dataset_arguments, dataset_from_args
-from .optim import cosine_with_warmup, param_groups
+from .optim import adamw, cosine_with_warmup, param_groups
 from .recipes import get_recipe
 
 logger = logging.getLogger("mim_hub.pretrain")
@@ -186,7 +186,7 @@ def main(args: argparse.Namespace) -> int:
     total_batch = args.batch_size * args.grad_accum * accelerator.num_processes
     lr = args.lr if args.lr is not None else (args.base_lr or recipe.base_lr) * total_batch / 256
     weight_decay = recipe.weight_decay if args.weight_decay is None else args.weight_decay
-    optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=recipe.betas)
+    optimizer = adamw(param_groups(model, weight_decay), lr=lr, betas=recipe.betas)
     steps_per_epoch = max(1, len(loader) // accelerator.num_processes // args.grad_accum)
     total_steps = args.max_steps or int(math.ceil((args.epochs or 1) * steps_per_epoch))
     warmup = args.warmup_steps if args.warmup_steps is not None else int(recipe.warmup_fraction * total_steps)
