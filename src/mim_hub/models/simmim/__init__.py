@@ -1,0 +1,30 @@
+from .configuration_simmim import SimMIMConfig
+from .image_processing_simmim import SimMIMImageProcessor
+from .modeling_simmim import (
+    SimMIMForImageClassification,
+    SimMIMForPreTraining,
+    SimMIMModel,
+    SimMIMPreTrainedModel,
+    SimMIMPreTrainingOutput,
+)
+from . import releases  # noqa: F401  (registers the original checkpoints with `mim-hub zoo`)
+
+# What `mim_hub.auto` registers with the Auto classes for this method.
+AUTO_CLASSES = {
+    "config": SimMIMConfig,
+    "model": SimMIMModel,
+    "pretraining": SimMIMForPreTraining,
+    "classification": SimMIMForImageClassification,
+    "image_processor": SimMIMImageProcessor,
+    "masked_image_modeling": SimMIMForPreTraining,
+}
+
+__all__ = [
+    "SimMIMConfig",
+    "SimMIMImageProcessor",
+    "SimMIMModel",
+    "SimMIMPreTrainedModel",
+    "SimMIMForPreTraining",
+    "SimMIMForImageClassification",
+    "SimMIMPreTrainingOutput",
+]

@@ -1,0 +1,243 @@
+"""SimMIM's Swin Transformer encoder (Swin-V1, microsoft/SimMIM `models/swin_transformer.py`).
+
+Shifted-window attention is the shared `Attention` with an additive bias: the window's relative
+position bias, plus the -100 mask between regions that the cyclic shift brought together. A stage
+whose resolution is not larger than the window attends over the whole stage (window = resolution,
+no shift), as the original.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
+
+from ...layers import MLP, DropPath, PatchEmbedding, interpolate_pos_embed
+from ...layers.attention import Attention, multihead_attention
+from ...layers.relative_position import RelativePositionBias
+from .configuration_simmim import SimMIMConfig
+
+
+def window_partition(hidden: torch.Tensor, window: int) -> torch.Tensor:
+    """[B, H, W, C] -> [B * nW, window * window, C], windows in row-major order per image."""
+    batch, height, width, channels = hidden.shape
+    hidden = hidden.view(batch, height // window, window, width // window, window, channels)
+    return hidden.permute(0, 1, 3, 2, 4, 5).reshape(-1, window * window, channels)
+
+
+def window_reverse(windows: torch.Tensor, window: int, height: int, width: int) -> torch.Tensor:
+    """Inverse of `window_partition`: [B * nW, window * window, C] -> [B, H, W, C]."""
+    channels = windows.shape[-1]
+    hidden = windows.view(-1, height // window, width // window, window, window, channels)
+    return hidden.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, channels)
+
+
+def shifted_window_mask(height: int, width: int, window: int, shift: int, device=None) -> torch.Tensor:
+    """[nW, N, N] additive mask (0 within a region, -100 across regions) for a cyclic shift."""
+    regions = torch.zeros(1, height, width, 1, device=device)
+    count = 0
+    for rows in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
+        for cols in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
+            regions[:, rows, cols, :] = count
+            count += 1
+    windows = window_partition(regions, window).squeeze(-1)  # [nW, N]
+    diff = windows.unsqueeze(1) - windows.unsqueeze(2)
+    return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
+
+
+class SwinWindowAttention(Attention):
+    """`Attention` over the windows of a batch: scores get the relative position bias [heads, N, N]
+    and, in shifted blocks, the region mask [nW, N, N] (broadcast over the images)."""
+
+    def forward(self, windows: torch.Tensor, attention_bias: torch.Tensor | None = None, output_attentions: bool = False, num_windows: int = 1):
+        q, k, v = self.project_qkv(windows)  # [B*nW, heads, N, d]
+        total, heads, length, dim = q.shape
+        if attention_bias is not None and attention_bias.dim() == 4 and num_windows > 1:
+            # fold each image's windows into the head axis: the [nW, heads, N, N] bias then
+            # broadcasts over the batch as [1, nW * heads, N, N] (4-D, no copy: fused SDPA kernels)
+            shape = (total // num_windows, num_windows * heads, length, dim)
+            bias = attention_bias.reshape(1, num_windows * heads, length, length)
+            out, weights = multihead_attention(
+                q.reshape(shape), k.reshape(shape), v.reshape(shape), scale=self.scale, bias=bias,
+                dropout=self.attention_dropout, training=self.training, need_weights=output_attentions,
+            )
+            out = out.reshape(total, heads, length, dim)
+            weights = weights.reshape(total, heads, length, length) if weights is not None else None
+        else:
+            out, weights = multihead_attention(
+                q, k, v, scale=self.scale, bias=attention_bias, dropout=self.attention_dropout,
+                training=self.training, need_weights=output_attentions,
+            )
+        out = out.transpose(1, 2).reshape(total, length, heads * dim)
+        return self.proj_dropout(self.o_proj(out)), weights
+
+
+class SwinBlock(GradientCheckpointingLayer):
+    """x + attn(norm1(x)) over (shifted) windows, then x + mlp(norm2(x))."""
+
+    def __init__(self, config: SimMIMConfig, dim: int, num_heads: int, resolution: tuple[int, int], shift: bool, drop_path: float):
+        super().__init__()
+        self.resolution = resolution
+        window = config.window_size
+        shift_size = window // 2 if shift else 0
+        if min(resolution) <= window:  # the stage fits in one window
+            window, shift_size = min(resolution), 0
+        self.window_size = window
+        self.shift_size = shift_size
+        self.norm1 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.attn = SwinWindowAttention(
+            dim, num_heads, qkv_bias=config.qkv_bias, attention_dropout=config.attention_probs_dropout_prob,
+            proj_dropout=config.hidden_dropout_prob,
+        )
+        self.relative_position_bias = RelativePositionBias(window, num_heads, cls_token=False)
+        self.norm2 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.mlp = MLP(dim, int(dim * config.mlp_ratio), config.hidden_act, dropout=config.hidden_dropout_prob)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self._mask_cache: dict = {}
+
+    def region_mask(self, height: int, width: int, device) -> torch.Tensor:
+        key = (height, width, str(device))
+        if key not in self._mask_cache:
+            self._mask_cache = {key: shifted_window_mask(height, width, self.window_size, self.shift_size, device)}
+        return self._mask_cache[key]
+
+    def forward(self, hidden: torch.Tensor, resolution: tuple[int, int], output_attentions: bool = False):
+        height, width = resolution
+        batch, length, channels = hidden.shape
+        window, shift = self.window_size, self.shift_size
+        if height % window or width % window:
+            raise ValueError(f"a {height}x{width} stage cannot be split into {window}x{window} windows; use an image size the model supports")
+        shortcut = hidden
+        hidden = self.norm1(hidden).view(batch, height, width, channels)
+        # cyclic shift, windows
+        if shift:
+            hidden = torch.roll(hidden, shifts=(-shift, -shift), dims=(1, 2))
+        windows = window_partition(hidden, window)
+        bias = self.relative_position_bias().to(windows.dtype)  # [heads, N, N]
+        num_windows = (height // window) * (width // window)
+        if shift:
+            bias = bias.unsqueeze(0) + self.region_mask(height, width, windows.device).unsqueeze(1).to(windows.dtype)
+        attended, weights = self.attn(windows, attention_bias=bias, output_attentions=output_attentions, num_windows=num_windows)
+        # merge windows, reverse the shift
+        hidden = window_reverse(attended, window, height, width)
+        if shift:
+            hidden = torch.roll(hidden, shifts=(shift, shift), dims=(1, 2))
+        hidden = shortcut + self.drop_path(hidden.reshape(batch, length, channels))
+        hidden = hidden + self.drop_path(self.mlp(self.norm2(hidden)))
+        return hidden, weights
+
+
+class PatchMerging(nn.Module):
+    """2x2 neighbouring tokens concatenated (order [0::2,0::2], [1::2,0::2], [0::2,1::2],
+    [1::2,1::2]), normalised, and projected from 4C to 2C without bias."""
+
+    def __init__(self, dim: int, layer_norm_eps: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim, eps=layer_norm_eps)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, hidden: torch.Tensor, resolution: tuple[int, int]) -> torch.Tensor:
+        height, width = resolution
+        batch, _, channels = hidden.shape
+        if height % 2 or width % 2:
+            raise ValueError(f"patch merging needs an even resolution, got {height}x{width}")
+        hidden = hidden.view(batch, height, width, channels)
+        merged = torch.cat(
+            [hidden[:, 0::2, 0::2], hidden[:, 1::2, 0::2], hidden[:, 0::2, 1::2], hidden[:, 1::2, 1::2]], dim=-1
+        )
+        return self.reduction(self.norm(merged.view(batch, -1, 4 * channels)))
+
+
+class SwinStage(nn.Module):
+    """The blocks of one resolution (shift on every second block), then patch merging."""
+
+    def __init__(self, config: SimMIMConfig, stage: int, resolution: tuple[int, int], drop_paths: list[float]):
+        super().__init__()
+        dim = config.embed_dim * 2**stage
+        self.resolution = resolution
+        self.blocks = nn.ModuleList(
+            SwinBlock(config, dim, config.num_heads[stage], resolution, shift=index % 2 == 1, drop_path=rate)
+            for index, rate in enumerate(drop_paths)
+        )
+        last = stage == len(config.depths) - 1
+        self.downsample = None if last else PatchMerging(dim, config.layer_norm_eps)
+
+
+class SwinEncoder(nn.Module):
+    """The stages (`layers`), collecting hidden states (each block's output) and attentions."""
+
+    def __init__(self, config: SimMIMConfig, grid: tuple[int, int]):
+        super().__init__()
+        rates = torch.linspace(0, config.drop_path_rate, sum(config.depths)).tolist() if sum(config.depths) else []
+        self.layers = nn.ModuleList()
+        start = 0
+        for stage, depth in enumerate(config.depths):
+            resolution = (grid[0] // 2**stage, grid[1] // 2**stage)
+            self.layers.append(SwinStage(config, stage, resolution, rates[start:start + depth]))
+            start += depth
+
+    def forward(self, hidden: torch.Tensor, grid: tuple[int, int], output_attentions: bool = False, output_hidden_states: bool = False):
+        all_hidden = (hidden,) if output_hidden_states else None
+        all_attn = () if output_attentions else None
+        resolution = tuple(grid)
+        for stage in self.layers:
+            for block in stage.blocks:
+                hidden, weights = block(hidden, resolution, output_attentions)
+                if output_hidden_states:
+                    all_hidden = all_hidden + (hidden,)
+                if output_attentions:
+                    all_attn = all_attn + (weights,)
+            if stage.downsample is not None:
+                hidden = stage.downsample(hidden, resolution)
+                resolution = (resolution[0] // 2, resolution[1] // 2)
+        return hidden, resolution, all_hidden, all_attn
+
+
+class SwinEmbeddings(nn.Module):
+    """Patch embedding + LayerNorm (`patch_norm`), SimMIM's mask-token substitution, and the
+    optional absolute position table (`ape`, no cls token)."""
+
+    def __init__(self, config: SimMIMConfig):
+        super().__init__()
+        self.patch_embed = PatchEmbedding(config.image_size, config.patch_size, config.num_channels, config.embed_dim)
+        self.norm = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps) if config.patch_norm else None
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.embed_dim))
+        if config.use_absolute_position_embeddings:
+            self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches, config.embed_dim))
+        else:
+            self.pos_embed = None
+
+    def forward(self, pixel_values, bool_masked_pos=None, interpolate_pos_encoding: bool = False):
+        grid = self.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
+        weight = self.patch_embed.projection.weight
+        tokens = self.patch_embed.projection(pixel_values.to(weight.dtype)).flatten(2).transpose(1, 2)
+        if self.norm is not None:
+            tokens = self.norm(tokens)
+        # mask tokens replace the masked patches
+        if bool_masked_pos is not None:
+            w = bool_masked_pos.reshape(tokens.shape[0], -1).unsqueeze(-1).to(tokens.dtype)
+            tokens = tokens * (1.0 - w) + self.mask_token.to(tokens.dtype) * w
+        if self.pos_embed is not None:
+            tokens = tokens + interpolate_pos_embed(self.pos_embed, grid, num_prefix_tokens=0, old_grid=self.patch_embed.grid_size)
+        return tokens, grid
+
+
+def swin_layer_id(name: str, depths: list[int]) -> int | None:
+    """SimMIM's `get_swin_layer` for layer-wise lr decay: 0 for the embeddings, 1 + the block's
+    global index for a block, the stage's last block index for its patch merging; None when the
+    name is not in the encoder."""
+    parts = name.split(".")
+    if "layers" not in parts:
+        return None
+    at = parts.index("layers")
+    if at + 1 >= len(parts) or not parts[at + 1].isdigit():
+        return None
+    stage = int(parts[at + 1])
+    if at + 2 < len(parts) and parts[at + 2] == "downsample":
+        return sum(depths[: stage + 1])
+    if at + 3 < len(parts) and parts[at + 2] == "blocks" and parts[at + 3].isdigit():
+        return sum(depths[:stage]) + int(parts[at + 3]) + 1
+    return None
+
+
+__all__ = ["SwinEmbeddings", "SwinEncoder", "SwinBlock", "SwinStage", "PatchMerging", "SwinWindowAttention", "window_partition", "window_reverse", "shifted_window_mask", "swin_layer_id"]
