@@ -193,3 +193,36 @@ def mr_mae_pairs(batch: int, device: str, size: str = "base") -> dict:
 
 
 PAIRS.update({"cae": cae_pairs, "mr_mae": mr_mae_pairs})
+
+
+def simmim_pairs(batch: int, device: str, size: str = "base") -> dict:
+    """SimMIM's Swin-B (192 px, window 6) and BEiT-style ViT-B (224 px) against transformers'
+    `SwinForMaskedImageModeling` / `ViTForMaskedImageModeling` (the same SimMIM head). Swin: the
+    same math. ViT: ours carries SimMIM's shared relative position bias and layer scale, theirs is
+    a plain ViT, so ours does a little more work (see simmim_vs_transformers.py)."""
+    from simmim_vs_transformers import contenders
+
+    results = {}  # base size even under --quick: the transformers configurations are fixed there
+    for name, (models, x, mask) in contenders(device, batch).items():
+        ours, theirs = models["mim_hub"], models["transformers"]
+        label = "Swin" if name.startswith("swin") else "ViT"
+
+        def step(model):
+            def run():
+                model.train()
+                model.zero_grad(set_to_none=True)
+                model(x, bool_masked_pos=mask).loss.backward()
+            return run
+
+        def infer(model):
+            def run():
+                with torch.no_grad():
+                    model.eval()(x, bool_masked_pos=mask)
+            return run
+
+        results[f"{name} pre-training forward"] = {"ours": infer(ours), f"transformers {label}ForMaskedImageModeling": infer(theirs)}
+        results[f"{name} pre-training step (fwd+bwd)"] = {"ours": step(ours), f"transformers {label}ForMaskedImageModeling": step(theirs)}
+    return results
+
+
+PAIRS["simmim"] = simmim_pairs

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mim_hub.auto import method_classes
-from tiny_models import TINY, tiny
+from tiny_models import TINY, method_of, tiny
 
 
 @pytest.mark.slow
@@ -13,7 +13,7 @@ from tiny_models import TINY, tiny
 def test_fullgraph_compile_matches_eager(method, role):
     torch._dynamo.reset()
     config, extra = tiny(method)
-    model = method_classes(method)[role](config).eval()
+    model = method_classes(method_of(method))[role](config).eval()
     x = torch.randn(2, config.num_channels, 32, 32)
     kwargs = extra if role == "pretraining" else {}
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
@@ -26,7 +26,7 @@ def test_fullgraph_compile_matches_eager(method, role):
 @pytest.mark.parametrize("method", sorted(TINY))
 def test_bf16_autocast_pretraining_step(method):
     config, extra = tiny(method)
-    model = method_classes(method)["pretraining"](config).train()
+    model = method_classes(method_of(method))["pretraining"](config).train()
     x = torch.randn(2, config.num_channels, 32, 32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = model(x, **extra).loss

@@ -180,17 +180,17 @@ def test_masked_image_reconstruction_pipeline(tmp_path):
         reconstructor(image, mask_ratio=1.5)
 
 
-PIXEL_RECONSTRUCTING = {"mae", "color_mae", "crate_mae", "mr_mae"}
+PIXEL_RECONSTRUCTING = {"mae", "color_mae", "crate_mae", "mr_mae", "simmim", "simmim_swin"}
 
 
 @pytest.mark.parametrize("method", sorted(TINY_MODELS))
 def test_pipelines_and_remote_code_for_every_method(method, tmp_path):
-    from tiny_models import tiny
+    from tiny_models import method_of, tiny
 
     from mim_hub.auto import method_classes
 
     config, _ = tiny(method)
-    classes = method_classes(method)
+    classes = method_classes(method_of(method))
     folder = tmp_path / method
     model = classes["classification"](config).eval()
     processor = classes["image_processor"](size={"height": 32, "width": 32}, do_center_crop=False)

@@ -97,3 +97,19 @@ def test_random_block_free_masks_hit_the_count(size, ratio, seed):
     generator = RandomMaskGenerator(size, ratio)
     mask = generator(np.random.RandomState(seed))
     assert mask.shape == (size * size,) and int(mask.sum()) == int(ratio * size * size)
+
+
+@settings(max_examples=60, deadline=None)
+@given(blocks=st.integers(1, 12), scale=st.integers(1, 4), model_patch=st.sampled_from([1, 2, 4, 16]), ratio=st.floats(0.0, 1.0),
+       seed=st.integers(0, 10_000))
+def test_simmim_masks_hit_the_count_exactly(blocks, scale, model_patch, ratio, seed):
+    from mim_hub.masking import SimMIMMaskGenerator
+
+    mask_patch = scale * model_patch
+    generator = SimMIMMaskGenerator(blocks * mask_patch, mask_patch, model_patch, ratio)
+    mask = generator(np.random.RandomState(seed))
+    assert mask.shape == (blocks * scale, blocks * scale) and set(np.unique(mask)) <= {0, 1}
+    assert int(mask.sum()) == int(np.ceil(blocks * blocks * ratio)) * scale * scale
+    # whole mask blocks: every scale x scale block is all masked or all visible
+    per_block = mask.reshape(blocks, scale, blocks, scale).sum((1, 3))
+    assert set(np.unique(per_block)) <= {0, scale * scale}

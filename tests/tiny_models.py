@@ -47,8 +47,25 @@ def _mr_mae():
     return config, {"noise": torch.rand(2, 16)}
 
 
-TINY = {"mae": _mae, "color_mae": _color_mae, "crate_mae": _crate_mae, "cae": _cae, "mr_mae": _mr_mae}
+def _simmim():
+    config = mim_hub.SimMIMConfig(backbone="vit", image_size=32, patch_size=4, mask_patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=2, intermediate_size=64, num_labels=3)
+    return config, {"bool_masked_pos": torch.rand(2, 64, generator=torch.Generator().manual_seed(0)) < 0.5}
+
+
+def _simmim_swin():
+    config = mim_hub.SimMIMConfig(backbone="swin", image_size=32, patch_size=2, mask_patch_size=8, embed_dim=16, depths=[1, 1],
+                                  num_heads=[2, 4], window_size=4, num_labels=3)
+    return config, {"bool_masked_pos": torch.rand(2, 256, generator=torch.Generator().manual_seed(0)) < 0.5}
+
+
+TINY = {"mae": _mae, "simmim": _simmim, "simmim_swin": _simmim_swin, "color_mae": _color_mae, "crate_mae": _crate_mae, "cae": _cae, "mr_mae": _mr_mae}
 
 
 def tiny(method: str):
     return TINY[method]()
+
+
+def method_of(key: str) -> str:
+    """The method package of a TINY key (several keys may configure one method)."""
+    return key.split("_swin")[0]

@@ -1,4 +1,4 @@
-"""Reconstructions of masked images by MAE-family pre-training models, and the picture
+"""Reconstructions of masked images by MAE-family and SimMIM pre-training models, and the picture
 original | masked | reconstruction | reconstruction with the visible patches pasted back.
 
 For `norm_pix_loss` models the predictions are per-patch normalised pixels. They are brought
@@ -49,9 +49,11 @@ def _visible_statistics(target: torch.Tensor, mask: torch.Tensor, grid: tuple[in
 def reconstruct(model, pixel_values: torch.Tensor, *, mask_ratio: float | None = None, seed: int = 0, noise: torch.Tensor | None = None) -> Reconstruction:
     """Mask `pixel_values` with noise drawn from `seed` (or the given `noise`) and reconstruct."""
     config = model.config
+    if getattr(config, "model_type", None) == "simmim" and noise is None:
+        return _reconstruct_simmim(model, pixel_values, mask_ratio=mask_ratio, seed=seed)
     if not hasattr(model, "unpatchify"):
-        raise ValueError(f"{type(model).__name__} does not predict pixels per patch; reconstructions need an MAE-family "
-                         "pre-training model (mae, color_mae, mr_mae, crate_mae)")
+        raise ValueError(f"{type(model).__name__} does not predict pixels; reconstructions need a pixel-predicting "
+                         "pre-training model (mae, color_mae, mr_mae, crate_mae, simmim)")
     p = config.patch_size
     grid = (pixel_values.shape[-2] // p, pixel_values.shape[-1] // p)
     if noise is None:
@@ -76,6 +78,32 @@ def reconstruct(model, pixel_values: torch.Tensor, *, mask_ratio: float | None =
     pasted = unpatchify(pred * m + target * (1 - m), p, config.num_channels, grid)
     masked = unpatchify(target * (1 - m), p, config.num_channels, grid)
     return Reconstruction(pixel_values, masked, reconstruction, pasted, mask, per_image, norm_pix)
+
+
+def _reconstruct_simmim(model, pixel_values: torch.Tensor, *, mask_ratio: float | None, seed: int) -> Reconstruction:
+    """SimMIM predicts the whole image [B, C, H, W] from pixels; masks are its blocks of
+    `mask_patch_size` pixels (SimMIMMaskGenerator, drawn from `numpy.random.RandomState(seed)`),
+    the loss per image is its L1 on the masked pixels divided by the channel count."""
+    from .masking import SimMIMMaskGenerator
+
+    config = model.config
+    ratio = config.mask_ratio if mask_ratio is None else mask_ratio
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"mask_ratio must be in [0, 1), got {ratio}")
+    batch, channels, height, width = pixel_values.shape
+    if height != width:
+        raise ValueError(f"SimMIM's mask generator needs square images, got {height}x{width}")
+    p = config.patch_size
+    generator = SimMIMMaskGenerator(height, config.mask_patch_size, p, ratio)
+    rng = np.random.RandomState(seed)
+    mask = torch.stack([torch.as_tensor(generator(rng)) for _ in range(batch)]).flatten(1).float()  # [B, L], 1 = masked
+    model.eval()
+    reconstruction = model(pixel_values, bool_masked_pos=mask.bool()).reconstruction.float()
+    grid = (height // p, width // p)
+    pixel_mask = mask.reshape(batch, 1, *grid).repeat_interleave(p, 2).repeat_interleave(p, 3)
+    per_image = ((pixel_values - reconstruction).abs() * pixel_mask).sum((1, 2, 3)) / (pixel_mask.sum((1, 2, 3)) + 1e-5) / channels
+    pasted = reconstruction * pixel_mask + pixel_values * (1 - pixel_mask)
+    return Reconstruction(pixel_values, pixel_values * (1 - pixel_mask), reconstruction, pasted, mask, per_image, False)
 
 
 def to_image(tensor: torch.Tensor, mean, std, *, blank=None):

@@ -90,6 +90,9 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
         extra["use_mean_pooling"] = pooling == "mean"
     model = method_classes(method)["classification"].from_pretrained(
         model_dir, num_labels=len(names), id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True, **extra)
+    base = getattr(model, model.base_model_prefix, None)
+    if getattr(model.config, "use_shared_relative_position_bias", False) and hasattr(base, "expand_relative_position_bias"):
+        base.expand_relative_position_bias()  # SimMIM's ViT fine-tunes with a relative position table per block
     processor = AutoImageProcessor.from_pretrained(model_dir)
     size = model.config.image_size if isinstance(model.config.image_size, int) else model.config.image_size[0]
     train_transform = RandomResizedCropFlip(size, processor.image_mean, processor.image_std, scale=(crop_min_scale, 1.0), flip=flip)
