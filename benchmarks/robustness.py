@@ -14,7 +14,7 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
-from hostile_inputs import HOSTILE, try_one  # noqa: E402
+from hostile_inputs import FILE_LEVEL, HOSTILE, METHODS, try_one  # noqa: E402
 from kill_loop import kill_loop  # noqa: E402
 
 
@@ -24,17 +24,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kills", type=int, default=8, help="SIGKILLs of a pre-training run")
     args = parser.parse_args()
-    refused = 0
+    refused = tried_inputs = 0
     with tempfile.TemporaryDirectory() as folder:
-        for maker in HOSTILE:
-            ok, why = try_one(maker, folder)
-            refused += ok
-            print(f"{'refused' if ok else 'FAILED '} {maker.__name__:32s} {why}")
+        for method in METHODS:  # every converter: the file-level inputs; MAE also the broken state dicts
+            for maker in HOSTILE if method == "mae" else FILE_LEVEL:
+                sub = os.path.join(folder, f"{method}-{maker.__name__}")
+                os.makedirs(sub)
+                ok, why = try_one(maker, sub, method)
+                refused += ok
+                tried_inputs += 1
+                print(f"{'refused' if ok else 'FAILED '} {method:10s} {maker.__name__:32s} {why}")
     with tempfile.TemporaryDirectory() as folder:
         survived, tried, identical = kill_loop(folder, kills=args.kills)
-    print(f"hostile inputs tried / refused cleanly: {refused}/{len(HOSTILE)}; kills survived / tried: {survived}/{tried}; "
+    print(f"hostile inputs tried / refused cleanly: {refused}/{tried_inputs} ({len(METHODS)} converters); kills survived / tried: {survived}/{tried}; "
           f"resumed run identical to an uninterrupted one: {identical}; nothing written half-way")
-    return 0 if refused == len(HOSTILE) and survived == tried and identical else 1
+    return 0 if refused == tried_inputs and survived == tried and identical else 1
 
 
 if __name__ == "__main__":

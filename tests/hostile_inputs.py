@@ -185,18 +185,24 @@ HOSTILE = [
     safetensors_huge_header_length, missing_file,
 ]
 
+# Files hostile or broken as files (payloads, corruption, wrong containers), whatever the method:
+# every method's converter must refuse them the same way. The others are MAE-layout state dicts.
+FILE_LEVEL = [m for m in HOSTILE if m not in (missing_tensor, unexpected_tensor, misshaped_tensor)]
+METHODS = ["mae", "simmim", "cae", "mr_mae", "color_mae", "crate_mae"]
 
-def try_one(maker, folder) -> tuple[bool, str]:
-    """Convert the hostile file with `mim_hub.conversion.convert`; True when it was refused with a
-    `CheckpointError` that names the file and the problem, no payload ran and no output exists."""
+
+def try_one(maker, folder, method: str = "mae") -> tuple[bool, str]:
+    """Convert the hostile file with `mim_hub.conversion.convert` for `method`; True when it was
+    refused with a `CheckpointError` that names the file and the problem, no payload ran and no
+    output exists."""
     from mim_hub.conversion import CheckpointError, convert
 
     if os.path.exists(MARKER):
         os.remove(MARKER)
     path, phrase = maker(folder)
-    output = os.path.join(folder, "out_" + maker.__name__)
+    output = os.path.join(folder, f"out_{method}_{maker.__name__}")
     try:
-        convert("mae", path, output, config={"num_attention_heads": 2})
+        convert(method, path, output, config={"num_attention_heads": 2} if method == "mae" else None)
     except CheckpointError as error:
         message = str(error)
         ok = os.path.basename(path) in message and phrase.lower() in message.lower()

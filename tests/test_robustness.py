@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 
-from hostile_inputs import HOSTILE, MARKER, try_one
+from hostile_inputs import FILE_LEVEL, HOSTILE, MARKER, METHODS, try_one
 from mim_hub.conversion import convert_checkpoint
 
 
@@ -18,6 +18,16 @@ def test_hostile_checkpoint_is_refused_cleanly(maker, tmp_path):
     ok, why = try_one(maker, str(tmp_path))
     assert ok, why
     assert not os.path.exists(MARKER)
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "mae"])
+def test_every_converter_refuses_hostile_files_cleanly(method, tmp_path):
+    for maker in FILE_LEVEL:
+        folder = tmp_path / maker.__name__
+        folder.mkdir()
+        ok, why = try_one(maker, str(folder), method)
+        assert ok, f"{method} / {maker.__name__}: {why}"
+        assert not os.path.exists(MARKER)
 
 
 def test_nan_weights_are_loaded_with_a_warning(tmp_path):
