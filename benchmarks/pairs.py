@@ -207,14 +207,14 @@ def simmim_pairs(batch: int, device: str, size: str = "base") -> dict:
         ours, theirs = models["mim_hub"], models["transformers"]
         label = "Swin" if name.startswith("swin") else "ViT"
 
-        def step(model):
+        def step(model, x=x, mask=mask):  # bind this pair's inputs (the loop rebinds x and mask)
             def run():
                 model.train()
                 model.zero_grad(set_to_none=True)
                 model(x, bool_masked_pos=mask).loss.backward()
             return run
 
-        def infer(model):
+        def infer(model, x=x, mask=mask):
             def run():
                 with torch.no_grad():
                     model.eval()(x, bool_masked_pos=mask)

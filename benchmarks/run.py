@@ -174,6 +174,29 @@ def _to_original_mae(state: dict) -> dict:
     return out
 
 
+def measure_method(method: str, batch: int, device: str, quick: bool, repeats: int, ceiling: dict) -> dict:
+    """Every measure of one method's pairs: median ms, images/s, fraction of the fp32 ceiling."""
+    pairs = PAIRS[method](batch, device, **({"size": "tiny"} if quick else {}))
+    rows = {}
+    for measure, contenders in pairs.items():
+        flops = contenders.pop("flops", None)
+        times = interleaved(contenders, repeats=repeats)
+        row = {}
+        for name, seconds in times.items():
+            row[name] = {"ms": seconds * 1e3, "images_per_s": batch / seconds}
+            if flops:
+                row[name]["flops_fraction_of_ceiling"] = flops / seconds / ceiling["fp32"]
+        if len(times) > 1:
+            ours = times["ours"]
+            row["ratio"] = {n: t / ours for n, t in times.items() if n != "ours"}
+        rows[measure] = row
+        line = "  ".join(f"{n}: {v['ms']:.1f} ms" for n, v in row.items() if n != "ratio")
+        ratio = "  ratio " + ", ".join(f"{r:.2f}" for r in row.get("ratio", {}).values()) if "ratio" in row else ""
+        fraction = f"  ({row['ours'].get('flops_fraction_of_ceiling', 0):.2f} of ceiling)" if flops else ""
+        print(f"{method:10s} {measure:28s} {line}{ratio}{fraction}", flush=True)
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small models, few repetitions (smoke run)")
@@ -212,24 +235,11 @@ def main() -> int:
     if "models" not in skip:
         report["models"] = dict(previous.get("models", {}))
         for method in args.methods.split(","):
-            pairs = PAIRS[method](batch, args.device, **({"size": "tiny"} if args.quick else {}))
-            report["models"][method] = {}
-            for measure, contenders in pairs.items():
-                flops = contenders.pop("flops", None)
-                times = interleaved(contenders, repeats=repeats)
-                row = {}
-                for name, seconds in times.items():
-                    row[name] = {"ms": seconds * 1e3, "images_per_s": batch / seconds}
-                    if flops:
-                        row[name]["flops_fraction_of_ceiling"] = flops / seconds / ceiling["fp32"]
-                if len(times) > 1:
-                    ours = times["ours"]
-                    row["ratio"] = {n: t / ours for n, t in times.items() if n != "ours"}
-                report["models"][method][measure] = row
-                line = "  ".join(f"{n}: {v['ms']:.1f} ms" for n, v in row.items() if n != "ratio")
-                ratio = "  ratio " + ", ".join(f"{r:.2f}" for r in row.get("ratio", {}).values()) if "ratio" in row else ""
-                fraction = f"  ({row['ours'].get('flops_fraction_of_ceiling', 0):.2f} of ceiling)" if flops else ""
-                print(f"{method:10s} {measure:28s} {line}{ratio}{fraction}")
+            try:  # one method that fails must not lose the others' results
+                report["models"][method] = measure_method(method, batch, args.device, args.quick, repeats, ceiling)
+            except Exception as error:
+                print(f"{method:10s} FAILED: {type(error).__name__}: {error}")
+                report["models"][method] = {"error": f"{type(error).__name__}: {error}"}
     if "data" not in skip:
         report["data_path"] = data_path(repeats)
         for name, row in report["data_path"].items():
@@ -253,6 +263,9 @@ def write_markdown(report: dict, path: str) -> None:
     if "models" in report:
         lines += ["| method | measure | ours ms | other | other ms | other / ours | ours fraction of ceiling |", "|---|---|---|---|---|---|---|"]
         for method, measures in report["models"].items():
+            if "error" in measures:
+                lines.append(f"| {method} | failed: {measures['error'][:120]} | | | | | |")
+                continue
             for measure, row in measures.items():
                 others = [n for n in row if n not in ("ours", "ratio")]
                 frac = row["ours"].get("flops_fraction_of_ceiling")

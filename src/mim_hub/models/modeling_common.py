@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import ModelOutput
 
 from .. import initialization as init
@@ -174,3 +175,28 @@ class MIMPreTrainedModel(PreTrainedModel):
             init.zeros_(module.k_bias)
         elif isinstance(module, RelativePositionBias):
             init.copy_(module.relative_position_index, relative_position_index(module.window_size, module.cls_token))
+
+
+class ImageClassifierForwardMixin:
+    """The classifiers' forward, shared by every method whose classifier is its base model's
+    pooled output (`pooler_output`) through `self.head`: put it before the method's
+    PreTrainedModel in the bases."""
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ImageClassifierOutput:
+        encoded = getattr(self, self.base_model_prefix)(
+            pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+        )
+        logits = self.head(encoded.pooler_output)
+        loss = classification_loss(logits, labels, self.config) if labels is not None else None
+        output = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions)
+        return output if return_dict is not False else output.to_tuple()

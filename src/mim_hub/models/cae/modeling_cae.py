@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import ModelOutput
 
 from ... import initialization as init
@@ -38,7 +37,7 @@ from ...layers.relative_position import (
     relative_position_index,
     resize_relative_position_table,
 )
-from ..modeling_common import MIMModelOutput, MIMPreTrainedModel, classification_loss
+from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel
 from .configuration_cae import CAEConfig
 
 
@@ -564,7 +563,7 @@ class CAEForPreTraining(CAEPreTrainedModel):
         return output if return_dict is not False else output.to_tuple()
 
 
-class CAEForImageClassification(CAEPreTrainedModel):
+class CAEForImageClassification(ImageClassifierForwardMixin, CAEPreTrainedModel):
     """CAE's fine-tuning model (`modeling_finetune.VisionTransformer`): per-block relative
     position bias (by default), the sin-cos table, mean pooling of the patch tokens + `fc_norm`
     (or the normed cls token) into a linear head."""
@@ -606,25 +605,6 @@ class CAEForImageClassification(CAEPreTrainedModel):
         super()._init_weights(module)
         if module is getattr(self, "head", None) and isinstance(module, nn.Linear):
             init.trunc_normal_(module.weight, std=2e-5, a=-4e-5, b=4e-5)  # trunc_normal(0.02) x init_scale 0.001
-
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        interpolate_pos_encoding: bool = False,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> ImageClassifierOutput:
-        encoded = self.cae(
-            pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-        )
-        logits = self.head(encoded.pooler_output)
-        loss = classification_loss(logits, labels, self.config) if labels is not None else None
-        output = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions)
-        return output if return_dict is not False else output.to_tuple()
 
 
 __all__ = ["CAEPreTrainedModel", "CAEModel", "CAEForPreTraining", "CAEForImageClassification", "CAEPreTrainingOutput"]

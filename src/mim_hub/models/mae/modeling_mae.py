@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers.modeling_outputs import ImageClassifierOutput
 
 from ... import initialization as init
 from ...layers import (
@@ -19,7 +18,7 @@ from ...layers import (
     random_masking,
     unpatchify,
 )
-from ..modeling_common import MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput, classification_loss
+from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput
 from .configuration_mae import MAEConfig
 
 
@@ -260,7 +259,7 @@ class MAEForPreTraining(MAEPreTrainedModel):
         return output if return_dict is not False else output.to_tuple()
 
 
-class MAEForImageClassification(MAEPreTrainedModel):
+class MAEForImageClassification(ImageClassifierForwardMixin, MAEPreTrainedModel):
     """MAE's fine-tuning model (`models_vit.VisionTransformer`): the encoder's `pooler_output`
     (mean patch token + `fc_norm` with `use_mean_pooling`, else the normed cls token) into a
     linear head."""
@@ -279,25 +278,6 @@ class MAEForImageClassification(MAEPreTrainedModel):
         super()._init_weights(module)
         if module is getattr(self, "head", None) and isinstance(module, nn.Linear):
             init.trunc_normal_(module.weight, std=2e-5)  # MAE's fine-tuning head init
-
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        interpolate_pos_encoding: bool = False,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> ImageClassifierOutput:
-        encoded = self.mae(
-            pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-        )
-        logits = self.head(encoded.pooler_output)
-        loss = classification_loss(logits, labels, self.config) if labels is not None else None
-        output = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions)
-        return output if return_dict is not False else output.to_tuple()
 
 
 __all__ = ["MAEPreTrainedModel", "MAEModel", "MAEForPreTraining", "MAEForImageClassification", "pixel_loss"]

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers.modeling_outputs import ImageClassifierOutput
 
 from ... import initialization as init
 from ...layers import ViTBlock, ViTEncoder, gather_tokens, get_2d_sincos_pos_embed, interpolate_pos_embed, patchify, random_masking, unpatchify
 from ..mae.modeling_mae import MAEDecoder, MAEEmbeddings, pixel_loss
-from ..modeling_common import MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput, classification_loss
+from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput
 from .configuration_mr_mae import MRMAEConfig
 from .modeling_convvit import ConvViTEmbeddings, stage_drop_paths
 from .teachers import MimicHead, Teacher, mimic_loss, visible_targets
@@ -347,7 +346,7 @@ class MRMAEForPreTraining(MRMAEPreTrainedModel):
         return output if return_dict is not False else output.to_tuple()
 
 
-class MRMAEForImageClassification(MRMAEPreTrainedModel):
+class MRMAEForImageClassification(ImageClassifierForwardMixin, MRMAEPreTrainedModel):
     """The fine-tuning model (ConvMAE's `models_convvit.ConvViT`, MAE's `models_vit` for the ViT
     backbone): the encoder's `pooler_output` into a linear head. No fusion layers, no masking."""
 
@@ -368,25 +367,6 @@ class MRMAEForImageClassification(MRMAEPreTrainedModel):
         super()._init_weights(module)
         if module is getattr(self, "head", None) and isinstance(module, nn.Linear):
             init.trunc_normal_(module.weight, std=2e-5)  # MAE's / ConvMAE's fine-tuning head init
-
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        interpolate_pos_encoding: bool = False,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> ImageClassifierOutput:
-        encoded = self.mr_mae(
-            pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-        )
-        logits = self.head(encoded.pooler_output)
-        loss = classification_loss(logits, labels, self.config) if labels is not None else None
-        output = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions)
-        return output if return_dict is not False else output.to_tuple()
 
 
 __all__ = ["MRMAEPreTrainedModel", "MRMAEModel", "MRMAEForPreTraining", "MRMAEForImageClassification",

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import ModelOutput
 
 from ... import initialization as init
 from ...layers import Attention, LayerScale, PatchEmbedding, ViTEncoder, build_vit_blocks, interpolate_pos_embed
 from ...layers.relative_position import RelativePositionBias, relative_position_index
-from ..modeling_common import MIMModelOutput, MIMPreTrainedModel, classification_loss
+from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel
 from .configuration_simmim import SimMIMConfig
 from .modeling_simmim_swin import SwinEmbeddings, SwinEncoder, swin_layer_id
 
@@ -342,7 +341,7 @@ class SimMIMForPreTraining(SimMIMPreTrainedModel):
         return output if return_dict is not False else output.to_tuple()
 
 
-class SimMIMForImageClassification(SimMIMPreTrainedModel):
+class SimMIMForImageClassification(ImageClassifierForwardMixin, SimMIMPreTrainedModel):
     """SimMIM's fine-tuning models: the encoder's `pooler_output` into a linear `head` (ViT:
     `models/vision_transformer.py`, mean pooling + `fc_norm`; Swin: mean of the normed tokens)."""
 
@@ -360,25 +359,6 @@ class SimMIMForImageClassification(SimMIMPreTrainedModel):
         super()._init_weights(module)
         if module is getattr(self, "head", None) and isinstance(module, nn.Linear) and self.config.backbone == "vit":
             init.trunc_normal_(module.weight, std=self.config.initializer_range * 1e-3)  # BEiT's init_scale 0.001
-
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        interpolate_pos_encoding: bool = False,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> ImageClassifierOutput:
-        encoded = self.simmim(
-            pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-        )
-        logits = self.head(encoded.pooler_output)
-        loss = classification_loss(logits, labels, self.config) if labels is not None else None
-        output = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions)
-        return output if return_dict is not False else output.to_tuple()
 
 
 __all__ = [
