@@ -21,6 +21,18 @@ def vit_encoder_flops(tokens: int, width: int, depth: int, mlp: int, batch: int,
     return batch * (depth * per_layer + 2 * tokens * patch_pixels * width)
 
 
+def bf16_autocast_supported(device: str) -> bool:
+    """bf16 autocast where the hardware has bf16 arithmetic (CUDA's check; AVX-512 BF16 / AMX on CPU)."""
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = handle.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def mae_pairs(batch: int, device: str, size: str = "base") -> dict:
     from mae_vs_transformers import SIZES, to_transformers_state
     from transformers import ViTMAEConfig, ViTMAEForPreTraining, ViTMAEModel
@@ -58,11 +70,24 @@ def mae_pairs(batch: int, device: str, size: str = "base") -> dict:
                 fn()
         return run
 
+    def bf16_step(model):
+        def run():
+            model.train()
+            model.zero_grad(set_to_none=True)
+            with torch.autocast(device, dtype=torch.bfloat16):
+                loss = model(x, noise=noise).loss
+            loss.backward()
+        return run
+
+    bf16 = {}
+    if bf16_autocast_supported(device):
+        bf16["pre-training step, bf16 autocast"] = {"ours": bf16_step(ours), "transformers ViTMAEForPreTraining": bf16_step(theirs)}
     return {
         "encoder inference": {"ours": infer(lambda: ours_encoder(x)), "transformers ViTMAEModel": infer(lambda: theirs_encoder(x, noise=ordered)), "flops": enc_flops},
         "pre-training forward": {"ours": infer(lambda: ours.eval()(x, noise=noise)), "transformers ViTMAEForPreTraining": infer(lambda: theirs.eval()(x, noise=noise)), "flops": pre_flops},
         "pre-training step (fwd+bwd)": {"ours": train_step(ours), "transformers ViTMAEForPreTraining": train_step(theirs), "flops": 3 * pre_flops},
         "classifier forward": {"ours": infer(lambda: classifier(x)), "flops": enc_flops},
+        **bf16,
     }
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pairs import PAIRS  # noqa: E402
+from pairs import PAIRS, bf16_autocast_supported  # noqa: E402
 from timing import interleaved  # noqa: E402
 
 
@@ -47,15 +47,6 @@ def matmul_ceiling(device: str, dtype: torch.dtype, repeats: int, batch: int = 8
         seconds = interleaved({"mm": run}, warmup=2, repeats=repeats)["mm"] / 5
         best = max(best, 2 * rows * inner * cols / seconds)
     return best
-
-
-def bf16_supported(device: str) -> bool:
-    if device == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        return "avx512_bf16" in open("/proc/cpuinfo").read() or "amx_bf16" in open("/proc/cpuinfo").read()
-    except OSError:
-        return False
 
 
 def data_path(repeats: int) -> dict:
@@ -189,6 +180,13 @@ def measure_method(method: str, batch: int, device: str, quick: bool, repeats: i
         if len(times) > 1:
             ours = times["ours"]
             row["ratio"] = {n: t / ours for n, t in times.items() if n != "ours"}
+        if device == "cuda":  # peak GPU memory of one call of each contender
+            for name, fn in contenders.items():
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+                fn()
+                torch.cuda.synchronize()
+                row[name]["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
         rows[measure] = row
         line = "  ".join(f"{n}: {v['ms']:.1f} ms" for n, v in row.items() if n != "ratio")
         ratio = "  ratio " + ", ".join(f"{r:.2f}" for r in row.get("ratio", {}).values()) if "ratio" in row else ""
@@ -228,7 +226,7 @@ def main() -> int:
         "batch": batch, "repeats": repeats,
     }
     ceiling = {"fp32": matmul_ceiling(args.device, torch.float32, repeats, batch)}
-    if bf16_supported(args.device):
+    if bf16_autocast_supported(args.device):
         ceiling["bf16"] = matmul_ceiling(args.device, torch.bfloat16, repeats, batch)
     report["matmul_ceiling_flops"] = ceiling
     print(f"matmul ceiling: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in ceiling.items()))
@@ -261,7 +259,8 @@ def write_markdown(report: dict, path: str) -> None:
              + (f" ({m['gpu']})" if m.get("gpu") else "") + f". Batch {report['batch']}, median of {report['repeats']} interleaved repetitions.", "",
              "Matmul ceiling: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in report["matmul_ceiling_flops"].items()), ""]
     if "models" in report:
-        lines += ["| method | measure | ours ms | other | other ms | other / ours | ours fraction of ceiling |", "|---|---|---|---|---|---|---|"]
+        lines += ["| method | measure | ours ms (peak GPU memory) | other | other ms (peak) | other / ours | ours fraction of ceiling |",
+                  "|---|---|---|---|---|---|---|"]
         for method, measures in report["models"].items():
             if "error" in measures:
                 lines.append(f"| {method} | failed: {measures['error'][:120]} | | | | | |")
@@ -270,10 +269,12 @@ def write_markdown(report: dict, path: str) -> None:
                 others = [n for n in row if n not in ("ours", "ratio")]
                 frac = row["ours"].get("flops_fraction_of_ceiling")
                 frac = f"{frac:.2f}" if frac else ""
+                peak = (lambda name: f" ({row[name]['peak_gib']:.2f} GiB)" if "peak_gib" in row[name] else "")
                 if not others:
-                    lines.append(f"| {method} | {measure} | {row['ours']['ms']:.1f} | | | | {frac} |")
+                    lines.append(f"| {method} | {measure} | {row['ours']['ms']:.1f}{peak('ours')} | | | | {frac} |")
                 for other in others:
-                    lines.append(f"| {method} | {measure} | {row['ours']['ms']:.1f} | {other} | {row[other]['ms']:.1f} | {row['ratio'][other]:.2f} | {frac} |")
+                    lines.append(f"| {method} | {measure} | {row['ours']['ms']:.1f}{peak('ours')} | {other} | {row[other]['ms']:.1f}{peak(other)} | "
+                                 f"{row['ratio'][other]:.2f} | {frac} |")
         lines.append("")
     if "data_path" in report:
         lines += ["Data path, one worker (one core), 32 JPEGs of 300-500 px to 224 px:", "",
