@@ -87,6 +87,22 @@ class RelativePositionBias(nn.Module):
         return f"window_size={self.window_size}, num_heads={self.num_heads}, cls_token={self.cls_token}"
 
 
+def relative_position_attention_bias(grid, shared: RelativePositionBias | None = None, per_block=None):
+    """The `attention_bias` a `ViTEncoder` takes for BEiT-style relative positions on `grid`:
+    None, one [heads, N, N] tensor (a table shared by every block), or a callable index -> the
+    block's own bias plus the shared one (`per_block`: one `RelativePositionBias` per block).
+    Tables are resized when `grid` differs from their window (see `RelativePositionBias`)."""
+    shared_bias = shared(grid) if shared is not None else None
+    if not per_block:
+        return shared_bias
+
+    def block(index: int) -> torch.Tensor:
+        own = per_block[index](grid)
+        return own if shared_bias is None else own + shared_bias
+
+    return block
+
+
 # ----------------------------------------------------------------------------------------------
 # Resizing a table to another window (BEiT/SimMIM's geometric interpolation, in torch)
 # ----------------------------------------------------------------------------------------------

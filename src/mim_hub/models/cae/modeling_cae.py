@@ -31,12 +31,7 @@ from ...layers import (
 )
 from ...layers.attention import multihead_attention
 from ...layers.mask_block import BlockMaskGenerator
-from ...layers.relative_position import (
-    RelativePositionBias,
-    gather_relative_position_bias,
-    relative_position_index,
-    resize_relative_position_table,
-)
+from ...layers.relative_position import RelativePositionBias, relative_position_attention_bias
 from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel
 from .configuration_cae import CAEConfig
 
@@ -227,26 +222,8 @@ class CAEModel(CAEPreTrainedModel):
         return self.embeddings.patch_embed
 
     def _attention_bias(self, grid: tuple[int, int]):
-        """Per-block (or shared) relative position bias for `grid`, or None."""
-        base = self.embeddings.patch_embed.grid_size
-
-        def table_bias(module: RelativePositionBias) -> torch.Tensor:
-            if tuple(grid) == tuple(base):
-                return module()
-            table = resize_relative_position_table(module.relative_position_bias_table, base, grid)
-            return gather_relative_position_bias(table, relative_position_index(grid).to(table.device))
-
-        biases = []
-        if self.relative_position_bias is not None:
-            biases = [table_bias(m) for m in self.relative_position_bias]
-        shared = table_bias(self.shared_relative_position_bias) if self.shared_relative_position_bias is not None else None
-        if not biases and shared is None:
-            return None
-        if not biases:
-            return shared
-        if shared is not None:
-            biases = [b + shared for b in biases]
-        return lambda index: biases[index]
+        """Per-block (plus shared) relative position bias for `grid`, or None."""
+        return relative_position_attention_bias(grid, self.shared_relative_position_bias, self.relative_position_bias)
 
     def forward(
         self,

@@ -192,7 +192,21 @@ class MAEDecoder(nn.Module):
         return pred, all_hidden, all_attn
 
 
-class MAEForPreTraining(MAEPreTrainedModel):
+class PixelTargetsMixin:
+    """MAE's pixel-target helpers for a pre-training model with `config.patch_size`,
+    `num_channels` and `norm_pix_loss` (MAE, ColorMAE, MR-MAE)."""
+
+    def patchify(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return patchify(pixel_values, self.config.patch_size)
+
+    def unpatchify(self, logits: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        return unpatchify(logits, self.config.patch_size, self.config.num_channels, grid)
+
+    def forward_loss(self, pixel_values, logits, mask) -> torch.Tensor:
+        return pixel_loss(pixel_values, logits, mask, self.config.patch_size, self.config.norm_pix_loss)
+
+
+class MAEForPreTraining(PixelTargetsMixin, MAEPreTrainedModel):
     """MAE pre-training: encoder on visible patches, decoder, pixel loss on masked patches.
 
     `noise` [B, L] is the uniform draw the original makes with `torch.rand(B, L)` (the lowest
@@ -213,15 +227,6 @@ class MAEForPreTraining(MAEPreTrainedModel):
 
     def num_layers_for_decay(self) -> int:
         return self.config.num_hidden_layers + 1
-
-    def patchify(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return patchify(pixel_values, self.config.patch_size)
-
-    def unpatchify(self, logits: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
-        return unpatchify(logits, self.config.patch_size, self.config.num_channels, grid)
-
-    def forward_loss(self, pixel_values, logits, mask) -> torch.Tensor:
-        return pixel_loss(pixel_values, logits, mask, self.config.patch_size, self.config.norm_pix_loss)
 
     def forward(
         self,

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from ... import initialization as init
-from ...layers import ViTBlock, ViTEncoder, gather_tokens, get_2d_sincos_pos_embed, interpolate_pos_embed, patchify, random_masking, unpatchify
-from ..mae.modeling_mae import MAEDecoder, MAEEmbeddings, pixel_loss
+from ...layers import ViTBlock, ViTEncoder, gather_tokens, get_2d_sincos_pos_embed, interpolate_pos_embed, random_masking
+from ..mae.modeling_mae import MAEDecoder, MAEEmbeddings, PixelTargetsMixin
 from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput
 from .configuration_mr_mae import MRMAEConfig
 from .modeling_convvit import ConvViTEmbeddings, stage_drop_paths
@@ -198,7 +198,7 @@ class MRMAEModel(MRMAEPreTrainedModel):
         return output if return_dict is not False else output.to_tuple()
 
 
-class MRMAEForPreTraining(MRMAEPreTrainedModel):
+class MRMAEForPreTraining(PixelTargetsMixin, MRMAEPreTrainedModel):
     """MR-MAE pre-training: encoder on the visible patches, MAE's decoder and pixel loss on the
     masked ones, plus the mimic loss of the visible tokens against each teacher.
 
@@ -294,16 +294,6 @@ class MRMAEForPreTraining(MRMAEPreTrainedModel):
             losses.append(mimic_loss(head(visible), target, self.config.mimic_loss))
         terms = torch.stack(losses)
         return (terms * torch.tensor(weights, device=terms.device, dtype=terms.dtype)).sum(), terms
-
-    # MAE's helpers ----------------------------------------------------------------------------
-    def patchify(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return patchify(pixel_values, self.config.patch_size)
-
-    def unpatchify(self, logits: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
-        return unpatchify(logits, self.config.patch_size, self.config.num_channels, grid)
-
-    def forward_loss(self, pixel_values, logits, mask) -> torch.Tensor:
-        return pixel_loss(pixel_values, logits, mask, self.config.patch_size, self.config.norm_pix_loss)
 
     def forward(
         self,

@@ -20,7 +20,7 @@ from transformers.utils import ModelOutput
 
 from ... import initialization as init
 from ...layers import Attention, LayerScale, PatchEmbedding, ViTEncoder, build_vit_blocks, interpolate_pos_embed
-from ...layers.relative_position import RelativePositionBias, relative_position_index
+from ...layers.relative_position import RelativePositionBias, relative_position_attention_bias, relative_position_index
 from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel
 from .configuration_simmim import SimMIMConfig
 from .modeling_simmim_swin import SwinEmbeddings, SwinEncoder, swin_layer_id
@@ -224,15 +224,8 @@ class SimMIMModel(SimMIMPreTrainedModel):
 
     def _vit_attention_bias(self, grid: tuple[int, int]):
         """None, one [heads, N, N] tensor, or a per-block callable (shared + the block's own)."""
-        shared = self.relative_position_bias(grid) if self.relative_position_bias is not None else None
-        if not self.config.use_relative_position_bias:
-            return shared
-
-        def per_block(index: int) -> torch.Tensor:
-            own = self.encoder.layers[index].relative_position_bias(grid)
-            return own if shared is None else own + shared
-
-        return per_block
+        per_block = [layer.relative_position_bias for layer in self.encoder.layers] if self.config.use_relative_position_bias else None
+        return relative_position_attention_bias(grid, self.relative_position_bias, per_block)
 
     def _check_mask(self, bool_masked_pos: torch.Tensor | None, batch: int, grid: tuple[int, int]):
         if bool_masked_pos is None:
