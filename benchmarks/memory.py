@@ -1,6 +1,13 @@
-"""Peak memory of one call: CUDA's allocator statistics on GPU; on CPU, the peak resident set
-size of a fresh child process that runs only that call (the honest number on CPU, where torch
-does not track allocations)."""
+"""Peak memory of one call.
+
+- GPU: CUDA's allocator statistics (`cuda_peak_bytes`).
+- CPU, a model call in this process (`cpu_call_peak_bytes`): torch's profiler records every tensor
+  allocation and free with its time; their running sum gives the peak above what was held when
+  the call began. It is exact for tensors and needs no child process, so
+  two contenders measured side by side are measured alike.
+- CPU, a whole job such as loading or converting a checkpoint (`cpu_peak_bytes`): the peak
+  resident set size of a fresh child process that runs only that job, which also counts memory
+  that is not a tensor (file buffers, pickles)."""
 
 from __future__ import annotations
 
@@ -19,6 +26,25 @@ def cuda_peak_bytes(fn) -> int:
     fn()
     torch.cuda.synchronize()
     return torch.cuda.max_memory_allocated() - before
+
+
+def cpu_call_peak_bytes(fn) -> int:
+    """Peak bytes of CPU tensor memory held during `fn()` above what was held when it began.
+
+    Call it in steady state (after a warm-up call): a training step then first frees the last
+    step's gradients and makes new ones, so the number is the step's working memory
+    (activations, workspace), the same for every contender measured this way."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    # every allocation (+bytes) and free (-bytes) the allocator reported, in time order
+    changes = sorted((event.start_ns(), event.nbytes()) for event in prof.profiler.kineto_results.events() if event.name() == "[memory]")
+    held = peak = 0
+    for _, change in changes:
+        held += change
+        peak = max(peak, held)
+    return peak
 
 
 def cpu_peak_bytes(code: str, setup: str = "") -> int:

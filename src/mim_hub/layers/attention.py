@@ -23,14 +23,114 @@ def eager_attention(q, k, v, *, scale: float, bias: torch.Tensor | None = None, 
     return weights @ v, weights
 
 
+class _CPUFlashAttentionWithBiasGrad(torch.autograd.Function):
+    """softmax(q k^T * scale + bias) v on CPU with SDPA's fused kernel, when the bias is learned.
+
+    SDPA's fused CPU kernel gives no gradient for its mask, so a bias that requires grad (a
+    relative position table) sends SDPA to its unfused math path, which keeps every layer's
+    [B, heads, N, N] attention weights for the backward pass. Here the fused kernel runs forward
+    and backward for q, k, v, and the bias gradient is computed in the backward pass from weights
+    recomputed with the saved log-sum-exp, one layer at a time:
+        dS = P * (dO v^T - rowsum(dO * O)),   dbias = dS summed over the dims the bias broadcasts.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, scale):
+        out, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=bias, scale=scale)
+        ctx.save_for_backward(q, k, v, bias, out, logsumexp)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        q, k, v, bias, out, logsumexp = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        grad_q, grad_k, grad_v = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            grad_out, q, k, v, out, logsumexp, 0.0, False, attn_mask=bias, scale=ctx.scale
+        )
+        grad_bias = None
+        if ctx.needs_input_grad[3]:
+            # one sample at a time: the [heads, N, N] temporaries stay small (peak memory)
+            row_terms = (grad_out * out).sum(-1, keepdim=True)
+            grad_bias = torch.zeros_like(bias)
+            for i in range(q.shape[0]):
+                j = i if bias.shape[0] > 1 else 0
+                weights = torch.baddbmm(bias[j].expand(q.shape[1], *bias.shape[-2:]), q[i], k[i].transpose(1, 2), alpha=ctx.scale)
+                weights = weights.sub_(logsumexp[i].unsqueeze(-1)).exp_()
+                grad_bias[j] += (grad_out[i] @ v[i].transpose(1, 2)).sub_(row_terms[i]).mul_(weights).sum_to_size(bias.shape[1:])
+        return grad_q, grad_k, grad_v, grad_bias, None
+
+
+def _fused_cpu_kernel_with_bias_grad(q, bias, dropout: float, training: bool) -> bool:
+    """Whether `_CPUFlashAttentionWithBiasGrad` applies: a learned 4-D bias on CPU tensors, no dropout."""
+    return (
+        bias is not None and bias.requires_grad and torch.is_grad_enabled() and q.device.type == "cpu" and bias.dim() == 4
+        and q.dtype in (torch.float32, torch.bfloat16) and not (dropout and training)
+    )
+
+
 def multihead_attention(q, k, v, *, scale: float, bias=None, dropout: float = 0.0, training: bool = False, need_weights: bool = False):
     """SDPA when weights are not needed, eager otherwise. Returns (output [B, heads, N, d], weights or None)."""
     if need_weights:
         return eager_attention(q, k, v, scale=scale, bias=bias, dropout=dropout, training=training)
     if bias is not None:
+        # a [heads, N, N] bias as [1, heads, N, N]: SDPA's fused CPU kernel takes only 2-D or 4-D masks
+        # (a 3-D one falls back to the unfused math path, which materialises the attention weights)
         bias = bias.to(q.dtype)
+        if bias.dim() == 3:
+            bias = bias.unsqueeze(0)
+        if _fused_cpu_kernel_with_bias_grad(q, bias, dropout, training):
+            return _CPUFlashAttentionWithBiasGrad.apply(q, k, v, bias, q.shape[-1] ** -0.5 if scale is None else scale), None
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout if training else 0.0, scale=scale)
     return out, None
+
+
+class _LinearThenScale(torch.autograd.Function):
+    """(x W^T + b) * scale, keeping only x for the backward pass (as a plain Linear does).
+
+    The scale's gradient needs the projection's output, sum_t g_tj (W_j . x_t + b_j), and autograd
+    would keep that output alive (one [B, N, D] activation per LayerScale). It equals
+    W_j . M_j + b_j sum_t g_tj with M = g^T x, the matmul the weight gradient needs anyway
+    (grad W = scale * M), so nothing more is kept and no matmul is added."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, scale):
+        ctx.save_for_backward(x, weight, bias, scale)
+        return F.linear(x, weight, bias).mul_(scale)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        x, weight, bias, scale = ctx.saved_tensors
+        grad_flat = grad_out.reshape(-1, grad_out.shape[-1])
+        grad_x = grad_weight = grad_bias = grad_scale = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (grad_out * scale) @ weight
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[3]:
+            outer = grad_flat.t() @ x.reshape(-1, x.shape[-1])  # [out, in]
+            if ctx.needs_input_grad[3]:  # row-wise dot products, without an [out, in] temporary
+                grad_scale = torch.bmm(outer.unsqueeze(1), weight.unsqueeze(2)).flatten()
+            if ctx.needs_input_grad[1]:
+                grad_weight = outer.mul_(scale[:, None])
+        if (bias is not None and ctx.needs_input_grad[2]) or (bias is not None and ctx.needs_input_grad[3]):
+            summed = grad_flat.sum(0)
+            if ctx.needs_input_grad[2]:
+                grad_bias = summed * scale
+            if ctx.needs_input_grad[3]:
+                grad_scale = grad_scale + bias * summed
+        return grad_x, grad_weight, grad_bias, grad_scale
+
+
+def linear_with_output_scale(hidden_states: torch.Tensor, linear: nn.Linear, scale: torch.Tensor | None) -> torch.Tensor:
+    """`linear(x) * scale` (a LayerScale after a projection), the same numbers as the two modules,
+    with one [B, N, D] activation less kept for training (see `_LinearThenScale`)."""
+    if scale is None:
+        return linear(hidden_states)
+    if torch.is_grad_enabled() and (hidden_states.requires_grad or linear.weight.requires_grad or scale.requires_grad) \
+            and hidden_states.dtype == linear.weight.dtype == scale.dtype:
+        return _LinearThenScale.apply(hidden_states, linear.weight, linear.bias, scale)
+    return linear(hidden_states) * scale
 
 
 class Attention(nn.Module):
@@ -85,13 +185,15 @@ class Attention(nn.Module):
         qkv = qkv.reshape(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return qkv.unbind(0)
 
-    def forward(self, hidden_states: torch.Tensor, attention_bias: torch.Tensor | None = None, output_attentions: bool = False):
+    def forward(self, hidden_states: torch.Tensor, attention_bias: torch.Tensor | None = None, output_attentions: bool = False,
+                output_scale: torch.Tensor | None = None):
         """`attention_bias` (broadcastable to [B, heads, N, N]) is added to the scores, e.g. a
-        relative position bias. Returns (output [B, N, D], attention weights or None)."""
+        relative position bias; `output_scale` [D] multiplies the output (a block's LayerScale,
+        folded into the output projection). Returns (output [B, N, D], attention weights or None)."""
         q, k, v = self.project_qkv(hidden_states)
         out, weights = multihead_attention(
             q, k, v, scale=self.scale, bias=attention_bias, dropout=self.attention_dropout,
             training=self.training, need_weights=output_attentions,
         )
         out = out.transpose(1, 2).reshape(hidden_states.shape[0], hidden_states.shape[1], -1)
-        return self.proj_dropout(self.o_proj(out)), weights
+        return self.proj_dropout(linear_with_output_scale(out, self.o_proj, output_scale)), weights

@@ -9,7 +9,7 @@ from torch import nn
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from .attention import Attention
+from .attention import Attention, linear_with_output_scale
 
 
 class MLP(nn.Module):
@@ -22,8 +22,9 @@ class MLP(nn.Module):
         self.fc2 = nn.Linear(intermediate_size, hidden_size)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.fc2(self.dropout(self.act(self.fc1(hidden_states)))))
+    def forward(self, hidden_states: torch.Tensor, output_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """`output_scale` [D] multiplies the output (a block's LayerScale, folded into fc2)."""
+        return self.dropout(linear_with_output_scale(self.dropout(self.act(self.fc1(hidden_states))), self.fc2, output_scale))
 
 
 class LayerScale(nn.Module):
@@ -53,6 +54,10 @@ class DropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}"
+
+
+def _gamma(layer_scale: nn.Module) -> torch.Tensor | None:
+    return layer_scale.gamma if isinstance(layer_scale, LayerScale) else None
 
 
 class ViTBlock(GradientCheckpointingLayer):
@@ -87,9 +92,13 @@ class ViTBlock(GradientCheckpointingLayer):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, hidden_states, attention_bias=None, output_attentions: bool = False):
-        attn_out, weights = self.attn(self.norm1(hidden_states), attention_bias=attention_bias, output_attentions=output_attentions)
-        hidden_states = hidden_states + self.drop_path(self.layer_scale1(attn_out))
-        hidden_states = hidden_states + self.drop_path(self.layer_scale2(self.mlp(self.norm2(hidden_states))))
+        # the LayerScales are folded into the output projections (see linear_with_output_scale)
+        scale1, scale2 = _gamma(self.layer_scale1), _gamma(self.layer_scale2)
+        attn_out, weights = self.attn(self.norm1(hidden_states), attention_bias=attention_bias, output_attentions=output_attentions,
+                                      output_scale=scale1)
+        hidden_states = hidden_states + self.drop_path(attn_out)
+        del attn_out  # not held while the MLP runs (inference peak memory)
+        hidden_states = hidden_states + self.drop_path(self.mlp(self.norm2(hidden_states), output_scale=scale2))
         return hidden_states, weights
 
 

@@ -29,7 +29,7 @@ from ...layers import (
     get_2d_sincos_pos_embed,
     interpolate_pos_embed,
 )
-from ...layers.attention import multihead_attention
+from ...layers.attention import linear_with_output_scale, multihead_attention
 from ...layers.mask_block import BlockMaskGenerator
 from ...layers.relative_position import RelativePositionBias, relative_position_attention_bias
 from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel
@@ -290,7 +290,7 @@ class CAECrossAttention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, queries, keys, values, output_attentions: bool = False):
+    def forward(self, queries, keys, values, output_attentions: bool = False, output_scale: torch.Tensor | None = None):
         q = self._heads(F.linear(queries, self.q_proj.weight, self.q_bias))
         k = self._heads(self.k_proj(keys))
         v = self._heads(F.linear(values, self.v_proj.weight, self.v_bias))
@@ -298,7 +298,7 @@ class CAECrossAttention(nn.Module):
             q, k, v, scale=self.scale, dropout=self.attention_dropout, training=self.training, need_weights=output_attentions
         )
         out = out.transpose(1, 2).reshape(queries.shape[0], queries.shape[1], -1)
-        return self.proj_dropout(self.o_proj(out)), weights
+        return self.proj_dropout(linear_with_output_scale(out, self.o_proj, output_scale)), weights
 
 
 class CAERegressorBlock(GradientCheckpointingLayer):
@@ -332,11 +332,12 @@ class CAERegressorBlock(GradientCheckpointingLayer):
     def forward(self, queries, context, pos_queries, pos_context, output_attentions: bool = False):
         attn_out, weights = self.cross_attn(
             self.norm_q(queries + pos_queries), self.norm_k(context + pos_context), self.norm_v(context),
-            output_attentions=output_attentions,
+            output_attentions=output_attentions, output_scale=self.layer_scale1.gamma,
         )
-        hidden = queries + self.drop_path(self.layer_scale1(attn_out))
+        hidden = queries + self.drop_path(attn_out)
+        del attn_out
         hidden = self.norm2(hidden)
-        hidden = hidden + self.drop_path(self.layer_scale2(self.mlp(hidden)))
+        hidden = hidden + self.drop_path(self.mlp(hidden, output_scale=self.layer_scale2.gamma))
         return hidden, weights
 
 

@@ -142,10 +142,9 @@ class MAEModel(MAEPreTrainedModel):
             ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
             ids_keep, mask, ids_restore = random_masking(noise, ratio)
             tokens = gather_tokens(tokens, ids_keep)
-        # encode cls + visible patches
-        hidden, all_hidden, all_attn = self.encoder(
-            torch.cat([cls, tokens], dim=1), output_attentions=output_attentions, output_hidden_states=output_hidden_states
-        )
+        # encode cls + visible patches (rebinding `tokens` frees the patch tokens once copied: peak memory)
+        tokens = torch.cat([cls, tokens], dim=1)
+        hidden, all_hidden, all_attn = self.encoder(tokens, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
         if self.layernorm is not None:
             hidden = self.layernorm(hidden)
         # the feature the classifier head receives
@@ -183,8 +182,8 @@ class MAEDecoder(nn.Module):
         batch, length = ids_restore.shape
         # append mask tokens and put every token back in its place
         mask_tokens = self.mask_token.expand(batch, length + 1 - hidden.shape[1], -1).to(hidden.dtype)
-        patches = gather_tokens(torch.cat([hidden[:, 1:], mask_tokens], dim=1), ids_restore)
-        hidden = torch.cat([hidden[:, :1], patches], dim=1)
+        # (no name holds the intermediates, so they are freed before the decoder runs: peak memory)
+        hidden = torch.cat([hidden[:, :1], gather_tokens(torch.cat([hidden[:, 1:], mask_tokens], dim=1), ids_restore)], dim=1)
         hidden = hidden + interpolate_pos_embed(self.decoder_pos_embed, grid, old_grid=self.grid_size)
         # decode, predict pixels, drop cls
         hidden, all_hidden, all_attn = self.transformer(hidden, output_attentions=output_attentions, output_hidden_states=output_hidden_states)

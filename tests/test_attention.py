@@ -1,0 +1,63 @@
+"""The shared attention: SDPA with an additive bias (relative positions) against the eager formula."""
+
+import pytest
+import torch
+
+from mim_hub.layers.attention import eager_attention, multihead_attention
+
+
+@pytest.mark.parametrize("bias_shape", [(3, 7, 7), (1, 3, 7, 7), (2, 3, 7, 7)])
+def test_learned_bias_takes_the_fused_cpu_kernel_with_exact_gradients(bias_shape):
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 4, generator=generator, requires_grad=True) for _ in range(3))
+    bias = torch.randn(bias_shape, generator=generator, requires_grad=True)
+    out, weights = multihead_attention(q, k, v, scale=0.5, bias=bias)
+    assert weights is None
+    # the fused kernel with the bias gradient, not SDPA's math fallback that keeps the weights
+    assert type(out.grad_fn).__name__.startswith("_CPUFlashAttentionWithBiasGrad")
+    reference, _ = eager_attention(q, k, v, scale=0.5, bias=bias)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)
+    upstream = torch.randn(out.shape, generator=generator)
+    ours = torch.autograd.grad(out, (q, k, v, bias), upstream)
+    theirs = torch.autograd.grad(reference, (q, k, v, bias), upstream)
+    for name, a, b in zip("qkv", ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=f"grad of {name}")
+    assert ours[3].shape == bias.shape
+    torch.testing.assert_close(ours[3], theirs[3], rtol=1e-5, atol=1e-5)
+
+
+def test_fixed_bias_and_no_grad_use_plain_sdpa():
+    q = k = v = torch.randn(2, 3, 7, 4)
+    bias = torch.randn(3, 7, 7)
+    out, _ = multihead_attention(q, k, v, scale=0.5, bias=bias)
+    torch.testing.assert_close(out, eager_attention(q, k, v, scale=0.5, bias=bias)[0], rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        out = multihead_attention(q, k, v, scale=0.5, bias=bias.requires_grad_())[0]
+    assert out.grad_fn is None
+
+
+def test_dropout_while_training_falls_back_to_sdpa():
+    q = torch.randn(2, 3, 7, 4, requires_grad=True)
+    bias = torch.randn(1, 3, 7, 7, requires_grad=True)
+    out, _ = multihead_attention(q, q, q, scale=0.5, bias=bias, dropout=0.5, training=True)
+    assert not type(out.grad_fn).__name__.startswith("_CPUFlashAttentionWithBiasGrad")
+    out.sum().backward()
+    assert bias.grad is not None and bias.grad.shape == bias.shape
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_layer_scale_folded_into_the_projection_has_the_plain_gradients(with_bias):
+    from mim_hub.layers.attention import linear_with_output_scale
+
+    generator = torch.Generator().manual_seed(0)
+    linear = torch.nn.Linear(6, 5, bias=with_bias)
+    scale = torch.nn.Parameter(torch.rand(5, generator=generator) + 0.5)
+    x = torch.randn(2, 4, 6, generator=generator, requires_grad=True)
+    out = linear_with_output_scale(x, linear, scale)
+    assert type(out.grad_fn).__name__.startswith("_LinearThenScale")
+    reference = linear(x) * scale
+    torch.testing.assert_close(out, reference)
+    upstream = torch.randn(out.shape, generator=generator)
+    inputs = (x, linear.weight, scale) + ((linear.bias,) if with_bias else ())
+    for a, b in zip(torch.autograd.grad(out, inputs, upstream), torch.autograd.grad(reference, inputs, upstream)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
