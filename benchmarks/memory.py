@@ -3,7 +3,7 @@
 - GPU: CUDA's allocator statistics (`cuda_peak_bytes`).
 - CPU, a model call in this process (`cpu_call_peak_bytes`): torch's profiler records every tensor
   allocation and free with its time; their running sum gives the peak above what was held when
-  the call began. It is exact for tensors and needs no child process, so
+  the (second, steady-state) call began. It is exact for tensors and needs no child process, so
   two contenders measured side by side are measured alike.
 - CPU, a whole job such as loading or converting a checkpoint (`cpu_peak_bytes`): the peak
   resident set size of a fresh child process that runs only that job, which also counts memory
@@ -31,20 +31,28 @@ def cuda_peak_bytes(fn) -> int:
 def cpu_call_peak_bytes(fn) -> int:
     """Peak bytes of CPU tensor memory held during `fn()` above what was held when it began.
 
-    Call it in steady state (after a warm-up call): a training step then first frees the last
-    step's gradients and makes new ones, so the number is the step's working memory
-    (activations, workspace), the same for every contender measured this way."""
-    from torch.profiler import ProfilerActivity, profile
+    `fn` runs twice under one profiler session and the second call is measured: the profiler
+    only knows the size of blocks allocated while it records, so in the second call the frees
+    of the first call's tensors (a training step frees the last step's gradients first) are
+    counted too, the same way for every contender."""
+    from torch.profiler import ProfilerActivity, profile, record_function
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
+        with record_function("measured call"):
+            fn()
+    events = prof.profiler.kineto_results.events()
+    begin = min(event.start_ns() for event in events if event.name() == "measured call")
     # every allocation (+bytes) and free (-bytes) the allocator reported, in time order
-    changes = sorted((event.start_ns(), event.nbytes()) for event in prof.profiler.kineto_results.events() if event.name() == "[memory]")
-    held = peak = 0
-    for _, change in changes:
+    changes = sorted((event.start_ns(), event.nbytes()) for event in events if event.name() == "[memory]")
+    held, start_level, peak = 0, None, 0
+    for time_ns, change in changes:
+        if start_level is None and time_ns >= begin:
+            start_level = peak = held
         held += change
-        peak = max(peak, held)
-    return peak
+        if start_level is not None:
+            peak = max(peak, held)
+    return 0 if start_level is None else peak - start_level
 
 
 def cpu_peak_bytes(code: str, setup: str = "") -> int:

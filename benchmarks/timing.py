@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 
 
-def _sync() -> None:
+def synchronize() -> None:
     """Wait for queued GPU work, so a call's time includes its kernels (CUDA runs asynchronously)."""
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
@@ -21,12 +21,12 @@ def interleaved(fns: dict[str, Callable[[], object]], *, warmup: int = 2, repeat
     for _ in range(warmup):
         for fn in fns.values():
             fn()
-    _sync()
+    synchronize()
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
             fn()
-            _sync()
+            synchronize()
             samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in samples.items()}

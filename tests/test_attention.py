@@ -3,11 +3,18 @@
 import pytest
 import torch
 
+import mim_hub.layers.attention as attention
 from mim_hub.layers.attention import eager_attention, multihead_attention
 
 
-@pytest.mark.parametrize("bias_shape", [(3, 7, 7), (1, 3, 7, 7), (2, 3, 7, 7)])
-def test_learned_bias_takes_the_fused_cpu_kernel_with_exact_gradients(bias_shape):
+@pytest.fixture
+def fused_for_short_sequences(monkeypatch):
+    """The tests' 7-token sequences take the fused path (the model sizes it is meant for are slow here)."""
+    monkeypatch.setattr(attention, "FUSED_BIAS_GRAD_MIN_TOKENS", 1)
+
+
+@pytest.mark.parametrize("bias_shape", [(3, 7, 7), (1, 3, 7, 7), (2, 3, 7, 7), (2, 1, 7, 7), (1, 1, 7, 7)])
+def test_learned_bias_takes_the_fused_cpu_kernel_with_exact_gradients(bias_shape, fused_for_short_sequences):
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, 7, 4, generator=generator, requires_grad=True) for _ in range(3))
     bias = torch.randn(bias_shape, generator=generator, requires_grad=True)
@@ -36,7 +43,7 @@ def test_fixed_bias_and_no_grad_use_plain_sdpa():
     assert out.grad_fn is None
 
 
-def test_dropout_while_training_falls_back_to_sdpa():
+def test_dropout_while_training_falls_back_to_sdpa(fused_for_short_sequences):
     q = torch.randn(2, 3, 7, 4, requires_grad=True)
     bias = torch.randn(1, 3, 7, 7, requires_grad=True)
     out, _ = multihead_attention(q, q, q, scale=0.5, bias=bias, dropout=0.5, training=True)
@@ -61,3 +68,29 @@ def test_layer_scale_folded_into_the_projection_has_the_plain_gradients(with_bia
     inputs = (x, linear.weight, scale) + ((linear.bias,) if with_bias else ())
     for a, b in zip(torch.autograd.grad(out, inputs, upstream), torch.autograd.grad(reference, inputs, upstream)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_learned_bias_in_bfloat16_follows_float32(fused_for_short_sequences):
+    generator = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 3, 7, 4, generator=generator) for _ in range(3))
+    bias = torch.randn(1, 3, 7, 7, generator=generator)
+    grads = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        inputs = [t.detach().to(dtype).requires_grad_() for t in (q, k, v, bias)]
+        out, _ = multihead_attention(*inputs[:3], scale=0.5, bias=inputs[3])
+        assert out.dtype == dtype
+        out.float().square().sum().backward()
+        grads[dtype] = [t.grad.float() for t in inputs]
+    for a, b in zip(grads[torch.bfloat16], grads[torch.float32]):
+        torch.testing.assert_close(a, b, rtol=0.05, atol=0.05)
+
+
+def test_short_sequences_keep_sdpa_math_path_for_a_learned_bias():
+    q = torch.randn(2, 3, attention.FUSED_BIAS_GRAD_MIN_TOKENS - 1, 4, requires_grad=True)
+    bias = torch.randn(3, q.shape[2], q.shape[2], requires_grad=True)
+    out, _ = multihead_attention(q, q, q, scale=0.5, bias=bias)
+    assert not type(out.grad_fn).__name__.startswith("_CPUFlashAttentionWithBiasGrad")
+    long_q = torch.randn(1, 2, attention.FUSED_BIAS_GRAD_MIN_TOKENS, 4, requires_grad=True)
+    long_bias = torch.randn(2, long_q.shape[2], long_q.shape[2], requires_grad=True)
+    out, _ = multihead_attention(long_q, long_q, long_q, scale=0.5, bias=long_bias)
+    assert type(out.grad_fn).__name__.startswith("_CPUFlashAttentionWithBiasGrad")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-from ..validation import check_positive
+from ..validation import check_image_size, check_positive
 
 
 @strict
@@ -96,12 +96,7 @@ class CAEConfig(PreTrainedConfig):
         check_positive(self, "image_size", "patch_size", "num_channels", "hidden_size", "num_attention_heads", "intermediate_size",
                        "decoder_hidden_size", "regressor_num_attention_heads", "decoder_num_attention_heads",
                        "decoder_intermediate_size", "vocab_size", "num_masking_patches", "mask_min_aspect")
-        image = self.image_size if isinstance(self.image_size, (list, tuple)) else [self.image_size]
-        if len(image) not in (1, 2):
-            raise ValueError(f"{name}: image_size must be an int or an (height, width) pair, got {self.image_size}")
-        for side in image:
-            if side % self.patch_size:
-                raise ValueError(f"{name}: image_size {self.image_size} is not divisible by patch_size {self.patch_size}")
+        check_image_size(self)
         for width, heads in (("hidden_size", "num_attention_heads"), ("decoder_hidden_size", "regressor_num_attention_heads"),
                              ("decoder_hidden_size", "decoder_num_attention_heads")):
             if getattr(self, heads) > getattr(self, width):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-from ..validation import check_divisible, check_mask_ratio, check_positive
+from ..validation import check_divisible, check_image_size, check_mask_ratio, check_positive
 
 
 @strict
@@ -58,8 +58,7 @@ class CrateMAEConfig(PreTrainedConfig):
         if self.pooling not in ("cls", "mean"):
             raise ValueError(f"CrateMAEConfig: pooling must be 'cls' or 'mean', got {self.pooling!r}")
         check_positive(self, "patch_size", "hidden_size", "num_attention_heads", "num_channels")
-        if self.image_size % self.patch_size:
-            raise ValueError(f"CrateMAEConfig: image_size {self.image_size} is not divisible by patch_size {self.patch_size}")
+        check_image_size(self)
         if self.attention_head_size is None:
             check_divisible(self, "hidden_size", "num_attention_heads")
         if self.variant == "crate_mae":

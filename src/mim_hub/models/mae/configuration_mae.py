@@ -5,7 +5,7 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-from ..validation import check_divisible, check_mask_ratio, check_positive
+from ..validation import check_divisible, check_image_size, check_mask_ratio, check_positive
 
 
 @strict
@@ -58,10 +58,7 @@ class MAEConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         check_positive(self, "patch_size", "num_channels", "hidden_size", "num_attention_heads", "intermediate_size")
-        image = self.image_size if isinstance(self.image_size, (list, tuple)) else [self.image_size]
-        for side in image:
-            if side % self.patch_size:
-                raise ValueError(f"MAEConfig: image_size {self.image_size} is not divisible by patch_size {self.patch_size}")
+        check_image_size(self)
         check_divisible(self, "hidden_size", "num_attention_heads")
         check_divisible(self, "decoder_hidden_size", "decoder_num_attention_heads")
         if self.hidden_size % 4:

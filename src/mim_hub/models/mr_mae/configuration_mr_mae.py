@@ -6,7 +6,7 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-from ..validation import check_divisible, check_mask_ratio, check_positive
+from ..validation import check_divisible, check_image_size, check_mask_ratio, check_positive
 
 BACKBONES = ("convvit", "vit")
 MIMIC_LOSSES = ("mse", "smooth_l1", "cosine")
@@ -114,10 +114,7 @@ class MRMAEConfig(PreTrainedConfig):
             if getattr(self, field) not in allowed:
                 raise ValueError(f"{name}: {field} must be one of {list(allowed)}, got {getattr(self, field)!r}")
         check_positive(self, "patch_size", "num_channels", "hidden_size", "num_attention_heads", "intermediate_size")
-        image = self.image_size if isinstance(self.image_size, (list, tuple)) else [self.image_size]
-        for side in image:
-            if side % self.patch_size:
-                raise ValueError(f"{name}: image_size {self.image_size} is not divisible by patch_size {self.patch_size}")
+        check_image_size(self)
         if self.backbone == "vit":
             self.use_cls_token = True
         else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-from ..validation import check_divisible, check_positive
+from ..validation import check_divisible, check_image_size, check_positive
 
 BACKBONES = ("vit", "swin")
 
@@ -94,12 +94,7 @@ class SimMIMConfig(PreTrainedConfig):
         if self.drop_path_rate is None:  # the released pre-training configs
             self.drop_path_rate = 0.0 if swin else 0.1
         check_positive(self, "patch_size", "num_channels", "mask_patch_size")
-        sides = list(self.image_size) if isinstance(self.image_size, (list, tuple)) else [self.image_size]
-        if len(sides) not in (1, 2) or any(not isinstance(s, int) or s <= 0 for s in sides):
-            raise ValueError(f"{name}: image_size must be a positive int or (height, width), got {self.image_size}")
-        for side in sides:
-            if side % self.patch_size:
-                raise ValueError(f"{name}: image_size {self.image_size} is not divisible by patch_size {self.patch_size}")
+        sides = check_image_size(self)
         if swin:
             self.depths = [int(d) for d in self.depths]
             self.num_heads = [int(h) for h in self.num_heads]
