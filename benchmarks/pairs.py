@@ -223,8 +223,9 @@ PAIRS.update({"cae": cae_pairs, "mr_mae": mr_mae_pairs})
 def simmim_pairs(batch: int, device: str, size: str = "base") -> dict:
     """SimMIM's Swin-B (192 px, window 6) and BEiT-style ViT-B (224 px) against transformers'
     `SwinForMaskedImageModeling` / `ViTForMaskedImageModeling` (the same SimMIM head). Swin: the
-    same math. ViT: ours carries SimMIM's shared relative position bias and layer scale, theirs is
-    a plain ViT, so ours does a little more work (see simmim_vs_transformers.py)."""
+    same math. ViT: ours as a plain ViT against theirs with the same weights (the same model), and
+    SimMIM's own ViT (shared relative position bias and layer scale) against their plain ViT, where
+    ours does a little more work (see simmim_vs_transformers.py)."""
     from simmim_vs_transformers import contenders
 
     results = {}  # base size even under --quick: the transformers configurations are fixed there

@@ -1,8 +1,10 @@
 """SimMIM at base size against transformers' `ViTForMaskedImageModeling` and
 `SwinForMaskedImageModeling` (the same SimMIM head: mask token, 1x1 conv + PixelShuffle, L1 on
 masked pixels): training step (forward + backward) and inference, median seconds per call and peak
-memory. Swin: identical math (Swin-B, 192 px, window 6). ViT: ours is SimMIM's BEiT-style ViT-B
-(shared relative position bias, layer scale), theirs a plain ViT-B, so ours does a little more work.
+memory. Swin: identical math (Swin-B, 192 px, window 6). ViT, two rows: ours configured as a plain
+ViT-B (absolute positions, no relative position bias, no layer scale) against theirs holding the same
+weights (`plain_vit_pair`: the same model, outputs equal), and SimMIM's own BEiT-style ViT-B (shared
+relative position bias, layer scale) against their plain ViT-B, where ours does a little more work.
 
 Measured on one H100 (bf16 autocast, batch 64, transformers 5.17, torch 2.11): Swin-B train step
 77 ms vs 97 ms (1.26x), inference 31 vs 43 ms (1.39x), peak 7.5 vs 8.0 GiB. ViT-B train step 42.7
@@ -26,6 +28,48 @@ sys.path.insert(0, os.path.dirname(__file__))
 from timing import interleaved  # noqa: E402
 
 
+def to_transformers_vit_state(ours: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights of our plain SimMIM-ViT (absolute positions, no relative position bias, no layer
+    scale) under `ViTForMaskedImageModeling`'s names: the fused qkv projection is split into q/k/v
+    and BEiT's q/v biases become their biases, with a zero k bias (what ours adds)."""
+    out = {}
+    for key, value in ours.items():
+        new = key.replace("simmim.", "vit.", 1).replace("embeddings.pos_embed", "embeddings.position_embeddings")
+        new = new.replace("patch_embed.", "patch_embeddings.").replace("vit.encoder.layers.", "vit.layers.")
+        new = new.replace(".norm1.", ".layernorm_before.").replace(".norm2.", ".layernorm_after.").replace(".attn.o_proj.", ".attention.o_proj.")
+        if new.endswith(".attn.qkv_proj.weight"):
+            for name, part in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3, dim=0)):
+                out[new.replace("attn.qkv_proj", f"attention.{name}")] = part.clone()
+        elif new.endswith(".attn.q_bias"):
+            out[new.replace("attn.q_bias", "attention.q_proj.bias")] = value.clone()
+            out[new.replace("attn.q_bias", "attention.k_proj.bias")] = torch.zeros_like(value)
+        elif new.endswith(".attn.v_bias"):
+            out[new.replace("attn.v_bias", "attention.v_proj.bias")] = value.clone()
+        else:
+            out[new] = value
+    return out
+
+
+def plain_vit_pair(dims: dict, device: str = "cpu"):
+    """Our SimMIM-ViT configured as a plain ViT (learned absolute positions, no relative position
+    bias, no layer scale) and transformers' `ViTForMaskedImageModeling` holding the same weights:
+    the same model, so any difference in time is implementation."""
+    from transformers import ViTConfig, ViTForMaskedImageModeling
+
+    from mim_hub import SimMIMConfig, SimMIMForPreTraining
+
+    ours = SimMIMForPreTraining(SimMIMConfig(backbone="vit", use_absolute_position_embeddings=True, use_shared_relative_position_bias=False,
+                                             layer_scale_init_value=None, drop_path_rate=0.0, **dims)).to(device)
+    theirs = ViTForMaskedImageModeling(ViTConfig(encoder_stride=dims["patch_size"], qkv_bias=True, layer_norm_eps=1e-6, **dims)).to(device)
+    missing, unexpected = theirs.load_state_dict(to_transformers_vit_state(ours.state_dict()), strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"weights do not map: missing {missing}, unexpected {unexpected}")
+    return ours, theirs
+
+
+VIT_B = dict(image_size=224, patch_size=16, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+
+
 def contenders(device: str, batch: int):
     from transformers import SwinConfig, SwinForMaskedImageModeling, ViTConfig, ViTForMaskedImageModeling
 
@@ -43,9 +87,11 @@ def contenders(device: str, batch: int):
     swin_mask = (torch.rand(batch, 48 * 48, generator=g) < 0.6).to(device)
     vit_x = torch.randn(batch, 3, 224, 224, generator=g).to(device)
     vit_mask = (torch.rand(batch, 196, generator=g) < 0.6).to(device)
+    plain_ours, plain_theirs = plain_vit_pair(VIT_B, device)
     return {
         "swin-b-192": ({"mim_hub": swin_ours, "transformers": swin_theirs}, swin_x, swin_mask),
-        "vit-b-224": ({"mim_hub": vit_ours, "transformers": vit_theirs}, vit_x, vit_mask),
+        "vit-b-224 plain (same weights)": ({"mim_hub": plain_ours, "transformers": plain_theirs}, vit_x, vit_mask),
+        "vit-b-224 SimMIM's (rel-pos bias + layer scale)": ({"mim_hub": vit_ours, "transformers": vit_theirs}, vit_x, vit_mask),
     }
 
 

@@ -94,3 +94,30 @@ def test_short_sequences_keep_sdpa_math_path_for_a_learned_bias():
     long_bias = torch.randn(2, long_q.shape[2], long_q.shape[2], requires_grad=True)
     out, _ = multihead_attention(long_q, long_q, long_q, scale=0.5, bias=long_bias)
     assert type(out.grad_fn).__name__.startswith("_CPUFlashAttentionWithBiasGrad")
+
+
+@pytest.mark.parametrize("qkv_bias", [True, "qv"])
+def test_split_heads_backward_equals_autograds_and_writes_one_buffer(qkv_bias):
+    """`project_qkv` under autograd returns q, k, v through `_SplitHeads`; its gradients are
+    autograd's own for view -> permute -> unbind, also when only some of q, k, v are used."""
+    layer = attention.Attention(12, 3, qkv_bias=qkv_bias)
+    with torch.no_grad():
+        for parameter in layer.parameters():
+            parameter.normal_()
+    x = torch.randn(2, 5, 12, requires_grad=True)
+    q, k, v = layer.project_qkv(x)
+    assert type(q.grad_fn).__name__.startswith("_SplitHeads") and q.shape == (2, 3, 5, 4)
+    qkv = torch.nn.functional.linear(x, layer.qkv_proj.weight, torch.cat([layer.q_bias, layer.k_bias, layer.v_bias])
+                                     if qkv_bias == "qv" else layer.qkv_proj.bias)
+    rq, rk, rv = qkv.reshape(2, 5, 3, 3, 4).permute(2, 0, 3, 1, 4).unbind(0)
+    for ours, reference in zip((q, k, v), (rq, rk, rv)):
+        torch.testing.assert_close(ours, reference)
+    upstream = [torch.randn(2, 3, 5, 4) for _ in range(3)]
+    for used in ([0, 1, 2], [0, 2], [1]):  # unused outputs get no gradient: their slice must be zero
+        ours_loss = sum(((q, k, v)[i] * upstream[i]).sum() for i in used)
+        ref_loss = sum(((rq, rk, rv)[i] * upstream[i]).sum() for i in used)
+        inputs = (x, layer.qkv_proj.weight)
+        for a, b in zip(torch.autograd.grad(ours_loss, inputs, retain_graph=True), torch.autograd.grad(ref_loss, inputs, retain_graph=True)):
+            torch.testing.assert_close(a, b)
+    with torch.no_grad():  # inference keeps plain views
+        assert layer.project_qkv(x)[0].grad_fn is None

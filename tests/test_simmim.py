@@ -417,6 +417,30 @@ def test_loss_is_l1_on_masked_pixels_only():
     torch.testing.assert_close(out.loss, expected)
 
 
+def test_plain_vit_equals_transformers_vit_for_masked_image_modeling(monkeypatch):
+    """Configured as a plain ViT, ours is transformers' ViTForMaskedImageModeling (the model the
+    benchmark's same-weights row times): the same loss, reconstruction and gradients."""
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    from simmim_vs_transformers import plain_vit_pair, to_transformers_vit_state
+
+    torch.manual_seed(0)
+    dims = {k: v for k, v in TINY_VIT.items() if k not in ("backbone", "mask_patch_size")}
+    ours, theirs = plain_vit_pair(dims)
+    with torch.no_grad():  # non-zero biases, tokens and positions, so that every mapped tensor matters
+        for name, parameter in ours.named_parameters():
+            if parameter.dim() < 2 or "token" in name or "pos_embed" in name:
+                parameter.normal_(0, 0.1)
+    theirs.load_state_dict(to_transformers_vit_state(ours.state_dict()))
+    x, mask = torch.randn(2, 3, 32, 32), torch.rand(2, 64) < 0.6
+    a, b = ours.train()(x, bool_masked_pos=mask), theirs.train()(x, bool_masked_pos=mask)
+    assert_close(a.loss, b.loss, "loss")
+    assert_close(a.reconstruction, b.reconstruction, "reconstruction")
+    a.loss.backward()
+    b.loss.backward()
+    assert_close(ours.simmim.embeddings.patch_embed.projection.weight.grad, theirs.vit.embeddings.patch_embeddings.projection.weight.grad, "grad")
+    assert_close(ours.simmim.encoder.layers[0].attn.q_bias.grad, theirs.vit.layers[0].attention.q_proj.bias.grad, "q bias grad")
+
+
 def test_layer_decay_ids_follow_the_original():
     swin = SimMIMForImageClassification(SimMIMConfig(**TINY_SWIN, num_labels=2))
     assert swin.layer_id("simmim.embeddings.patch_embed.projection.weight") == 0
