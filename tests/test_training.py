@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 
 from mim_hub import MAEConfig, MAEForPreTraining
 from mim_hub.training.data import DatasetError, from_hf_dataset, load_images
-from mim_hub.training.evaluate import knn_accuracy, linear_probe_accuracy
+from mim_hub.training.evaluate import (PROBE_WEIGHT_DECAYS, knn_accuracy, linear_probe, linear_probe_accuracy, probe_accuracies,
+                                      select_probe_weight_decay, stratified_folds)
 
 TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
             decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=64,
@@ -98,6 +99,9 @@ def test_eval_and_reconstruct_commands(tiny_model_dir, tmp_path):
     mim_hub_cli("eval", "--model", tiny_model_dir, "--dataset", "digits", "--protocol", "both", "--linear-epochs", "3", "--output", str(result))
     scores = json.loads(result.read_text())
     assert 0.1 < scores["knn"] <= 1 and 0.1 < scores["linear"] <= 1
+    assert scores["linear_weight_decay"] in PROBE_WEIGHT_DECAYS  # chosen by cross-validation (the default)
+    proc = mim_hub_cli("eval", "--model", tiny_model_dir, "--dataset", "digits", "--linear-weight-decay", "lots", check=False)
+    assert proc.returncode == 2 and "expected a number or 'cv'" in proc.stderr
     image = tmp_path / "digit.png"
     Image.fromarray((np.random.RandomState(0).rand(20, 30) * 255).astype(np.uint8)).save(image)
     picture = tmp_path / "rec.png"
@@ -167,6 +171,55 @@ def test_knn_and_linear_probe_on_a_hand_checked_case():
     assert linear_probe_accuracy(train.repeat(8, 1), labels * 8, test, [0, 1], epochs=30) == 1.0
 
 
+def _noisy_problem(samples, seed):
+    """Two classes told apart by the first feature alone, hidden among 300 noise features."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(samples) % 2
+    features = torch.randn(samples, 301, generator=generator)
+    features[:, 0] += 1.5 * (2 * labels - 1)
+    return features, labels
+
+
+def test_probe_grid_trains_every_head_as_if_alone_and_leaves_the_global_rng_alone():
+    train_x, train_y = _noisy_problem(80, 0)
+    test_x, test_y = _noisy_problem(400, 1)
+    state = torch.random.get_rng_state()
+    together = probe_accuracies(train_x, train_y, test_x, test_y, [0.0, 0.1, 1.0], epochs=20)
+    alone = [linear_probe_accuracy(train_x, train_y, test_x, test_y, epochs=20, weight_decay=w) for w in (0.0, 0.1, 1.0)]
+    assert together == pytest.approx(alone, abs=1 / 400 + 1e-6)  # at most one sample flipped by rounding
+    assert len(set(together)) > 1  # the weight decays really differ in effect
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_stratified_folds_partition_the_samples_and_spread_every_class():
+    labels = torch.tensor([0] * 23 + [1] * 11 + [2] * 6)
+    folds = stratified_folds(labels, 5, seed=3)
+    assert sorted(torch.cat(folds).tolist()) == list(range(40))
+    assert max(len(f) for f in folds) - min(len(f) for f in folds) <= 1
+    for label, count in ((0, 23), (1, 11), (2, 6)):
+        per_fold = [int((labels[f] == label).sum()) for f in folds]
+        assert max(per_fold) - min(per_fold) <= 1 and sum(per_fold) == count
+
+
+def test_probe_weight_decay_is_chosen_by_cross_validation_on_the_training_split_alone():
+    train_x, train_y = _noisy_problem(80, 0)
+    choice, scores = select_probe_weight_decay(train_x, train_y, epochs=20)
+    assert set(scores) == set(PROBE_WEIGHT_DECAYS)
+    assert choice == min(w for w, score in scores.items() if score == max(scores.values()))  # ties: the smaller
+    # the test split never enters the choice
+    first = linear_probe(train_x, train_y, *_noisy_problem(50, 1), epochs=20)
+    second = linear_probe(train_x, train_y, *_noisy_problem(50, 2), epochs=20)
+    assert first["linear_weight_decay"] == second["linear_weight_decay"] == choice
+    fixed = linear_probe(train_x, train_y, *_noisy_problem(50, 1), epochs=20, weight_decay=0.5)
+    assert fixed["linear_weight_decay"] == 0.5
+    # the unregularised probe is reported beside the chosen one, trained as if alone
+    test_x, test_y = _noisy_problem(50, 1)
+    assert fixed["linear"] == pytest.approx(linear_probe_accuracy(train_x, train_y, test_x, test_y, epochs=20, weight_decay=0.5), abs=1 / 50 + 1e-6)
+    assert fixed["linear_unregularised"] == pytest.approx(linear_probe_accuracy(train_x, train_y, test_x, test_y, epochs=20), abs=1 / 50 + 1e-6)
+    with pytest.raises(ValueError, match="too few"):
+        select_probe_weight_decay(train_x[:3], train_y[:3])
+
+
 def test_datasets_from_python_and_their_errors(tmp_path):
     import datasets
 
@@ -203,3 +256,5 @@ def test_demo_quick_runs_end_to_end(tmp_path):
     assert set(summary["frozen_features"]) == {"pre-trained MAE", "random init (same architecture)", "raw pixels"}
     assert (out / "reconstruction_0.png").exists() and (out / "mae-digits" / "README.md").exists()
     assert (out / "mae-digits-finetuned" / "config.json").exists() and "kNN" in (out / "summary.md").read_text()
+    for row in summary["frozen_features"].values():  # both probes on record: weight decay by CV, and none
+        assert 0 <= row["linear"] <= 1 and 0 <= row["linear_unregularised"] <= 1 and row["linear_weight_decay"] >= 0

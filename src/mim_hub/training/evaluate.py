@@ -1,6 +1,9 @@
 """Frozen-feature evaluation: kNN (cosine similarity, k = 20, temperature-weighted votes as in
 the self-supervised literature) and a linear probe (MAE's protocol: a BatchNorm without affine
-parameters, then a linear layer, trained on frozen pooled features).
+parameters, then a linear layer, trained on frozen pooled features). The probe's weight decay is
+chosen by stratified 5-fold cross-validation (3 repeats) on the training split only (the test split is never
+looked at), from a fixed grid, for every feature set alike: on a small dataset an unregularised
+probe fits the training set exactly and its test accuracy drifts with how long it is trained.
 
 Features are the mean of the encoder's patch tokens (`last_hidden_state[:, 1:]` for models with a
 cls token), computed once with the model's own image processor."""
@@ -20,6 +23,21 @@ from .data import add_dataset_arguments, dataset_from_args
 logger = logging.getLogger("mim_hub.eval")
 
 
+PROBE_WEIGHT_DECAYS = (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+
+
+def _weight_decay_choice(text: str):
+    if text == "cv":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'cv', got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"weight decay must be >= 0, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="saved model folder (any mim_hub model; its encoder is used)")
     parser.add_argument("--protocol", choices=("knn", "linear", "both"), default="both", help="which evaluation to run")
@@ -27,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", type=int, default=20, help="neighbours for kNN")
     parser.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature")
     parser.add_argument("--linear-epochs", type=int, default=100, help="linear probe epochs")
+    parser.add_argument("--linear-weight-decay", type=_weight_decay_choice, default="cv",
+                        help="linear probe weight decay: a number, or 'cv' (default) to choose it from "
+                             f"{list(PROBE_WEIGHT_DECAYS)} by 5-fold cross-validation on the training split")
     parser.add_argument("--batch-size", type=int, default=128, help="feature extraction batch size")
     parser.add_argument("--pooling", choices=("mean", "pooler"), default="mean", help="mean of patch tokens, or the model's pooler_output")
     parser.add_argument("--seed", type=int, default=0, help="seed of the linear probe")
@@ -67,46 +88,123 @@ def knn_accuracy(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: 
     return (votes.argmax(1) == test_y).float().mean().item()
 
 
-def linear_probe_accuracy(train_x, train_y, test_x, test_y, *, epochs: int = 100, seed: int = 0, lr: float = 0.01,
-                          weight_decay: float = 0.0, batch_size: int = 256) -> float:
-    """MAE's linear probe on frozen features: BatchNorm1d(affine=False) + Linear, trained with
-    SGD (momentum 0.9) and a cosine schedule; returns test accuracy."""
-    generator = torch.Generator().manual_seed(seed)
+def probe_accuracies(train_x, train_y, test_x, test_y, weight_decays, *, epochs: int = 100, seed: int = 0, lr: float = 0.01,
+                     batch_size: int = 256) -> list[float]:
+    """MAE's linear probe on frozen features, BatchNorm1d(affine=False) + Linear, trained with SGD
+    (momentum 0.9, coupled weight decay) and a cosine schedule, once per weight decay in
+    `weight_decays`; returns their test accuracies.
+
+    The probes share one initialisation and one sample order and are trained together as a
+    stack of heads (their losses are independent, so each learns exactly as if trained alone);
+    a grid of weight decays costs about as much as one probe. The global RNG is not touched."""
+    train_x, test_x = torch.as_tensor(train_x, dtype=torch.float32), torch.as_tensor(test_x, dtype=torch.float32)
     train_y, test_y = torch.as_tensor(train_y), torch.as_tensor(test_y)
     num_classes = int(max(train_y.max(), test_y.max())) + 1
-    torch.manual_seed(seed)
-    head = nn.Sequential(nn.BatchNorm1d(train_x.shape[1], affine=False, eps=1e-6), nn.Linear(train_x.shape[1], num_classes))
-    nn.init.trunc_normal_(head[1].weight, std=0.01)
-    nn.init.zeros_(head[1].bias)
-    optimizer = torch.optim.SGD(head.parameters(), lr=lr * max(1, batch_size) / 256 * 10, momentum=0.9, weight_decay=weight_decay)
+    decays = torch.tensor([float(w) for w in weight_decays])
+    heads = len(decays)
+    generator = torch.Generator().manual_seed(seed)
+    norm = nn.BatchNorm1d(train_x.shape[1], affine=False, eps=1e-6)
+    weight = nn.init.trunc_normal_(torch.empty(num_classes, train_x.shape[1]), std=0.01, generator=generator)
+    # [features, heads, classes]: every head's logits come from one matrix product
+    weight = nn.Parameter(weight.T[:, None].expand(-1, heads, -1).contiguous())
+    bias = nn.Parameter(torch.zeros(heads, num_classes))
+
+    def logits_of(features):  # [heads, samples, classes]
+        return (features @ weight.flatten(1)).unflatten(1, (heads, num_classes)).transpose(0, 1) + bias[:, None]
+
+    optimizer = torch.optim.SGD([weight, bias], lr=lr * max(1, batch_size) / 256 * 10, momentum=0.9)
     steps = epochs * max(1, (len(train_x) + batch_size - 1) // batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     for _ in range(epochs):
-        head.train()
+        norm.train()
         order = torch.randperm(len(train_x), generator=generator)
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
-            if len(batch) < 2:
+            if len(batch) < 2:  # BatchNorm needs two samples
                 continue
-            loss = nn.functional.cross_entropy(head(train_x[batch]), train_y[batch])
+            logits = logits_of(norm(train_x[batch]))
+            # the mean loss of each head, summed: every head gets its own gradient
+            loss = nn.functional.cross_entropy(logits.reshape(-1, num_classes), train_y[batch].repeat(heads)) * heads
             optimizer.zero_grad()
             loss.backward()
+            with torch.no_grad():  # SGD's coupled weight decay, one value per head
+                weight.grad.add_(weight * decays[:, None])
+                bias.grad.add_(bias * decays[:, None])
             optimizer.step()
             schedule.step()
-    head.eval()
+    norm.eval()
     with torch.no_grad():
-        return (head(test_x).argmax(1) == test_y).float().mean().item()
+        predictions = logits_of(norm(test_x)).argmax(-1)
+        return (predictions == test_y).float().mean(1).tolist()
+
+
+def linear_probe_accuracy(train_x, train_y, test_x, test_y, *, epochs: int = 100, seed: int = 0, lr: float = 0.01,
+                          weight_decay: float = 0.0, batch_size: int = 256) -> float:
+    """Test accuracy of one linear probe (see `probe_accuracies`)."""
+    return probe_accuracies(train_x, train_y, test_x, test_y, [weight_decay], epochs=epochs, seed=seed, lr=lr,
+                            batch_size=batch_size)[0]
+
+
+def stratified_folds(labels, folds: int = 5, seed: int = 0) -> list[torch.Tensor]:
+    """`folds` disjoint index sets covering every sample, each class spread evenly across them."""
+    labels = torch.as_tensor(labels)
+    generator = torch.Generator().manual_seed(seed)
+    fold_of = torch.empty(len(labels), dtype=torch.long)
+    offset = 0
+    for label in labels.unique():
+        members = (labels == label).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        fold_of[members] = (torch.arange(len(members)) + offset) % folds
+        offset += len(members)  # the next class starts where this one stopped, so fold sizes stay even
+    return [(fold_of == f).nonzero().flatten() for f in range(folds)]
+
+
+def select_probe_weight_decay(train_x, train_y, *, grid=PROBE_WEIGHT_DECAYS, folds: int = 5, repeats: int = 3, epochs: int = 100,
+                              seed: int = 0) -> tuple[float, dict]:
+    """The weight decay of `grid` whose probe scores best in stratified k-fold cross-validation on
+    the training features, repeated `repeats` times with other fold assignments (one split alone
+    is too noisy to rank close values; ties go to the smaller weight decay). Returns (choice,
+    {weight decay: mean validation accuracy})."""
+    train_x, train_y = torch.as_tensor(train_x, dtype=torch.float32), torch.as_tensor(train_y)
+    totals = torch.zeros(len(grid))
+    for repeat in range(repeats):
+        splits = stratified_folds(train_y, folds, seed + repeat)
+        if min(len(s) for s in splits) == 0:
+            raise ValueError(f"{len(train_y)} training samples are too few for {folds}-fold cross-validation "
+                             "of the probe's weight decay; give the weight decay instead")
+        for held_out in splits:
+            keep = torch.ones(len(train_y), dtype=torch.bool)
+            keep[held_out] = False
+            totals += torch.tensor(probe_accuracies(train_x[keep], train_y[keep], train_x[held_out], train_y[held_out], grid,
+                                                    epochs=epochs, seed=seed))
+    scores = {float(w): (total / (folds * repeats)).item() for w, total in zip(grid, totals)}
+    best = max(scores.values())
+    choice = min(w for w, score in scores.items() if score >= best - 1e-9)
+    return choice, scores
+
+
+def linear_probe(train_x, train_y, test_x, test_y, *, epochs: int = 100, seed: int = 0, weight_decay="cv") -> dict:
+    """{"linear": test accuracy, "linear_weight_decay": the weight decay used,
+    "linear_unregularised": test accuracy of the same probe without weight decay (MAE's ImageNet
+    setting), reported beside it, never used to choose}; weight_decay="cv" chooses the weight
+    decay with `select_probe_weight_decay` on the training features alone."""
+    if weight_decay == "cv":
+        weight_decay, _ = select_probe_weight_decay(train_x, train_y, epochs=epochs, seed=seed)
+    # both probes in one stack (same initialisation and sample order)
+    chosen, unregularised = probe_accuracies(train_x, train_y, test_x, test_y, [weight_decay, 0.0], epochs=epochs, seed=seed)
+    return {"linear": chosen, "linear_weight_decay": weight_decay, "linear_unregularised": unregularised}
 
 
 def evaluate_model(model, processor, train_images, test_images, *, protocol: str = "both", k: int = 20, temperature: float = 0.07,
-                   linear_epochs: int = 100, pooling: str = "mean", seed: int = 0) -> dict:
+                   linear_epochs: int = 100, linear_weight_decay="cv", pooling: str = "mean", seed: int = 0) -> dict:
     train_x = extract_features(model, processor, train_images, pooling=pooling)
     test_x = extract_features(model, processor, test_images, pooling=pooling)
     results = {}
     if protocol in ("knn", "both"):
         results["knn"] = knn_accuracy(train_x, train_images.labels, test_x, test_images.labels, k=k, temperature=temperature)
     if protocol in ("linear", "both"):
-        results["linear"] = linear_probe_accuracy(train_x, train_images.labels, test_x, test_images.labels, epochs=linear_epochs, seed=seed)
+        results.update(linear_probe(train_x, train_images.labels, test_x, test_images.labels, epochs=linear_epochs, seed=seed,
+                                    weight_decay=linear_weight_decay))
     return results
 
 
@@ -127,9 +225,10 @@ def main(args: argparse.Namespace) -> int:
     if min(train.labels) < 0:
         raise ValueError(f"{args.dataset} has no labels: kNN and linear probes need a labelled dataset")
     results = evaluate_model(model, processor, train, test, protocol=args.protocol, k=args.k, temperature=args.temperature,
-                             linear_epochs=args.linear_epochs, pooling=args.pooling, seed=args.seed)
+                             linear_epochs=args.linear_epochs, linear_weight_decay=args.linear_weight_decay,
+                             pooling=args.pooling, seed=args.seed)
     for name, value in results.items():
-        print(f"{name}: {100 * value:.2f}%")
+        print(f"{name}: {value:g}" if name == "linear_weight_decay" else f"{name}: {100 * value:.2f}%")
     if args.output:
         with open(args.output, "w") as handle:
             json.dump(results, handle, indent=2)
