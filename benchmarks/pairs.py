@@ -33,6 +33,30 @@ def bf16_autocast_supported(device: str) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def training_step(model, device: str, *args, bf16: bool = False, **kwargs):
+    """One pre-training step as a zero-argument callable: zero the gradients, forward (under bf16
+    autocast when asked), backward of `.loss`."""
+    def run():
+        model.train()
+        model.zero_grad(set_to_none=True)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(*args, **kwargs).loss
+        loss.backward()
+    return run
+
+
+BF16_STEP = "pre-training step, bf16 autocast"
+
+
+def with_bf16_step(measures: dict, device: str, contenders: dict, *args, flops: float | None = None, **kwargs) -> dict:
+    """`measures` plus a bf16-autocast pre-training step of each of `contenders` (name -> model),
+    where the hardware has bf16 arithmetic."""
+    if bf16_autocast_supported(device):
+        row = {name: training_step(model, device, *args, bf16=True, **kwargs) for name, model in contenders.items()}
+        measures[BF16_STEP] = {**row, **({"flops": flops} if flops else {})}
+    return measures
+
+
 def mae_pairs(batch: int, device: str, size: str = "base") -> dict:
     from mae_vs_transformers import SIZES, to_transformers_state
     from transformers import ViTMAEConfig, ViTMAEForPreTraining, ViTMAEModel
@@ -57,38 +81,20 @@ def mae_pairs(batch: int, device: str, size: str = "base") -> dict:
     enc_flops = vit_encoder_flops(197, width, depth, mlp, batch, 768)
     pre_flops = vit_encoder_flops(50, width, depth, mlp, batch, 768) + vit_encoder_flops(197, dw, dd, dm, batch)
 
-    def train_step(model):
-        def run():
-            model.train()
-            model.zero_grad(set_to_none=True)
-            model(x, noise=noise).loss.backward()
-        return run
-
     def infer(fn):
         def run():
             with torch.no_grad():
                 fn()
         return run
 
-    def bf16_step(model):
-        def run():
-            model.train()
-            model.zero_grad(set_to_none=True)
-            with torch.autocast(device, dtype=torch.bfloat16):
-                loss = model(x, noise=noise).loss
-            loss.backward()
-        return run
-
-    bf16 = {}
-    if bf16_autocast_supported(device):
-        bf16["pre-training step, bf16 autocast"] = {"ours": bf16_step(ours), "transformers ViTMAEForPreTraining": bf16_step(theirs)}
-    return {
+    measures = {
         "encoder inference": {"ours": infer(lambda: ours_encoder(x)), "transformers ViTMAEModel": infer(lambda: theirs_encoder(x, noise=ordered)), "flops": enc_flops},
         "pre-training forward": {"ours": infer(lambda: ours.eval()(x, noise=noise)), "transformers ViTMAEForPreTraining": infer(lambda: theirs.eval()(x, noise=noise)), "flops": pre_flops},
-        "pre-training step (fwd+bwd)": {"ours": train_step(ours), "transformers ViTMAEForPreTraining": train_step(theirs), "flops": 3 * pre_flops},
+        "pre-training step (fwd+bwd)": {"ours": training_step(ours, device, x, noise=noise),
+                                        "transformers ViTMAEForPreTraining": training_step(theirs, device, x, noise=noise), "flops": 3 * pre_flops},
         "classifier forward": {"ours": infer(lambda: classifier(x)), "flops": enc_flops},
-        **bf16,
     }
+    return with_bf16_step(measures, device, {"ours": ours, "transformers ViTMAEForPreTraining": theirs}, x, noise=noise, flops=3 * pre_flops)
 
 
 # method -> builder; the other methods add theirs below as they land.
@@ -113,14 +119,9 @@ def color_mae_pairs(batch: int, device: str, size: str = "base") -> dict:
     width, depth, mlp = dims["hidden_size"], dims["num_hidden_layers"], dims["intermediate_size"]
     flops = vit_encoder_flops(50, width, depth, mlp, batch, 768) + vit_encoder_flops(197, dims["decoder_hidden_size"], dims["decoder_num_hidden_layers"], dims["decoder_intermediate_size"], batch)
 
-    def step(model):
-        def run():
-            model.train()
-            model.zero_grad(set_to_none=True)
-            model(x, noise=noise).loss.backward()
-        return run
-
-    return {"pre-training step (fwd+bwd)": {"ours": step(ours), "transformers ViTMAEForPreTraining": step(theirs), "flops": 3 * flops}}
+    measures = {"pre-training step (fwd+bwd)": {"ours": training_step(ours, device, x, noise=noise),
+                                                "transformers ViTMAEForPreTraining": training_step(theirs, device, x, noise=noise), "flops": 3 * flops}}
+    return with_bf16_step(measures, device, {"ours": ours, "transformers ViTMAEForPreTraining": theirs}, x, noise=noise, flops=3 * flops)
 
 
 def crate_mae_pairs(batch: int, device: str, size: str = "base") -> dict:
@@ -134,6 +135,15 @@ def crate_mae_pairs(batch: int, device: str, size: str = "base") -> dict:
     encoder = CrateMAEModel(model.config).to(device).eval()
     x = torch.randn(batch, 3, 224, 224, device=device)
     noise = torch.rand(batch, 196, device=device)
+    return _eager_vs_sdpa(model, device, encoder, x, {"noise": noise})
+
+
+PAIRS.update({"color_mae": color_mae_pairs, "crate_mae": crate_mae_pairs})
+
+
+def _eager_vs_sdpa(model, device: str, encoder, x, step_inputs: dict) -> dict:
+    """Encoder inference and a pre-training step (fp32, and bf16 autocast where supported), ours
+    (SDPA) against the same model with its attention weights materialised (the eager formulation)."""
 
     def infer(**kw):
         def run():
@@ -141,44 +151,13 @@ def crate_mae_pairs(batch: int, device: str, size: str = "base") -> dict:
                 encoder(x, **kw)
         return run
 
-    def step(**kw):
-        def run():
-            model.train()
-            model.zero_grad(set_to_none=True)
-            model(x, noise=noise, **kw).loss.backward()
-        return run
-
-    return {
-        "encoder inference": {"ours": infer(), "eager attention": infer(output_attentions=True)},
-        "pre-training step (fwd+bwd)": {"ours": step(), "eager attention": step(output_attentions=True)},
-    }
-
-
-PAIRS.update({"color_mae": color_mae_pairs, "crate_mae": crate_mae_pairs})
-
-
-def _eager_vs_sdpa(model, encoder, x, step_inputs: dict, infer_inputs: dict | None = None) -> dict:
-    """Encoder inference and a pre-training step, ours (SDPA) against the same model with its
-    attention weights materialised (the eager formulation)."""
-    infer_inputs = infer_inputs or {}
-
-    def infer(**kw):
-        def run():
-            with torch.no_grad():
-                encoder(x, **infer_inputs, **kw)
-        return run
-
-    def step(**kw):
-        def run():
-            model.train()
-            model.zero_grad(set_to_none=True)
-            model(x, **step_inputs, **kw).loss.backward()
-        return run
-
-    return {
-        "encoder inference": {"ours": infer(), "eager attention": infer(output_attentions=True)},
-        "pre-training step (fwd+bwd)": {"ours": step(), "eager attention": step(output_attentions=True)},
-    }
+    measures = {"encoder inference": {"ours": infer(), "eager attention": infer(output_attentions=True)}}
+    for name, bf16 in (("pre-training step (fwd+bwd)", False), (BF16_STEP, True)):
+        if bf16 and not bf16_autocast_supported(device):
+            continue
+        measures[name] = {"ours": training_step(model, device, x, bf16=bf16, **step_inputs),
+                          "eager attention": training_step(model, device, x, bf16=bf16, output_attentions=True, **step_inputs)}
+    return measures
 
 
 def cae_pairs(batch: int, device: str, size: str = "base") -> dict:
@@ -200,7 +179,7 @@ def cae_pairs(batch: int, device: str, size: str = "base") -> dict:
     mask = torch.stack([torch.as_tensor(generator(rng)).flatten() for _ in range(batch)]).bool().to(device)
     labels = torch.randint(0, config.vocab_size, (int(mask.sum()),), device=device)
     x = torch.randn(batch, 3, 224, 224, device=device)
-    return _eager_vs_sdpa(model, encoder, x, {"bool_masked_pos": mask, "labels": labels})
+    return _eager_vs_sdpa(model, device, encoder, x, {"bool_masked_pos": mask, "labels": labels})
 
 
 def mr_mae_pairs(batch: int, device: str, size: str = "base") -> dict:
@@ -214,7 +193,7 @@ def mr_mae_pairs(batch: int, device: str, size: str = "base") -> dict:
     model = MRMAEForPreTraining(MRMAEConfig(**dims, norm_pix_loss=True)).to(device)
     encoder = MRMAEModel(model.config).to(device).eval()
     x = torch.randn(batch, 3, 224, 224, device=device)
-    return _eager_vs_sdpa(model, encoder, x, {"noise": torch.rand(batch, 196, device=device)})
+    return _eager_vs_sdpa(model, device, encoder, x, {"noise": torch.rand(batch, 196, device=device)})
 
 
 PAIRS.update({"cae": cae_pairs, "mr_mae": mr_mae_pairs})
@@ -233,13 +212,6 @@ def simmim_pairs(batch: int, device: str, size: str = "base") -> dict:
         ours, theirs = models["mim_hub"], models["transformers"]
         label = "Swin" if name.startswith("swin") else "ViT"
 
-        def step(model, x=x, mask=mask):  # bind this pair's inputs (the loop rebinds x and mask)
-            def run():
-                model.train()
-                model.zero_grad(set_to_none=True)
-                model(x, bool_masked_pos=mask).loss.backward()
-            return run
-
         def infer(model, x=x, mask=mask):
             def run():
                 with torch.no_grad():
@@ -247,7 +219,10 @@ def simmim_pairs(batch: int, device: str, size: str = "base") -> dict:
             return run
 
         results[f"{name} pre-training forward"] = {"ours": infer(ours), f"transformers {label}ForMaskedImageModeling": infer(theirs)}
-        results[f"{name} pre-training step (fwd+bwd)"] = {"ours": step(ours), f"transformers {label}ForMaskedImageModeling": step(theirs)}
+        contenders_of_pair = {"ours": ours, f"transformers {label}ForMaskedImageModeling": theirs}
+        results[f"{name} pre-training step (fwd+bwd)"] = {n: training_step(m, device, x, bool_masked_pos=mask) for n, m in contenders_of_pair.items()}
+        if bf16_autocast_supported(device):
+            results[f"{name} {BF16_STEP}"] = {n: training_step(m, device, x, bf16=True, bool_masked_pos=mask) for n, m in contenders_of_pair.items()}
     return results
 
 

@@ -19,6 +19,7 @@ import io
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -29,7 +30,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from pairs import PAIRS, bf16_autocast_supported  # noqa: E402
 from memory import cpu_call_peak_bytes  # noqa: E402
-from timing import synchronize, interleaved  # noqa: E402
+from timing import interleaved, interleaved_samples, paired_ratio, synchronize  # noqa: E402
 
 
 def matmul_ceiling(device: str, dtype: torch.dtype, repeats: int, batch: int = 8) -> float:
@@ -178,15 +179,17 @@ def measure_method(method: str, batch: int, device: str, quick: bool, repeats: i
     rows = {}
     for measure, contenders in pairs.items():
         flops = contenders.pop("flops", None)
-        times = interleaved(contenders, repeats=repeats)
+        samples = interleaved_samples(contenders, repeats=repeats)
+        times = {name: statistics.median(values) for name, values in samples.items()}
         row = {}
         for name, seconds in times.items():
             row[name] = {"ms": seconds * 1e3, "images_per_s": batch / seconds}
             if flops:
-                row[name]["flops_fraction_of_ceiling"] = flops / seconds / ceiling["fp32"]
-        if len(times) > 1:
-            ours = times["ours"]
-            row["ratio"] = {n: t / ours for n, t in times.items() if n != "ours"}
+                row[name]["flops_fraction_of_ceiling"] = flops / seconds / ceiling["bf16" if "bf16" in measure else "fp32"]
+        if len(times) > 1:  # per round (the two calls ran seconds apart), then the median over rounds
+            paired = {n: paired_ratio(samples[n], samples["ours"]) for n in samples if n != "ours"}
+            row["ratio"] = {n: p["median"] for n, p in paired.items()}
+            row["ratio_quartiles"] = {n: [p["q1"], p["q3"]] for n, p in paired.items()}
         for name, fn in contenders.items():  # peak memory of one call of each contender
             if device == "cuda":  # everything allocated on the GPU, weights included
                 torch.cuda.empty_cache()
@@ -197,7 +200,7 @@ def measure_method(method: str, batch: int, device: str, quick: bool, repeats: i
             else:  # the call's working memory: CPU tensor memory above what it starts with
                 row[name]["peak_gib"] = cpu_call_peak_bytes(fn) / 2**30
         rows[measure] = row
-        line = "  ".join(f"{n}: {v['ms']:.1f} ms" for n, v in row.items() if n != "ratio")
+        line = "  ".join(f"{n}: {v['ms']:.1f} ms" for n, v in row.items() if not n.startswith("ratio"))
         ratio = "  ratio " + ", ".join(f"{r:.2f}" for r in row.get("ratio", {}).values()) if "ratio" in row else ""
         fraction = f"  ({row['ours'].get('flops_fraction_of_ceiling', 0):.2f} of ceiling)" if flops else ""
         print(f"{method:10s} {measure:28s} {line}{ratio}{fraction}", flush=True)
@@ -278,22 +281,27 @@ def write_markdown(report: dict, path: str) -> None:
             lines += ["Peak memory: the most CPU tensor memory held during one call (after warm-up) above what was held when it "
                       "began, from torch's profiler: the call's working memory, weights and inputs excluded; a training step "
                       "frees the last step's gradients first.", ""]
-        lines += ["| method | measure | ours ms (peak memory) | other | other ms (peak) | other / ours | ours fraction of ceiling |",
+        lines += [("Ratios: other / ours for the two calls of each round (run seconds apart, in alternating order), the median over "
+                   "rounds with the quartiles in brackets; > 1 means ours is faster. The fraction of the ceiling is ours against the "
+                   "matmul ceiling of the measure's precision (bf16 for the autocast rows)."), "",
+                  "| method | measure | ours ms (peak memory) | other | other ms (peak) | other / ours | ours fraction of ceiling |",
                   "|---|---|---|---|---|---|---|"]
         for method, measures in report["models"].items():
             if "error" in measures:
                 lines.append(f"| {method} | failed: {measures['error'][:120]} | | | | | |")
                 continue
             for measure, row in measures.items():
-                others = [n for n in row if n not in ("ours", "ratio")]
+                others = [n for n in row if n != "ours" and not n.startswith("ratio")]
                 frac = row["ours"].get("flops_fraction_of_ceiling")
                 frac = f"{frac:.2f}" if frac else ""
                 peak = (lambda name: f" ({_gib_text(row[name]['peak_gib'])})" if "peak_gib" in row[name] else "")
                 if not others:
                     lines.append(f"| {method} | {measure} | {row['ours']['ms']:.1f}{peak('ours')} | | | | {frac} |")
                 for other in others:
+                    quartiles = row.get("ratio_quartiles", {}).get(other)
+                    spread = f" ({quartiles[0]:.2f}-{quartiles[1]:.2f})" if quartiles else ""
                     lines.append(f"| {method} | {measure} | {row['ours']['ms']:.1f}{peak('ours')} | {other} | {row[other]['ms']:.1f}{peak(other)} | "
-                                 f"{row['ratio'][other]:.2f} | {frac} |")
+                                 f"{row['ratio'][other]:.2f}{spread} | {frac} |")
         lines.append("")
     if "data_path" in report:
         lines += ["Data path, one worker (one core), 32 JPEGs of 300-500 px to 224 px:", "",

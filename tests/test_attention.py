@@ -21,7 +21,7 @@ def test_learned_bias_takes_the_fused_cpu_kernel_with_exact_gradients(bias_shape
     out, weights = multihead_attention(q, k, v, scale=0.5, bias=bias)
     assert weights is None
     # the fused kernel with the bias gradient, not SDPA's math fallback that keeps the weights
-    assert type(out.grad_fn).__name__.startswith("_CPUFlashAttentionWithBiasGrad")
+    assert type(out.grad_fn).__name__.startswith("_CPUFlashAttention")
     reference, _ = eager_attention(q, k, v, scale=0.5, bias=bias)
     torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)
     upstream = torch.randn(out.shape, generator=generator)
@@ -47,7 +47,7 @@ def test_dropout_while_training_falls_back_to_sdpa(fused_for_short_sequences):
     q = torch.randn(2, 3, 7, 4, requires_grad=True)
     bias = torch.randn(1, 3, 7, 7, requires_grad=True)
     out, _ = multihead_attention(q, q, q, scale=0.5, bias=bias, dropout=0.5, training=True)
-    assert not type(out.grad_fn).__name__.startswith("_CPUFlashAttentionWithBiasGrad")
+    assert not type(out.grad_fn).__name__.startswith("_CPUFlashAttention")
     out.sum().backward()
     assert bias.grad is not None and bias.grad.shape == bias.shape
 
@@ -89,11 +89,11 @@ def test_short_sequences_keep_sdpa_math_path_for_a_learned_bias():
     q = torch.randn(2, 3, attention.FUSED_BIAS_GRAD_MIN_TOKENS - 1, 4, requires_grad=True)
     bias = torch.randn(3, q.shape[2], q.shape[2], requires_grad=True)
     out, _ = multihead_attention(q, q, q, scale=0.5, bias=bias)
-    assert not type(out.grad_fn).__name__.startswith("_CPUFlashAttentionWithBiasGrad")
+    assert not type(out.grad_fn).__name__.startswith("_CPUFlashAttention")
     long_q = torch.randn(1, 2, attention.FUSED_BIAS_GRAD_MIN_TOKENS, 4, requires_grad=True)
     long_bias = torch.randn(2, long_q.shape[2], long_q.shape[2], requires_grad=True)
     out, _ = multihead_attention(long_q, long_q, long_q, scale=0.5, bias=long_bias)
-    assert type(out.grad_fn).__name__.startswith("_CPUFlashAttentionWithBiasGrad")
+    assert type(out.grad_fn).__name__.startswith("_CPUFlashAttention")
 
 
 @pytest.mark.parametrize("qkv_bias", [True, "qv"])
@@ -121,3 +121,50 @@ def test_split_heads_backward_equals_autograds_and_writes_one_buffer(qkv_bias):
             torch.testing.assert_close(a, b)
     with torch.no_grad():  # inference keeps plain views
         assert layer.project_qkv(x)[0].grad_fn is None
+
+
+@pytest.mark.parametrize("bias_shape", [None, (1, 3, 7, 7), (5, 3, 7, 7), (5, 1, 7, 7)])
+def test_recomputed_backward_over_several_chunks_equals_the_eager_gradients(bias_shape, fused_for_short_sequences, monkeypatch):
+    """Chunks of one or two samples (5 samples: the last chunk is short), a bias per sample or shared."""
+    monkeypatch.setattr(attention, "ATTENTION_BACKWARD_CHUNK_ELEMENTS", 2 * 3 * 7 * 7)
+    generator = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(5, 3, 7, 4, generator=generator, requires_grad=True) for _ in range(3))
+    bias = None if bias_shape is None else torch.randn(bias_shape, generator=generator, requires_grad=True)
+    inputs = (q, k, v) + (() if bias is None else (bias,))
+    out = attention._CPUFlashAttention.apply(q, k, v, bias, 0.5)
+    reference, _ = eager_attention(q, k, v, scale=0.5, bias=bias)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)
+    upstream = torch.randn(out.shape, generator=generator)
+    for a, b in zip(torch.autograd.grad(out, inputs, upstream), torch.autograd.grad(reference, inputs, upstream)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_training_takes_the_recomputed_backward_and_is_at_least_as_accurate_as_sdpa():
+    """Under bf16 (autocast training) attention with no bias or a fixed one takes
+    `_CPUFlashAttention`; its gradients, computed in float32, are no further from the float64
+    truth than SDPA's own bfloat16 backward. Float32 without a learned bias keeps plain SDPA."""
+    generator = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 4, 40, 16, generator=generator) for _ in range(3))
+    fixed_bias = torch.randn(1, 4, 40, 40, generator=generator)
+    upstream = torch.randn(2, 4, 40, 16, generator=generator)
+    for bias in (None, fixed_bias):
+        truth_inputs = [t.double().requires_grad_() for t in (q, k, v)]
+        truth_out, _ = eager_attention(*truth_inputs, scale=0.25, bias=None if bias is None else bias.double())
+        truth = torch.autograd.grad(truth_out, truth_inputs, upstream.double())
+        errors = {}
+        for name in ("ours", "sdpa"):
+            inputs = [t.bfloat16().requires_grad_() for t in (q, k, v)]
+            low_bias = None if bias is None else bias.bfloat16()
+            if name == "ours":
+                out, _ = multihead_attention(*inputs, scale=0.25, bias=low_bias)
+                assert type(out.grad_fn).__name__.startswith("_CPUFlashAttention")
+            else:
+                out = torch.nn.functional.scaled_dot_product_attention(*inputs, attn_mask=low_bias, scale=0.25)
+            assert out.dtype == torch.bfloat16
+            grads = torch.autograd.grad(out, inputs, upstream.bfloat16())
+            assert all(g.dtype == torch.bfloat16 for g in grads)
+            errors[name] = max(float((g.double() - t).abs().max() / t.abs().max()) for g, t in zip(grads, truth))
+        assert errors["ours"] <= errors["sdpa"] * 1.05 + 1e-3, errors
+    fp32 = [t.clone().requires_grad_() for t in (q, k, v)]
+    out, _ = multihead_attention(*fp32, scale=0.25)
+    assert not type(out.grad_fn).__name__.startswith("_CPUFlashAttention")

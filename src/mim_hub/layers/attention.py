@@ -5,8 +5,10 @@ originals' `qkv` Linear (output laid out as [3, heads, head_dim]). SDPA runs unl
 weights are asked for, then the eager formulation returns them. Two training-memory measures keep
 the models' activations at those of a plain ViT (see BENCHMARKS.md's peak-memory column):
 - a learned additive bias (relative positions) keeps the fused CPU kernel
-  (`_CPUFlashAttentionWithBiasGrad`) instead of SDPA's math path;
+  (`_CPUFlashAttention`) instead of SDPA's math path;
 - a LayerScale after a projection keeps no copy of the projection's output (`_LinearThenScale`).
+Under bfloat16 autocast on CPU, `_CPUFlashAttention` also replaces the fused kernel's slow
+bfloat16 backward pass (about a fifth of an MAE pre-training step).
 """
 
 from __future__ import annotations
@@ -27,15 +29,19 @@ def eager_attention(q, k, v, *, scale: float, bias: torch.Tensor | None = None, 
     return weights @ v, weights
 
 
-class _CPUFlashAttentionWithBiasGrad(torch.autograd.Function):
-    """softmax(q k^T * scale + bias) v on CPU with SDPA's fused kernel, when the bias is learned.
-
-    SDPA's fused CPU kernel gives no gradient for its mask, so a bias that requires grad (a
-    relative position table) sends SDPA to its unfused math path, which keeps every layer's
-    [B, heads, N, N] attention weights for the backward pass. Here the fused kernel runs forward
-    and backward for q, k, v, and the bias gradient is computed in the backward pass from weights
-    recomputed with the saved log-sum-exp, one layer at a time:
-        dS = P * (dO v^T - rowsum(dO * O)),   dbias = dS summed over the dims the bias broadcasts.
+class _CPUFlashAttention(torch.autograd.Function):
+    """softmax(q k^T * scale + bias) v on CPU: SDPA's fused kernel forward, and a backward pass
+    that recomputes the attention weights from the saved log-sum-exp a few samples at a time and
+    takes every gradient from them with batched matmuls, in float32 whatever the input dtype:
+        P = exp(q k^T * scale + bias - lse),      dV = P^T dO,
+        dS = P * (dO V^T - rowsum(dO * O)),        dQ = dS K * scale,   dK = dS^T Q * scale,
+        dbias = dS summed over the dims the bias broadcasts.
+    It keeps what the fused kernel keeps (q, k, v, output, log-sum-exp: no [B, heads, N, N]
+    weights between the passes), and serves two cases the fused kernel's own backward does not:
+    - a learned bias (relative positions): that kernel gives no gradient for its mask, so SDPA
+      would take its unfused math path and keep every layer's attention weights;
+    - bfloat16 (autocast training): its bfloat16 backward is about twice as slow as its float32
+      one here, and this pass, in float32 on cache-sized chunks, is faster than either.
     """
 
     @staticmethod
@@ -49,48 +55,74 @@ class _CPUFlashAttentionWithBiasGrad(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         q, k, v, bias, out, logsumexp = ctx.saved_tensors
-        grad_out = grad_out.contiguous()
-        grad_q, grad_k, grad_v = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-            grad_out, q, k, v, out, logsumexp, 0.0, False, attn_mask=bias, scale=ctx.scale
-        )
-        grad_bias = None
-        if ctx.needs_input_grad[3]:
-            # a few samples at a time, so the [chunk, heads, N, N] temporaries stay about the size of q
-            # (peak memory); the sum over the batch is kept in float32 whatever the compute dtype
-            batch, heads, length, dim = q.shape
-            chunk = max(1, q.numel() // (heads * length * k.shape[2]))
-            row_terms = (grad_out * out).sum(-1, keepdim=True)
-            grad_bias = torch.zeros_like(bias, dtype=torch.float32)
-            for start in range(0, batch, chunk):
-                rows = slice(start, min(start + chunk, batch))
-                n = rows.stop - rows.start
-                part_bias = bias[rows] if bias.shape[0] > 1 else bias
-                weights = torch.baddbmm(part_bias.expand(n, heads, length, k.shape[2]).reshape(-1, length, k.shape[2]),
-                                        q[rows].reshape(-1, length, dim), k[rows].reshape(-1, k.shape[2], dim).transpose(1, 2), alpha=ctx.scale)
-                weights = weights.view(n, heads, length, -1).sub_(logsumexp[rows].unsqueeze(-1)).exp_()
-                part = (grad_out[rows] @ v[rows].transpose(-2, -1)).sub_(row_terms[rows]).mul_(weights)
+        scale, compute = ctx.scale, torch.float32
+        batch, heads, length, dim = q.shape
+        keys = k.shape[2]
+        want_q, want_k, want_v, want_bias = ctx.needs_input_grad[:4]
+        grad_q = torch.empty_like(q) if want_q else None
+        grad_k = torch.empty_like(k) if want_k else None
+        grad_v = torch.empty_like(v) if want_v else None
+        grad_bias = torch.zeros_like(bias, dtype=compute) if want_bias else None  # summed over the batch in float32
+        # samples per chunk: the [chunk * heads, N, N] float32 temporaries stay about cache-sized
+        chunk = max(1, ATTENTION_BACKWARD_CHUNK_ELEMENTS // (heads * length * keys))
+
+        def flat(t, rows, n):  # [n, heads, T, d] -> [n * heads, T, d] in float32
+            return t[rows].to(compute).reshape(n * heads, t.shape[2], t.shape[3])
+
+        for start in range(0, batch, chunk):
+            rows = slice(start, min(start + chunk, batch))
+            n = rows.stop - rows.start
+            qc, kc, vc, gc = (flat(t, rows, n) for t in (q, k, v, grad_out))
+            # the attention weights, recomputed: exp(scores - lse)
+            scores = torch.baddbmm(logsumexp[rows].reshape(n * heads, length, 1).neg(), qc, kc.transpose(1, 2), alpha=scale)
+            if bias is not None:
+                scores.view(n, heads, length, keys).add_(bias[rows] if bias.shape[0] > 1 else bias)
+            weights = scores.exp_()
+            if want_v:
+                grad_v[rows] = torch.bmm(weights.transpose(1, 2), gc).view(n, heads, keys, dim)
+            # gradient of the scores: P * (dO V^T - rowsum(dO * O))
+            row_terms = (gc * flat(out, rows, n)).sum(-1, keepdim=True)
+            grad_scores = torch.baddbmm(row_terms.neg_(), gc, vc.transpose(1, 2)).mul_(weights)
+            del weights, scores
+            if want_bias:
+                part = grad_scores.view(n, heads, length, keys)
                 if bias.shape[0] > 1:
                     grad_bias[rows] = part.sum_to_size(n, *bias.shape[1:])
                 else:
                     grad_bias += part.sum_to_size(bias.shape)
+            if want_q:
+                grad_q[rows] = torch.bmm(grad_scores, kc).mul_(scale).view(n, heads, length, dim)
+            if want_k:
+                grad_k[rows] = torch.bmm(grad_scores.transpose(1, 2), qc).mul_(scale).view(n, heads, keys, dim)
+        if want_bias:
             grad_bias = grad_bias.to(bias.dtype)
         return grad_q, grad_k, grad_v, grad_bias, None
 
 
+# float32 elements of one [chunk * heads, N, N] temporary in `_CPUFlashAttention`'s backward (4 MiB)
+ATTENTION_BACKWARD_CHUNK_ELEMENTS = 1 << 20
+
 # Below this many queries or keys the attention weights are small and SDPA's math path is the
-# faster one (Swin's windows of 36-49 tokens: 8% slower fused, 3% less memory); from a ViT's
-# ~200 tokens up the fused kernel is as fast and keeps a fifth less training memory.
+# faster one for a learned bias (Swin's windows of 36-49 tokens: 8% slower fused, 3% less memory);
+# from a ViT's ~200 tokens up the fused kernel is as fast and keeps a fifth less training memory.
 FUSED_BIAS_GRAD_MIN_TOKENS = 128
 
 
-def _fused_cpu_kernel_with_bias_grad(q, k, bias, dropout: float, training: bool) -> bool:
-    """Whether `_CPUFlashAttentionWithBiasGrad` applies: a learned 4-D bias on CPU tensors, no
-    dropout, sequences of at least FUSED_BIAS_GRAD_MIN_TOKENS."""
-    return (
-        bias is not None and bias.requires_grad and torch.is_grad_enabled() and q.device.type == "cpu" and bias.dim() == 4
-        and q.dtype in (torch.float32, torch.bfloat16) and not (dropout and training)
-        and min(q.shape[-2], k.shape[-2]) >= FUSED_BIAS_GRAD_MIN_TOKENS
-    )
+def _cpu_flash_attention_applies(q, k, v, bias, dropout: float, training: bool) -> bool:
+    """Whether `_CPUFlashAttention` serves this call: CPU training (a gradient wanted, no
+    dropout, not compiled) in float32 or bfloat16, and either a learned 4-D bias over sequences
+    of at least FUSED_BIAS_GRAD_MIN_TOKENS, or bfloat16 with no bias or a fixed one. Elsewhere
+    SDPA's own kernels are as fast (float32 without a learned bias) or faster (short windows)."""
+    if q.device.type != "cpu" or not torch.is_grad_enabled() or (dropout and training) or torch.compiler.is_compiling():
+        return False
+    if q.dtype not in (torch.float32, torch.bfloat16) or not (q.requires_grad or k.requires_grad or v.requires_grad
+                                                             or (bias is not None and bias.requires_grad)):
+        return False
+    if bias is not None and (bias.dim() != 4 or not bias.is_floating_point()):
+        return False
+    if bias is not None and bias.requires_grad:
+        return min(q.shape[-2], k.shape[-2]) >= FUSED_BIAS_GRAD_MIN_TOKENS
+    return q.dtype == torch.bfloat16
 
 
 def multihead_attention(q, k, v, *, scale: float, bias=None, dropout: float = 0.0, training: bool = False, need_weights: bool = False):
@@ -103,8 +135,8 @@ def multihead_attention(q, k, v, *, scale: float, bias=None, dropout: float = 0.
         bias = bias.to(q.dtype)
         if bias.dim() == 3:
             bias = bias.unsqueeze(0)
-        if _fused_cpu_kernel_with_bias_grad(q, k, bias, dropout, training):
-            return _CPUFlashAttentionWithBiasGrad.apply(q, k, v, bias, q.shape[-1] ** -0.5 if scale is None else scale), None
+    if _cpu_flash_attention_applies(q, k, v, bias, dropout, training):
+        return _CPUFlashAttention.apply(q, k, v, bias, q.shape[-1] ** -0.5 if scale is None else scale), None
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout if training else 0.0, scale=scale)
     return out, None
 

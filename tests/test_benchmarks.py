@@ -1,0 +1,42 @@
+"""The benchmark harness: interleaving order, paired ratios, and one method's rows end to end
+(tiny sizes: these check the harness, not the speed)."""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+
+import timing  # noqa: E402
+
+
+def test_rounds_alternate_their_order_and_ratios_are_paired():
+    calls = []
+    samples = timing.interleaved_samples({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warmup=1, repeats=4)
+    assert calls == ["a", "b"] + ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert len(samples["a"]) == len(samples["b"]) == 4
+    # a slow swing of the machine that hits both calls of a round cancels in the paired ratio
+    ours = [1.0, 2.0, 1.0, 4.0, 1.0]
+    other = [1.1, 2.2, 1.1, 4.4, 1.1]
+    summary = timing.paired_ratio(other, ours)
+    assert summary["median"] == pytest.approx(1.1) and summary["q1"] == pytest.approx(1.1) and summary["q3"] == pytest.approx(1.1)
+    assert timing.paired_ratio([3.0, 1.0, 2.0], [1.0, 1.0, 1.0]) == {"median": 2.0, "q1": 1.5, "q3": 2.5}
+
+
+def test_a_method_s_rows_carry_ratios_quartiles_peak_memory_and_the_bf16_step(tmp_path):
+    import run
+    from pairs import BF16_STEP, bf16_autocast_supported
+
+    ceiling = {"fp32": 1e11, "bf16": 2e11}
+    rows = run.measure_method("mae", batch=2, device="cpu", quick=True, repeats=2, ceiling=ceiling)
+    step = rows["pre-training step (fwd+bwd)"]
+    other = "transformers ViTMAEForPreTraining"
+    assert step["ratio"][other] > 0 and step["ratio_quartiles"][other][0] <= step["ratio"][other] <= step["ratio_quartiles"][other][1]
+    assert step["ours"]["peak_gib"] > 0 and 0 < step["ours"]["flops_fraction_of_ceiling"]
+    assert (BF16_STEP in rows) == bf16_autocast_supported("cpu")
+    report = {"machine": {"processor": "x", "threads": 2, "platform": "p", "torch": "t", "device": "cpu"}, "batch": 2, "repeats": 2,
+              "matmul_ceiling_flops": ceiling, "models": {"mae": rows}}
+    run.write_markdown(report, str(tmp_path / "B.md"))
+    table = (tmp_path / "B.md").read_text()
+    assert "| mae | pre-training step (fwd+bwd) |" in table and f"{step['ratio'][other]:.2f} (" in table
