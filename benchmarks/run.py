@@ -2,11 +2,13 @@
 
     python benchmarks/run.py [--quick] [--device cpu|cuda] [--methods mae,simmim,...] [--output benchmarks/results.json]
 
-Measures, each with warm-up, the median of repetitions and A/B interleaving:
+Measures, each with warm-up, the median of repetitions and A/B interleaving (the order reversed
+every other round; a ratio is the median of the per-round ratios, with its quartiles):
 - the machine's matmul ceiling (fp32, and bf16 where supported) on the models' layer shapes;
 - per method at base size (224 px, batch 8 on CPU): encoder inference, pre-training forward and
-  forward+backward, classifier forward, against transformers' implementation with identical
-  weights where one exists; images/s, achieved FLOP/s and its fraction of the ceiling;
+  forward+backward (fp32, and bf16 autocast where the hardware has bf16), classifier forward,
+  against transformers' implementation with identical weights where one exists; images/s,
+  achieved FLOP/s and its fraction of the ceiling;
 - the data path: our image processor against transformers' ViTImageProcessorPil (images/s per worker);
 - from_pretrained and conversion of a base-size original checkpoint (time, peak memory).
 `--quick` uses a small model and few repetitions (for a smoke run).

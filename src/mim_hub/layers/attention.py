@@ -46,7 +46,10 @@ class _CPUFlashAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, bias, scale):
-        out, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=bias, scale=scale)
+        # the kernel takes the bias in the inputs' dtype; the backward pass keeps the caller's
+        # tensor (a table shared by every layer is then held once, not once per layer in bf16)
+        kernel_bias = None if bias is None else bias.to(q.dtype)
+        out, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=kernel_bias, scale=scale)
         ctx.save_for_backward(q, k, v, bias, out, logsumexp)
         ctx.scale = scale
         return out
@@ -129,14 +132,14 @@ def multihead_attention(q, k, v, *, scale: float, bias=None, dropout: float = 0.
     """SDPA when weights are not needed, eager otherwise. Returns (output [B, heads, N, d], weights or None)."""
     if need_weights:
         return eager_attention(q, k, v, scale=scale, bias=bias, dropout=dropout, training=training)
-    if bias is not None:
+    if bias is not None and bias.dim() == 3:
         # a [heads, N, N] bias as [1, heads, N, N]: SDPA's fused CPU kernel takes only 2-D or 4-D masks
         # (a 3-D one falls back to the unfused math path, which materialises the attention weights)
-        bias = bias.to(q.dtype)
-        if bias.dim() == 3:
-            bias = bias.unsqueeze(0)
+        bias = bias.unsqueeze(0)
     if _cpu_flash_attention_applies(q, k, v, bias, dropout, training):
         return _CPUFlashAttention.apply(q, k, v, bias, q.shape[-1] ** -0.5 if scale is None else scale), None
+    if bias is not None:
+        bias = bias.to(q.dtype)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout if training else 0.0, scale=scale)
     return out, None
 
