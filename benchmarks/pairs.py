@@ -48,12 +48,13 @@ def training_step(model, device: str, *args, bf16: bool = False, **kwargs):
 BF16_STEP = "pre-training step, bf16 autocast"
 
 
-def with_bf16_step(measures: dict, device: str, contenders: dict, *args, flops: float | None = None, **kwargs) -> dict:
-    """`measures` plus a bf16-autocast pre-training step of each of `contenders` (name -> model),
-    where the hardware has bf16 arithmetic."""
+def with_bf16_step(measures: dict, device: str, contenders: dict, *args, flops: float | None = None, measure: str = BF16_STEP,
+                   **kwargs) -> dict:
+    """`measures` plus a bf16-autocast pre-training step (`measure`) of each of `contenders`
+    (name -> model), where the hardware has bf16 arithmetic."""
     if bf16_autocast_supported(device):
         row = {name: training_step(model, device, *args, bf16=True, **kwargs) for name, model in contenders.items()}
-        measures[BF16_STEP] = {**row, **({"flops": flops} if flops else {})}
+        measures[measure] = {**row, **({"flops": flops} if flops else {})}
     return measures
 
 
@@ -221,8 +222,7 @@ def simmim_pairs(batch: int, device: str, size: str = "base") -> dict:
         results[f"{name} pre-training forward"] = {"ours": infer(ours), f"transformers {label}ForMaskedImageModeling": infer(theirs)}
         contenders_of_pair = {"ours": ours, f"transformers {label}ForMaskedImageModeling": theirs}
         results[f"{name} pre-training step (fwd+bwd)"] = {n: training_step(m, device, x, bool_masked_pos=mask) for n, m in contenders_of_pair.items()}
-        if bf16_autocast_supported(device):
-            results[f"{name} {BF16_STEP}"] = {n: training_step(m, device, x, bf16=True, bool_masked_pos=mask) for n, m in contenders_of_pair.items()}
+        with_bf16_step(results, device, contenders_of_pair, x, bool_masked_pos=mask, measure=f"{name} {BF16_STEP}")
     return results
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pairs import PAIRS, bf16_autocast_supported  # noqa: E402
+from pairs import BF16_STEP, PAIRS, bf16_autocast_supported  # noqa: E402
 from memory import cpu_call_peak_bytes  # noqa: E402
 from timing import interleaved, interleaved_samples, paired_ratio, synchronize  # noqa: E402
 
@@ -187,7 +187,7 @@ def measure_method(method: str, batch: int, device: str, quick: bool, repeats: i
         for name, seconds in times.items():
             row[name] = {"ms": seconds * 1e3, "images_per_s": batch / seconds}
             if flops:
-                row[name]["flops_fraction_of_ceiling"] = flops / seconds / ceiling["bf16" if "bf16" in measure else "fp32"]
+                row[name]["flops_fraction_of_ceiling"] = flops / seconds / ceiling["bf16" if measure.endswith(BF16_STEP) else "fp32"]
         if len(times) > 1:  # per round (the two calls ran seconds apart), then the median over rounds
             paired = {n: paired_ratio(samples[n], samples["ours"]) for n in samples if n != "ours"}
             row["ratio"] = {n: p["median"] for n, p in paired.items()}

@@ -35,6 +35,10 @@ def test_a_method_s_rows_carry_ratios_quartiles_peak_memory_and_the_bf16_step(tm
     assert step["ratio"][other] > 0 and step["ratio_quartiles"][other][0] <= step["ratio"][other] <= step["ratio_quartiles"][other][1]
     assert step["ours"]["peak_gib"] > 0 and 0 < step["ours"]["flops_fraction_of_ceiling"]
     assert (BF16_STEP in rows) == bf16_autocast_supported("cpu")
+    if BF16_STEP in rows:  # the same FLOPs, each against the ceiling of its own precision
+        bf16 = rows[BF16_STEP]["ours"]
+        assert bf16["flops_fraction_of_ceiling"] * bf16["ms"] * ceiling["bf16"] == pytest.approx(
+            step["ours"]["flops_fraction_of_ceiling"] * step["ours"]["ms"] * ceiling["fp32"])
     report = {"machine": {"processor": "x", "threads": 2, "platform": "p", "torch": "t", "device": "cpu"}, "batch": 2, "repeats": 2,
               "matmul_ceiling_flops": ceiling, "models": {"mae": rows}}
     run.write_markdown(report, str(tmp_path / "B.md"))
