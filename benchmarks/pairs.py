@@ -46,6 +46,10 @@ def training_step(model, device: str, *args, bf16: bool = False, **kwargs):
 
 
 BF16_STEP = "pre-training step, bf16 autocast"
+# A/A measure: ours against an identical copy of itself. Its ratio is 1 but for the machine's
+# noise, so its quartiles show how far from 1 a ratio of this run must be to mean anything.
+NOISE_FLOOR = "pre-training step, noise floor (A/A)"
+NOISE_FLOOR_TWIN = "ours, identical copy"
 
 
 def with_bf16_step(measures: dict, device: str, contenders: dict, *args, flops: float | None = None, measure: str = BF16_STEP,
@@ -95,7 +99,12 @@ def mae_pairs(batch: int, device: str, size: str = "base") -> dict:
                                         "transformers ViTMAEForPreTraining": training_step(theirs, device, x, noise=noise), "flops": 3 * pre_flops},
         "classifier forward": {"ours": infer(lambda: classifier(x)), "flops": enc_flops},
     }
-    return with_bf16_step(measures, device, {"ours": ours, "transformers ViTMAEForPreTraining": theirs}, x, noise=noise, flops=3 * pre_flops)
+    measures = with_bf16_step(measures, device, {"ours": ours, "transformers ViTMAEForPreTraining": theirs}, x, noise=noise, flops=3 * pre_flops)
+    # the same model twice: the spread of a ratio that is 1 by construction, in the same run
+    twin = MAEForPreTraining(MAEConfig(**dims, norm_pix_loss=True)).to(device)
+    twin.load_state_dict(ours.state_dict())
+    measures[NOISE_FLOOR] = {"ours": training_step(ours, device, x, noise=noise), NOISE_FLOOR_TWIN: training_step(twin, device, x, noise=noise)}
+    return measures
 
 
 # method -> builder; the other methods add theirs below as they land.

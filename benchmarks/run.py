@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pairs import BF16_STEP, PAIRS, bf16_autocast_supported  # noqa: E402
+from pairs import BF16_STEP, NOISE_FLOOR, NOISE_FLOOR_TWIN, PAIRS, bf16_autocast_supported  # noqa: E402
 from memory import cpu_call_peak_bytes  # noqa: E402
 from timing import interleaved, interleaved_samples, paired_ratio, synchronize  # noqa: E402
 
@@ -305,6 +305,12 @@ def write_markdown(report: dict, path: str) -> None:
                     lines.append(f"| {method} | {measure} | {row['ours']['ms']:.1f}{peak('ours')} | {other} | {row[other]['ms']:.1f}{peak(other)} | "
                                  f"{row['ratio'][other]:.2f}{spread} | {frac} |")
         lines.append("")
+        floor = report["models"].get("mae", {}).get(NOISE_FLOOR)
+        if floor and "ratio" in floor:
+            low, high = floor["ratio_quartiles"][NOISE_FLOOR_TWIN]
+            lines += [f"Noise floor of this run: the MAE step against an identical copy of itself (a ratio of 1 by construction) "
+                      f"measured {floor['ratio'][NOISE_FLOOR_TWIN]:.2f} ({low:.2f}-{high:.2f}); a ratio inside that band does not "
+                      "tell the two contenders apart.", ""]
     if "data_path" in report:
         lines += ["Data path, one worker (one core), 32 JPEGs of 300-500 px to 224 px:", "",
                   "| image processor | images/s (decoded) | images/s incl. JPEG decode | speed-up vs ViTImageProcessorPil |", "|---|---|---|---|"]

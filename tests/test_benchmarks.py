@@ -44,3 +44,9 @@ def test_a_method_s_rows_carry_ratios_quartiles_peak_memory_and_the_bf16_step(tm
     run.write_markdown(report, str(tmp_path / "B.md"))
     table = (tmp_path / "B.md").read_text()
     assert "| mae | pre-training step (fwd+bwd) |" in table and f"{step['ratio'][other]:.2f} (" in table
+    # the A/A row: ours against an identical copy, reported as the run's noise floor
+    from pairs import NOISE_FLOOR, NOISE_FLOOR_TWIN
+
+    floor = rows[NOISE_FLOOR]
+    assert set(floor) >= {"ours", NOISE_FLOOR_TWIN, "ratio", "ratio_quartiles"}
+    assert f"Noise floor of this run: the MAE step against an identical copy of itself (a ratio of 1 by construction) measured {floor['ratio'][NOISE_FLOOR_TWIN]:.2f}" in table
