@@ -10,7 +10,6 @@ the masked patches out. Works with every MAE-family pre-training model.
 
 from __future__ import annotations
 
-import torch
 from transformers import AutoModelForPreTraining, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import collections
 import copyreg
-import io
 import os
 import pickle
 from typing import Any

@@ -25,9 +25,9 @@ import re
 
 import torch
 
-from ..layers.pos_embed import interpolate_pos_embed
-from ..layers.relative_position import infer_window_size, relative_position_index, resize_relative_position_table
+from ..layers.relative_position import infer_window_size, relative_position_index
 from ..models.simmim import SimMIMConfig, SimMIMForImageClassification, SimMIMForPreTraining, SimMIMImageProcessor, SimMIMModel
+from ..models.geometry import adapt_geometry
 from ..models.simmim.modeling_simmim_swin import shifted_window_mask
 from .common import build_empty, count_indexed, load_converted_state
 from .heads import default_num_heads
@@ -238,29 +238,6 @@ def _check_derived(state: dict[str, torch.Tensor], model, backbone: str, prefix:
                 )
 
 
-def _adapt_geometry(renamed: dict[str, torch.Tensor], model, source: str) -> None:
-    """Resize relative tables / absolute positions whose shape differs from the model's (another
-    image or window size than the checkpoint's), in place."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    for key in list(renamed):
-        value = renamed[key]
-        if key not in expected or tuple(value.shape) == expected[key]:
-            continue
-        if key.endswith("relative_position_bias_table") and value.shape[1] == expected[key][1]:
-            cls_token = model.config.backbone == "vit"
-            try:
-                old = infer_window_size(value.shape[0], cls_token=cls_token)
-            except ValueError as error:
-                raise CheckpointError(f"{source}: {key}: {error}") from None
-            module = model.get_submodule(key.rsplit(".", 1)[0])
-            renamed[key] = resize_relative_position_table(value.float(), old, module.window_size, cls_token=cls_token).to(value.dtype)
-        elif key.endswith("embeddings.pos_embed") and value.shape[-1] == expected[key][-1]:
-            prefix = 1 if model.config.backbone == "vit" else 0
-            old = _square(value.shape[1] - prefix, key, source)
-            new = _square(expected[key][1] - prefix, key, source)
-            renamed[key] = interpolate_pos_embed(value, (new, new), num_prefix_tokens=prefix, old_grid=(old, old))
-
-
 def build_simmim(state: dict[str, torch.Tensor], overrides: dict, source: str, *, args: dict | None = None):
     """Infer the kind, backbone and config of an original SimMIM state dict and load it."""
     has_decoder = "decoder.0.weight" in state
@@ -341,7 +318,7 @@ def build_simmim(state: dict[str, torch.Tensor], overrides: dict, source: str, *
     geometry_changed = any(k in overrides for k in ("image_size", "window_size"))
     if not geometry_changed:
         _check_derived(derived, model, backbone, prefix, source)
-    _adapt_geometry(renamed, model, source)
+    renamed = adapt_geometry(renamed, model, source=source, error=CheckpointError)
     load_converted_state(model, renamed, source, original_names=original_names)
     return model.eval()
 

@@ -117,6 +117,26 @@ class MIMImageProcessor(PilBackend):
         if self.resize_backend not in RESIZE_BACKENDS:
             raise ValueError(f"resize_backend must be one of {RESIZE_BACKENDS}, got {self.resize_backend!r}")
 
+    def with_image_size(self, image_size: int) -> "MIMImageProcessor":
+        """A copy that makes `image_size` x `image_size` inputs, everything else as this one: a
+        centre crop of that size after a resize scaled in proportion (e.g. 256 -> 224 becomes
+        293 -> 256), or, without a crop, a resize to that size."""
+        import copy
+
+        from transformers.image_utils import SizeDict
+
+        resized = copy.deepcopy(self)
+        if self.do_center_crop and self.crop_size is not None and self.crop_size.height:
+            ratio = image_size / self.crop_size.height
+            if self.size.shortest_edge:
+                resized.size = SizeDict(shortest_edge=int(round(self.size.shortest_edge * ratio)))
+            elif self.size.height and self.size.width:
+                resized.size = SizeDict(height=int(round(self.size.height * ratio)), width=int(round(self.size.width * ratio)))
+            resized.crop_size = SizeDict(height=image_size, width=image_size)
+        else:
+            resized.size = SizeDict(height=image_size, width=image_size)
+        return resized
+
     def _prepare_images_structure(self, images, expected_ndims: int = 3):
         # a single 2-D (grey) array or tensor is one image, not a batch of rows
         if hasattr(images, "ndim") and images.ndim == 2:

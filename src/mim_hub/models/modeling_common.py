@@ -3,6 +3,8 @@ types, and the classification loss."""
 
 from __future__ import annotations
 
+import copy
+import inspect
 import os
 import re
 import shutil
@@ -11,13 +13,17 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import ModelOutput
 
 from .. import initialization as init
 from ..layers.attention import Attention
 from ..layers.relative_position import RelativePositionBias, relative_position_index
+from .geometry import GEOMETRY_FIELDS, adapt_geometry, geometry_changes
+
+# from_pretrained arguments that say where the files are (to read the saved config alone)
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
 
 
 @dataclass
@@ -120,13 +126,46 @@ class MIMPreTrainedModel(PreTrainedModel):
         self._frozen_parameter_names = frozenset(name for name, p in self.named_parameters() if not p.requires_grad)
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        model = super().from_pretrained(*args, **kwargs)
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """transformers' `from_pretrained`, plus loading at another geometry: `image_size=` /
+        `window_size=` (or a `config=` holding them) that differ from the saved model's load it
+        at its own geometry, then move its weights into a model of the new one, resizing the
+        position tables as the originals' fine-tuning scripts do (see `models/geometry.py`):
+        e.g. SimMIM's Swin pre-trained at 192 px / window 6, fine-tuned at 224 px / window 7."""
+        requested = {field: kwargs.pop(field) for field in GEOMETRY_FIELDS if field in kwargs}
+        given = kwargs.get("config")
+        if isinstance(given, PreTrainedConfig):  # a config of the new geometry: load with the saved one first
+            hub = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+            saved = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub)
+            changes = geometry_changes(saved, {f: getattr(given, f) for f in GEOMETRY_FIELDS if hasattr(given, f)})
+            if changes:
+                kwargs["config"] = copy.deepcopy(given)
+                for field in changes:
+                    setattr(kwargs["config"], field, getattr(saved, field))
+                requested = {**changes, **requested}
+        init_kwargs = {k: kwargs[k] for k in inspect.signature(cls.__init__).parameters if k in kwargs and k not in ("self", "config")}
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model, info = loaded if kwargs.get("output_loading_info") else (loaded, None)
         frozen = getattr(model, "_frozen_parameter_names", frozenset())
         for name, parameter in model.named_parameters():
             if name in frozen:
                 parameter.requires_grad_(False)
-        return model
+        changes = geometry_changes(model.config, requested)
+        if changes:
+            model = model._at_geometry(changes, str(pretrained_model_name_or_path), model_args, init_kwargs)
+        return (model, info) if info is not None else model
+
+    def _at_geometry(self, changes: dict, source: str, model_args=(), init_kwargs=None):
+        """A model like this one at another geometry (`changes`: config fields), holding this
+        one's weights with its position tables resized; this one is left as it is."""
+        config = type(self.config).from_dict({**self.config.to_dict(), **changes})
+        with torch.device(self.device):
+            resized = type(self)(config, *model_args, **(init_kwargs or {}))
+        resized.to(self.dtype)
+        state = adapt_geometry(self.state_dict(), resized, source=source, old_model=self)
+        resized.load_state_dict(state, strict=True)
+        resized.config._name_or_path = self.config._name_or_path
+        return resized.train(self.training)
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names excluded from weight decay: biases, norms, embeddings, layer scales."""

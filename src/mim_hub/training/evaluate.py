@@ -14,7 +14,6 @@ import argparse
 import json
 import logging
 
-import numpy as np
 import torch
 from torch import nn
 

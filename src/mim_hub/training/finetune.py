@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 
 import numpy as np
 import torch
@@ -38,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup-ratio", type=float, default=0.1, help="fraction of steps for linear warm-up")
     parser.add_argument("--crop-min-scale", type=float, default=0.08, help="RandomResizedCrop's smallest area fraction")
     parser.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="fine-tune at this resolution (default: the model's); position tables are resized, as SimMIM/MAE do")
+    parser.add_argument("--window-size", type=int, default=None, help="Swin: fine-tune with this attention window (SimMIM: 6 -> 7 at 224 px)")
     parser.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="classifier head input: mean of patch tokens + fc_norm (MAE recipe) or cls token")
     parser.add_argument("--seed", type=int, default=0, help="seed")
     parser.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
@@ -71,8 +73,12 @@ def accuracy(eval_prediction) -> dict:
 def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str, epochs: float = 10, batch_size: int = 64,
              base_lr: float = 5e-4, layer_decay: float = 0.65, weight_decay: float = 0.05, label_smoothing: float = 0.1,
              drop_path: float = 0.1, warmup_ratio: float = 0.1, crop_min_scale: float = 0.08, flip: bool = True,
-             pooling: str = "mean", seed: int = 0, num_workers: int = 0, push_to_hub: str | None = None, log_to_console: bool = True):
-    """Fine-tune with transformers' Trainer; returns (trainer, final evaluation metrics)."""
+             pooling: str = "mean", image_size: int | None = None, window_size: int | None = None, seed: int = 0, num_workers: int = 0, push_to_hub: str | None = None, log_to_console: bool = True):
+    """Fine-tune with transformers' Trainer; returns (trainer, final evaluation metrics).
+
+    `image_size` / `window_size` fine-tune at another geometry than the model's: its position
+    tables are resized on loading (see `MIMPreTrainedModel.from_pretrained`) and the image
+    processor follows the new size."""
     import mim_hub  # noqa: F401
     from transformers import AutoImageProcessor, Trainer, TrainingArguments
 
@@ -88,13 +94,19 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
     config_class = method_classes(method)["config"]
     if "use_mean_pooling" in config_class.__dataclass_fields__:
         extra["use_mean_pooling"] = pooling == "mean"
+    geometry = {k: v for k, v in (("image_size", image_size), ("window_size", window_size)) if v is not None}
+    if "window_size" in geometry and "window_size" not in config_class.__dataclass_fields__:
+        raise ValueError(f"{method} models have no attention window: --window-size applies to Swin backbones")
     model = method_classes(method)["classification"].from_pretrained(
-        model_dir, num_labels=len(names), id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True, **extra)
+        model_dir, num_labels=len(names), id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True, **extra, **geometry)
     base = getattr(model, model.base_model_prefix, None)
-    if getattr(model.config, "use_shared_relative_position_bias", False) and hasattr(base, "expand_relative_position_bias"):
+    if getattr(model.config, "use_shared_relative_position_bias", False) and getattr(base, "relative_position_bias", None) is not None \
+            and hasattr(base, "expand_relative_position_bias"):  # (a Swin has a table per block already)
         base.expand_relative_position_bias()  # SimMIM's ViT fine-tunes with a relative position table per block
     processor = AutoImageProcessor.from_pretrained(model_dir)
     size = model.config.image_size if isinstance(model.config.image_size, int) else model.config.image_size[0]
+    if image_size is not None and hasattr(processor, "with_image_size"):  # evaluation inputs of the new size, the rest as saved
+        processor = processor.with_image_size(size)
     train_transform = RandomResizedCropFlip(size, processor.image_mean, processor.image_std, scale=(crop_min_scale, 1.0), flip=flip)
     train_data = ClassificationData(train_images, train_transform, seed, True)
     eval_data = ClassificationData(eval_images, _eval_transform(processor), seed, False) if eval_images is not None else None
@@ -135,7 +147,8 @@ def main(args: argparse.Namespace) -> int:
     _, metrics = finetune(args.model, train, evaluation, output_dir=args.output_dir, epochs=args.epochs, batch_size=args.batch_size,
                           base_lr=args.base_lr, layer_decay=args.layer_decay, weight_decay=args.weight_decay,
                           label_smoothing=args.label_smoothing, drop_path=args.drop_path, warmup_ratio=args.warmup_ratio,
-                          crop_min_scale=args.crop_min_scale, flip=not args.no_flip, pooling=args.pooling, seed=args.seed,
+                          crop_min_scale=args.crop_min_scale, flip=not args.no_flip, pooling=args.pooling, image_size=args.image_size,
+                          window_size=args.window_size, seed=args.seed,
                           num_workers=args.num_workers, push_to_hub=args.push_to_hub)
     if metrics:
         print(f"eval accuracy: {100 * metrics['eval_accuracy']:.2f}%")

@@ -19,7 +19,6 @@ from transformers.utils import ModelOutput
 from ... import initialization as init
 from ...layers import (
     MLP,
-    Attention,
     DropPath,
     LayerScale,
     PatchEmbedding,
