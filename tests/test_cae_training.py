@@ -178,3 +178,34 @@ def test_pretrain_command(tmp_path):
     assert len(log) == 3 and all(math.isfinite(r["loss"]) for r in log)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["model_type"] == "cae" and saved["num_masking_patches"] == 20
+
+
+def test_the_tokenizer_view_is_the_same_crop_and_flip_resized_with_lanczos():
+    """CAE's second view (RandomResizedCropAndInterpolationWithTwoPic): one box, one flip, two sizes."""
+    from PIL import Image
+
+    from mim_hub.training.recipes import get_recipe
+    from mim_hub.training.transforms import RandomResizedCropFlip, RandomResizedCropTwoViews
+
+    height, width = 60, 80
+    ramp = np.tile(np.linspace(0, 255, width), (height, 1))  # left-right ramp: a flip of one view only would show
+    image = Image.fromarray(np.stack([ramp, np.full_like(ramp, 128), ramp[:, ::-1]], -1).astype(np.uint8))
+    two = RandomResizedCropTwoViews(32, 16, (0.5,) * 3, (0.25,) * 3, scale=(0.3, 1.0))
+    flips = set()
+    for seed in range(8):
+        views = two(image, np.random.default_rng(seed))
+        first, second = views["pixel_values"] * 0.25 + 0.5, views["tokenizer_pixel_values"]
+        assert second.shape == (3, 16, 16) and second.dtype == np.float32 and second.min() >= 0 and second.max() <= 1
+        assert np.abs(first.reshape(3, 16, 2, 16, 2).mean((2, 4)) - second).max() < 0.03
+        flips.add(bool(second[0, :, -1].mean() < second[0, :, 0].mean()))
+    assert flips == {True, False}  # both flipped and unflipped samples were checked
+    # the encoder's view is exactly the single-view augmentation's, from the same draws
+    single = RandomResizedCropFlip(32, (0.5,) * 3, (0.25,) * 3, scale=(0.3, 1.0))
+    np.testing.assert_array_equal(two(image, np.random.default_rng(3))["pixel_values"], single(image, np.random.default_rng(3)))
+    # the recipe's transform gives the tokenizer its own input size
+    recipe = get_recipe("cae")
+    model = CAEForPreTraining(CAEConfig(**TINY))
+    recipe.configure_model(model, argparse.Namespace(tokenizer=None, num_mask_patches=None))
+    views = recipe.train_transform(model.config, (0.5,) * 3, (0.25,) * 3)(image, np.random.default_rng(0))
+    size = recipe.tokenizer_size or (32, 32)
+    assert views["pixel_values"].shape == (3, 32, 32) and views["tokenizer_pixel_values"].shape == (3, *size)

@@ -95,8 +95,9 @@ class PretrainData(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        pixels = torch.from_numpy(self.transform(self.images.image(index), rng))
-        return {"pixel_values": pixels, **self.recipe.sample_inputs(self.config, rng)}
+        views = self.transform(self.images.image(index), rng)  # an array, or named arrays (e.g. CAE's two views)
+        views = {name: torch.from_numpy(v) for name, v in views.items()} if isinstance(views, dict) else {"pixel_values": torch.from_numpy(views)}
+        return {**views, **self.recipe.sample_inputs(self.config, rng)}
 
 
 def dataset_statistics(images, limit: int = 2000) -> tuple[tuple, tuple]:

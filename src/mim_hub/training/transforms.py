@@ -75,6 +75,39 @@ class RandomResizedCropFlip:
         return self.normalize(out)
 
 
+class RandomResizedCropTwoViews(RandomResizedCropFlip):
+    """BEiT's and CAE's pre-training augmentation (`RandomResizedCropAndInterpolationWithTwoPic`):
+    one crop box and one flip, resampled twice, so both views show the same region:
+    - `pixel_values`: the crop at `size` (bicubic), normalised, for the encoder;
+    - `tokenizer_pixel_values`: the crop cut out and resized to `second_size` with Lanczos, in
+      [0, 1] (not normalised), for the tokenizer (CAE: 112 px for the DALL-E dVAE, which maps
+      the pixels itself).
+    Returns a dict of the two float32 CHW arrays."""
+
+    def __init__(self, size: int, second_size, mean, std, scale=(0.08, 1.0), flip: bool = True, resample=Image.BICUBIC,
+                 second_resample=Image.LANCZOS, backend: str = "torch"):
+        super().__init__(size, mean, std, scale=scale, flip=flip, resample=resample, backend=backend)
+        self.second_size = (second_size, second_size) if isinstance(second_size, int) else tuple(second_size)
+        self.second_resample = second_resample
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        box = random_resized_crop_box(image.width, image.height, rng, self.scale)
+        flip = self.flip and rng.random() < 0.5
+        rgb = image.convert("RGB") if image.mode != "RGB" else image
+        if self.backend == "torch":
+            left, top, right, bottom = box
+            first = resize_uint8(np.asarray(rgb)[top:bottom, left:right], self.size, self.size, self.resample, "torch")
+            first = first[:, ::-1] if flip else first
+        else:
+            first = np.asarray(rgb.resize((self.size, self.size), self.resample, box=box))
+            first = first[:, ::-1] if flip else first
+        height, width = self.second_size
+        second = np.asarray(rgb.crop(box).resize((width, height), self.second_resample))  # crop, then resize (torchvision's resized_crop)
+        second = second[:, ::-1] if flip else second
+        return {"pixel_values": self.normalize(np.ascontiguousarray(first)),
+                "tokenizer_pixel_values": np.ascontiguousarray(second.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)}
+
+
 class ResizeCenterCrop:
     """Evaluation transform: resize the shorter side to size / crop_ratio, centre crop."""
 

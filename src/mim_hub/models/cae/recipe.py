@@ -2,10 +2,10 @@
 
 Each sample draws its mask with `BlockMaskGenerator` (CAE: 98 of 196 patches, blocks of at least
 16) from a `random.Random` seeded by the sample's generator, so runs are reproducible and
-resumable. The batch also carries `tokenizer_pixel_values`: the crop un-normalised to [0, 1] and
-resized (antialiased bicubic) to the tokenizer's input size (grid x 8 for the DALL-E dVAE, the
-original's 112-px second view); the model's tokenizer turns it into the target ids on the
-training device. `--tokenizer` is the DALL-E `encoder.pkl` (the original's targets); without it
+resumable. Each sample also carries `tokenizer_pixel_values`, the original's second view
+(`RandomResizedCropAndInterpolationWithTwoPic`): the same crop box and flip as the encoder's view,
+resized with Lanczos to the tokenizer's input size (grid x 8 for the DALL-E dVAE: 112 px), in
+[0, 1]; the model's tokenizer turns it into the target ids on the training device. `--tokenizer` is the DALL-E `encoder.pkl` (the original's targets); without it
 a weightless colour quantiser stands in (for offline demos). Optimiser as CAE's scripts: AdamW
 (0.9, 0.999), lr 1.5e-3 at batch 2048 (base 1.875e-4 per 256), weight decay 0.05, crops down to
 8% of the image.
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ...layers.mask_block import BlockMaskGenerator
 from ...training.recipes import PretrainRecipe
+from ...training.transforms import RandomResizedCropTwoViews
 from .tokenizers import load_tokenizer, tokenizer_input_size
 
 
@@ -53,8 +54,11 @@ class CAERecipe(PretrainRecipe):
         self.tokenizer_size = tokenizer_input_size(self.tokenizer, model.config.grid_size, model.config.patch_size)
 
     def train_transform(self, config, mean, std, *, min_crop_scale: float | None = None, flip: bool = True):
+        """One crop, two views: the encoder's (bicubic, normalised) and the tokenizer's (Lanczos, [0, 1])."""
         self.mean, self.std = tuple(mean), tuple(std)
-        return super().train_transform(config, mean, std, min_crop_scale=min_crop_scale, flip=flip)
+        size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
+        scale = self.min_crop_scale if min_crop_scale is None else min_crop_scale
+        return RandomResizedCropTwoViews(size, self.tokenizer_size or size, mean, std, scale=(scale, 1.0), flip=flip)
 
     def mask_generator(self, config) -> BlockMaskGenerator:
         return BlockMaskGenerator(config.grid_size, config.num_masking_patches, min_num_patches=config.min_mask_patches_per_block,
@@ -65,7 +69,8 @@ class CAERecipe(PretrainRecipe):
         return {"bool_masked_pos": torch.from_numpy(mask.reshape(-1).astype(bool))}
 
     def tokenizer_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Normalised crops -> [0, 1] images at the tokenizer's input size."""
+        """Normalised crops -> [0, 1] images at the tokenizer's input size: the second view for
+        batches made without `train_transform` (antialiased bicubic from the first view)."""
         mean = torch.tensor(self.mean, dtype=pixel_values.dtype).view(1, -1, 1, 1)
         std = torch.tensor(self.std, dtype=pixel_values.dtype).view(1, -1, 1, 1)
         images = pixel_values * std + mean
@@ -76,7 +81,8 @@ class CAERecipe(PretrainRecipe):
 
     def collate(self, samples: list[dict]) -> dict[str, torch.Tensor]:
         batch = {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
-        batch["tokenizer_pixel_values"] = self.tokenizer_pixels(batch["pixel_values"])
+        if "tokenizer_pixel_values" not in batch:
+            batch["tokenizer_pixel_values"] = self.tokenizer_pixels(batch["pixel_values"])
         return batch
 
 
