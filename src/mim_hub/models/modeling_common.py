@@ -132,12 +132,13 @@ class MIMPreTrainedModel(PreTrainedModel):
         at its own geometry, then move its weights into a model of the new one, resizing the
         position tables as the originals' fine-tuning scripts do (see `models/geometry.py`):
         e.g. SimMIM's Swin pre-trained at 192 px / window 6, fine-tuned at 224 px / window 7."""
-        requested = {field: kwargs.pop(field) for field in GEOMETRY_FIELDS if field in kwargs}
+        fields = [f for f in GEOMETRY_FIELDS if f in getattr(cls.config_class, "__dataclass_fields__", {})]  # (MAE has no window)
+        requested = {field: kwargs.pop(field) for field in fields if field in kwargs}
         given = kwargs.get("config")
         if isinstance(given, PreTrainedConfig):  # a config of the new geometry: load with the saved one first
             hub = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
             saved = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub)
-            changes = geometry_changes(saved, {f: getattr(given, f) for f in GEOMETRY_FIELDS if hasattr(given, f)})
+            changes = geometry_changes(saved, {f: getattr(given, f) for f in fields if hasattr(given, f)})
             if changes:
                 kwargs["config"] = copy.deepcopy(given)
                 for field in changes:
