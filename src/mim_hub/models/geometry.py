@@ -3,7 +3,7 @@
 Fine-tuning usually runs at another resolution than pre-training: SimMIM pre-trains Swin at
 192 px with window 6 and fine-tunes at 224 px with window 7, MAE fine-tunes ViTs at 384 px. The
 originals' fine-tuning scripts then resize what depends on the geometry before loading, and so do
-we, both in `from_pretrained(..., image_size=..., window_size=...)` and in the converters:
+we, both in `from_pretrained(..., image_size=..., window_size=...)` and in the SimMIM converter:
 - a relative position bias table is resampled to the new window
   (`resize_relative_position_table`: SimMIM's/BEiT's geometric bicubic interpolation);
 - a learned absolute position table is interpolated bicubically to the new patch grid, its cls

@@ -3,6 +3,7 @@ mode handling that turn any image into RGB or a clear error."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import warnings
 
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 from transformers.image_processing_backends import PilBackend
+from transformers.image_utils import SizeDict
 from transformers.processing_utils import ImagesKwargs
 
 RESIZE_BACKENDS = ("pil", "torch")
@@ -121,10 +123,6 @@ class MIMImageProcessor(PilBackend):
         """A copy that makes `image_size` x `image_size` inputs, everything else as this one: a
         centre crop of that size after a resize scaled in proportion (e.g. 256 -> 224 becomes
         293 -> 256), or, without a crop, a resize to that size."""
-        import copy
-
-        from transformers.image_utils import SizeDict
-
         resized = copy.deepcopy(self)
         if self.do_center_crop and self.crop_size is not None and self.crop_size.height:
             ratio = image_size / self.crop_size.height

@@ -61,18 +61,24 @@ class RandomResizedCropFlip:
         self.size, self.scale, self.flip, self.resample, self.backend = size, scale, flip, resample, backend
         self.normalize = Normalize(mean, std)
 
-    def __call__(self, image: Image.Image, rng: np.random.Generator) -> np.ndarray:
+    def draw(self, image: Image.Image, rng: np.random.Generator):
+        """The random part: the crop box (left, top, right, bottom) and whether to flip."""
         box = random_resized_crop_box(image.width, image.height, rng, self.scale)
-        flip = self.flip and rng.random() < 0.5
+        return box, self.flip and rng.random() < 0.5
+
+    def crop_resize(self, image: Image.Image, box, flip: bool):
+        """The crop `box` resampled to `size`, flipped when asked (uint8: an array or a PIL image)."""
         if self.backend == "torch":
             left, top, right, bottom = box
             array = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
             out = resize_uint8(array[top:bottom, left:right], self.size, self.size, self.resample, "torch")
-            return self.normalize(out[:, ::-1] if flip else out)
+            return out[:, ::-1] if flip else out
         out = image.resize((self.size, self.size), self.resample, box=box)
-        if flip:
-            out = out.transpose(Image.FLIP_LEFT_RIGHT)
-        return self.normalize(out)
+        return out.transpose(Image.FLIP_LEFT_RIGHT) if flip else out
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator) -> np.ndarray:
+        box, flip = self.draw(image, rng)
+        return self.normalize(self.crop_resize(image, box, flip))
 
 
 class RandomResizedCropTwoViews(RandomResizedCropFlip):
@@ -91,20 +97,12 @@ class RandomResizedCropTwoViews(RandomResizedCropFlip):
         self.second_resample = second_resample
 
     def __call__(self, image: Image.Image, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        box = random_resized_crop_box(image.width, image.height, rng, self.scale)
-        flip = self.flip and rng.random() < 0.5
+        box, flip = self.draw(image, rng)
         rgb = image.convert("RGB") if image.mode != "RGB" else image
-        if self.backend == "torch":
-            left, top, right, bottom = box
-            first = resize_uint8(np.asarray(rgb)[top:bottom, left:right], self.size, self.size, self.resample, "torch")
-            first = first[:, ::-1] if flip else first
-        else:
-            first = np.asarray(rgb.resize((self.size, self.size), self.resample, box=box))
-            first = first[:, ::-1] if flip else first
         height, width = self.second_size
         second = np.asarray(rgb.crop(box).resize((width, height), self.second_resample))  # crop, then resize (torchvision's resized_crop)
         second = second[:, ::-1] if flip else second
-        return {"pixel_values": self.normalize(np.ascontiguousarray(first)),
+        return {"pixel_values": self.normalize(self.crop_resize(image, box, flip)),
                 "tokenizer_pixel_values": np.ascontiguousarray(second.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)}
 
 
