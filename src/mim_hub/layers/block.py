@@ -134,6 +134,13 @@ class ViTEncoder(nn.Module):
         return hidden_states, all_hidden, all_attn
 
 
+def drop_path_rates(drop_path_rate: float, num_layers: int) -> list[float]:
+    """Stochastic-depth rates rising linearly from 0 to `drop_path_rate` over `num_layers` blocks,
+    as timm's `torch.linspace(0, rate, depth)` (float32 values), computed on the CPU whatever the
+    default device (a model built under `torch.device("meta")` needs plain numbers here)."""
+    return torch.linspace(0, drop_path_rate, num_layers, device="cpu").tolist() if num_layers else []
+
+
 def build_vit_blocks(
     num_layers: int,
     hidden_size: int,
@@ -144,7 +151,7 @@ def build_vit_blocks(
     **block_kwargs,
 ) -> list[ViTBlock]:
     """`num_layers` blocks with stochastic depth rising linearly to `drop_path_rate` (timm rule)."""
-    rates = torch.linspace(0, drop_path_rate, num_layers).tolist() if num_layers else []
+    rates = drop_path_rates(drop_path_rate, num_layers)
     return [
         ViTBlock(hidden_size, num_attention_heads, intermediate_size, drop_path=rate, **block_kwargs)
         for rate in rates

@@ -16,14 +16,24 @@ def _sincos_1d(dim: int, positions: np.ndarray) -> np.ndarray:
 
 
 def get_2d_sincos_pos_embed(
-    dim: int, grid_size: int | tuple[int, int], *, cls_token: bool = False, row_first: bool = False
+    dim: int,
+    grid_size: int | tuple[int, int],
+    *,
+    cls_token: bool = False,
+    row_first: bool = False,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """MAE's fixed 2-D sin-cos table as a float32 tensor [(1 +) H*W, dim].
+    """MAE's fixed 2-D sin-cos table as a tensor [(1 +) H*W, dim].
 
     Computed in float64 and cast, exactly as MAE's `util/pos_embed.py`: the first half of the
     channels encodes the column (W) coordinate, the second half the row, because MAE builds the
     grid with `np.meshgrid(grid_w, grid_h)`. `row_first=True` swaps the halves (mmpretrain's and
     ColorMAE's layout). With `cls_token`, a zero row is prepended for the class token.
+
+    The float32 table is then put in `dtype` on `device`, by default torch's current default
+    dtype and device, as any factory function: a model built under `from_pretrained(...,
+    dtype=torch.bfloat16)` or `with torch.device("meta")` gets its table in that dtype, there.
     """
     if dim % 4 != 0:
         raise ValueError(f"2-D sin-cos position embeddings need a width divisible by 4, got {dim}")
@@ -33,7 +43,9 @@ def get_2d_sincos_pos_embed(
     table = np.concatenate([_sincos_1d(dim // 2, first), _sincos_1d(dim // 2, second)], axis=1)
     if cls_token:
         table = np.concatenate([np.zeros([1, dim]), table], axis=0)
-    return torch.from_numpy(table).float()
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+    device = torch.get_default_device() if device is None else device
+    return torch.from_numpy(table).float().to(device=device, dtype=dtype)
 
 
 def interpolate_pos_embed(

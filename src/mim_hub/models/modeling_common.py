@@ -81,6 +81,47 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config) -> t
 _NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token", "relative_position_bias_table", "gamma", "q_bias", "v_bias")
 
 
+def offload_whole_blocks(model: nn.Module) -> None:
+    """Make an offloaded model (`device_map` with "disk", or "cpu" next to an accelerator) load each
+    block's weights as one unit, as accelerate's `preload_module_classes` does.
+
+    accelerate hooks every module that holds tensors and brings its weights to the execution
+    device only while that module's own `forward` runs; our blocks read their children's weights
+    directly (fused qkv with a zero k bias, LayerScale folded into a Linear, CAE's cross-attention),
+    which then are still on the meta device. transformers' `from_pretrained` does not pass
+    `preload_module_classes`, so the hooks inside each offloaded block of a class in
+    `_no_split_modules` (never split across devices) are replaced by one hook on the block."""
+    try:
+        from accelerate.hooks import AlignDevicesHook, SequentialHook, add_hook_to_module, remove_hook_from_module
+        from accelerate.utils import PrefixedDataset
+    except ImportError:  # (no accelerate: no device map either)
+        return
+    units = set(getattr(model, "_no_split_modules", None) or ())
+    regrouped: list[str] = []
+    for name, module in model.named_modules():
+        if type(module).__name__ not in units or any(name.startswith(done + ".") for done in regrouped):
+            continue
+        offloaded, resident = [], False
+        for sub in module.modules():
+            hook = getattr(sub, "_hf_hook", None)
+            hooks = [h for h in (hook.hooks if isinstance(hook, SequentialHook) else [hook]) if isinstance(h, AlignDevicesHook)]
+            own = [h for h in hooks if h.offload and isinstance(h.weights_map, PrefixedDataset)]
+            offloaded += own
+            holds = next(iter(sub.parameters(recurse=False)), None) is not None or next(iter(sub.buffers(recurse=False)), None) is not None
+            resident = resident or (holds and not own)
+        if not offloaded or resident:  # on the execution device, or not all of it offloaded
+            continue
+        first = offloaded[0]
+        for sub in module.modules():
+            remove_hook_from_module(sub)
+        add_hook_to_module(module, AlignDevicesHook(
+            execution_device=first.execution_device, offload=True, weights_map=PrefixedDataset(first.weights_map.dataset, f"{name}."),
+            offload_buffers=first.offload_buffers, place_submodules=True, skip_keys=first.skip_keys,
+            tied_params_map=first.tied_params_map,
+        ))
+        regrouped.append(name)
+
+
 class MIMPreTrainedModel(PreTrainedModel):
     """Base of every mim_hub model, with the hooks one trainer and one optimizer rely on:
     `no_weight_decay()`, `layer_id(name)` / `num_layers_for_decay()` (layer-wise lr decay),
@@ -147,6 +188,8 @@ class MIMPreTrainedModel(PreTrainedModel):
         init_kwargs = {k: kwargs[k] for k in inspect.signature(cls.__init__).parameters if k in kwargs and k not in ("self", "config")}
         loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         model, info = loaded if kwargs.get("output_loading_info") else (loaded, None)
+        if getattr(model, "hf_device_map", None):
+            offload_whole_blocks(model)
         frozen = getattr(model, "_frozen_parameter_names", frozenset())
         for name, parameter in model.named_parameters():
             if name in frozen:

@@ -29,6 +29,7 @@ from ...layers import (
     interpolate_pos_embed,
 )
 from ...layers.attention import linear_with_output_scale, multihead_attention
+from ...layers.block import drop_path_rates
 from ...layers.mask_block import BlockMaskGenerator
 from ...layers.relative_position import RelativePositionBias, relative_position_attention_bias
 from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel
@@ -347,7 +348,7 @@ class CAERegressor(nn.Module):
     def __init__(self, config: CAEConfig):
         super().__init__()
         depth = config.regressor_num_hidden_layers
-        rates = torch.linspace(0, config.drop_path_rate, depth).tolist() if depth else []
+        rates = drop_path_rates(config.drop_path_rate, depth)
         self.layers = nn.ModuleList([CAERegressorBlock(config, rate) for rate in rates])
         self.layernorm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
 

@@ -23,7 +23,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from ... import initialization as init
-from ...layers import PatchEmbedding, gather_tokens, get_2d_sincos_pos_embed, patchify, random_masking, unpatchify
+from ...layers import PatchEmbedding, gather_tokens, get_2d_sincos_pos_embed, interpolate_pos_embed, patchify, random_masking, unpatchify
 from ...layers.attention import multihead_attention
 from ..mae.modeling_mae import pixel_loss
 from ..modeling_common import MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput, classification_loss
@@ -118,8 +118,11 @@ class CratePatchEmbedding(nn.Module):
         self.projection = nn.Linear(patch_dim, config.hidden_size)
         self.norm_out = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, pixel_values):
-        self.grid.check_input(pixel_values)
+    def check_input(self, pixel_values, interpolate_pos_encoding: bool = False) -> tuple[int, int]:
+        return self.grid.check_input(pixel_values, interpolate_pos_encoding)
+
+    def forward(self, pixel_values, interpolate_pos_encoding: bool = False):
+        self.check_input(pixel_values, interpolate_pos_encoding)
         return self.norm_out(self.projection(self.norm_in(patchify(pixel_values, self.patch_size))))
 
 
@@ -146,7 +149,10 @@ class CrateMAEPreTrainedModel(MIMPreTrainedModel):
 
 
 class CrateEmbeddings(nn.Module):
-    """Patches, cls token, mask token (CRATE-MAE) and position table."""
+    """Patches, cls token, mask token (CRATE-MAE) and position table.
+
+    At another input size (`interpolate_pos_encoding=True`) the position table is resampled
+    bicubically to the input's patch grid, as MAE's and ViT's are (the cls row kept)."""
 
     def __init__(self, config: CrateMAEConfig):
         super().__init__()
@@ -163,6 +169,25 @@ class CrateEmbeddings(nn.Module):
             self.pos_embed = nn.Parameter(table, requires_grad=False)
         else:  # CRATE's learned `pos_embedding`
             self.pos_embed = nn.Parameter(torch.zeros(1, length, config.hidden_size))
+
+    def forward(self, pixel_values, noise=None, mask_ratio: float = 0.75, interpolate_pos_encoding: bool = False):
+        """(cls + patch tokens with positions [B, 1 + L, D], mask, ids_restore); with `noise` [B, L]
+        the masked patches are replaced in place by the mask token (CRATE-MAE)."""
+        grid = self.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
+        tokens = self.patch_embed(pixel_values.to(self.cls_token.dtype), interpolate_pos_encoding)  # (float32 input, bf16 weights)
+        batch, length, _ = tokens.shape
+        mask = ids_restore = None
+        if noise is not None:
+            if self.mask_token is None:
+                raise ValueError("the CRATE classifier variant has no mask token: masking needs a CRATE-MAE model")
+            if noise.shape != (batch, length):
+                raise ValueError(f"noise must be [batch, num_patches] = {(batch, length)}, got {tuple(noise.shape)}")
+            ids_keep, mask, ids_restore = random_masking(noise, mask_ratio)
+            visible = gather_tokens(tokens, ids_keep)
+            filler = self.mask_token.expand(batch, length - visible.shape[1], -1).to(tokens.dtype)
+            tokens = gather_tokens(torch.cat([visible, filler], dim=1), ids_restore)
+        pos = interpolate_pos_embed(self.pos_embed, grid, old_grid=self.grid_size)
+        return torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1) + pos, mask, ids_restore
 
 
 class CrateMAEModel(CrateMAEPreTrainedModel):
@@ -188,25 +213,11 @@ class CrateMAEModel(CrateMAEPreTrainedModel):
 
     def forward(self, pixel_values, noise=None, mask_ratio=None, output_attentions=None, output_hidden_states=None,
                 interpolate_pos_encoding: bool = False, return_dict=None, **kwargs):
-        if interpolate_pos_encoding:
-            raise ValueError("CRATE models do not support interpolate_pos_encoding: resize the images to the model's image_size")
         output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
         output_hidden_states = bool(output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states)
-        tokens = self.embeddings.patch_embed(pixel_values)
-        batch, length, _ = tokens.shape
-        mask = ids_restore = None
         # mask tokens replace the masked patches in place (the encoder sees every position)
-        if noise is not None:
-            if self.embeddings.mask_token is None:
-                raise ValueError("the CRATE classifier variant has no mask token: masking needs a CRATE-MAE model")
-            if noise.shape != (batch, length):
-                raise ValueError(f"noise must be [batch, num_patches] = {(batch, length)}, got {tuple(noise.shape)}")
-            ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
-            ids_keep, mask, ids_restore = random_masking(noise, ratio)
-            visible = gather_tokens(tokens, ids_keep)
-            filler = self.embeddings.mask_token.expand(batch, length - visible.shape[1], -1).to(tokens.dtype)
-            tokens = gather_tokens(torch.cat([visible, filler], dim=1), ids_restore)
-        hidden = torch.cat([self.embeddings.cls_token.expand(batch, -1, -1), tokens], dim=1) + self.embeddings.pos_embed
+        ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
+        hidden, mask, ids_restore = self.embeddings(pixel_values, noise, ratio, interpolate_pos_encoding)
         hidden, all_hidden, all_attn = _run(self.layers, hidden, output_attentions, output_hidden_states)
         if self.layernorm is not None:
             hidden = self.layernorm(hidden)
@@ -248,13 +259,13 @@ class CrateMAEForPreTraining(CrateMAEPreTrainedModel):
         return unpatchify(logits, self.config.patch_size, self.config.num_channels, grid)
 
     def forward(self, pixel_values, noise=None, mask_ratio=None, output_attentions=None, output_hidden_states=None,
-                return_dict=None, **kwargs):
+                interpolate_pos_encoding: bool = False, return_dict=None, **kwargs):
         if noise is None:
-            side = self.config.image_size // self.config.patch_size
-            noise = torch.rand(pixel_values.shape[0], side * side, device=pixel_values.device)
+            grid = self.crate.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
+            noise = torch.rand(pixel_values.shape[0], grid[0] * grid[1], device=pixel_values.device)
         # encode every position, masked ones as mask tokens
         encoded = self.crate(pixel_values, noise=noise, mask_ratio=mask_ratio, output_attentions=output_attentions,
-                             output_hidden_states=output_hidden_states)
+                             output_hidden_states=output_hidden_states, interpolate_pos_encoding=interpolate_pos_encoding)
         # decode, predict pixels
         logits, dec_hidden, dec_attn = self.decoder(encoded.last_hidden_state, bool(output_attentions), bool(output_hidden_states))
         # loss on masked patches only
@@ -281,8 +292,10 @@ class CrateMAEForImageClassification(CrateMAEPreTrainedModel):
     def get_input_embeddings(self):
         return self.crate.embeddings.patch_embed
 
-    def forward(self, pixel_values, labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs):
-        encoded = self.crate(pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+    def forward(self, pixel_values, labels=None, output_attentions=None, output_hidden_states=None, interpolate_pos_encoding: bool = False,
+                return_dict=None, **kwargs):
+        encoded = self.crate(pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                             interpolate_pos_encoding=interpolate_pos_encoding)
         logits = self.head(self.head_norm(encoded.pooler_output))
         loss = classification_loss(logits, labels, self.config) if labels is not None else None
         out = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions)

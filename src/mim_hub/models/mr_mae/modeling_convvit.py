@@ -15,6 +15,7 @@ from torch import nn
 
 from ...layers import DropPath, get_2d_sincos_pos_embed, interpolate_pos_embed
 from ...layers.patch_embed import to_2tuple
+from ...layers.block import drop_path_rates
 from .configuration_mr_mae import MRMAEConfig
 
 
@@ -105,7 +106,7 @@ def stage_drop_paths(config: MRMAEConfig) -> tuple[list[float], list[float], lis
     """Stochastic-depth rates rising over all blocks of the three stages (ConvViT's rule)."""
     depths = [*config.conv_depths, config.num_hidden_layers]
     total = sum(depths)
-    rates = torch.linspace(0, config.drop_path_rate, total).tolist() if total else []
+    rates = drop_path_rates(config.drop_path_rate, total)
     first, second = depths[0], depths[0] + depths[1]
     return rates[:first], rates[first:second], rates[second:]
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from ... import initialization as init
 from ...layers import ViTBlock, ViTEncoder, gather_tokens, get_2d_sincos_pos_embed, interpolate_pos_embed, random_masking
+from ...layers.block import drop_path_rates
 from ..mae.modeling_mae import MAEDecoder, MAEEmbeddings, PixelTargetsMixin
 from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput
 from .configuration_mr_mae import MRMAEConfig
@@ -118,7 +119,7 @@ class MRMAEModel(MRMAEPreTrainedModel):
 
     def __init__(self, config: MRMAEConfig, add_pooling_layer: bool = True, add_final_norm: bool | None = None, add_fusion: bool | None = None):
         super().__init__(config)
-        rates = stage_drop_paths(config)[2] if config.backbone == "convvit" else torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        rates = stage_drop_paths(config)[2] if config.backbone == "convvit" else drop_path_rates(config.drop_path_rate, config.num_hidden_layers)
         if config.backbone == "vit":
             self.embeddings = MAEEmbeddings(config)
         else:

@@ -15,6 +15,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from ...layers import MLP, DropPath, PatchEmbedding, interpolate_pos_embed
 from ...layers.attention import Attention, multihead_attention
 from ...layers.relative_position import RelativePositionBias
+from ...layers.block import drop_path_rates
 from .configuration_simmim import SimMIMConfig
 
 
@@ -168,7 +169,7 @@ class SwinEncoder(nn.Module):
 
     def __init__(self, config: SimMIMConfig, grid: tuple[int, int]):
         super().__init__()
-        rates = torch.linspace(0, config.drop_path_rate, sum(config.depths)).tolist() if sum(config.depths) else []
+        rates = drop_path_rates(config.drop_path_rate, sum(config.depths))
         self.layers = nn.ModuleList()
         start = 0
         for stage, depth in enumerate(config.depths):
