@@ -22,31 +22,34 @@ COLORS = ("red", "blue", "green", "purple")
 
 
 class ColorNoiseMaskGenerator:
-    """Masking noise from a pattern stack [P, M, N] for a `grid_size` x `grid_size` patch grid."""
+    """Masking noise from a pattern stack [P, M, N] for a `grid_size` x `grid_size` patch grid
+    (or a `grid_size=(h, w)` grid: an input of another size or shape, with windows of h x w)."""
 
-    def __init__(self, patterns, grid_size: int, mask_ratio: float):
+    def __init__(self, patterns, grid_size: int | tuple[int, int], mask_ratio: float):
         patterns = torch.as_tensor(np.asarray(patterns) if not torch.is_tensor(patterns) else patterns)
         if patterns.dim() == 2:
             patterns = patterns[None]
         if patterns.dim() != 3:
             raise ValueError(f"patterns must be a [P, M, N] stack, got shape {tuple(patterns.shape)}")
-        if patterns.shape[1] < grid_size or patterns.shape[2] < grid_size:
-            raise ValueError(f"noise patterns of {patterns.shape[1]}x{patterns.shape[2]} are smaller than the {grid_size}x{grid_size} patch grid")
+        grid_h, grid_w = (grid_size, grid_size) if isinstance(grid_size, int) else (int(grid_size[0]), int(grid_size[1]))
+        if patterns.shape[1] < grid_h or patterns.shape[2] < grid_w:
+            raise ValueError(f"noise patterns of {patterns.shape[1]}x{patterns.shape[2]} are smaller than the {grid_h}x{grid_w} patch grid")
         if not 0.0 <= mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
-        if int(grid_size * grid_size * (1 - mask_ratio)) < 1:
-            raise ValueError(f"mask_ratio {mask_ratio} keeps no patch of the {grid_size}x{grid_size} grid")
+        if int(grid_h * grid_w * (1 - mask_ratio)) < 1:
+            raise ValueError(f"mask_ratio {mask_ratio} keeps no patch of the {grid_h}x{grid_w} grid")
         self.patterns, self.grid_size, self.mask_ratio = patterns, grid_size, mask_ratio
+        self.grid = (grid_h, grid_w)
 
     def _one_call(self, generator: torch.Generator | None) -> torch.Tensor:
-        """One pass of the original transform over the whole stack -> [P, W, W] windows."""
+        """One pass of the original transform over the whole stack -> [P, h, w] windows."""
         count, height, width = self.patterns.shape
-        w = self.grid_size
+        h, w = self.grid
         top = left = 0
-        if not (height == w and width == w):  # torchvision's RandomCrop draws nothing then
-            top = int(torch.randint(0, height - w + 1, (1,), generator=generator))
+        if not (height == h and width == w):  # torchvision's RandomCrop draws nothing then
+            top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
             left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
-        windows = self.patterns[:, top:top + w, left:left + w]
+        windows = self.patterns[:, top:top + h, left:left + w]
         if torch.rand(1, generator=generator) < 0.5:
             windows = windows.flip(-1)
         if torch.rand(1, generator=generator) < 0.5:
@@ -54,13 +57,13 @@ class ColorNoiseMaskGenerator:
         return windows / windows.amax(dim=(-2, -1), keepdim=True)
 
     def windows(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """[B, W, W] max-normalised windows, as the original's `extract_windows(B)`."""
+        """[B, h, w] max-normalised windows, as the original's `extract_windows(B)`."""
         count = self.patterns.shape[0]
         calls = batch_size // count + (1 if batch_size % count else 0)
         return torch.cat([self._one_call(generator) for _ in range(calls)])[:batch_size]
 
     def __call__(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """`noise` [B, W*W] in MAE's convention: the negated windows (largest window values kept)."""
+        """`noise` [B, h*w] in MAE's convention: the negated windows (largest window values kept)."""
         return -self.windows(batch_size, generator).reshape(batch_size, -1).float()
 
     gen = __call__

@@ -10,14 +10,17 @@ from ..mae.modeling_mae import MAEForImageClassification, MAEForPreTraining, MAE
 from .configuration_color_mae import ColorMAEConfig
 
 
-def mask_generator_for(config: ColorMAEConfig) -> ColorNoiseMaskGenerator:
-    """The config's colour-noise mask generator (the authors' file, or generated patterns)."""
+def mask_generator_for(config: ColorMAEConfig, grid: tuple[int, int] | None = None) -> ColorNoiseMaskGenerator:
+    """The config's colour-noise mask generator (the authors' file, or generated patterns), for
+    the config's patch grid or for `grid` (h, w) (an input of another size)."""
     if config.noise_pattern_path:
         patterns = load_noise_patterns(config.noise_pattern_path)
     else:
         patterns = cached_noise_patterns(config.noise_color, config.noise_pattern_count, config.noise_pattern_size, config.noise_pattern_seed)
-    size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
-    return ColorNoiseMaskGenerator(patterns, size // config.patch_size, config.mask_ratio)
+    if grid is None:
+        size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
+        return ColorNoiseMaskGenerator(patterns, size // config.patch_size, config.mask_ratio)
+    return ColorNoiseMaskGenerator(patterns, grid[0] if grid[0] == grid[1] else tuple(grid), config.mask_ratio)
 
 
 class ColorMAEModel(MAEModel):
@@ -29,24 +32,37 @@ class ColorMAEModel(MAEModel):
 class ColorMAEForPreTraining(MAEForPreTraining):
     """MAE pre-training with colour-noise masks. `noise` [B, L] (lowest kept; the original's
     windows negated) may be given; otherwise it is drawn from the configured pattern stack with
-    `generator` (a `torch.Generator`, default the global RNG, as the original)."""
+    `generator` (a `torch.Generator`, default the global RNG, as the original), with windows
+    of the input's patch grid (another size with `interpolate_pos_encoding=True`)."""
 
     config_class = ColorMAEConfig
 
     def __init__(self, config: ColorMAEConfig):
         super().__init__(config)
-        self._mask_generator = None
+        self._mask_generators: dict[tuple[int, int], ColorNoiseMaskGenerator] = {}
 
     @property
     def mask_generator(self) -> ColorNoiseMaskGenerator:
-        if self._mask_generator is None:
-            self._mask_generator = mask_generator_for(self.config)
-        return self._mask_generator
+        """The generator for the config's patch grid."""
+        return self.mask_generator_for_grid(tuple(self.mae.embeddings.patch_embed.grid_size))
 
-    def forward(self, pixel_values: torch.Tensor, noise: torch.Tensor | None = None, generator: torch.Generator | None = None, **kwargs):
+    @mask_generator.setter
+    def mask_generator(self, generator: ColorNoiseMaskGenerator) -> None:
+        """Use `generator` at the config's grid; generators of other grids are rebuilt from the config."""
+        self._mask_generators = {tuple(self.mae.embeddings.patch_embed.grid_size): generator}
+
+    def mask_generator_for_grid(self, grid: tuple[int, int]) -> ColorNoiseMaskGenerator:
+        if grid not in self._mask_generators:
+            own = tuple(self.mae.embeddings.patch_embed.grid_size)
+            self._mask_generators[grid] = mask_generator_for(self.config, None if grid == own else grid)
+        return self._mask_generators[grid]
+
+    def forward(self, pixel_values: torch.Tensor, noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                interpolate_pos_encoding: bool = False, **kwargs):
         if noise is None:
-            noise = self.mask_generator(pixel_values.shape[0], generator=generator).to(pixel_values.device)
-        return super().forward(pixel_values, noise=noise, **kwargs)
+            grid = self.mae.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
+            noise = self.mask_generator_for_grid(tuple(grid))(pixel_values.shape[0], generator=generator).to(pixel_values.device)
+        return super().forward(pixel_values, noise=noise, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
 
 
 class ColorMAEForImageClassification(MAEForImageClassification):

@@ -34,7 +34,7 @@ class ColorMAERecipe(PretrainRecipe):
         if getattr(args, "noise_patterns", None):
             model.config.noise_pattern_path = args.noise_patterns
         self.mask_generator = mask_generator_for(model.config)
-        model._mask_generator = self.mask_generator
+        model.mask_generator = self.mask_generator
 
     def sample_inputs(self, config, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         return {"mask_seed": torch.tensor(int(rng.integers(0, 2**62)))}

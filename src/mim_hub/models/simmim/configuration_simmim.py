@@ -34,7 +34,8 @@ class SimMIMConfig(PreTrainedConfig):
             encoder has no final norm (fine-tuning); False pools the normed cls token.
         embed_dim, depths, num_heads, window_size, mlp_ratio, patch_norm: the Swin encoder
             (as transformers' `SwinConfig`); a stage smaller than the window uses the stage
-            resolution as its window and no shift.
+            resolution as its window and no shift; a stage that is not a whole number of windows
+            is zero-padded to one (as transformers' Swin).
         encoder_stride: total downsampling of the encoder, the decoder's PixelShuffle factor
             (ViT: patch_size; Swin: patch_size * 2 ** (stages - 1)).
         mask_patch_size, mask_ratio: the pre-training mask generator (blocks of `mask_patch_size`
@@ -113,12 +114,7 @@ class SimMIMConfig(PreTrainedConfig):
                     raise ValueError(
                         f"{name}: a {side}-pixel side gives {grid} patches, not divisible by 2**{stages - 1} for {stages} stages of patch merging"
                     )
-            for stage in range(stages):
-                resolution = [side // self.patch_size // 2**stage for side in sides]
-                if min(resolution) > self.window_size and any(r % self.window_size for r in resolution):
-                    raise ValueError(
-                        f"{name}: stage {stage} resolution {resolution} is not a multiple of window_size {self.window_size}"
-                    )
+            # (a stage that is not a whole number of windows is padded, as transformers' Swin does)
             # derived, as transformers' SwinConfig
             self.hidden_size = self.embed_dim * factor
             self.num_hidden_layers = sum(self.depths)

@@ -324,6 +324,8 @@ class SimMIMForPreTraining(SimMIMPreTrainedModel):
         feature_map = patches.transpose(1, 2).reshape(batch, -1, final_grid[0], final_grid[1])
         # decode all pixels
         reconstruction = self.decoder(feature_map)
+        # (a Swin stage of odd size is padded before patch merging: the padding is cut off)
+        reconstruction = reconstruction[..., : pixel_values.shape[-2], : pixel_values.shape[-1]]
         # L1 on masked pixels
         mask = bool_masked_pos.reshape(batch, grid[0], grid[1])
         loss = simmim_loss(pixel_values, reconstruction, mask, self.config.patch_size)

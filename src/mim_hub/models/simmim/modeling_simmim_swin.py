@@ -3,12 +3,14 @@
 Shifted-window attention is the shared `Attention` with an additive bias: the window's relative
 position bias, plus the -100 mask between regions that the cyclic shift brought together. A stage
 whose resolution is not larger than the window attends over the whole stage (window = resolution,
-no shift), as the original.
+no shift), as the original. A stage that is not a whole number of windows, and an odd stage before
+patch merging, are zero-padded as transformers' Swin pads them.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
@@ -106,23 +108,29 @@ class SwinBlock(GradientCheckpointingLayer):
         height, width = resolution
         batch, length, channels = hidden.shape
         window, shift = self.window_size, self.shift_size
-        if height % window or width % window:
-            raise ValueError(f"a {height}x{width} stage cannot be split into {window}x{window} windows; use an image size the model supports")
         shortcut = hidden
         hidden = self.norm1(hidden).view(batch, height, width, channels)
+        # a stage that is not a whole number of windows is zero-padded at the bottom and right
+        # after the norm, and cropped back after attention (transformers' SwinLayer.maybe_pad)
+        pad_bottom, pad_right = -height % window, -width % window
+        if pad_bottom or pad_right:
+            hidden = F.pad(hidden, (0, 0, 0, pad_right, 0, pad_bottom))
+        padded_height, padded_width = height + pad_bottom, width + pad_right
         # cyclic shift, windows
         if shift:
             hidden = torch.roll(hidden, shifts=(-shift, -shift), dims=(1, 2))
         windows = window_partition(hidden, window)
         bias = self.relative_position_bias().to(windows.dtype)  # [heads, N, N]
-        num_windows = (height // window) * (width // window)
+        num_windows = (padded_height // window) * (padded_width // window)
         if shift:
-            bias = bias.unsqueeze(0) + self.region_mask(height, width, windows.device).unsqueeze(1).to(windows.dtype)
+            bias = bias.unsqueeze(0) + self.region_mask(padded_height, padded_width, windows.device).unsqueeze(1).to(windows.dtype)
         attended, weights = self.attn(windows, attention_bias=bias, output_attentions=output_attentions, num_windows=num_windows)
-        # merge windows, reverse the shift
-        hidden = window_reverse(attended, window, height, width)
+        # merge windows, reverse the shift, drop the padding
+        hidden = window_reverse(attended, window, padded_height, padded_width)
         if shift:
             hidden = torch.roll(hidden, shifts=(shift, shift), dims=(1, 2))
+        if pad_bottom or pad_right:
+            hidden = hidden[:, :height, :width]
         hidden = shortcut + self.drop_path(hidden.reshape(batch, length, channels))
         hidden = hidden + self.drop_path(self.mlp(self.norm2(hidden)))
         return hidden, weights
@@ -138,11 +146,13 @@ class PatchMerging(nn.Module):
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
 
     def forward(self, hidden: torch.Tensor, resolution: tuple[int, int]) -> torch.Tensor:
+        """[B, h*w, C] -> [B, ceil(h/2)*ceil(w/2), 2C]; an odd side is zero-padded first (transformers'
+        SwinPatchMerging.maybe_pad)."""
         height, width = resolution
         batch, _, channels = hidden.shape
-        if height % 2 or width % 2:
-            raise ValueError(f"patch merging needs an even resolution, got {height}x{width}")
         hidden = hidden.view(batch, height, width, channels)
+        if height % 2 or width % 2:
+            hidden = F.pad(hidden, (0, 0, 0, width % 2, 0, height % 2))
         merged = torch.cat(
             [hidden[:, 0::2, 0::2], hidden[:, 1::2, 0::2], hidden[:, 0::2, 1::2], hidden[:, 1::2, 1::2]], dim=-1
         )
@@ -190,7 +200,7 @@ class SwinEncoder(nn.Module):
                     all_attn = all_attn + (weights,)
             if stage.downsample is not None:
                 hidden = stage.downsample(hidden, resolution)
-                resolution = (resolution[0] // 2, resolution[1] // 2)
+                resolution = ((resolution[0] + 1) // 2, (resolution[1] + 1) // 2)
         return hidden, resolution, all_hidden, all_attn
 
 
