@@ -6,14 +6,21 @@ the masked patches out. Works with every MAE-family pre-training model.
     reconstructor = pipeline("masked-image-reconstruction", model="path/to/mae")
     out = reconstructor(image, mask_ratio=0.75, seed=0)
     out["picture"].save("reconstruction.png"); out["loss"]
+
+Batches (`batch_size=N` on a list or dataset of images) give what one image at a time gives: each
+image's mask is drawn from its own seed (`seed`, the same for every image of a call, or per image
+as `{"image": image, "seed": k}`). A model saved with its code (`--with-code`) names this
+pipeline in its config's `custom_pipelines`, so that `pipeline(model=folder,
+trust_remote_code=True)` offers it where mim_hub is not installed.
 """
 
 from __future__ import annotations
 
+import torch
 from transformers import AutoModelForPreTraining, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .reconstruction import compose_picture, reconstruct, to_image
+from .reconstruction import Reconstruction, compose_picture, reconstruct, to_image
 
 TASK = "masked-image-reconstruction"
 
@@ -28,27 +35,37 @@ class MaskedImageReconstructionPipeline(Pipeline):
     _load_feature_extractor = False
     _load_tokenizer = False
 
+    _FIELDS = ("original", "masked", "reconstruction", "pasted", "mask", "loss")  # batch-first tensors, `original` first
+
     def _sanitize_parameters(self, mask_ratio=None, seed=None, **kwargs):
-        forward = {}
+        preprocess, forward = {}, {}
         if mask_ratio is not None:
             if not 0.0 <= float(mask_ratio) < 1.0:
                 raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
             forward["mask_ratio"] = float(mask_ratio)
         if seed is not None:
-            forward["seed"] = int(seed)
-        return {}, forward, {}
+            preprocess["seed"] = int(seed)
+        return preprocess, forward, {}
 
-    def preprocess(self, image):
+    def preprocess(self, image, seed: int = 0):
         from transformers.image_utils import load_image
 
-        return self.image_processor(load_image(image), return_tensors="pt")
+        if isinstance(image, dict):  # {"image": ..., "seed": k}: this image's own mask
+            seed = int(image.get("seed", seed))
+            image = image["image"]
+        inputs = dict(self.image_processor(load_image(image), return_tensors="pt"))
+        inputs["seed"] = torch.tensor([seed])  # travels with its image through batching
+        return inputs
 
-    def _forward(self, model_inputs, mask_ratio=None, seed=0):
-        result = reconstruct(self.model, model_inputs["pixel_values"].to(self.model.dtype), mask_ratio=mask_ratio, seed=seed)
-        return {"result": result}
+    def _forward(self, model_inputs, mask_ratio=None):
+        seeds = [int(s) for s in model_inputs["seed"].reshape(-1)]
+        result = reconstruct(self.model, model_inputs["pixel_values"].to(self.model.dtype), mask_ratio=mask_ratio, seed=seeds)
+        # plain batch-first tensors, which transformers' batching splits back into images
+        return {field: getattr(result, field) for field in self._FIELDS}
 
     def postprocess(self, model_outputs):
-        result = model_outputs["result"]
+        result = Reconstruction(**{field: model_outputs[field] for field in self._FIELDS},
+                                norm_pix_loss=bool(getattr(self.model.config, "norm_pix_loss", False)))
         mean, std = self.image_processor.image_mean, self.image_processor.image_std
         return {
             "picture": compose_picture(result, 0, mean, std),
@@ -61,6 +78,12 @@ class MaskedImageReconstructionPipeline(Pipeline):
 def register_pipelines() -> None:
     if TASK not in PIPELINE_REGISTRY.get_supported_tasks():
         PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=MaskedImageReconstructionPipeline, pt_model=AutoModelForPreTraining, type="image")
+
+
+def custom_pipelines_entry(impl: str) -> dict:
+    """The `custom_pipelines` entry of a config saved with its code: `impl` is the pipeline class
+    as "module.Class" in the saved folder (transformers' format, see `Pipeline.save_pretrained`)."""
+    return {TASK: {"impl": impl, "pt": ["AutoModelForPreTraining"], "tf": [], "type": "image"}}
 
 
 __all__ = ["MaskedImageReconstructionPipeline", "register_pipelines"]

@@ -8,6 +8,7 @@ grid. The masked patches' own statistics are never used (that would leak the ans
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,19 +46,43 @@ def _visible_statistics(target: torch.Tensor, mask: torch.Tensor, grid: tuple[in
     return torch.where(mask.bool(), est_mean, mean), torch.where(mask.bool(), est_std, std)
 
 
+def predicts_pixels(model) -> bool:
+    """Whether `reconstruct` works with `model`: a pre-training model that predicts pixels
+    (MAE-family per-patch pixels, SimMIM's whole image), not CAE's token ids nor an encoder."""
+    return hasattr(model, "unpatchify") or type(model).__name__ == "SimMIMForPreTraining"
+
+
+def _per_image_seeds(seed: int | Sequence[int], batch: int) -> list[int] | None:
+    """None for one int seed (one draw for the whole batch), else one seed per image."""
+    if isinstance(seed, (int, np.integer)) or (torch.is_tensor(seed) and seed.dim() == 0):
+        return None
+    seeds = [int(s) for s in seed]
+    if len(seeds) != batch:
+        raise ValueError(f"{len(seeds)} seeds for {batch} images: give one seed per image (or one int)")
+    return seeds
+
+
 @torch.no_grad()
-def reconstruct(model, pixel_values: torch.Tensor, *, mask_ratio: float | None = None, seed: int = 0, noise: torch.Tensor | None = None) -> Reconstruction:
-    """Mask `pixel_values` with noise drawn from `seed` (or the given `noise`) and reconstruct."""
+def reconstruct(model, pixel_values: torch.Tensor, *, mask_ratio: float | None = None, seed: int | Sequence[int] = 0,
+                noise: torch.Tensor | None = None) -> Reconstruction:
+    """Mask `pixel_values` with noise drawn from `seed` (or the given `noise`) and reconstruct.
+
+    One int `seed` draws the masks of the whole batch in one go; a sequence of seeds, one per
+    image, draws each image's mask from its own seed, so that an image gets the same mask in any
+    batch as alone (what the `masked-image-reconstruction` pipeline does)."""
     config = model.config
+    seeds = _per_image_seeds(seed, pixel_values.shape[0])
     if getattr(config, "model_type", None) == "simmim" and noise is None:
-        return _reconstruct_simmim(model, pixel_values, mask_ratio=mask_ratio, seed=seed)
+        return _reconstruct_simmim(model, pixel_values, mask_ratio=mask_ratio, seed=seed if seeds is None else seeds)
     if not hasattr(model, "unpatchify"):
         raise ValueError(f"{type(model).__name__} does not predict pixels; reconstructions need a pixel-predicting "
                          "pre-training model (mae, color_mae, mr_mae, crate_mae, simmim)")
     p = config.patch_size
     grid = (pixel_values.shape[-2] // p, pixel_values.shape[-1] // p)
-    if noise is None:
-        noise = torch.rand(pixel_values.shape[0], grid[0] * grid[1], generator=torch.Generator().manual_seed(seed))
+    if noise is None and seeds is None:
+        noise = torch.rand(pixel_values.shape[0], grid[0] * grid[1], generator=torch.Generator().manual_seed(int(seed)))
+    elif noise is None:
+        noise = torch.cat([torch.rand(1, grid[0] * grid[1], generator=torch.Generator().manual_seed(s)) for s in seeds])
     model.eval()
     kwargs = {"noise": noise}
     if mask_ratio is not None:
@@ -80,10 +105,11 @@ def reconstruct(model, pixel_values: torch.Tensor, *, mask_ratio: float | None =
     return Reconstruction(pixel_values, masked, reconstruction, pasted, mask, per_image, norm_pix)
 
 
-def _reconstruct_simmim(model, pixel_values: torch.Tensor, *, mask_ratio: float | None, seed: int) -> Reconstruction:
+def _reconstruct_simmim(model, pixel_values: torch.Tensor, *, mask_ratio: float | None, seed: int | list[int]) -> Reconstruction:
     """SimMIM predicts the whole image [B, C, H, W] from pixels; masks are its blocks of
-    `mask_patch_size` pixels (SimMIMMaskGenerator, drawn from `numpy.random.RandomState(seed)`),
-    the loss per image is its L1 on the masked pixels divided by the channel count."""
+    `mask_patch_size` pixels (SimMIMMaskGenerator, drawn from `numpy.random.RandomState(seed)`,
+    or one RandomState per image for a list of seeds), the loss per image is its L1 on the
+    masked pixels divided by the channel count."""
     from .masking import SimMIMMaskGenerator
 
     config = model.config
@@ -95,8 +121,12 @@ def _reconstruct_simmim(model, pixel_values: torch.Tensor, *, mask_ratio: float 
         raise ValueError(f"SimMIM's mask generator needs square images, got {height}x{width}")
     p = config.patch_size
     generator = SimMIMMaskGenerator(height, config.mask_patch_size, p, ratio)
-    rng = np.random.RandomState(seed)
-    mask = torch.stack([torch.as_tensor(generator(rng)) for _ in range(batch)]).flatten(1).float()  # [B, L], 1 = masked
+    if isinstance(seed, list):
+        masks = [generator(np.random.RandomState(s)) for s in seed]
+    else:
+        rng = np.random.RandomState(seed)
+        masks = [generator(rng) for _ in range(batch)]
+    mask = torch.stack([torch.as_tensor(m) for m in masks]).flatten(1).float()  # [B, L], 1 = masked
     model.eval()
     reconstruction = model(pixel_values, bool_masked_pos=mask.bool()).reconstruction.float()
     grid = (height // p, width // p)

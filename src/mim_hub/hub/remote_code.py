@@ -6,7 +6,10 @@ transformers' remote-code loader copies a model file and the files it imports wi
 `from .name import ...`, all from one flat folder. Our code is a package with nested relative
 imports, so the modules a model needs are copied flat: `mim_hub.layers.attention` becomes
 `mimhub_layers_attention.py`, and each `mim_hub` import is rewritten to point at the flat copy.
-`auto_map` in `config.json` and `preprocessor_config.json` then names the flat classes.
+`auto_map` in `config.json` and `preprocessor_config.json` then names the flat classes. A
+pre-training model that predicts pixels also carries the `masked-image-reconstruction` pipeline
+(`custom_pipelines` in `config.json`), so that `pipeline(model=folder, trust_remote_code=True)`
+offers that task without mim_hub.
 """
 
 from __future__ import annotations
@@ -136,6 +139,18 @@ def save_with_code(model, processor, folder: str) -> None:
                         handle.write(source)
             auto_map[auto_name] = f"{flat_name(cls.__module__)}.{cls.__name__}"
     model.config.auto_map = auto_map
+    from ..reconstruction import predicts_pixels
+
+    if predicts_pixels(model):  # the reconstruction pipeline, with its code
+        pipeline_module = f"{PACKAGE}.pipelines"
+        for name, source in bundle_modules([pipeline_module]).items():
+            if name not in files:
+                files[name] = source
+                with open(os.path.join(folder, name), "w", encoding="utf-8") as handle:
+                    handle.write(source)
+        from ..pipelines import MaskedImageReconstructionPipeline, custom_pipelines_entry
+
+        model.config.custom_pipelines = custom_pipelines_entry(f"{flat_name(pipeline_module)}.{MaskedImageReconstructionPipeline.__name__}")
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     path = os.path.join(folder, "preprocessor_config.json")
@@ -145,3 +160,5 @@ def save_with_code(model, processor, folder: str) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=2, sort_keys=True)
     del model.config.auto_map
+    if hasattr(model.config, "custom_pipelines"):
+        del model.config.custom_pipelines
