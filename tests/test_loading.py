@@ -111,3 +111,32 @@ def test_disk_offload_matches_the_model_in_memory(saved, key, kind, tmp_path):
         expected = _main_output(reference(pixels, **extra))
         actual = _main_output(offloaded(pixels, **extra))
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_half_precision_students_with_their_frozen_targets(tmp_path):
+    """MR-MAE's teachers and CAE's tokenizer are not submodules: they keep their own dtype and
+    take the student's float32 pixels, while the bf16 student trains against their targets."""
+    from transformers import ViTConfig, ViTModel
+
+    from mim_hub.models.cae.tokenizer_dalle import DalleTokenizer
+
+    config, extra = tiny("mr_mae")
+    mr_mae = AutoModelForPreTraining.from_config(config)
+    mr_mae.save_pretrained(tmp_path / "mr_mae")
+    student = AutoModelForPreTraining.from_pretrained(tmp_path / "mr_mae", dtype=torch.bfloat16)
+    torch.manual_seed(0)
+    student.set_teachers([ViTModel(ViTConfig(hidden_size=24, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
+                                             image_size=32, patch_size=8), add_pooling_layer=False)])
+    out = student(torch.randn(2, 3, 32, 32), **extra)
+    assert torch.isfinite(out.loss) and out.mimic_losses.shape == (1,) and torch.isfinite(out.mimic_losses).all()
+    out.loss.backward()
+    assert {p.grad.dtype for p in student.parameters() if p.grad is not None} == {torch.bfloat16}
+
+    config, extra = tiny("cae")
+    AutoModelForPreTraining.from_config(config).save_pretrained(tmp_path / "cae")
+    cae = AutoModelForPreTraining.from_pretrained(tmp_path / "cae", dtype=torch.bfloat16)
+    tokenizer = DalleTokenizer(n_hid=8, n_blk_per_group=1, vocab_size=config.vocab_size, group_count=2)  # downsamples by 2
+    cae.set_tokenizer(tokenizer)
+    out = cae(torch.randn(2, 3, 32, 32), bool_masked_pos=extra["bool_masked_pos"], tokenizer_pixel_values=torch.rand(2, 3, 16, 16))
+    assert torch.isfinite(out.loss)
+    assert next(tokenizer.parameters()).dtype == torch.float32

@@ -256,7 +256,8 @@ class MRMAEForPreTraining(PixelTargetsMixin, MRMAEPreTrainedModel):
             else:
                 head = MimicHead(self.config.hidden_size, size, self.config.mimic_head)
                 head.apply(self._init_weights)
-                heads.append(head.to(self.decoder.decoder_embed.weight.device))
+                weight = self.decoder.decoder_embed.weight  # (a student loaded in bf16 gets bf16 heads)
+                heads.append(head.to(device=weight.device, dtype=weight.dtype))
         self.mimic_heads = nn.ModuleList(heads)
         self.config.teacher_names_or_paths = [t.name for t in built]
         self.config.teacher_hidden_sizes = sizes
