@@ -144,7 +144,8 @@ class SimMIMPreTrainedModel(MIMPreTrainedModel):
             if module.pos_embed is not None:
                 init.trunc_normal_(module.pos_embed, std=std)
         elif isinstance(module, SwinEmbeddings):
-            init.trunc_normal_(module.mask_token, std=std)
+            if module.mask_token is not None:  # (a base model built without one)
+                init.trunc_normal_(module.mask_token, std=std)
             if module.pos_embed is not None:
                 init.trunc_normal_(module.pos_embed, std=std)
         elif isinstance(module, SimMIMModel) and module.config.backbone == "vit":
