@@ -133,3 +133,26 @@ def test_vit_feature_pyramid(tmp_path):
     swin.add_fpn = True
     with pytest.raises(ValueError, match="already multi-scale"):
         mim_hub.SimMIMBackbone(swin)
+
+
+def test_dpt_and_mask2former_take_our_backbones():
+    from transformers import DPTConfig, DPTForDepthEstimation, Mask2FormerConfig, Mask2FormerForUniversalSegmentation
+
+    vit = mim_hub.MAEConfig(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                            out_indices=[1, 2, 3, 4], reshape_hidden_states=False)
+    depth = DPTForDepthEstimation(DPTConfig(backbone_config=vit, is_hybrid=False, neck_hidden_sizes=[16] * 4, reassemble_factors=[4, 2, 1, 0.5],
+                                            fusion_hidden_size=16, image_size=32, patch_size=4, hidden_size=32))
+    assert isinstance(depth.backbone, mim_hub.MAEBackbone)
+    with torch.no_grad():
+        tokens = depth.backbone(torch.randn(2, 3, 32, 32)).feature_maps
+        assert [tuple(t.shape) for t in tokens] == [(2, 1 + 64, 32)] * 4  # cls first, then the patches
+        predicted = depth(torch.randn(2, 3, 32, 32)).predicted_depth
+    assert predicted.dim() == 3 and torch.isfinite(predicted).all()
+    swin = mim_hub.SimMIMConfig(backbone="swin", image_size=64, patch_size=2, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 2, 2, 4],
+                                window_size=2, mask_patch_size=16, out_features=["stage1", "stage2", "stage3", "stage4"])
+    panoptic = Mask2FormerForUniversalSegmentation(Mask2FormerConfig(
+        backbone_config=swin, feature_size=32, mask_feature_size=32, hidden_dim=32, encoder_feedforward_dim=64, dim_feedforward=64,
+        decoder_layers=2, encoder_layers=1, num_queries=5, num_labels=3, num_attention_heads=2))
+    with torch.no_grad():
+        out = panoptic(torch.randn(2, 3, 64, 64))
+    assert out.class_queries_logits.shape == (2, 5, 4) and out.masks_queries_logits.shape[:2] == (2, 5)

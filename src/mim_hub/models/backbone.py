@@ -135,8 +135,12 @@ class MIMBackboneMixin(BackboneMixin):
                                                   output_attentions=bool(output_attentions))
         if len(stages) != len(self.stage_names):
             raise RuntimeError(f"{type(encoder).__name__} gave {len(stages)} stages for stage_names {self.stage_names}")
-        maps = [stage.as_map() for name, stage in zip(self.stage_names, stages) if name in self.out_features]
-        feature_maps = self.neck(maps) if self.neck is not None else tuple(maps)
+        chosen = [stage for name, stage in zip(self.stage_names, stages) if name in self.out_features]
+        if not getattr(self.config, "reshape_hidden_states", True):  # tokens, as DINOv2's option (DPT's neck reads them)
+            feature_maps = tuple(stage.tokens for stage in chosen)
+        else:
+            maps = [stage.as_map() for stage in chosen]
+            feature_maps = self.neck(maps) if self.neck is not None else tuple(maps)
         output = BackboneOutput(
             feature_maps=tuple(feature_maps),
             hidden_states=encoded.hidden_states if output_hidden_states else None,

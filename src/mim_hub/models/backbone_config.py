@@ -1,6 +1,7 @@
 """What every method's config adds to be a transformers backbone config: `stage_names`,
 `out_features` / `out_indices` (transformers' `BackboneConfigMixin` checks and aligns them) and
-the optional feature pyramid `add_fpn` (BEiT's name).
+the optional feature pyramid `add_fpn` (BEiT's name) and `reshape_hidden_states` (DINOv2's: False
+returns the tokens, prefix tokens first, instead of maps; what DPT's neck reads).
 
 Stage names: a plain ViT has `stem` (the embeddings) then `stage1`..`stageN` (the output of each
 block), as transformers' BEiT and DINOv2; Swin has `stem` then one stage per resolution, as
@@ -20,11 +21,13 @@ class MIMBackboneConfigMixin(BackboneConfigMixin):
         out_features = kwargs.pop("out_features", None)
         out_indices = kwargs.pop("out_indices", None)
         add_fpn = kwargs.pop("add_fpn", False)
+        reshape_hidden_states = kwargs.pop("reshape_hidden_states", True)
         kwargs.pop("stage_names", None)  # always derived from the architecture
         super().__post_init__(**kwargs)
         if not isinstance(add_fpn, bool):
             raise ValueError(f"{type(self).__name__}: add_fpn must be true or false, got {add_fpn!r}")
         self.add_fpn = add_fpn
+        self.reshape_hidden_states = bool(reshape_hidden_states)  # False: tokens [B, P + h*w, C] (DINOv2's option, for DPT)
         self.stage_names = self.backbone_stage_names()
         self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
 
