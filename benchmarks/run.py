@@ -10,7 +10,9 @@ every other round; a ratio is the median of the per-round ratios, with its quart
   against transformers' implementation with identical weights where one exists; images/s,
   achieved FLOP/s and its fraction of the ceiling;
 - the data path: our image processor against transformers' ViTImageProcessorPil (images/s per worker);
-- from_pretrained and conversion of a base-size original checkpoint (time, peak memory).
+- from_pretrained and conversion of a base-size original checkpoint (time, peak memory);
+- backbones: a ViT-B/16 MAEBackbone at 224 px giving 4 feature maps through BEiT's pyramid
+  (add_fpn) against transformers' BeitBackbone(add_fpn=True) on the same shapes (a ratio).
 `--quick` uses a small model and few repetitions (for a smoke run).
 """
 
@@ -162,6 +164,38 @@ def loading(device: str, repeats: int) -> dict:
     return results
 
 
+def backbone(device: str, repeats: int, batch: int) -> dict:
+    """ViT-B/16 forward at 224 px, 4 feature maps (blocks 4/6/8/12 through the x4/x2/x1/x0.5
+    pyramid): our MAEBackbone against transformers' BeitBackbone with add_fpn (no position
+    table, no relative bias: the same block shapes), inference, fp32."""
+    from transformers import BeitBackbone, BeitConfig
+
+    from mim_hub import MAEBackbone, MAEConfig
+
+    torch.manual_seed(0)
+    ours = MAEBackbone(MAEConfig(out_features=["stage4", "stage6", "stage8", "stage12"], add_fpn=True)).to(device).eval()
+    theirs = BeitBackbone(BeitConfig(out_features=["stage4", "stage6", "stage8", "stage12"], add_fpn=True, layer_norm_eps=1e-6)).to(device).eval()
+    pixels = torch.randn(batch, 3, 224, 224, device=device)
+    with torch.no_grad():
+        shapes_ours = [tuple(m.shape) for m in ours(pixels).feature_maps]
+        shapes_theirs = [tuple(m.shape) for m in theirs(pixels).feature_maps]
+    if shapes_ours != shapes_theirs:
+        raise RuntimeError(f"feature maps differ: ours {shapes_ours}, transformers {shapes_theirs}")
+
+    def run(model):
+        def call():
+            with torch.no_grad():
+                model(pixels)
+        return call
+
+    samples = interleaved_samples({"ours": run(ours), "transformers": run(theirs)}, warmup=1, repeats=repeats)
+    ratio = paired_ratio(samples["transformers"], samples["ours"])
+    return {"ViT-B/16 backbone forward, 224 px, 4 maps (add_fpn)": {
+        "ours_s": statistics.median(samples["ours"]), "transformers_s": statistics.median(samples["transformers"]),
+        "speedup_vs_transformers": ratio["median"], "q1": ratio["q1"], "q3": ratio["q3"], "batch": batch,
+        "feature_maps": [list(s[1:]) for s in shapes_ours]}}
+
+
 def _to_original_mae(state: dict) -> dict:
     """Our MAE state dict under the original facebookresearch/mae names (inverse of the converter)."""
     out = {}
@@ -218,7 +252,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--output", default=None, help="JSON results (default: benchmarks/results.json, results_cuda.json on a GPU)")
     parser.add_argument("--markdown", default=None, help="the table (default: BENCHMARKS.md, BENCHMARKS_cuda.md on a GPU)")
-    parser.add_argument("--skip", default="", help="comma-separated sections to skip (their earlier results in --output are kept): models,data,loading;"
+    parser.add_argument("--skip", default="", help="comma-separated sections to skip (their earlier results in --output are kept): models,data,loading,backbone;"
                         " likewise the earlier results of methods left out of --methods are kept")
     args = parser.parse_args()
     suffix = "_cuda" if args.device == "cuda" else ""
@@ -233,7 +267,7 @@ def main() -> int:
         with open(args.output) as handle:
             previous = json.load(handle)
     report = {
-        **{k: v for k, v in previous.items() if k in ("models", "data_path", "loading")},
+        **{k: v for k, v in previous.items() if k in ("models", "data_path", "loading", "backbone")},
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "threads": torch.get_num_threads(), "torch": torch.__version__, "device": args.device,
                     "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None},
@@ -260,6 +294,11 @@ def main() -> int:
         report["loading"] = loading(args.device, repeats)
         for name, row in report["loading"].items():
             print(f"loading    {name:40s} " + "  ".join(f"{k}: {v:.2f}" for k, v in row.items()))
+    if "backbone" not in skip:
+        report["backbone"] = backbone(args.device, repeats, batch)
+        for name, row in report["backbone"].items():
+            print(f"backbone   {name:60s} ours {row['ours_s']:.3f} s, transformers {row['transformers_s']:.3f} s, "
+                  f"{row['speedup_vs_transformers']:.2f}x (quartiles {row['q1']:.2f}-{row['q3']:.2f})")
     with open(args.output, "w") as handle:
         json.dump(report, handle, indent=2)
     write_markdown(report, args.markdown)
@@ -328,6 +367,12 @@ def write_markdown(report: dict, path: str) -> None:
     if "loading" in report:
         lines += ["| loading | values |", "|---|---|"]
         lines += [f"| {n} | " + ", ".join(f"{k}: {v:.2f}" for k, v in r.items()) + " |" for n, r in report["loading"].items()]
+        lines.append("")
+    if "backbone" in report:
+        lines += ["Backbones (inference, fp32; transformers / ours of the same round, median and quartiles; > 1: ours faster):", "",
+                  "| backbone | feature maps | ours s | transformers' BeitBackbone s | transformers / ours |", "|---|---|---|---|---|"]
+        lines += [f"| {n} | {' '.join('x'.join(map(str, s)) for s in r['feature_maps'])} | {r['ours_s']:.3f} | {r['transformers_s']:.3f} | "
+                  f"{r['speedup_vs_transformers']:.2f} ({r['q1']:.2f}-{r['q3']:.2f}) |" for n, r in report["backbone"].items()]
         lines.append("")
     with open(path, "w") as handle:
         handle.write("\n".join(lines))

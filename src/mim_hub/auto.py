@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 
 from transformers import (
+    AutoBackbone,
     AutoConfig,
     AutoImageProcessor,
     AutoModel,
@@ -19,7 +20,7 @@ METHODS = ("mae", "simmim", "cae", "mr_mae", "color_mae", "crate_mae")
 
 def method_classes(method: str) -> dict:
     """The AUTO_CLASSES table of a method (config, model, pretraining, classification,
-    image_processor, and optionally masked_image_modeling)."""
+    image_processor, backbone, and optionally masked_image_modeling)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
     return importlib.import_module(f"mim_hub.models.{method}").AUTO_CLASSES
@@ -45,6 +46,8 @@ def register_all() -> None:
         AutoModel.register(config, classes["model"], exist_ok=True)
         AutoModelForPreTraining.register(config, classes["pretraining"], exist_ok=True)
         AutoModelForImageClassification.register(config, classes["classification"], exist_ok=True)
+        if classes.get("backbone") is not None:  # AutoBackbone.from_config, load_backbone (UperNet, DPT, Mask2Former)
+            AutoBackbone.register(config, classes["backbone"], exist_ok=True)
         if classes.get("masked_image_modeling") is not None:
             AutoModelForMaskedImageModeling.register(config, classes["masked_image_modeling"], exist_ok=True)
         processors = {"pil": classes["image_processor"]}

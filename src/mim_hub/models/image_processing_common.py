@@ -135,6 +135,24 @@ class MIMImageProcessor(PilBackend):
             resized.size = SizeDict(height=image_size, width=image_size)
         return resized
 
+    def post_process_semantic_segmentation(self, outputs, target_sizes=None) -> list:
+        """[H, W] class-id maps from a segmentation model's `logits` [B, K, h, w] (the
+        `image-segmentation` pipeline's hook), each resized to its `target_sizes` (height, width)
+        entry first when given, as transformers' BEiT/SegFormer processors do."""
+        import torch
+
+        logits = outputs.logits
+        if target_sizes is not None and len(target_sizes) != len(logits):
+            raise ValueError(f"{len(target_sizes)} target_sizes for {len(logits)} images")
+        maps = []
+        for index in range(len(logits)):
+            scores = logits[index: index + 1]
+            if target_sizes is not None:
+                size = tuple(int(v) for v in target_sizes[index])
+                scores = torch.nn.functional.interpolate(scores.float(), size=size, mode="bilinear", align_corners=False)
+            maps.append(scores[0].argmax(dim=0))
+        return maps
+
     def _prepare_images_structure(self, images, expected_ndims: int = 3):
         # a single 2-D (grey) array or tensor is one image, not a batch of rows
         if hasattr(images, "ndim") and images.ndim == 2:

@@ -20,6 +20,7 @@ from transformers.utils import ModelOutput
 from .. import initialization as init
 from ..layers.attention import Attention
 from ..layers.relative_position import RelativePositionBias, relative_position_index
+from .features import ClassifierFeaturesMixin
 from .geometry import GEOMETRY_FIELDS, adapt_geometry, geometry_changes
 
 # from_pretrained arguments that say where the files are (to read the saved config alone)
@@ -260,10 +261,10 @@ class MIMPreTrainedModel(PreTrainedModel):
             init.copy_(module.relative_position_index, relative_position_index(module.window_size, module.cls_token))
 
 
-class ImageClassifierForwardMixin:
+class ImageClassifierForwardMixin(ClassifierFeaturesMixin):
     """The classifiers' forward, shared by every method whose classifier is its base model's
     pooled output (`pooler_output`) through `self.head`: put it before the method's
-    PreTrainedModel in the bases."""
+    PreTrainedModel in the bases. (The timm-style hooks come with it: `ClassifierFeaturesMixin`.)"""
 
     def forward(
         self,

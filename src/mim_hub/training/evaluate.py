@@ -5,8 +5,8 @@ chosen by stratified 5-fold cross-validation (3 repeats) on the training split o
 looked at), from a fixed grid, for every feature set alike: on a small dataset an unregularised
 probe fits the training set exactly and its test accuracy drifts with how long it is trained.
 
-Features are the mean of the encoder's patch tokens (`last_hidden_state[:, 1:]` for models with a
-cls token), computed once with the model's own image processor."""
+Features are the mean of the encoder's patch tokens (`last_hidden_state[:, num_prefix_tokens:]`: the
+cls token, where the model has one, is left out), computed once with the model's own image processor."""
 
 from __future__ import annotations
 
@@ -66,15 +66,10 @@ def extract_features(model, processor, images, *, batch_size: int = 128, pooling
         if pooling == "pooler" and getattr(out, "pooler_output", None) is not None:
             feats.append(out.pooler_output.float())
         else:
-            tokens = out.last_hidden_state
-            has_cls = tokens.shape[1] != _num_patches(encoder.config)
-            feats.append((tokens[:, 1:] if has_cls else tokens).mean(1).float())
+            # the patch tokens: the encoder states how many prefix (cls) tokens come first
+            tokens = out.last_hidden_state[:, encoder.num_prefix_tokens:]
+            feats.append(tokens.mean(1).float())
     return torch.cat(feats)
-
-
-def _num_patches(config) -> int:
-    size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
-    return (size // config.patch_size) ** 2
 
 
 def knn_accuracy(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: float = 0.07, num_classes: int | None = None) -> float:

@@ -24,6 +24,9 @@ logger = logging.getLogger("mim_hub.finetune")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", choices=("image-classification", "semantic-segmentation"), default="image-classification",
+                        help="image-classification (the method's classifier) or semantic-segmentation (UperNet on the "
+                             "model's backbone; see training/segmentation.py)")
     parser.add_argument("--model", required=True, help="saved model folder (a pre-trained or converted mim_hub model)")
     parser.add_argument("--output-dir", required=True, help="where checkpoints and the fine-tuned model go")
     add_dataset_arguments(parser)
@@ -44,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed")
     parser.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
     parser.add_argument("--push-to-hub", metavar="REPO", default=None, help="upload the fine-tuned model to this Hub repo")
+    from .segmentation import add_arguments as add_segmentation_arguments
+
+    add_segmentation_arguments(parser)
 
 
 class ClassificationData(torch.utils.data.Dataset):
@@ -141,6 +147,10 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.task == "semantic-segmentation":
+        from .segmentation import main as segmentation_main
+
+        return segmentation_main(args)
     train = dataset_from_args(args)
     eval_split = args.eval_split or ("test" if args.dataset == "digits" else None)
     evaluation = dataset_from_args(args, split=eval_split) if eval_split else None

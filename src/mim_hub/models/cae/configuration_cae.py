@@ -6,11 +6,13 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+from ..backbone_config import MIMBackboneConfigMixin
+
 from ..validation import check_image_size, check_positive
 
 
 @strict
-class CAEConfig(PreTrainedConfig):
+class CAEConfig(MIMBackboneConfigMixin, PreTrainedConfig):
     r"""Configuration of CAE's encoder, latent contextual regressor, decoder and fine-tuning head.
 
     Defaults are the released CAE-base (ViT-B/16, 224) with the original numerics: BEiT-style

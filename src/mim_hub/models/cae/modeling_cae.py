@@ -32,6 +32,7 @@ from ...layers.attention import linear_with_output_scale, multihead_attention
 from ...layers.block import drop_path_rates
 from ...layers.mask_block import BlockMaskGenerator
 from ...layers.relative_position import RelativePositionBias, relative_position_attention_bias
+from ..features import EncoderFeaturesMixin
 from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel
 from .configuration_cae import CAEConfig
 
@@ -176,7 +177,7 @@ def _attention_head_size(width: int, heads: int) -> int:
     return width // heads
 
 
-class CAEModel(CAEPreTrainedModel):
+class CAEModel(EncoderFeaturesMixin, CAEPreTrainedModel):
     """CAE's encoder (BEiT-style ViT).
 
     Without `bool_masked_pos` it encodes every patch in order: `last_hidden_state` [B, 1 + L, D].
@@ -187,6 +188,7 @@ class CAEModel(CAEPreTrainedModel):
     """
 
     _keys_to_ignore_on_load_unexpected = [r"^regressor\.", r"^decoder\.", r"^head\.", r"^mask_token", r"^decoder_pos_embed", r"^encoder_to_regressor"]
+    num_prefix_tokens = 1  # the cls token
 
     def __init__(self, config: CAEConfig, add_pooling_layer: bool = True, add_final_norm: bool | None = None,
                  use_relative_position_bias: bool | None = None):

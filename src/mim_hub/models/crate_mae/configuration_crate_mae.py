@@ -5,11 +5,13 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+from ..backbone_config import MIMBackboneConfigMixin
+
 from ..validation import check_divisible, check_image_size, check_mask_ratio, check_positive
 
 
 @strict
-class CrateMAEConfig(PreTrainedConfig):
+class CrateMAEConfig(MIMBackboneConfigMixin, PreTrainedConfig):
     r"""CRATE-MAE (Pai et al., ICLR 2024) and the CRATE classifier (Yu et al., NeurIPS 2023) as one family.
 
     Defaults are CRATE-MAE-Base with the original code's numerics.

@@ -26,6 +26,7 @@ from ... import initialization as init
 from ...layers import PatchEmbedding, gather_tokens, get_2d_sincos_pos_embed, interpolate_pos_embed, patchify, random_masking, unpatchify
 from ...layers.attention import multihead_attention
 from ..mae.modeling_mae import pixel_loss
+from ..features import ClassifierFeaturesMixin, EncoderFeaturesMixin
 from ..modeling_common import MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput, classification_loss
 from .configuration_crate_mae import CrateMAEConfig
 
@@ -190,7 +191,7 @@ class CrateEmbeddings(nn.Module):
         return torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1) + pos, mask, ids_restore
 
 
-class CrateMAEModel(CrateMAEPreTrainedModel):
+class CrateMAEModel(EncoderFeaturesMixin, CrateMAEPreTrainedModel):
     """The CRATE-MAE (or CRATE) encoder.
 
     Without `noise` every patch is encoded in order. With `noise` (CRATE-MAE) the masked patches
@@ -200,6 +201,8 @@ class CrateMAEModel(CrateMAEPreTrainedModel):
     """
 
     _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^head"]
+    num_prefix_tokens = 1  # the cls token
+    supports_interpolation = False
 
     def __init__(self, config: CrateMAEConfig):
         super().__init__(config)
@@ -210,6 +213,9 @@ class CrateMAEModel(CrateMAEPreTrainedModel):
 
     def get_input_embeddings(self):
         return self.embeddings.patch_embed
+
+    def _pool(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden[:, 1:].mean(1) if self.config.pooling == "mean" else hidden[:, 0]
 
     def forward(self, pixel_values, noise=None, mask_ratio=None, output_attentions=None, output_hidden_states=None,
                 interpolate_pos_encoding: bool = False, return_dict=None, **kwargs):
@@ -278,7 +284,7 @@ class CrateMAEForPreTraining(CrateMAEPreTrainedModel):
         return out if return_dict is not False else out.to_tuple()
 
 
-class CrateMAEForImageClassification(CrateMAEPreTrainedModel):
+class CrateMAEForImageClassification(ClassifierFeaturesMixin, CrateMAEPreTrainedModel):
     """CRATE's classifier head (`mlp_head`: LayerNorm + Linear) on the pooled token: the
     released CRATE-T/S/B/L classifiers, or a fine-tuned CRATE-MAE encoder."""
 
@@ -291,6 +297,9 @@ class CrateMAEForImageClassification(CrateMAEPreTrainedModel):
 
     def get_input_embeddings(self):
         return self.crate.embeddings.patch_embed
+
+    def _pre_logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.head_norm(pooled)
 
     def forward(self, pixel_values, labels=None, output_attentions=None, output_hidden_states=None, interpolate_pos_encoding: bool = False,
                 return_dict=None, **kwargs):

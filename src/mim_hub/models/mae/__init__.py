@@ -1,6 +1,7 @@
 from .configuration_mae import MAEConfig
 from .image_processing_mae import MAEImageProcessor
 from .modeling_mae import MAEForImageClassification, MAEForPreTraining, MAEModel, MAEPreTrainedModel
+from .modeling_mae_backbone import MAEBackbone
 
 # What `mim_hub.auto` registers with the Auto classes for this method.
 AUTO_CLASSES = {
@@ -8,10 +9,12 @@ AUTO_CLASSES = {
     "model": MAEModel,
     "pretraining": MAEForPreTraining,
     "classification": MAEForImageClassification,
+    "backbone": MAEBackbone,
     "image_processor": MAEImageProcessor,
 }
 
 __all__ = [
+    "MAEBackbone",
     "MAEConfig",
     "MAEImageProcessor",
     "MAEModel",

@@ -5,11 +5,13 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+from ..backbone_config import MIMBackboneConfigMixin
+
 from ..validation import check_divisible, check_image_size, check_mask_ratio, check_positive
 
 
 @strict
-class MAEConfig(PreTrainedConfig):
+class MAEConfig(MIMBackboneConfigMixin, PreTrainedConfig):
     r"""Configuration of MAE's ViT encoder, its lightweight decoder and the fine-tuning head.
 
     Defaults are the released ViT-B/16 with the original code's numerics (LayerNorm eps 1e-6,

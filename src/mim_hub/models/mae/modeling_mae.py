@@ -18,6 +18,7 @@ from ...layers import (
     random_masking,
     unpatchify,
 )
+from ..features import EncoderFeaturesMixin
 from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput
 from .configuration_mae import MAEConfig
 
@@ -87,7 +88,7 @@ def _encoder_blocks(config: MAEConfig, hidden_size: int, num_layers: int, heads:
     )
 
 
-class MAEModel(MAEPreTrainedModel):
+class MAEModel(EncoderFeaturesMixin, MAEPreTrainedModel):
     """MAE's ViT encoder.
 
     Called without `noise` it encodes every patch in its original order (no masking, no
@@ -101,6 +102,7 @@ class MAEModel(MAEPreTrainedModel):
     """
 
     _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^head\."]
+    num_prefix_tokens = 1  # the cls token
 
     def __init__(self, config: MAEConfig, add_pooling_layer: bool = True, add_final_norm: bool | None = None):
         super().__init__(config)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+from ..backbone_config import MIMBackboneConfigMixin
+
 from ..validation import check_divisible, check_image_size, check_mask_ratio, check_positive
 
 BACKBONES = ("convvit", "vit")
@@ -15,7 +17,7 @@ MIMIC_HEADS = ("linear", "mlp")
 
 
 @strict
-class MRMAEConfig(PreTrainedConfig):
+class MRMAEConfig(MIMBackboneConfigMixin, PreTrainedConfig):
     r"""MR-MAE: an MAE whose encoder also mimics frozen teachers (CLIP, DINO) on the visible tokens.
 
     Two backbones (`backbone`):
@@ -146,6 +148,12 @@ class MRMAEConfig(PreTrainedConfig):
         if len(self.image_mean) != self.num_channels or len(self.image_std) != self.num_channels:
             raise ValueError(f"{name}: image_mean and image_std need {self.num_channels} values")
         super().__post_init__(**kwargs)
+
+    def backbone_stage_names(self) -> list[str]:
+        """The hybrid's convolution stages `conv1`, `conv2` first, then the ViT's `stem` (the
+        stage-3 patch embedding) and one stage per transformer block."""
+        names = super().backbone_stage_names()
+        return ["conv1", "conv2", *names] if self.backbone == "convvit" else names
 
     @property
     def stage3_patch_size(self) -> int:

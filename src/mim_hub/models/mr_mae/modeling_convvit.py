@@ -171,9 +171,12 @@ class ConvViTEmbeddings(nn.Module):
     def position_table(self, grid: tuple[int, int]) -> torch.Tensor:
         return interpolate_pos_embed(self.pos_embed, grid, num_prefix_tokens=self.num_prefix_tokens, old_grid=self.grid_size)
 
-    def forward(self, pixel_values: torch.Tensor, mask: torch.Tensor | None = None, interpolate_pos_encoding: bool = False):
+    def forward(self, pixel_values: torch.Tensor, mask: torch.Tensor | None = None, interpolate_pos_encoding: bool = False,
+                output_stage_maps: bool = False):
         """Returns (patch tokens with positions [B, L, D], cls token with position [B, 1, D] or
-        None, grid, the fused stage features [[B, L, D], [B, L, D]] or None)."""
+        None, grid, the fused stage features [[B, L, D], [B, L, D]] or None), and with
+        `output_stage_maps` also the convolution stages' outputs ([B, C1, H/p1, W/p1],
+        [B, C2, H/(p1 p2), W/(p1 p2)])."""
         grid = self.check_input(pixel_values, interpolate_pos_encoding)
         dtype = self.patch_proj.weight.dtype
         hidden = pixel_values.to(dtype)
@@ -196,6 +199,8 @@ class ConvViTEmbeddings(nn.Module):
         cls = None
         if self.cls_token is not None:
             cls = (self.cls_token + pos[:, :1]).expand(tokens.shape[0], -1, -1)
+        if output_stage_maps:
+            return tokens, cls, grid, fused, tuple(maps)
         return tokens, cls, grid, fused
 
 

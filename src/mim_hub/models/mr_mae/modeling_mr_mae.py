@@ -16,6 +16,7 @@ from ... import initialization as init
 from ...layers import ViTBlock, ViTEncoder, gather_tokens, get_2d_sincos_pos_embed, interpolate_pos_embed, random_masking
 from ...layers.block import drop_path_rates
 from ..mae.modeling_mae import MAEDecoder, MAEEmbeddings, PixelTargetsMixin
+from ..features import EncoderFeaturesMixin, FeatureStage
 from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput
 from .configuration_mr_mae import MRMAEConfig
 from .modeling_convvit import ConvViTEmbeddings, stage_drop_paths
@@ -24,9 +25,13 @@ from .teachers import MimicHead, Teacher, mimic_loss, visible_targets
 
 @dataclass
 class MRMAEModelOutput(MIMModelOutput):
-    """MIMModelOutput plus `ids_keep` [B, K] (the visible patches, in ascending-noise order)."""
+    """MIMModelOutput plus `ids_keep` [B, K] (the visible patches, in ascending-noise order) and,
+    for ConvMAE's hybrid with `output_hidden_states`, `conv_hidden_states`: the outputs of its two
+    convolution stages as [B, C, h, w] maps (strides p1 and p1 p2), which come before
+    `hidden_states` (the transformer stage's tokens)."""
 
     ids_keep: torch.LongTensor | None = None
+    conv_hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -100,7 +105,7 @@ def _transformer_blocks(config: MRMAEConfig, rates: list[float]) -> list[ViTBloc
     ]
 
 
-class MRMAEModel(MRMAEPreTrainedModel):
+class MRMAEModel(EncoderFeaturesMixin, MRMAEPreTrainedModel):
     """MR-MAE's encoder (plain ViT or ConvMAE hybrid).
 
     Without `noise` it encodes every patch in order, as the fine-tuning model
@@ -136,6 +141,16 @@ class MRMAEModel(MRMAEPreTrainedModel):
     def num_prefix_tokens(self) -> int:
         return 1 if self.config.use_cls_token else 0
 
+    @property
+    def _num_stem_stages(self) -> int:
+        return 3 if self.config.backbone == "convvit" else 1  # conv1, conv2, stem
+
+    def _feature_stages(self, pixel_values, interpolate_pos_encoding: bool = False, output_attentions: bool = False):
+        """The hybrid's convolution stages, then the embeddings and every transformer block."""
+        stages, output = super()._feature_stages(pixel_values, interpolate_pos_encoding, output_attentions)
+        maps = [FeatureStage(m.flatten(2).transpose(1, 2), (m.shape[-2], m.shape[-1])) for m in output.conv_hidden_states or ()]
+        return maps + stages, output
+
     def get_input_embeddings(self) -> nn.Module:
         if self.config.backbone == "vit":
             return self.embeddings.patch_embed
@@ -168,9 +183,11 @@ class MRMAEModel(MRMAEPreTrainedModel):
             ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
             ids_keep, mask, ids_restore = random_masking(noise, ratio)
         # patches (masked convolution in the hybrid's stages), positions
-        fused = None
+        fused = conv_hidden = None
         if self.config.backbone == "vit":
             tokens, cls, _ = self.embeddings(pixel_values, interpolate_pos_encoding)
+        elif output_hidden_states:
+            tokens, cls, _, fused, conv_hidden = self.embeddings(pixel_values, mask, interpolate_pos_encoding, output_stage_maps=True)
         else:
             tokens, cls, _, fused = self.embeddings(pixel_values, mask, interpolate_pos_encoding)
         if ids_keep is not None:
@@ -194,7 +211,7 @@ class MRMAEModel(MRMAEPreTrainedModel):
             pooled = hidden[:, 0]
         output = MRMAEModelOutput(
             last_hidden_state=hidden, pooler_output=pooled, mask=mask, ids_restore=ids_restore, ids_keep=ids_keep,
-            hidden_states=all_hidden, attentions=all_attn,
+            hidden_states=all_hidden, attentions=all_attn, conv_hidden_states=conv_hidden,
         )
         return output if return_dict is not False else output.to_tuple()
 

@@ -8,6 +8,7 @@ from .modeling_simmim import (
     SimMIMPreTrainingOutput,
 )
 from . import releases  # noqa: F401  (registers the original checkpoints with `mim-hub zoo`)
+from .modeling_simmim_backbone import SimMIMBackbone
 
 # What `mim_hub.auto` registers with the Auto classes for this method.
 AUTO_CLASSES = {
@@ -15,11 +16,13 @@ AUTO_CLASSES = {
     "model": SimMIMModel,
     "pretraining": SimMIMForPreTraining,
     "classification": SimMIMForImageClassification,
+    "backbone": SimMIMBackbone,
     "image_processor": SimMIMImageProcessor,
     "masked_image_modeling": SimMIMForPreTraining,
 }
 
 __all__ = [
+    "SimMIMBackbone",
     "SimMIMConfig",
     "SimMIMImageProcessor",
     "SimMIMModel",

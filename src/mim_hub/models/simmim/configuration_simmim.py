@@ -5,13 +5,15 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+from ..backbone_config import MIMBackboneConfigMixin
+
 from ..validation import check_divisible, check_image_size, check_positive
 
 BACKBONES = ("vit", "swin")
 
 
 @strict
-class SimMIMConfig(PreTrainedConfig):
+class SimMIMConfig(MIMBackboneConfigMixin, PreTrainedConfig):
     r"""Configuration of SimMIM: a ViT (BEiT-style) or Swin encoder, the one-layer decoder
     (1x1 conv + PixelShuffle) and the fine-tuning head.
 
@@ -139,6 +141,12 @@ class SimMIMConfig(PreTrainedConfig):
         if not 0.0 <= self.mask_ratio <= 1.0:
             raise ValueError(f"{name}: mask_ratio must be in [0, 1], got {self.mask_ratio}")
         super().__post_init__(**kwargs)
+
+    def backbone_stage_names(self) -> list[str]:
+        """ViT: `stem`, then one stage per block; Swin: `stem`, then one stage per resolution."""
+        if self.backbone == "swin":
+            return ["stem"] + [f"stage{index}" for index in range(1, len(self.depths) + 1)]
+        return super().backbone_stage_names()
 
     @property
     def image_hw(self) -> tuple[int, int]:

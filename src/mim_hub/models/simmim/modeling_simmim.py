@@ -21,6 +21,7 @@ from transformers.utils import ModelOutput
 from ... import initialization as init
 from ...layers import Attention, LayerScale, PatchEmbedding, ViTEncoder, build_vit_blocks, interpolate_pos_embed
 from ...layers.relative_position import RelativePositionBias, relative_position_attention_bias, relative_position_index
+from ..features import EncoderFeaturesMixin, FeatureStage
 from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel
 from .configuration_simmim import SimMIMConfig
 from .modeling_simmim_swin import SwinEmbeddings, SwinEncoder, swin_layer_id
@@ -143,7 +144,8 @@ class SimMIMPreTrainedModel(MIMPreTrainedModel):
             if module.pos_embed is not None:
                 init.trunc_normal_(module.pos_embed, std=std)
         elif isinstance(module, SwinEmbeddings):
-            init.trunc_normal_(module.mask_token, std=std)
+            if module.mask_token is not None:  # (a base model built without one)
+                init.trunc_normal_(module.mask_token, std=std)
             if module.pos_embed is not None:
                 init.trunc_normal_(module.pos_embed, std=std)
         elif isinstance(module, SimMIMModel) and module.config.backbone == "vit":
@@ -152,7 +154,7 @@ class SimMIMPreTrainedModel(MIMPreTrainedModel):
                 init.trunc_normal_(layer.mlp.fc2.weight, std=std / math.sqrt(2.0 * (index + 1)))
 
 
-class SimMIMModel(SimMIMPreTrainedModel):
+class SimMIMModel(EncoderFeaturesMixin, SimMIMPreTrainedModel):
     """SimMIM's encoder (ViT or Swin, by `config.backbone`).
 
     Called without `bool_masked_pos` it encodes every patch. With `bool_masked_pos` ([B, L] or
@@ -202,6 +204,31 @@ class SimMIMModel(SimMIMPreTrainedModel):
 
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embed
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """ViT: the cls token; Swin has none."""
+        return 0 if self.config.backbone == "swin" else 1
+
+    def _feature_stages(self, pixel_values, interpolate_pos_encoding: bool = False, output_attentions: bool = False):
+        """Swin: the embeddings, then each stage's last block (before its patch merging) at the
+        stage's resolution; ViT: every block."""
+        if self.config.backbone != "swin":
+            return super()._feature_stages(pixel_values, interpolate_pos_encoding, output_attentions)
+        kwargs = {"interpolate_pos_encoding": True} if interpolate_pos_encoding else {}
+        output = self(pixel_values, output_hidden_states=True, output_attentions=output_attentions, **kwargs)
+        grid = (pixel_values.shape[-2] // self.config.patch_size, pixel_values.shape[-1] // self.config.patch_size)
+        stages = [FeatureStage(output.hidden_states[0], grid)]
+        end = 0
+        for stage, depth in enumerate(self.config.depths):
+            end += depth
+            stages.append(FeatureStage(output.hidden_states[end], (grid[0] // 2**stage, grid[1] // 2**stage)))
+        return stages, output
+
+    def _pool(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.config.backbone == "swin":
+            return hidden.mean(dim=1)
+        return super()._pool(hidden)
 
     @torch.no_grad()
     def expand_relative_position_bias(self) -> "SimMIMModel":
