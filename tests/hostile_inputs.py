@@ -81,7 +81,103 @@ def truncated_file(folder):
     path = os.path.join(folder, "truncated.pth")
     with open(path, "wb") as handle:
         handle.write(data[: len(data) // 2])
-    return path, "not a readable"
+    return path, "truncated"
+
+
+def truncated_pickle(folder):
+    """A raw pickle cut short: a truncated file, not a request to run code."""
+    data = pickle.dumps({"model": {"w": [0.5] * 64}}, protocol=2)
+    path = os.path.join(folder, "truncated.pkl")
+    with open(path, "wb") as handle:
+        handle.write(data[: len(data) // 2])
+    return path, "truncated"
+
+
+def truncated_legacy_file(folder):
+    source = os.path.join(folder, "legacy_full.pth")
+    torch.save({"model": _tiny_state()}, source, _use_new_zipfile_serialization=False)
+    data = open(source, "rb").read()
+    os.remove(source)
+    path = os.path.join(folder, "truncated_legacy.pth")
+    with open(path, "wb") as handle:
+        handle.write(data[: len(data) // 3])
+    return path, "truncated"
+
+
+def _with_tensor(folder, name, key, tensor, phrase):
+    state = _tiny_state()
+    state[key] = tensor
+    path = os.path.join(folder, name)
+    torch.save({"model": state}, path)
+    return path, phrase
+
+
+# 22.5: weights of a dtype the model cannot hold
+def integer_weights(folder):
+    return _with_tensor(folder, "int.pth", "blocks.0.mlp.fc1.weight", torch.ones(128, 32, dtype=torch.int64), "wrong dtype")
+
+
+def boolean_weights(folder):
+    return _with_tensor(folder, "bool.pth", "blocks.0.norm1.weight", torch.ones(32, dtype=torch.bool), "wrong dtype")
+
+
+def complex_weights(folder):
+    return _with_tensor(folder, "complex.pth", "blocks.0.attn.qkv.weight", torch.ones(96, 32, dtype=torch.complex64), "complex")
+
+
+# 22.6: tiny files whose tensors claim far more than they store
+def stride_zero_tensors(folder):
+    """Every tensor an expansion of one stored value: a few KB on disk, gigabytes if copied."""
+    state = {k: v.reshape(-1)[:1].clone().expand(*v.shape) for k, v in _tiny_state().items()}
+    state["pos_embed"] = torch.zeros(1).expand(1, 4097, 32)  # a 4096-patch grid: a 256-px image
+    path = os.path.join(folder, "stride0.pth")
+    torch.save({"model": state}, path)
+    return path, "stride"
+
+
+def stride_zero_trillion(folder):
+    return _with_tensor(folder, "trillion.pth", "blocks.0.mlp.fc1.weight", torch.zeros(1).expand(1_000_000, 1_000_000), "stride")
+
+
+def overlapping_strides(folder):
+    base = torch.zeros(64)
+    return _with_tensor(folder, "overlap.pth", "blocks.0.mlp.fc2.weight", base.as_strided((32, 128), (1, 0)), "overlapping")
+
+
+def huge_window_table(folder):
+    """A SimMIM ViT whose relative position table (one head, 640 KB) implies a 200x200-patch
+    window: its index buffer would be (40001)^2 int64, 12.8 GB, built from a small file."""
+    from reference_simmim import random_original_vit
+
+    state = random_original_vit(img=32, patch=4, dim=32, depth=1, heads=2, mlp_hidden=64, pretrain=False)
+    rows = (2 * 200 - 1) ** 2 + 3
+    for key in list(state):
+        if key.endswith("relative_position_bias_table"):
+            state[key] = torch.zeros(rows, state[key].shape[1])
+    path = os.path.join(folder, "huge_window.pth")
+    torch.save({"model": state}, path)
+    return path, "cannot have"
+
+
+huge_window_table.method = "simmim"
+
+
+# 22.11: tensors that hold no plain values
+def meta_tensor(folder):
+    return _with_tensor(folder, "meta.pth", "norm.weight", torch.zeros(32, device="meta"), "meta device")
+
+
+def sparse_tensor(folder):
+    return _with_tensor(folder, "sparse.pth", "norm.weight", torch.zeros(32).to_sparse(), "sparse")
+
+
+def quantized_tensor(folder):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tensor = torch.quantize_per_tensor(torch.rand(32), 0.1, 0, torch.quint8)
+    return _with_tensor(folder, "quantized.pth", "norm.weight", tensor, "quantized")
 
 
 def corrupt_bytes(folder):
@@ -185,9 +281,21 @@ HOSTILE = [
     safetensors_huge_header_length, missing_file,
 ]
 
-# Files hostile or broken as files (payloads, corruption, wrong containers), whatever the method:
-# every method's converter must refuse them the same way. The others are MAE-layout state dicts.
-FILE_LEVEL = [m for m in HOSTILE if m not in (missing_tensor, unexpected_tensor, misshaped_tensor)]
+# Round two (issue 22): the classes each counted on their own in the summary. Each maker is tried
+# with MAE's converter unless it names its method (`maker.method`).
+ROUND_TWO = {
+    "truncated files": [truncated_pickle, truncated_legacy_file],
+    "odd dtypes": [integer_weights, boolean_weights, complex_weights],
+    "claimed sizes": [stride_zero_tensors, stride_zero_trillion, overlapping_strides, huge_window_table],
+    "meta/sparse/quantized": [meta_tensor, sparse_tensor, quantized_tensor],
+}
+HOSTILE = HOSTILE + [m for makers in ROUND_TWO.values() for m in makers]
+
+# Files hostile or broken as files or as tensors (payloads, corruption, wrong containers, tensors
+# without plain values), whatever the method: every method's converter must refuse them the same
+# way. The others are MAE-layout state dicts (or name their method).
+_LAYOUT_LEVEL = (missing_tensor, unexpected_tensor, misshaped_tensor, integer_weights, boolean_weights, huge_window_table)
+FILE_LEVEL = [m for m in HOSTILE if m not in _LAYOUT_LEVEL]
 METHODS = ["mae", "simmim", "cae", "mr_mae", "color_mae", "crate_mae"]
 
 
@@ -199,6 +307,7 @@ def try_one(maker, folder, method: str = "mae") -> tuple[bool, str]:
 
     if os.path.exists(MARKER):
         os.remove(MARKER)
+    method = getattr(maker, "method", method)
     path, phrase = maker(folder)
     output = os.path.join(folder, f"out_{method}_{maker.__name__}")
     try:

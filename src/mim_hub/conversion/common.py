@@ -126,8 +126,7 @@ def check_model_size(model_class, config, state: dict[str, torch.Tensor], source
     if params > 2 * values or sum(buffers.values()) > max(16 * values, 2**22):
         detail = f"; its largest buffer '{largest}' alone has {buffers[largest]:,}" if largest else ""
         raise CheckpointError(
-            f"{source}: cannot convert: the sizes its shapes imply (image_size {getattr(config, 'image_size', '?')}, "
-            f"window_size {getattr(config, 'window_size', '-')}) describe a model of {params:,} parameters and "
+            f"{source}: cannot convert: the sizes its shapes imply (image_size {getattr(config, 'image_size', '?')}) describe a model of {params:,} parameters and "
             f"{sum(buffers.values()):,} buffer values{detail}, but the file holds {values:,} values: "
             "a shape the architecture cannot have for these weights"
         )

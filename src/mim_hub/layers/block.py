@@ -144,7 +144,7 @@ def build_vit_blocks(
     **block_kwargs,
 ) -> list[ViTBlock]:
     """`num_layers` blocks with stochastic depth rising linearly to `drop_path_rate` (timm rule)."""
-    rates = torch.linspace(0, drop_path_rate, num_layers).tolist() if num_layers else []
+    rates = torch.linspace(0, drop_path_rate, num_layers, device="cpu").tolist() if num_layers else []
     return [
         ViTBlock(hidden_size, num_attention_heads, intermediate_size, drop_path=rate, **block_kwargs)
         for rate in rates
