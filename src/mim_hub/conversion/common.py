@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 
+from ..utils.atomic import atomic_folder, remove_stale_temporaries
 from .loading import CheckpointError
 
 
@@ -204,28 +203,13 @@ def count_indexed(state_dict: dict[str, torch.Tensor], prefix: str) -> int:
 
 
 def save_atomically(output_dir: str, write, *, overwrite: bool = False) -> None:
-    """Call `write(tmp_dir)`, then move the finished folder to `output_dir`.
+    """Call `write(tmp_dir)`, then move the finished folder to `output_dir` (`atomic_folder`).
 
     Nothing appears at `output_dir` unless `write` succeeds; an existing non-empty folder is only
-    replaced with `overwrite=True`.
+    replaced with `overwrite=True`. Temporary folders that killed conversions left beside it are
+    removed first.
     """
     output_dir = os.path.abspath(output_dir)
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise FileExistsError(f"{output_dir} exists and is not a folder")
-    if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
-        raise FileExistsError(f"{output_dir} exists and is not empty (pass --overwrite to replace it)")
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(output_dir) + "-", dir=parent)
-    try:
+    remove_stale_temporaries(os.path.dirname(output_dir))
+    with atomic_folder(output_dir, overwrite=overwrite) as tmp:
         write(tmp)
-        if os.path.isdir(output_dir):
-            old = tmp + ".old"
-            os.replace(output_dir, old)
-            os.replace(tmp, output_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
