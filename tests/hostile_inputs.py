@@ -325,3 +325,154 @@ def try_one(maker, folder, method: str = "mae") -> tuple[bool, str]:
     if os.path.exists(output):
         ok, why = False, f"output written: {why}"
     return ok, why
+
+
+# Round two, runs (issue 22 items 3, 9, 10, 15): each case takes a folder and returns (ok, why),
+# ok when the run was refused clearly (exit 2, the phrase in its one-line error) or cleaned up.
+def _tiny_pretraining_model(folder):
+    from mim_hub import MAEConfig, MAEForPreTraining, MAEImageProcessor
+
+    path = os.path.join(folder, "tiny")
+    torch.manual_seed(0)
+    MAEForPreTraining(MAEConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=64, decoder_hidden_size=32, decoder_num_hidden_layers=1,
+                                decoder_num_attention_heads=2, decoder_intermediate_size=64)).save_pretrained(path)
+    MAEImageProcessor(size={"height": 32, "width": 32}, do_center_crop=False).save_pretrained(path)
+    return path
+
+
+_RUN_ARGS = ["--dataset", "digits", "--batch-size", "16", "--log-every", "1", "--lr", "1e-3", "--save-every", "3", "--max-steps", "6"]
+
+
+def _pretrain(model, output, *extra):
+    """(exit code, stderr) of `mim-hub pretrain` run in this process."""
+    import contextlib
+
+    from mim_hub.cli import main
+
+    stream = io.StringIO()
+    with contextlib.redirect_stderr(stream):
+        code = main(["pretrain", "--model", model, "--output-dir", output, *_RUN_ARGS, *extra])
+    errors = [line for line in stream.getvalue().replace("\r", "\n").splitlines() if "error:" in line]
+    return code, errors[-1] if errors else ""
+
+
+def _stopped_run(folder):
+    """A run folder holding only the step-3 checkpoint of a 6-step run (as if stopped there)."""
+    import shutil
+
+    model = _tiny_pretraining_model(folder)
+    full = os.path.join(folder, "full")
+    code, why = _pretrain(model, full)
+    if code != 0:
+        raise RuntimeError(why)
+    stopped = os.path.join(folder, "stopped")
+    os.makedirs(os.path.join(stopped, "checkpoints"))
+    shutil.copytree(os.path.join(full, "checkpoints", "step_00000003"), os.path.join(stopped, "checkpoints", "step_00000003"))
+    return model, stopped
+
+
+def _refused(code, why, phrase, output):
+    ok = code == 2 and phrase in why and not os.path.exists(os.path.join(output, "model.safetensors"))
+    return ok, why[-160:] or f"exit {code}"
+
+
+def _resume_case(extra=(), tamper=None, phrase=""):
+    def case(folder):
+        model, output = _stopped_run(folder)
+        if tamper is not None:
+            path = os.path.join(output, "checkpoints", "step_00000003", "state.json")
+            state = __import__("json").load(open(path))
+            with open(path, "w") as handle:
+                handle.write(tamper(state))
+        args = list(extra)
+        return _refused(*_pretrain(model, output, "--resume", *args), phrase, output)
+    return case
+
+
+def _json(change):
+    import json
+
+    return lambda state: json.dumps(change(state))
+
+
+def _locked_folder(folder):
+    import subprocess
+    import sys
+
+    model = _tiny_pretraining_model(folder)
+    output = os.path.join(folder, "shared")
+    code = ("import sys; from mim_hub.utils.atomic import OutputLock; lock = OutputLock(sys.argv[1]).acquire(); "
+            "print('held', flush=True); sys.stdin.read(); lock.release()")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    holder = subprocess.Popen([sys.executable, "-c", code, output], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        if holder.stdout.readline().strip() != "held":
+            return False, "the lock holder did not start"
+        return _refused(*_pretrain(model, output), f"in use by another run (process {holder.pid}", output)
+    finally:
+        holder.stdin.close()
+        holder.wait()
+
+
+def _failed_save(folder):
+    import errno
+
+    from accelerate import Accelerator
+
+    model = _tiny_pretraining_model(folder)
+    output = os.path.join(folder, "full")
+    original = Accelerator.save_state
+
+    def save_state(self, target, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    Accelerator.save_state = save_state
+    try:
+        ok, why = _refused(*_pretrain(model, output), "checkpoint at step 3 could not be written: No space left on device", output)
+    finally:
+        Accelerator.save_state = original
+    left = [n for n in os.listdir(os.path.join(output, "checkpoints"))]
+    return (ok and not left), why if not left else f"left behind: {left}"
+
+
+def _killed_save_debris(folder):
+    model, output = _stopped_run(folder)
+    for debris in (os.path.join(output, ".tmp-.tmp-final-abc"), os.path.join(output, "checkpoints", ".tmp-step_00000006")):
+        os.makedirs(debris)
+    code, why = _pretrain(model, output, "--resume")
+    left = [name for root, dirs, files in os.walk(output) for name in dirs + files if name.startswith(".tmp-")]
+    return code == 0 and not left, f"exit {code}, left {left}" if left or code else "removed on start"
+
+
+def _folder_modes(folder):
+    import stat
+
+    from mim_hub.conversion import convert
+
+    path = os.path.join(folder, "c.pth")
+    torch.save({"model": _tiny_state()}, path)
+    previous = os.umask(0o022)
+    try:
+        output = os.path.join(folder, "out")
+        convert("mae", path, output, config={"num_attention_heads": 2})
+    finally:
+        os.umask(previous)
+    modes = {name: oct(stat.S_IMODE(os.stat(os.path.join(output, name)).st_mode)) for name in os.listdir(output)}
+    ok = stat.S_IMODE(os.stat(output).st_mode) == 0o755 and set(modes.values()) == {"0o644"}
+    return ok, f"folder {oct(stat.S_IMODE(os.stat(output).st_mode))}, files {sorted(set(modes.values()))}"
+
+
+RUN_CLASSES = [
+    ("resume", [
+        ("other batch size", _resume_case(["--batch-size", "8"], phrase="batch_size: 16 -> 8")),
+        ("other lr", _resume_case(["--lr", "2e-3"], phrase="lr: 0.001 -> 0.002")),
+        ("step 999", _resume_case(tamper=_json(lambda s: {**s, "step": 999}), phrase="this run has 6 steps")),
+        ("step -6", _resume_case(tamper=_json(lambda s: {**s, "step": -6}), phrase="step -6")),
+        ("string step", _resume_case(tamper=_json(lambda s: {**s, "step": "3"}), phrase="not an integer")),
+        ("missing key", _resume_case(tamper=_json(lambda s: {"step": 3}), phrase="has no 'epoch'")),
+    ]),
+    ("shared output", [("lock held by another process", _locked_folder)]),
+    ("debris", [("disk full while saving", _failed_save), ("killed saves", _killed_save_debris)]),
+    ("modes", [("converted folder under umask 022", _folder_modes)]),
+]
