@@ -3,19 +3,41 @@
 output written; then a pre-training run is killed with SIGKILL at random moments and resumed,
 and must end with the weights of an uninterrupted run.
 
+The summary counts each class of round two (issue 22) on its own: cases tried / refused clearly
+/ wrong (accepted, or refused with an unclear error). Other modules' classes join through
+`EXTRA_CLASSES`: a list of (name, [(case name, callable(folder) -> (ok, why)), ...]).
+
     python benchmarks/robustness.py
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
-from hostile_inputs import FILE_LEVEL, HOSTILE, METHODS, try_one  # noqa: E402
+from hostile_inputs import FILE_LEVEL, HOSTILE, METHODS, ROUND_TWO, try_one  # noqa: E402
 from kill_loop import kill_loop  # noqa: E402
+
+# modules of other case classes (each defines CLASSES like EXTRA_CLASSES above); absent ones are skipped
+EXTRA_CLASS_MODULES = ("hostile_configs",)
+from hostile_inputs import RUN_CLASSES  # noqa: E402
+
+
+def _extra_classes():
+    classes = list(RUN_CLASSES)
+    for name in EXTRA_CLASS_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name == name:
+                continue
+            raise
+        classes += list(getattr(module, "CLASSES", []))
+    return classes
 
 
 def main() -> int:
@@ -25,6 +47,8 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=8, help="SIGKILLs of a pre-training run")
     args = parser.parse_args()
     refused = tried_inputs = 0
+    round_two = {m: name for name, makers in ROUND_TWO.items() for m in makers}
+    counts: dict[str, list[int]] = {}  # class -> [tried, refused clearly, wrong]
     with tempfile.TemporaryDirectory() as folder:
         for method in METHODS:  # every converter: the file-level inputs; MAE also the broken state dicts
             for maker in HOSTILE if method == "mae" else FILE_LEVEL:
@@ -33,12 +57,26 @@ def main() -> int:
                 ok, why = try_one(maker, sub, method)
                 refused += ok
                 tried_inputs += 1
-                print(f"{'refused' if ok else 'FAILED '} {method:10s} {maker.__name__:32s} {why}")
+                if maker in round_two:
+                    row = counts.setdefault(round_two[maker], [0, 0, 0])
+                    row[0], row[1], row[2] = row[0] + 1, row[1] + ok, row[2] + (not ok)
+                print(f"{'refused' if ok else 'FAILED '} {getattr(maker, 'method', method):10s} {maker.__name__:32s} {why}")
+        for class_name, cases in _extra_classes():
+            row = counts.setdefault(class_name, [0, 0, 0])
+            for case_name, case in cases:
+                sub = os.path.join(folder, f"extra-{class_name}-{case_name}".replace("/", "_").replace(" ", "_"))
+                os.makedirs(sub)
+                ok, why = case(sub)
+                row[0], row[1], row[2] = row[0] + 1, row[1] + ok, row[2] + (not ok)
+                print(f"{'refused' if ok else 'FAILED '} {class_name:10s} {case_name:32s} {why}")
     with tempfile.TemporaryDirectory() as folder:
         survived, tried, identical = kill_loop(folder, kills=args.kills)
+    classes = "; ".join(f"{name} {t}/{r}/{w}" for name, (t, r, w) in counts.items())
+    wrong = sum(w for _, _, w in counts.values())
     print(f"hostile inputs tried / refused cleanly: {refused}/{tried_inputs} ({len(METHODS)} converters); kills survived / tried: {survived}/{tried}; "
           f"resumed run identical to an uninterrupted one: {identical}; nothing written half-way")
-    return 0 if refused == tried_inputs and survived == tried and identical else 1
+    print(f"round two, cases tried / refused clearly / wrong: {classes}; wrong in all: {wrong}")
+    return 0 if refused == tried_inputs and survived == tried and identical and wrong == 0 else 1
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import sys
 import types
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -126,3 +127,136 @@ def test_save_pretrained_is_written_aside_then_renamed(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         model.save_pretrained(tmp_path / "fresh")
     assert not (tmp_path / "fresh").exists()
+
+
+def _mmengine_modules(monkeypatch):
+    """Fake mmengine classes with mmengine's module paths (pickled as the Runner pickles them)."""
+
+    class HistoryBuffer:
+        def __init__(self, values):
+            self._log_history = np.asarray(values, dtype=np.float64)
+            self._count_history = np.ones(len(values), dtype=np.int64)
+            self.max_length = 1000
+
+        def __setstate__(self, state):
+            raise _Ran("mmengine code ran")
+
+    class MessageHub:
+        def __init__(self):
+            self.log_scalars = {"train/loss": HistoryBuffer([0.9, 0.7, 0.5]), "train/lr": HistoryBuffer([1.5e-4])}
+            self.runtime_info = {"epoch": np.int64(400), "iter": 500400, "max_lr": np.float32(1.5e-4), "ok": np.bool_(True)}
+
+        def __setstate__(self, state):
+            raise _Ran("mmengine code ran")
+
+    names = {"mmengine": None, "mmengine.logging": None}
+    modules = {name: types.ModuleType(name) for name in names}
+    modules["mmengine.logging.history_buffer"] = _fake_module("mmengine.logging.history_buffer", HistoryBuffer=HistoryBuffer)
+    modules["mmengine.logging.message_hub"] = _fake_module("mmengine.logging.message_hub", MessageHub=MessageHub)
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    return modules, MessageHub
+
+
+def _color_mae_state():
+    from reference_mae import random_original_state
+
+    from mim_hub.conversion.color_mae import mmpretrain_to_mae_key
+
+    mae = random_original_state(dim=32, depth=1, dec_dim=32, dec_depth=1, seed=0)
+    state = {}
+    for key, value in mae.items():  # mmpretrain's name for each of MAE's keys
+        state[next(guess for guess in _mmpretrain_names(key) if mmpretrain_to_mae_key(guess) == key)] = value
+    return state, mae
+
+
+def _mmpretrain_names(key):
+    import re
+
+    block = lambda rest: rest.replace("norm1.", "ln1.").replace("norm2.", "ln2.").replace("mlp.fc1.", "ffn.layers.0.0.").replace("mlp.fc2.", "ffn.layers.1.")  # noqa: E731
+    match = re.match(r"blocks\.(\d+)\.(.*)", key)
+    if match:
+        yield f"backbone.layers.{match.group(1)}.{block(match.group(2))}"
+    match = re.match(r"decoder_blocks\.(\d+)\.(.*)", key)
+    if match:
+        yield f"neck.decoder_blocks.{match.group(1)}.{block(match.group(2))}"
+    if key.startswith("patch_embed.proj."):
+        yield "backbone.patch_embed.projection." + key.split(".")[-1]
+    if key.startswith("norm."):
+        yield "backbone.ln1." + key[5:]
+    if key.startswith("fc_norm."):
+        yield "backbone.ln2." + key[8:]
+    if key.startswith("decoder_norm."):
+        yield "neck.ln1." + key[len("decoder_norm."):]
+    yield "backbone." + key
+    yield "neck." + key
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_mmengine_runner_checkpoint_with_numpy_state_is_read_as_data(tmp_path, monkeypatch, protocol):
+    """An `epoch_N.pth` as mmengine's Runner writes it (meta, state_dict, message_hub with numpy
+    HistoryBuffers, param_schedulers): numpy arrays and scalars come back as equal numpy data,
+    no mmengine code runs, and ColorMAE's converter converts it."""
+    from mim_hub.conversion import convert
+    from mim_hub.conversion.loading import load_checkpoint
+
+    modules, MessageHub = _mmengine_modules(monkeypatch)
+    state, mae = _color_mae_state()
+    checkpoint = {
+        "meta": {"epoch": 400, "iter": 500400, "mmengine_version": "0.10.3", "seed": np.int64(0), "cfg": "model = dict(...)"},
+        "state_dict": state,
+        "message_hub": MessageHub(),
+        "param_schedulers": [{"begin": 0, "end": 40, "last_step": 40, "base_values": [np.float64(1.5e-4)], "_last_value": [0.0]}],
+    }
+    path = tmp_path / "epoch_400.pth"
+    torch.save(checkpoint, path, pickle_protocol=protocol)
+    for name in modules:
+        monkeypatch.delitem(sys.modules, name)
+    loaded = load_checkpoint(str(path))
+    assert not any(name.startswith("mmengine") for name in sys.modules)
+    hub = loaded["message_hub"]
+    history = hub["log_scalars"]["train/loss"]["_log_history"]
+    assert isinstance(history, np.ndarray) and history.dtype == np.float64 and np.array_equal(history, [0.9, 0.7, 0.5])
+    assert np.array_equal(hub["log_scalars"]["train/loss"]["_count_history"], [1, 1, 1])
+    assert hub["runtime_info"]["epoch"] == 400 and isinstance(hub["runtime_info"]["epoch"], np.int64)
+    assert hub["runtime_info"]["max_lr"] == np.float32(1.5e-4) and bool(hub["runtime_info"]["ok"])
+    assert loaded["param_schedulers"][0]["base_values"][0] == 1.5e-4
+    model = convert("color_mae", str(path), str(tmp_path / "out"))
+    weights = [v for k, v in model.state_dict().items() if k.endswith("projection.weight") and v.dim() == 4]
+    assert len(weights) == 1 and torch.equal(weights[0], mae["patch_embed.proj.weight"])
+
+
+def _numpy_pickle(tmp_path, name, payload, protocol=2):
+    path = tmp_path / name
+    torch.save({"model": {"w": torch.ones(2)}, "message_hub": payload}, path, pickle_protocol=protocol)
+    return path
+
+
+@pytest.mark.parametrize("case", ["object_array", "object_scalar", "structured_dtype", "reconstruct_other_class", "short_bytes", "unicode_dtype"])
+def test_numpy_state_that_is_not_plain_numbers_is_refused(tmp_path, case):
+    """numpy data is rebuilt only for plain numeric dtypes from exactly the right bytes: an object
+    array (which would unpickle whatever it holds), a structured dtype, a `_reconstruct` of another
+    class or bytes of the wrong length are refused by name."""
+    from mim_hub.conversion.loading import CheckpointError, load_checkpoint
+
+    if case == "object_array":
+        payload = np.array([{"a": 1}, None], dtype=object)
+    elif case == "object_scalar":
+        payload = {"x": np.array([1], dtype=object)[0:1]}
+    elif case == "structured_dtype":
+        payload = np.zeros(2, dtype=[("a", "<f4"), ("b", "<i8")])
+    elif case == "unicode_dtype":
+        payload = np.array(["abc"])
+    else:
+        reconstruct = np.arange(3.0).__reduce__()[0]  # numpy's own _reconstruct, under numpy's module name
+
+        class Crafted:  # numpy's pickle protocol with one thing changed
+            def __reduce__(self):
+                if case == "reconstruct_other_class":
+                    return (reconstruct, (np.matrix, (0,), b"b"), (1, (3,), np.dtype("f8"), False, bytes(24)))
+                return (reconstruct, (np.ndarray, (0,), b"b"), (1, (3,), np.dtype("f8"), False, bytes(16)))  # 16 bytes for 24
+
+        payload = Crafted()
+    path = _numpy_pickle(tmp_path, f"{case}.pth", payload)
+    with pytest.raises(CheckpointError, match="refusing to load: (numpy|global .numpy)"):
+        load_checkpoint(str(path))

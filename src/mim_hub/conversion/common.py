@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 
+from ..utils.atomic import atomic_folder, remove_stale_temporaries
 from .loading import CheckpointError
 
 
@@ -75,7 +74,11 @@ def load_converted_state(
         for k, v in state_dict.items()
         if k in ours and tuple(v.shape) != tuple(ours[k].shape)
     )
+    kinds = {k: (_dtype_kind(v.dtype), _dtype_kind(ours[k].dtype)) for k, v in state_dict.items() if k in ours}
+    wrong_dtype = sorted(f"{names.get(k, k)}: {state_dict[k].dtype}, the model expects {ours[k].dtype}" for k, (a, b) in kinds.items() if a != b)
     problems = []
+    if wrong_dtype:
+        problems.append(f"tensors of the wrong dtype {wrong_dtype[:10]}")
     if missing:
         problems.append(f"missing keys {missing[:20]}{' ...' if len(missing) > 20 else ''}")
     if unexpected:
@@ -95,6 +98,37 @@ def load_converted_state(
     with torch.no_grad():
         for key, value in state_dict.items():
             ours[key].copy_(value.to(ours[key].dtype))
+
+
+def _dtype_kind(dtype: torch.dtype) -> str:
+    if dtype.is_complex:
+        return "complex"
+    if dtype.is_floating_point:
+        return "floating point"
+    return "boolean" if dtype == torch.bool else "integer"
+
+
+def check_model_size(model_class, config, state: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse sizes read from a checkpoint's shapes that describe a model the file cannot be:
+    more parameters than the file holds values, or derived buffers (position tables and
+    indices, which grow with the image size and window) many times larger than the file. The
+    model is sized on the meta device, so nothing is allocated; run before it is built."""
+    values = sum(v.numel() for v in state.values())
+    try:
+        with torch.device("meta"):
+            probe = model_class(config)
+    except Exception:  # a model that cannot be built on meta is sized when it is built
+        return
+    params = sum(p.numel() for p in probe.parameters())
+    buffers = {name: b.numel() for name, b in probe.named_buffers()}
+    largest = max(buffers, key=buffers.get, default=None)
+    if params > 2 * values or sum(buffers.values()) > max(16 * values, 2**22):
+        detail = f"; its largest buffer '{largest}' alone has {buffers[largest]:,}" if largest else ""
+        raise CheckpointError(
+            f"{source}: cannot convert: the sizes its shapes imply (image_size {getattr(config, 'image_size', '?')}) describe a model of {params:,} parameters and "
+            f"{sum(buffers.values()):,} buffer values{detail}, but the file holds {values:,} values: "
+            "a shape the architecture cannot have for these weights"
+        )
 
 
 def _assign_state(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], ours: dict[str, torch.Tensor], source: str) -> None:
@@ -131,6 +165,7 @@ def build_and_load(model_class, config, state: dict[str, torch.Tensor], rename, 
     if unknown:
         raise CheckpointError(f"{source}: cannot convert: unexpected keys {sorted(unknown)[:20]}")
     config.architectures = [model_class.__name__]
+    check_model_size(model_class, config, renamed, source)
     model = build_empty(model_class, config)
     load_converted_state(model, renamed, source, original_names=original_names)
     return model.eval()
@@ -168,28 +203,13 @@ def count_indexed(state_dict: dict[str, torch.Tensor], prefix: str) -> int:
 
 
 def save_atomically(output_dir: str, write, *, overwrite: bool = False) -> None:
-    """Call `write(tmp_dir)`, then move the finished folder to `output_dir`.
+    """Call `write(tmp_dir)`, then move the finished folder to `output_dir` (`atomic_folder`).
 
     Nothing appears at `output_dir` unless `write` succeeds; an existing non-empty folder is only
-    replaced with `overwrite=True`.
+    replaced with `overwrite=True`. Temporary folders that killed conversions left beside it are
+    removed first.
     """
     output_dir = os.path.abspath(output_dir)
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise FileExistsError(f"{output_dir} exists and is not a folder")
-    if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
-        raise FileExistsError(f"{output_dir} exists and is not empty (pass --overwrite to replace it)")
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(output_dir) + "-", dir=parent)
-    try:
+    remove_stale_temporaries(os.path.dirname(output_dir))
+    with atomic_folder(output_dir, overwrite=overwrite) as tmp:
         write(tmp)
-        if os.path.isdir(output_dir):
-            old = tmp + ".old"
-            os.replace(output_dir, old)
-            os.replace(tmp, output_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

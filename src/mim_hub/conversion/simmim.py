@@ -29,7 +29,7 @@ from ..layers.relative_position import infer_window_size, relative_position_inde
 from ..models.simmim import SimMIMConfig, SimMIMForImageClassification, SimMIMForPreTraining, SimMIMImageProcessor, SimMIMModel
 from ..models.geometry import adapt_geometry
 from ..models.simmim.modeling_simmim_swin import shifted_window_mask
-from .common import build_empty, count_indexed, load_converted_state
+from .common import build_empty, check_model_size, count_indexed, load_converted_state
 from .heads import default_num_heads
 from .loading import CheckpointError, checkpoint_args, find_state_dict, load_checkpoint
 
@@ -311,6 +311,7 @@ def build_simmim(state: dict[str, torch.Tensor], overrides: dict, source: str, *
     if unknown:
         raise CheckpointError(f"{source}: cannot convert: unexpected keys {sorted(unknown)[:20]}")
     config.architectures = [model_class.__name__]
+    check_model_size(model_class, config, renamed, source)
     if model_class is SimMIMModel:
         model = _build_model(config, use_mask_token=f"{prefix}embeddings.mask_token" in renamed)
     else:

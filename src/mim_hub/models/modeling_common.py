@@ -7,8 +7,6 @@ import copy
 import inspect
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +19,7 @@ from .. import initialization as init
 from ..layers.attention import Attention
 from ..layers.relative_position import RelativePositionBias, relative_position_index
 from .features import ClassifierFeaturesMixin
+from ..utils.atomic import atomic_folder, is_atomic_temporary
 from .geometry import GEOMETRY_FIELDS, adapt_geometry, geometry_changes
 
 # from_pretrained arguments that say where the files are (to read the saved config alone)
@@ -143,23 +142,15 @@ class MIMPreTrainedModel(PreTrainedModel):
         target = os.path.abspath(os.fspath(save_directory))
         if os.path.isfile(target):
             raise FileExistsError(f"{target} is a file, not a folder")
-        parent = os.path.dirname(target)
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(target)}-", dir=parent)
-        try:
+        if is_atomic_temporary(target):  # already the temporary folder of an atomic write
+            return super().save_pretrained(target, *args, **kwargs)
+        with atomic_folder(target, merge=True) as tmp:
             result = super().save_pretrained(tmp, *args, **kwargs)
-            if not os.path.isdir(target):
-                os.replace(tmp, target)
-                return result
             written = set(os.listdir(tmp))
-            for name in os.listdir(target):  # weights of an earlier save that this one does not have
+            for name in os.listdir(target) if os.path.isdir(target) else ():  # weights of an earlier save this one lacks
                 if name.startswith("model") and (name.endswith(".safetensors") or name.endswith(".index.json")) and name not in written:
                     os.remove(os.path.join(target, name))
-            for name in written:
-                os.replace(os.path.join(tmp, name), os.path.join(target, name))
-            return result
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        return result
 
     def post_init(self):
         super().post_init()

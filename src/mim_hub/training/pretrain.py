@@ -13,12 +13,13 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 
 import numpy as np
 import torch
 
+from ..utils.atomic import OutputLock, atomic_folder, remove_stale_temporaries
+from .checkpointing import check_resume, latest_checkpoint, read_state, run_record, save_checkpoint
 from .data import add_dataset_arguments, dataset_from_args
 from .optim import adamw, cosine_with_warmup, param_groups
 from .recipes import get_recipe
@@ -56,7 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--log-every", type=int, default=10, help="log every N optimizer steps")
     group.add_argument("--save-every", type=int, default=200, help="checkpoint every N optimizer steps (0: only at the end)")
     group.add_argument("--keep-checkpoints", type=int, default=2, help="how many recent checkpoints to keep")
-    group.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint in --output-dir")
+    group.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint in --output-dir "
+                       "(refused when the checkpoint was written with other arguments)")
+    group.add_argument("--resume-with-changes", action="store_true",
+                       help="with --resume: continue a checkpoint written with other arguments, following the new ones (lr, "
+                       "schedule and data position rescaled)")
     group.add_argument("--push-to-hub", metavar="REPO", default=None, help="upload the final model to this Hub repo")
     from ..auto import available_methods
 
@@ -117,45 +122,29 @@ def build_processor(method: str, config, mean, std):
     return cls(size={"shortest_edge": short}, crop_size={"height": size, "width": size}, image_mean=list(mean), image_std=list(std))
 
 
-def latest_checkpoint(folder: str) -> str | None:
-    root = os.path.join(folder, "checkpoints")
-    if not os.path.isdir(root):
-        return None
-    done = sorted(d for d in os.listdir(root) if d.startswith("step_") and os.path.isfile(os.path.join(root, d, "state.json")))
-    return os.path.join(root, done[-1]) if done else None
-
-
-def save_checkpoint(accelerator, folder: str, state: dict, keep: int) -> None:
-    """accelerate state + our counters, written to a temporary folder and renamed into place."""
-    root = os.path.join(folder, "checkpoints")
-    final = os.path.join(root, f"step_{state['step']:08d}")
-    tmp = os.path.join(root, f".tmp-step_{state['step']:08d}")
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp, exist_ok=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(tmp)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        with open(os.path.join(tmp, "state.json"), "w") as handle:
-            json.dump(state, handle)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        old = sorted(d for d in os.listdir(root) if d.startswith("step_"))
-        for name in old[:-keep] if keep > 0 else []:
-            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-    accelerator.wait_for_everyone()
-
-
 def main(args: argparse.Namespace) -> int:
     from accelerate import Accelerator
+
+    accelerator = Accelerator(gradient_accumulation_steps=args.grad_accum, mixed_precision=args.mixed_precision)
+    os.makedirs(args.output_dir, exist_ok=True)
+    lock = OutputLock(args.output_dir).acquire() if accelerator.is_main_process else None
+    try:
+        return _run(args, accelerator)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(args: argparse.Namespace, accelerator) -> int:
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
     from .modelio import load_model
 
-    accelerator = Accelerator(gradient_accumulation_steps=args.grad_accum, mixed_precision=args.mixed_precision)
-    os.makedirs(args.output_dir, exist_ok=True)
+    if accelerator.is_main_process:  # the folder is ours: what killed runs left half-written goes
+        for folder in (args.output_dir, os.path.join(args.output_dir, "checkpoints")):
+            for name in remove_stale_temporaries(folder, everything=True):
+                logger.info("removed %s, left by an interrupted run", os.path.join(folder, name))
     if accelerator.is_main_process:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     set_seed(args.seed)
@@ -196,14 +185,33 @@ def main(args: argparse.Namespace) -> int:
 
     # resume
     step, epoch, batch_in_epoch = 0, 0, 0
+    run = run_record(args, config, method=method, total_batch=total_batch, lr=lr, warmup_steps=warmup, total_steps=total_steps,
+                     steps_per_epoch=steps_per_epoch, num_processes=accelerator.num_processes, num_images=len(data))
+    resumed_with_changes = False
     if args.resume:
         checkpoint = latest_checkpoint(args.output_dir)
         if checkpoint is None:
             logger.info("--resume: no checkpoint in %s, starting from scratch", args.output_dir)
         else:
-            accelerator.load_state(checkpoint)
-            state = json.load(open(os.path.join(checkpoint, "state.json")))
+            state = read_state(checkpoint, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+            changed = check_resume(state, run, checkpoint, with_changes=args.resume_with_changes,
+                                   exact_epochs=args.grad_accum == 1 and accelerator.num_processes == 1)
+            try:
+                accelerator.load_state(checkpoint)
+            except (RuntimeError, KeyError, ValueError, OSError) as error:
+                raise ValueError(f"--resume: {checkpoint} does not fit this model and optimiser: {str(error).splitlines()[0][:300]}") from None
             step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+            resumed_with_changes = bool(changed) or bool(state.get("resumed_with_changes"))
+            if changed:
+                saved = state.get("run") or {}
+                old_batch = saved.get("total_batch", total_batch)
+                if isinstance(old_batch, int) and old_batch != total_batch:  # keep the position in images, not batches
+                    batch_in_epoch = min(batch_in_epoch * old_batch // total_batch, steps_per_epoch)
+                inner = getattr(scheduler, "scheduler", scheduler)
+                inner.base_lrs = [lr for _ in optimizer.param_groups]
+                for group, factor in zip(optimizer.param_groups, [f(step) for f in inner.lr_lambdas]):
+                    group["initial_lr"], group["lr"] = lr, lr * factor
+                logger.warning("--resume-with-changes: continuing %s with %s", checkpoint, "; ".join(changed))
             logger.info("resumed from %s (step %d)", checkpoint, step)
 
     # loop
@@ -243,7 +251,8 @@ def main(args: argparse.Namespace) -> int:
                         writer.add_scalar("train/loss", value, step)
                         writer.add_scalar("train/lr", record["lr"], step)
             if args.save_every and step % args.save_every == 0 and step < total_steps:
-                save_checkpoint(accelerator, args.output_dir, {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch}, args.keep_checkpoints)
+                save_checkpoint(accelerator, args.output_dir, {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "run": run,
+                                                               "resumed_with_changes": resumed_with_changes}, args.keep_checkpoints)
             if step >= total_steps:
                 break
         else:
@@ -270,19 +279,14 @@ def main(args: argparse.Namespace) -> int:
 
 
 def save_final(model, processor, folder: str, *, method: str, provenance: str, **card) -> None:
-    """Write model, processor and card into `folder` atomically (a temporary folder, then each
+    """Write model, processor and card into `folder` atomically (one temporary folder, then each
     file renamed into place), leaving checkpoints and logs beside them untouched."""
     from ..hub import write_model_card
 
-    tmp = os.path.join(folder, ".tmp-final")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
-    write_model_card(tmp, model, method=method, provenance=provenance, **card)
-    for name in os.listdir(tmp):
-        os.replace(os.path.join(tmp, name), os.path.join(folder, name))
-    os.rmdir(tmp)
+    with atomic_folder(folder, merge=True) as tmp:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        write_model_card(tmp, model, method=method, provenance=provenance, **card)
 
 
 def _tensorboard(folder: str):

@@ -1,0 +1,1 @@
+"""Small helpers every floor may import (they import nothing of mim_hub)."""
