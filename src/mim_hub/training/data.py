@@ -228,10 +228,11 @@ def choose_split(splits: dict, split: str, spec: str):
 
 def group_files_by_split(files: list[str], spec: str) -> dict[str, list[str]]:
     """Files named after a split form that split; when no file is, all of them are 'train'."""
+    root = spec.split(":", 1)[1] if spec.startswith(("webdataset:", "imagefolder:")) else spec
     groups: dict[str, list[str]] = {}
-    for file in files:
-        parts = os.path.normpath(file).split(os.sep)
-        split = split_of(parts[-1]) or (split_of(parts[-2]) if len(parts) > 1 else None)
+    for file in files:  # the file's name, or a folder between the given folder and the file
+        parts = os.path.relpath(file, root).split(os.sep) if os.path.isdir(root) else [os.path.basename(file)]
+        split = next((s for s in map(split_of, reversed(parts)) if s), None)
         groups.setdefault(split, []).append(file)
     if set(groups) == {None}:
         return {"train": groups[None]}

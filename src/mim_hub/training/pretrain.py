@@ -263,7 +263,8 @@ def main(args: argparse.Namespace) -> int:
             step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
             if args.streaming:
                 check_stream_resume(state, args, accelerator.num_processes)
-                stream.start = {int(k): v for k, v in state["stream"]["positions"].items()}
+                stream.resume(state["stream"]["positions"], state["stream"]["batches"])
+                stream_state = StreamState(state["stream"]["positions"], state["stream"]["batches"])
             logger.info("resumed from %s (step %d)", checkpoint, step)
 
     # loop
@@ -319,7 +320,8 @@ def main(args: argparse.Namespace) -> int:
             if args.save_every and step % args.save_every == 0 and step < total_steps:
                 state = {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch}
                 if args.streaming:
-                    state["stream"] = {"positions": stream_state.gathered(accelerator, slots_per_rank), "num_workers": args.num_workers,
+                    state["stream"] = {"positions": stream_state.gathered(accelerator, slots_per_rank), "batches": stream_state.batches,
+                                       "num_workers": args.num_workers,
                                        "num_processes": accelerator.num_processes, "batch_size": args.batch_size, "seed": args.seed,
                                        "shuffle_buffer": args.shuffle_buffer}
                 save_checkpoint(accelerator, args.output_dir, state, args.keep_checkpoints)

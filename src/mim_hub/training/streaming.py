@@ -22,7 +22,6 @@ number of processes, workers and batch size as the interrupted run.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 
@@ -180,7 +179,15 @@ class ShardedStream(torch.utils.data.IterableDataset):
         self.source, self.sample_fn, self.seed, self.buffer = source, sample_fn, seed, max(1, shuffle_buffer)
         self.rank, self.world_size, self.on_bad_image, self.bad_image_log = rank, world_size, on_bad_image, bad_image_log
         self.start: dict[int, int] = {}  # slot -> samples of its stream already consumed (resume)
+        self.rotation = 0  # DataLoader worker w plays slot (w + rotation) % workers (resume)
         self.skipped: list[str] = []
+
+    def resume(self, positions: dict, batches: int) -> None:
+        """Continue after `batches` batches of this rank, the slots at `positions`. The DataLoader
+        takes batches from its workers in turn starting at worker 0, so the worker that serves
+        the next batch plays the slot whose turn it was."""
+        self.start = {int(k): int(v) for k, v in positions.items()}
+        self.rotation = batches
 
     # the plan of one epoch of one slot
     def _my_shards(self, epoch: int, slot: int, slots: int):
@@ -222,7 +229,7 @@ class ShardedStream(torch.utils.data.IterableDataset):
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
-        slot, slots = self.rank * workers + worker, self.world_size * workers
+        slot, slots = self.rank * workers + (worker + self.rotation) % workers, self.world_size * workers
         consumed, epoch, before = self.start.get(slot, 0), 0, 0
         while consumed:  # whole epochs already consumed, skipped by their sizes
             size = self.epoch_size(epoch, slot, slots)
@@ -275,12 +282,14 @@ def collate_with_positions(collate):
 class StreamState:
     """The latest position of every slot of every rank (what a resumed stream skips)."""
 
-    def __init__(self, start: dict | None = None):
+    def __init__(self, start: dict | None = None, batches: int = 0):
         self.positions = {int(k): int(v) for k, v in (start or {}).items()}
+        self.batches = batches  # batches this rank has taken
 
     def update(self, position: torch.Tensor) -> None:
         slot, consumed = (int(v) for v in position.tolist())
         self.positions[slot] = consumed
+        self.batches += 1
 
     def gathered(self, accelerator, slots_per_rank: int) -> dict[str, int]:
         """Every rank's positions (a collective: every rank calls it)."""
@@ -306,5 +315,3 @@ def stream_images_for_statistics(source: StreamSource, limit: int = 2000):
     return images
 
 
-__all__ = ["StreamSource", "WebDatasetStream", "ParquetStream", "HubStream", "open_stream", "ShardedStream", "StreamState",
-           "collate_with_positions", "io"]
