@@ -391,3 +391,19 @@ def test_pretrain_and_eval_commands_on_a_saved_dataset_dict(tiny_mae, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mim_hub", "eval", "--model", tiny_mae, "--dataset", str(tmp_path / "nolabels"),
                            "--eval-split", "train"], capture_output=True, text=True, env={**ENV, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert proc.returncode == 2 and "has no labels" in proc.stderr
+
+
+def test_shards_interoperate_with_the_webdataset_library(tmp_path):
+    import webdataset as wds
+
+    with wds.TarWriter(str(tmp_path / "train-0.tar")) as sink:  # written by the library, read by us
+        for i in range(4):
+            sink.write({"__key__": f"sample{i:04d}", "png": _png(i * 10), "cls": str(i % 2).encode()})
+    ours = load_images(f"webdataset:{tmp_path}")
+    assert [_value(ours.image(i)) for i in range(4)] == [0, 10, 20, 30] and ours.labels.tolist() == [0, 1, 0, 1]
+    from mim_hub.training.shards import prepare_shards
+
+    prepare_shards(f"webdataset:{tmp_path}", str(tmp_path / "out"), max_side=0, shard_size=3, progress=False)
+    read = list(wds.WebDataset(str(tmp_path / "out" / "train-{000000..000001}.tar"), shardshuffle=False))  # ours, by the library
+    assert [int(s["cls"]) for s in read] == [0, 1, 0, 1] and [s["__key__"] for s in read][:1] == ["000000000"]
+    assert [_value(Image.open(io.BytesIO(s["jpg"]))) for s in read] == pytest.approx([0, 10, 20, 30], abs=6)  # re-encoded as JPEG
