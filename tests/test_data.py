@@ -407,3 +407,22 @@ def test_shards_interoperate_with_the_webdataset_library(tmp_path):
     read = list(wds.WebDataset(str(tmp_path / "out" / "train-{000000..000001}.tar"), shardshuffle=False))  # ours, by the library
     assert [int(s["cls"]) for s in read] == [0, 1, 0, 1] and [s["__key__"] for s in read][:1] == ["000000000"]
     assert [_value(Image.open(io.BytesIO(s["jpg"]))) for s in read] == pytest.approx([0, 10, 20, 30], abs=6)  # re-encoded as JPEG
+
+
+def test_reconstruct_takes_an_item_of_a_dataset_and_finetune_refuses_unlabelled_data(tiny_mae, tmp_path):
+    from mim_hub.cli import main
+    from mim_hub.training.finetune import finetune
+
+    (tmp_path / "flat").mkdir()
+    for i in range(3):
+        _picture(40 * i, (40, 30)).save(tmp_path / "flat" / f"{i}.png")
+    picture = tmp_path / "rec.png"
+    assert main(["reconstruct", "--model", tiny_mae, "--dataset", f"imagefolder:{tmp_path / 'flat'}", "--index", "2",
+                 "--output", str(picture)]) == 0
+    assert Image.open(picture).width > 4 * 32
+    assert main(["reconstruct", "--model", tiny_mae, "--dataset", f"imagefolder:{tmp_path / 'flat'}", "--index", "3",
+                 "--output", str(picture)]) == 2  # out of range: a clear error, exit code 2
+    unlabelled = load_images(f"imagefolder:{tmp_path / 'flat'}")
+    assert not unlabelled.has_labels
+    with pytest.raises(ValueError, match="has no labels"):
+        finetune(tiny_mae, unlabelled, output_dir=str(tmp_path / "ft"))

@@ -130,6 +130,8 @@ def count_bad_images(path: str | None) -> int:
 
 
 class SubsetImages(ImageDataset):
+    """Some items of another `ImageDataset`, by index."""
+
     def __init__(self, base: ImageDataset, indices):
         self.base, self.indices = base, np.asarray(list(indices), dtype=np.int64)
         super().__init__(base.labels[self.indices], base.label_names, base.name, base.on_bad_image)
@@ -185,6 +187,8 @@ def digits_split(random_state: int = 0):
 
 
 class DigitsImages(ImageList):
+    """The bundled digits (uint8 arrays)."""
+
     def _open(self, index):
         return Image.fromarray(self.images[index]).convert("RGB")
 

@@ -1,5 +1,6 @@
-"""Tar shards (webdataset layout): reading their index from the headers alone, and writing them
-(`mim-hub prepare-shards`).
+"""Write any `--dataset` source as webdataset tar shards (`mim-hub prepare-shards`): images
+re-encoded as JPEG with a bounded side, labels, and a manifest; resumable and parallel. Also
+reads tar shards' index from their headers alone.
 
 A shard is a plain tar whose members are `<key>.<ext>`; consecutive members with one key form a
 sample (`<key>.jpg` + `<key>.cls`, as in `timm/imagenet-1k-wds`). Reading an index touches only

@@ -58,6 +58,8 @@ class StreamSource:
 
 
 class WebDatasetStream(StreamSource):
+    """Tar shards read member by member (sample counts from the manifest when there is one)."""
+
     def __init__(self, spec: str, split: str, image_key=None, label_key=None):
         shards = webdataset_shards(spec)
         if not shards:
