@@ -116,11 +116,14 @@ class ParquetStream(StreamSource):
 
         file, group, _ = shard
         columns = [self.image_column] + ([self.label_column] if self.label_column else [])
-        table = pq.ParquetFile(file).read_row_group(group, columns=columns)
-        images = table.column(self.image_column).to_pylist()
-        labels = table.column(self.label_column).to_pylist() if self.label_column else [-1] * len(images)
-        for row, (image, label) in enumerate(zip(images, labels)):
-            yield f"{os.path.basename(file)} row group {group} row {row}", image, int(label) if label is not None else -1
+        row = 0
+        # a few hundred rows at a time: memory is bounded by that, not by the row group's size
+        for batch in pq.ParquetFile(file).iter_batches(batch_size=256, row_groups=[group], columns=columns):
+            images = batch.column(self.image_column).to_pylist()
+            labels = batch.column(self.label_column).to_pylist() if self.label_column else [-1] * len(images)
+            for image, label in zip(images, labels):
+                yield f"{os.path.basename(file)} row group {group} row {row}", image, int(label) if label is not None else -1
+                row += 1
 
     def count(self, shard) -> int:
         return shard[2]
