@@ -156,10 +156,12 @@ def test_finetune_command_on_an_imagefolder(tiny_model_dir, tmp_path):
     out = tmp_path / "ft"
     mim_hub_cli("finetune", "--model", tiny_model_dir, "--dataset", f"imagefolder:{root}", "--output-dir", str(out), "--epochs", "1", "--batch-size", "4")
     assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "cats", "1": "dogs"}
-    data = load_images(f"imagefolder:{root}")
-    assert len(data) == 12 and len(data.skipped) == 1 and all(data.image(i).mode == "RGB" for i in range(12))
+    data = load_images(f"imagefolder:{root}")  # listed, not opened: the broken file is met when decoded
+    assert len(data) == 13 and all(data.image(i).mode == "RGB" for i in range(13))
+    assert len(data.skipped) == 1 and data.skipped[0].endswith("broken.png")
+    strict = load_images(f"imagefolder:{root}", on_bad_image="error")
     with pytest.raises(DatasetError, match="broken.png"):
-        load_images(f"imagefolder:{root}", on_bad_image="error")
+        [strict.image(i) for i in range(13)]
 
 
 def test_knn_and_linear_probe_on_a_hand_checked_case():
@@ -226,7 +228,7 @@ def test_datasets_from_python_and_their_errors(tmp_path):
     images = [Image.fromarray(np.full((8, 8, 3), i * 20, np.uint8)) for i in range(4)]
     data = datasets.Dataset.from_dict({"img": images, "y": [0, 1, 0, 1]}).cast_column("img", datasets.Image())
     loaded = from_hf_dataset(data, label_column="y")
-    assert len(loaded) == 4 and loaded.labels == [0, 1, 0, 1]
+    assert len(loaded) == 4 and loaded.labels.tolist() == [0, 1, 0, 1]
     with pytest.raises(DatasetError, match="no column 'label_x'"):
         from_hf_dataset(data, label_column="label_x")
     with pytest.raises(DatasetError, match="no image column"):

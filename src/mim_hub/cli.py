@@ -1,4 +1,4 @@
-"""`mim-hub` (also `python -m mim_hub`): convert, pretrain, finetune, eval, reconstruct, demo, zoo."""
+"""`mim-hub` (also `python -m mim_hub`): convert, pretrain, finetune, eval, reconstruct, prepare-shards, demo, zoo."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ TRAINING_COMMANDS = {
     "finetune": ("mim_hub.training.finetune", "fine-tune a *ForImageClassification model with transformers' Trainer"),
     "eval": ("mim_hub.training.evaluate", "frozen-feature evaluation: kNN or linear probe"),
     "reconstruct": ("mim_hub.training.reconstruct", "picture of an image, its mask and the model's reconstruction"),
+    "prepare-shards": ("mim_hub.training.shards", "write any --dataset source as webdataset tar shards of bounded image size"),
     "demo": ("mim_hub.training.demo", "offline end-to-end demo: pre-train, evaluate, fine-tune and reconstruct on digits"),
 }
 

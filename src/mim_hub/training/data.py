@@ -1,14 +1,45 @@
-"""Image datasets for training and evaluation: a Hub dataset, `imagefolder:PATH`, or `digits`
-(scikit-learn's bundled 8x8 handwritten digits, upsampled; works offline).
+"""Image data for pre-training, fine-tuning, evaluation and reconstruction: one lazy layer.
 
-Every image is converted to RGB. Unreadable images are skipped and counted (or raise, naming
-the file, with `on_bad_image="error"`)."""
+Sources (`--dataset SPEC`):
+- `digits`: scikit-learn's bundled 8x8 handwritten digits, upsampled to 32 px (offline);
+- `imagefolder:PATH`: `PATH/<class>/<image>`, or with splits `PATH/{train,test,validation}/<class>/`
+  as datasets' imagefolder defines them (a flat folder of images has no labels);
+- a folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`;
+- a folder or glob of parquet or arrow files (files named after a split, e.g. `train-*.parquet`,
+  `test-0.arrow`, form that split);
+- `webdataset:PATH_OR_GLOB`: tar shards (`<key>.jpg` + `<key>.cls`, the layout of
+  `timm/imagenet-1k-wds` and of `mim-hub prepare-shards`);
+- a Hub dataset name.
+
+Nothing here holds decoded images: a source is an index (file paths, Arrow rows memory-mapped
+from disk, tar member offsets) plus the labels, and each image is decoded when an item is asked
+for, i.e. in the DataLoader's workers. With `--streaming` (Hub, parquet, webdataset) nothing is
+indexed at all; see `streaming.py`.
+
+Bad images: an image that cannot be opened or decoded (a truncated JPEG fails only at decoding)
+is skipped, counted in `ImageDataset.skipped` and logged with the file, shard or row it came from;
+the item is replaced by the next readable one in a fixed order, so batches stay full and a resumed
+run sees exactly what the uninterrupted one saw. `on_bad_image="error"` raises `DatasetError`
+naming it instead.
+
+Adding a source: subclass `ImageDataset` and implement `_open(index)` (a PIL image, opened lazily
+is best: the pre-training crop can then decode a JPEG at reduced size) and `describe(index)` (a
+short text naming where the item lives, for error messages); give `labels` (int array, -1 = no
+label) and `label_names` to the constructor. Then teach `load_images` to recognise its spec (and
+`streaming.open_stream` if it can stream). Everything else (the trainers, eval, prepare-shards)
+works on `ImageDataset`.
+"""
 
 from __future__ import annotations
 
+import glob as globlib
+import io
+import json
 import logging
 import os
-from dataclasses import dataclass, field
+import re
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -16,40 +47,123 @@ from PIL import Image
 logger = logging.getLogger(__name__)
 
 DIGITS_SIZE = 32
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+# split folder/file keywords, as datasets' data-file patterns define them
+SPLIT_KEYWORDS = {"train": ("train", "training"), "validation": ("validation", "valid", "dev", "val"),
+                  "test": ("test", "testing", "eval", "evaluation")}
+# errors that mean "this image cannot be read" (anything else is a bug and propagates)
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, Image.DecompressionBombError,
+                IndexError, KeyError)
+MAX_BAD_IN_A_ROW = 64
 
 
 class DatasetError(ValueError):
     """A dataset that cannot be used; the message says what is wrong and how to fix it."""
 
 
-@dataclass
-class ImageDataset:
-    """A list-like of (RGB PIL image, label or -1) with the label names when known."""
+def to_rgb(image: Image.Image) -> Image.Image:
+    return image if image.mode == "RGB" else image.convert("RGB")
 
-    images: list
-    labels: list[int]
-    label_names: list[str] | None = None
-    name: str = ""
-    skipped: list[str] = field(default_factory=list)
+
+class ImageDataset:
+    """An indexed image source: `len`, `image(i)` (RGB PIL, decoded now), `labels` (int64 array,
+    -1 = unlabelled), `label_names`, `name`. Subclasses implement `_open` and `describe`."""
+
+    def __init__(self, labels, label_names: list[str] | None = None, name: str = "", on_bad_image: str = "skip"):
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.label_names, self.name, self.on_bad_image = label_names, name, on_bad_image
+        self.skipped: list[str] = []  # bad items met by this process
+        self.bad_image_log: str | None = None  # a file every process appends the bad items it meets to
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.labels)
+
+    @property
+    def has_labels(self) -> bool:
+        return len(self.labels) > 0 and bool((self.labels >= 0).all())
+
+    def _open(self, index: int) -> Image.Image:
+        raise NotImplementedError
+
+    def describe(self, index: int) -> str:
+        return f"{self.name} item {index}"
+
+    def with_image(self, index: int, function):
+        """`function(image)` on item `index` opened (not necessarily decoded); if the image cannot be
+        read, the next readable item in a fixed order stands in. Returns (result, index used)."""
+        for attempt in range(MAX_BAD_IN_A_ROW):
+            used = (index + attempt) % len(self)
+            try:
+                with self._open(used) as image:
+                    return function(image), used
+            except DatasetError:
+                raise
+            except IMAGE_ERRORS as error:
+                self._bad(used, error)
+        raise DatasetError(f"{self.name}: {MAX_BAD_IN_A_ROW} unreadable images in a row from item {index} "
+                           f"({self.describe(index)}); is the dataset readable at all?")
 
     def image(self, index: int) -> Image.Image:
-        item = self.images[index]
-        if isinstance(item, Image.Image):
-            return item if item.mode == "RGB" else item.convert("RGB")
-        return _open_rgb(item)
+        """Item `index` decoded to RGB (a stand-in if it is unreadable, see `with_image`)."""
+        return self.with_image(index, lambda image: to_rgb(image).copy() if image.mode == "RGB" else to_rgb(image))[0]
+
+    def _bad(self, index: int, error: Exception) -> None:
+        where = self.describe(index)
+        if self.on_bad_image == "error":
+            raise DatasetError(f"unreadable image {where}: {error}") from None
+        self.skipped.append(where)
+        logger.warning("skipped unreadable image %s: %s (%d skipped so far in this process)", where, error, len(self.skipped))
+        if self.bad_image_log:
+            with open(self.bad_image_log, "a") as handle:
+                handle.write(f"{where}\t{str(error)[:200]}\n")
 
     def subset(self, indices) -> "ImageDataset":
-        return ImageDataset([self.images[i] for i in indices], [self.labels[i] for i in indices], self.label_names, self.name)
+        return SubsetImages(self, indices)
 
 
-def _open_rgb(path: str) -> Image.Image:
-    with Image.open(path) as image:
-        image.load()
-        return image.convert("RGB")
+def count_bad_images(path: str | None) -> int:
+    """Lines in a `bad_image_log` file (the bad images every process met)."""
+    if not path or not os.path.exists(path):
+        return 0
+    with open(path) as handle:
+        return sum(1 for _ in handle)
 
+
+class SubsetImages(ImageDataset):
+    """Some items of another `ImageDataset`, by index."""
+
+    def __init__(self, base: ImageDataset, indices):
+        self.base, self.indices = base, np.asarray(list(indices), dtype=np.int64)
+        super().__init__(base.labels[self.indices], base.label_names, base.name, base.on_bad_image)
+
+    def _open(self, index):
+        return self.base._open(int(self.indices[index]))
+
+    def describe(self, index):
+        return self.base.describe(int(self.indices[index]))
+
+
+class ImageList(ImageDataset):
+    """Images held by the caller: PIL images, uint8 arrays or file paths (small data only)."""
+
+    def __init__(self, images, labels, label_names=None, name: str = "images", on_bad_image: str = "skip"):
+        self.images = images
+        super().__init__(labels, label_names, name, on_bad_image)
+
+    def _open(self, index):
+        item = self.images[index]
+        if isinstance(item, Image.Image):
+            return item.copy()
+        if isinstance(item, (str, os.PathLike)):
+            return Image.open(item)
+        return Image.fromarray(np.asarray(item))
+
+    def describe(self, index):
+        item = self.images[index]
+        return str(item) if isinstance(item, (str, os.PathLike)) else f"{self.name} item {index}"
+
+
+# ---------------------------------------------------------------- digits
 
 def digits_arrays():
     """(images uint8 [N, 32, 32], labels [N]) from scikit-learn's bundled digits, upsampled
@@ -72,132 +186,482 @@ def digits_split(random_state: int = 0):
     return images, labels, np.sort(train), np.sort(test)
 
 
+class DigitsImages(ImageList):
+    """The bundled digits (uint8 arrays)."""
+
+    def _open(self, index):
+        return Image.fromarray(self.images[index]).convert("RGB")
+
+
 def load_digits_dataset(split: str = "train") -> ImageDataset:
     images, labels, train, test = digits_split()
     chosen = {"train": train, "test": test, "all": np.arange(len(labels))}.get(split)
     if chosen is None:
         raise DatasetError(f"digits has splits 'train' (1347), 'test' (450) and 'all'; got {split!r}")
-    pil = [Image.fromarray(images[i]).convert("RGB") for i in chosen]
-    return ImageDataset(pil, labels[chosen].tolist(), [str(i) for i in range(10)], f"digits:{split}")
+    return DigitsImages(images[chosen], labels[chosen], [str(i) for i in range(10)], f"digits:{split}")
 
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+# ---------------------------------------------------------------- splits
+
+def split_of(name: str) -> str | None:
+    """The split a folder or file name belongs to ('train', 'validation', 'test'), or None."""
+    lowered = os.path.basename(name.rstrip("/")).lower()
+    for split, words in SPLIT_KEYWORDS.items():
+        for word in words:
+            if re.search(rf"(^|[-._ ]){word}([-._ 0-9]|$)", lowered):
+                return split
+    return None
 
 
-def load_imagefolder(path: str, on_bad_image: str = "skip") -> ImageDataset:
-    """`PATH/<class>/<image>` (labels from folder names) or a flat folder of images (no labels).
-    Each image is checked once; unreadable ones are skipped and counted, or raise."""
+def canonical_split(split: str) -> str:
+    for canonical, words in SPLIT_KEYWORDS.items():
+        if split.lower() in words:
+            return canonical
+    return split
+
+
+def choose_split(splits: dict, split: str, spec: str):
+    """`splits[split]` (aliases such as 'val' accepted), or an error naming the splits found."""
+    if split in splits:
+        return splits[split]
+    canonical = canonical_split(split)
+    if canonical in splits:
+        return splits[canonical]
+    raise DatasetError(f"{spec}: no split {split!r}; the splits found are {sorted(splits)}")
+
+
+def group_files_by_split(files: list[str], spec: str) -> dict[str, list[str]]:
+    """Files named after a split form that split; when no file is, all of them are 'train'."""
+    root = spec.split(":", 1)[1] if spec.startswith(("webdataset:", "imagefolder:")) else spec
+    groups: dict[str, list[str]] = {}
+    for file in files:  # the file's name, or a folder between the given folder and the file
+        parts = os.path.relpath(file, root).split(os.sep) if os.path.isdir(root) else [os.path.basename(file)]
+        split = next((s for s in map(split_of, reversed(parts)) if s), None)
+        groups.setdefault(split, []).append(file)
+    if set(groups) == {None}:
+        return {"train": groups[None]}
+    if None in groups:
+        raise DatasetError(f"{spec}: some files are named after a split ({', '.join(sorted(k for k in groups if k))}) and "
+                           f"some are not (e.g. {groups[None][0]}); name every file after its split or give one split's files")
+    return groups
+
+
+# ---------------------------------------------------------------- imagefolder
+
+class FileImages(ImageDataset):
+    """Image files by path, decoded per item."""
+
+    def __init__(self, files, labels, label_names, name, on_bad_image="skip"):
+        self.files = np.asarray(files, dtype=object)
+        super().__init__(labels, label_names, name, on_bad_image)
+
+    def _open(self, index):
+        return Image.open(self.files[index])
+
+    def describe(self, index):
+        return str(self.files[index])
+
+
+def _image_files(folder: str) -> list[str]:
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
+    return found
+
+
+def _subfolders(path: str) -> list[str]:
+    return sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)) and not d.startswith("."))
+
+
+def imagefolder_splits(path: str) -> dict[str, str]:
+    """{split: folder}: `train/`, `test/`, `validation/` (and datasets' aliases) when present, else
+    the folder itself is the one split 'train'."""
+    folders = _subfolders(path)
+    splits = {canonical_split(d): os.path.join(path, d) for d in folders if canonical_split(d) in SPLIT_KEYWORDS and d.lower() in
+              sum(SPLIT_KEYWORDS.values(), ())}
+    return splits or {"train": path}
+
+
+def load_imagefolder(path: str, split: str = "train", on_bad_image: str = "skip") -> ImageDataset:
+    """`PATH/<class>/<image>` (labels from folder names), `PATH/<split>/<class>/<image>`, or a flat
+    folder of images (no labels). Files are listed, not opened: unreadable ones are met (skipped
+    or raised) when an item is decoded. Class ids are the same in every split (all splits' class
+    folders, sorted)."""
+    spec = f"imagefolder:{path}"
     if not os.path.isdir(path):
-        raise DatasetError(f"imagefolder:{path}: no such folder")
-    classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)) and not d.startswith("."))
-    entries = []
+        raise DatasetError(f"{spec}: no such folder")
+    splits = imagefolder_splits(path)
+    if split not in splits and canonical_split(split) not in splits and list(splits.values()) == [path]:
+        raise DatasetError(f"{spec}: no split {split!r}; the folder has no train/, test/ or validation/ folders, "
+                           "so its one split is 'train'")
+    folder = choose_split(splits, split, spec)
+    classes = sorted(set().union(*(_subfolders(f) for f in splits.values())))
+    files, labels = [], []
     if classes:
         for label, name in enumerate(classes):
-            for root, _, files in os.walk(os.path.join(path, name)):
-                entries += [(os.path.join(root, f), label) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
+            if os.path.isdir(os.path.join(folder, name)):
+                found = _image_files(os.path.join(folder, name))
+                files += found
+                labels += [label] * len(found)
     else:
-        entries = [(os.path.join(path, f), -1) for f in sorted(os.listdir(path)) if f.lower().endswith(IMAGE_EXTENSIONS)]
-    if not entries:
-        raise DatasetError(f"imagefolder:{path}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
-    good, labels, skipped = [], [], []
-    for file, label in entries:
-        try:
-            with Image.open(file) as image:
-                image.verify()
-        except Exception as error:  # PIL raises many types for broken files
-            if on_bad_image == "error":
-                raise DatasetError(f"unreadable image {file}: {error}") from None
-            skipped.append(file)
-            continue
-        good.append(file)
-        labels.append(label)
-    if skipped:
-        logger.warning("skipped %d unreadable image(s) in %s, e.g. %s", len(skipped), path, skipped[0])
-    if not good:
-        raise DatasetError(f"imagefolder:{path}: none of the {len(entries)} images could be read")
-    return ImageDataset(good, labels, classes or None, f"imagefolder:{path}", skipped)
+        files = [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        labels = [-1] * len(files)
+    if not files:
+        raise DatasetError(f"{spec}: no images found in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    return FileImages(files, labels, classes or None, f"{spec}" + (f":{split}" if len(splits) > 1 else ""), on_bad_image)
+
+
+# ---------------------------------------------------------------- datasets (save_to_disk, parquet, arrow, Hub)
+
+def find_columns(features, image_column, label_column, name: str):
+    """(image column, label column or None) of a datasets `Features`, auto-detected or checked."""
+    import datasets
+
+    columns = list(features)
+    if image_column is None:
+        image_column = next((c for c, f in features.items() if isinstance(f, datasets.Image)), None)
+        if image_column is None:
+            image_column = next((c for c in ("image", "img", "jpg", "png", "pixel_values") if c in features), None)
+    if image_column is None or image_column not in features:
+        raise DatasetError(f"{name}: no image column {'' if image_column is None else repr(image_column) + ' '}"
+                           f"(columns: {columns}); pass --image-column")
+    if label_column is None:
+        label_column = next((c for c, f in features.items() if isinstance(f, datasets.ClassLabel)), None)
+        if label_column is None:
+            label_column = next((c for c in ("label", "labels", "fine_label", "cls") if c in features), None)
+    elif label_column not in features:
+        raise DatasetError(f"{name}: no column {label_column!r} (columns: {columns})")
+    return image_column, label_column
+
+
+def label_ids(values, feature=None):
+    """(int64 ids, names or None): ClassLabel ids as they are, other values numbered in sorted order."""
+    import datasets
+
+    if isinstance(feature, datasets.ClassLabel):
+        return np.asarray(values, dtype=np.int64), list(feature.names)
+    values = np.asarray(values)
+    unique, ids = np.unique(values, return_inverse=True)
+    return ids.astype(np.int64), [str(v) for v in unique.tolist()]
+
+
+def open_image_value(value) -> Image.Image:
+    """A PIL image from what an image column holds: {'bytes', 'path'}, bytes, a path, or an array."""
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            return Image.open(io.BytesIO(value["bytes"]))
+        if value.get("path"):
+            return Image.open(value["path"])
+        raise ValueError("empty image entry")
+    if isinstance(value, (bytes, bytearray)):
+        return Image.open(io.BytesIO(value))
+    if isinstance(value, str):
+        return Image.open(value)
+    if isinstance(value, Image.Image):
+        return value
+    if value is None:
+        raise ValueError("missing image")
+    return Image.fromarray(np.asarray(value, dtype=np.uint8))
+
+
+class ArrowImages(ImageDataset):
+    """Rows of a `datasets.Dataset` (memory-mapped Arrow), the image column read undecoded and
+    decoded per item."""
+
+    def __init__(self, data, image_column: str, labels, label_names, name: str, on_bad_image: str = "skip"):
+        import datasets
+
+        data = data.select_columns([image_column])
+        if isinstance(data.features[image_column], datasets.Image):
+            data = data.cast_column(image_column, datasets.Image(decode=False))
+        self.data, self.image_column = data, image_column
+        super().__init__(labels, label_names, name, on_bad_image)
+
+    def _open(self, index):
+        return open_image_value(self.data[int(index)][self.image_column])
+
+    def describe(self, index):
+        value = self.data[int(index)][self.image_column]
+        path = value.get("path") if isinstance(value, dict) else None
+        return f"{self.name} row {index}" + (f" ({path})" if path else "")
+
+
+def from_hf_dataset(data, *, image_column: str | None = None, label_column: str | None = None, name: str = "dataset",
+                    on_bad_image: str = "skip") -> ImageDataset:
+    """An `ImageDataset` over a `datasets.Dataset` with an image column (auto-detected): the label
+    column is read whole (an int per row), images stay in the Arrow table until asked for."""
+    image_column, label_column = find_columns(data.features, image_column, label_column, name)
+    if label_column:
+        values = data.select_columns([label_column]).with_format("arrow")[:].column(0).to_numpy(zero_copy_only=False)
+        labels, names = label_ids(values, data.features[label_column])
+    else:
+        labels, names = np.full(len(data), -1, dtype=np.int64), None
+    if len(data) == 0:
+        raise DatasetError(f"{name}: the dataset has no rows")
+    return ArrowImages(data, image_column, labels, names, name, on_bad_image)
+
+
+def _is_saved_dataset(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "dataset_dict.json")) or os.path.isfile(os.path.join(path, "state.json"))
+
+
+def load_saved_dataset(path: str, split: str, **columns) -> ImageDataset:
+    import datasets
+
+    data = datasets.load_from_disk(path)
+    if isinstance(data, datasets.DatasetDict):
+        data = choose_split(dict(data), split, path)
+        name = f"{path}:{split}"
+    elif split not in ("train", data.split and str(data.split)):
+        raise DatasetError(f"{path}: a single Dataset (no splits) was saved here, its one split is 'train'; got {split!r}")
+    else:
+        name = path
+    return from_hf_dataset(data, name=name, **columns)
+
+
+def table_files(spec: str) -> list[str]:
+    """Parquet/arrow files of a folder (recursively) or glob, sorted."""
+    if os.path.isdir(spec):
+        found = [os.path.join(root, f) for root, _, files in os.walk(spec) for f in files if f.endswith((".parquet", ".arrow"))]
+    else:
+        found = [f for f in globlib.glob(spec, recursive=True) if f.endswith((".parquet", ".arrow"))]
+    return sorted(found)
+
+
+def load_table_files(spec: str, split: str, **columns) -> ImageDataset:
+    """Arrow files are memory-mapped as they are; parquet files are converted once into datasets'
+    cache (Arrow), the one-off cost of random access to parquet."""
+    import datasets
+
+    files = choose_split(group_files_by_split(table_files(spec), spec), split, spec)
+    kinds = {os.path.splitext(f)[1] for f in files}
+    if kinds == {".arrow"}:
+        data = datasets.concatenate_datasets([datasets.Dataset.from_file(f) for f in files])
+    elif kinds == {".parquet"}:
+        data = datasets.load_dataset("parquet", data_files={"train": files}, split="train")
+    else:
+        raise DatasetError(f"{spec}: mixes parquet and arrow files; give one kind")
+    return from_hf_dataset(data, name=spec + (f":{split}" if split != "train" else ""), **columns)
 
 
 def load_hub_dataset(name: str, *, config: str | None = None, split: str = "train", image_column: str | None = None,
                      label_column: str | None = None, on_bad_image: str = "skip") -> ImageDataset:
-    """A dataset from the Hub (or a local `datasets` script/folder), by name."""
+    """A dataset from the Hub, by name (downloaded and converted into datasets' cache once, then
+    memory-mapped; `--streaming` reads it without either)."""
     import datasets
 
     try:
         data = datasets.load_dataset(name, config, split=split)
     except Exception as error:
-        raise DatasetError(f"cannot load dataset {name!r} (config {config!r}, split {split!r}): {str(error)[:300]}") from None
+        raise DatasetError(_hub_error(name, config, split, error)) from None
     return from_hf_dataset(data, image_column=image_column, label_column=label_column, name=name, on_bad_image=on_bad_image)
 
 
-def from_hf_dataset(data, *, image_column: str | None = None, label_column: str | None = None, name: str = "dataset",
-                    on_bad_image: str = "skip") -> ImageDataset:
-    """An `ImageDataset` from a `datasets.Dataset` with an image column (auto-detected)."""
-    import datasets
+def _hub_error(name, config, split, error) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or os.environ.get("HF_DATASETS_OFFLINE", "0") not in ("0", "", "false")
+    hint = (" (offline: HF_HUB_OFFLINE/HF_DATASETS_OFFLINE are set, and it is not in the cache)" if offline else
+            " (is the name right, and the Hub reachable?)")
+    return f"cannot load dataset {name!r} (config {config!r}, split {split!r}){hint}: {str(error)[:300]}"
 
-    features = data.features
-    if image_column is None:
-        image_column = next((c for c, f in features.items() if isinstance(f, datasets.Image)), None)
-        if image_column is None:
-            image_column = next((c for c in ("image", "img", "pixel_values") if c in features), None)
-    if image_column is None or image_column not in features:
-        raise DatasetError(f"{name}: no image column (columns: {list(features)}); pass --image-column")
-    if label_column is None:
-        label_column = next((c for c, f in features.items() if isinstance(f, datasets.ClassLabel)), None)
-        if label_column is None:
-            label_column = next((c for c in ("label", "labels", "fine_label") if c in features), None)
-    elif label_column not in features:
-        raise DatasetError(f"{name}: no column {label_column!r} (columns: {list(features)})")
-    label_names = features[label_column].names if label_column and isinstance(features[label_column], datasets.ClassLabel) else None
-    images, labels, skipped = [], [], []
-    for index, row in enumerate(data):
-        image = row[image_column]
-        try:
-            if isinstance(image, dict) and image.get("path"):
-                image = _open_rgb(image["path"])
-            elif not isinstance(image, Image.Image):
-                image = Image.fromarray(np.asarray(image))
-            image = image.convert("RGB")
-        except Exception as error:
-            if on_bad_image == "error":
-                raise DatasetError(f"{name}: unreadable image in row {index}: {error}") from None
-            skipped.append(f"row {index}")
-            continue
-        images.append(image)
-        labels.append(int(row[label_column]) if label_column else -1)
-    if not images:
-        raise DatasetError(f"{name}: the dataset holds no readable images")
-    if label_column and label_names is None:
-        label_names = [str(v) for v in sorted(set(labels))]
-        remap = {int(v): i for i, v in enumerate(sorted(set(labels)))}
-        labels = [remap[v] for v in labels]
-    return ImageDataset(images, labels, label_names, name, skipped)
+
+# ---------------------------------------------------------------- webdataset
+
+WDS_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "ppm", "bmp", "tif", "tiff", "image")
+WDS_LABEL_KEYS = ("cls", "label", "json")
+
+
+def webdataset_shards(spec: str) -> list[str]:
+    """Tar shards of a folder or glob (`{000..099}` ranges as in webdataset URLs expand too)."""
+    if os.path.isdir(spec):
+        return sorted(os.path.join(spec, f) for f in os.listdir(spec) if f.endswith(".tar"))
+    patterns = [spec]
+    match = re.search(r"\{(\d+)\.\.(\d+)\}", spec)
+    if match:
+        width = len(match.group(1))
+        patterns = [spec[:match.start()] + str(i).zfill(width) + spec[match.end():]
+                    for i in range(int(match.group(1)), int(match.group(2)) + 1)]
+    return sorted(f for p in patterns for f in globlib.glob(p))
+
+
+def read_manifest(spec: str) -> dict:
+    """`manifest.json` beside the shards (written by `mim-hub prepare-shards`), or {}."""
+    folder = spec if os.path.isdir(spec) else os.path.dirname(webdataset_shards(spec)[0]) if webdataset_shards(spec) else ""
+    path = os.path.join(folder, "manifest.json")
+    if os.path.isfile(path):
+        with open(path) as handle:
+            return json.load(handle)
+    return {}
+
+
+def parse_label(ext: str, payload: bytes) -> int:
+    if ext == "json":
+        value = json.loads(payload)
+        value = value.get("label", value.get("cls", -1)) if isinstance(value, dict) else value
+        return int(value)
+    return int(payload.decode().strip())
+
+
+class WebDatasetImages(ImageDataset):
+    """Samples of tar shards by (shard, byte offset, size) of their image member; the index is
+    built by reading the tar headers only (see `shards.index_tar`)."""
+
+    def __init__(self, shards, shard_ids, offsets, sizes, labels, label_names, name, on_bad_image="skip"):
+        self.shards, self.shard_ids, self.offsets, self.sizes = list(shards), shard_ids, offsets, sizes
+        self._handles: dict[int, object] = {}
+        super().__init__(labels, label_names, name, on_bad_image)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_handles"] = {}
+        return state
+
+    def _read(self, index) -> bytes:
+        shard = int(self.shard_ids[index])
+        handle = self._handles.get(shard)
+        if handle is None:
+            handle = self._handles[shard] = open(self.shards[shard], "rb")
+        handle.seek(int(self.offsets[index]))
+        data = handle.read(int(self.sizes[index]))
+        if len(data) != int(self.sizes[index]):
+            raise OSError("the shard ends inside this member")
+        return data
+
+    def _open(self, index):
+        return Image.open(io.BytesIO(self._read(index)))
+
+    def describe(self, index):
+        from .shards import member_name
+
+        shard = self.shards[int(self.shard_ids[index])]
+        return f"{shard}:{member_name(shard, int(self.offsets[index]))}"
+
+
+def load_webdataset(spec: str, split: str, image_column=None, label_column=None, on_bad_image="skip") -> ImageDataset:
+    from .shards import index_webdataset
+
+    shards = webdataset_shards(spec)
+    if not shards:
+        raise DatasetError(f"webdataset:{spec}: no .tar shards found")
+    shards = choose_split(group_files_by_split(shards, f"webdataset:{spec}"), split, f"webdataset:{spec}")
+    manifest = read_manifest(spec)
+    index = index_webdataset(shards, image_key=image_column, label_key=label_column)
+    if index["count"] == 0:
+        raise DatasetError(f"webdataset:{spec}: the shards hold no samples with an image (looked for {', '.join(WDS_IMAGE_KEYS)})")
+    return WebDatasetImages(shards, index["shard"], index["offset"], index["size"], index["label"], manifest.get("classes"),
+                            f"webdataset:{spec}", on_bad_image)
+
+
+# ---------------------------------------------------------------- one entry point
+
+def describe_source(spec: str) -> str:
+    """What kind of source `spec` names: digits, imagefolder, saved, table, webdataset or hub."""
+    if spec == "digits":
+        return "digits"
+    if spec.startswith("imagefolder:"):
+        return "imagefolder"
+    if spec.startswith("webdataset:"):
+        return "webdataset"
+    if os.path.isdir(spec):
+        if _is_saved_dataset(spec):
+            return "saved"
+        if table_files(spec):
+            return "table"
+        if webdataset_shards(spec):
+            return "webdataset"
+        raise DatasetError(f"{spec!r} is a folder but neither a save_to_disk dataset nor parquet/arrow files; "
+                           f"for a folder of images use --dataset imagefolder:{spec}, for tar shards webdataset:{spec}")
+    if any(c in spec for c in "*?[") or spec.endswith((".parquet", ".arrow")):
+        if not table_files(spec):
+            raise DatasetError(f"{spec!r}: no parquet or arrow files match")
+        return "table"
+    return "hub"
 
 
 def load_images(spec: str, *, split: str = "train", config: str | None = None, image_column: str | None = None,
                 label_column: str | None = None, on_bad_image: str = "skip") -> ImageDataset:
-    """`digits`, `imagefolder:PATH` or a Hub dataset name."""
-    if spec == "digits":
+    """The `ImageDataset` of a `--dataset` spec (see the module docstring for the specs)."""
+    columns = dict(image_column=image_column, label_column=label_column, on_bad_image=on_bad_image)
+    kind = describe_source(spec)
+    if kind == "digits":
         return load_digits_dataset(split)
-    if spec.startswith("imagefolder:"):
-        return load_imagefolder(spec[len("imagefolder:"):], on_bad_image=on_bad_image)
-    if os.path.isdir(spec):
-        raise DatasetError(f"{spec!r} is a folder: use --dataset imagefolder:{spec}")
-    return load_hub_dataset(spec, config=config, split=split, image_column=image_column, label_column=label_column,
-                            on_bad_image=on_bad_image)
+    if kind == "imagefolder":
+        return load_imagefolder(spec[len("imagefolder:"):], split=split, on_bad_image=on_bad_image)
+    if kind == "webdataset":
+        return load_webdataset(spec[len("webdataset:"):] if spec.startswith("webdataset:") else spec, split, **columns)
+    if kind == "saved":
+        return load_saved_dataset(spec, split, **columns)
+    if kind == "table":
+        return load_table_files(spec, split, **columns)
+    return load_hub_dataset(spec, config=config, split=split, **columns)
 
 
-def add_dataset_arguments(parser, default: str = "digits") -> None:
+def default_num_workers() -> int:
+    """DataLoader workers by default: the CPUs this process may use, less one for the main
+    process, at most 8 (and 0 on a single CPU)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(0, min(8, cpus - 1))
+
+
+def add_dataset_arguments(parser, default: str = "digits", streaming: bool = True) -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", default=default, help="'digits' (bundled, offline), 'imagefolder:PATH', or a Hub dataset name")
+    group.add_argument("--dataset", default=default,
+                       help="'digits' (bundled, offline), 'imagefolder:PATH', a save_to_disk folder, a folder or glob of "
+                            "parquet/arrow files, 'webdataset:PATH_OR_GLOB' (tar shards), or a Hub dataset name")
     group.add_argument("--dataset-config", default=None, help="configuration name of a Hub dataset")
     group.add_argument("--split", default="train", help="split to train on")
-    group.add_argument("--eval-split", default=None, help="split to evaluate on (default: 'test' for digits, none otherwise)")
-    group.add_argument("--image-column", default=None, help="image column of a Hub dataset (auto-detected)")
-    group.add_argument("--label-column", default=None, help="label column of a Hub dataset (auto-detected)")
-    group.add_argument("--on-bad-image", choices=("skip", "error"), default="skip", help="skip and count unreadable images, or stop")
+    group.add_argument("--eval-split", default=None,
+                       help="split to evaluate on (default: 'test', else 'validation', when the dataset has it; never the training split)")
+    group.add_argument("--image-column", default=None, help="image column (datasets) or member extension (webdataset); auto-detected")
+    group.add_argument("--label-column", default=None, help="label column (datasets) or member extension (webdataset); auto-detected")
+    group.add_argument("--on-bad-image", choices=("skip", "error"), default="skip",
+                       help="skip (and count and name) unreadable images, or stop at the first")
+    if streaming:
+        group.add_argument("--streaming", action="store_true",
+                           help="iterate a Hub, parquet or webdataset source without downloading, converting or indexing it first")
+        group.add_argument("--shuffle-buffer", type=int, default=10_000, help="--streaming: shuffle buffer size (samples per worker)")
 
 
 def dataset_from_args(args, split: str | None = None) -> ImageDataset:
     return load_images(args.dataset, split=split or args.split, config=args.dataset_config, image_column=args.image_column,
                        label_column=args.label_column, on_bad_image=args.on_bad_image)
+
+
+def available_splits(spec: str) -> list[str] | None:
+    """The splits a source has, where that is cheap to tell (None: unknown, e.g. a Hub name)."""
+    kind = describe_source(spec)
+    if kind == "digits":
+        return ["train", "test"]
+    if kind == "imagefolder":
+        path = spec[len("imagefolder:"):]
+        return sorted(imagefolder_splits(path)) if os.path.isdir(path) else None
+    if kind == "webdataset":
+        path = spec[len("webdataset:"):] if spec.startswith("webdataset:") else spec
+        return sorted(group_files_by_split(webdataset_shards(path), spec)) if webdataset_shards(path) else None
+    if kind == "table":
+        return sorted(group_files_by_split(table_files(spec), spec))
+    if kind == "saved":
+        if os.path.isfile(os.path.join(spec, "dataset_dict.json")):
+            with open(os.path.join(spec, "dataset_dict.json")) as handle:
+                return list(json.load(handle)["splits"])
+        return ["train"]
+    return None
+
+
+def evaluation_split(args) -> str | None:
+    """The split to evaluate on: `--eval-split` as given, else 'test' or 'validation' when the
+    dataset has one besides the training split; never the training split unless asked for."""
+    if args.eval_split:
+        if canonical_split(args.eval_split) == canonical_split(args.split):
+            logger.warning("evaluating on the training split %r, as --eval-split asks", args.split)
+        return args.eval_split
+    splits = available_splits(args.dataset)
+    if splits is None:
+        return None
+    for candidate in ("test", "validation"):
+        if candidate in splits and candidate != canonical_split(args.split):
+            return candidate
+    return None

@@ -17,7 +17,7 @@ import logging
 import torch
 from torch import nn
 
-from .data import add_dataset_arguments, dataset_from_args
+from .data import IMAGE_ERRORS, DatasetError, add_dataset_arguments, dataset_from_args, default_num_workers, evaluation_split
 
 logger = logging.getLogger("mim_hub.eval")
 
@@ -40,7 +40,7 @@ def _weight_decay_choice(text: str):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="saved model folder (any mim_hub model; its encoder is used)")
     parser.add_argument("--protocol", choices=("knn", "linear", "both"), default="both", help="which evaluation to run")
-    add_dataset_arguments(parser)
+    add_dataset_arguments(parser, streaming=False)
     parser.add_argument("--k", type=int, default=20, help="neighbours for kNN")
     parser.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature")
     parser.add_argument("--linear-epochs", type=int, default=100, help="linear probe epochs")
@@ -49,37 +49,93 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{list(PROBE_WEIGHT_DECAYS)} by 5-fold cross-validation on the training split")
     parser.add_argument("--batch-size", type=int, default=128, help="feature extraction batch size")
     parser.add_argument("--pooling", choices=("mean", "pooler"), default="mean", help="mean of patch tokens, or the model's pooler_output")
+    parser.add_argument("--num-workers", type=int, default=default_num_workers(),
+                        help="data loader worker processes decoding images (default: the CPUs less one, at most 8)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the linear probe")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
 
 
+class ProcessedImages(torch.utils.data.Dataset):
+    """(pixel values, label, readable) per item of an `ImageDataset`, through the model's image
+    processor; an unreadable image gives `readable=False` (and is left out of the features), or
+    raises with `on_bad_image="error"`."""
+
+    def __init__(self, images, processor):
+        self.images, self.processor = images, processor
+        self.shape = None
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        try:
+            with self.images._open(index) as image:
+                pixels = self.processor(image.convert("RGB"), return_tensors="pt").pixel_values[0]
+            return pixels, int(self.images.labels[index]), True
+        except DatasetError:
+            raise
+        except IMAGE_ERRORS as error:
+            self.images._bad(index, error)
+            size = self.processor.crop_size if getattr(self.processor, "do_center_crop", False) else self.processor.size
+            height, width = size.get("height", size.get("shortest_edge")), size.get("width", size.get("shortest_edge"))
+            return torch.zeros(3, height, width), int(self.images.labels[index]), False
+
+
 @torch.no_grad()
-def extract_features(model, processor, images, *, batch_size: int = 128, pooling: str = "mean") -> torch.Tensor:
-    """[N, D] frozen features of an `ImageDataset` (encoder of any mim_hub model)."""
+def extract_features(model, processor, images, *, batch_size: int = 128, pooling: str = "mean", num_workers: int = 0,
+                     return_labels: bool = False, progress: bool = False):
+    """[N, D] frozen features of an `ImageDataset` (encoder of any mim_hub model), decoded and
+    processed in `num_workers` DataLoader workers; only the features are kept. With
+    `return_labels`, (features, labels) of the readable images (unreadable ones are left out)."""
+    from tqdm.auto import tqdm
+
     encoder = getattr(model, model.base_model_prefix, model) if not hasattr(model, "embeddings") else model
     encoder.eval()
-    feats = []
-    for start in range(0, len(images), batch_size):
-        batch = [images.image(i) for i in range(start, min(len(images), start + batch_size))]
-        pixels = processor(batch, return_tensors="pt").pixel_values
-        out = encoder(pixels)
+    device = next(encoder.parameters()).device
+    loader = torch.utils.data.DataLoader(ProcessedImages(images, processor), batch_size=batch_size, num_workers=num_workers,
+                                         pin_memory=device.type == "cuda")
+    feats, labels = [], []
+    for pixels, batch_labels, readable in tqdm(loader, desc=f"features {images.name}", disable=not progress, unit="batch"):
+        out = encoder(pixels.to(device))
         if pooling == "pooler" and getattr(out, "pooler_output", None) is not None:
-            feats.append(out.pooler_output.float())
+            feature = out.pooler_output.float()
         else:
             # the patch tokens: the encoder states how many prefix (cls) tokens come first
-            tokens = out.last_hidden_state[:, encoder.num_prefix_tokens:]
-            feats.append(tokens.mean(1).float())
-    return torch.cat(feats)
+            feature = out.last_hidden_state[:, encoder.num_prefix_tokens:].mean(1).float()
+        feats.append(feature[readable.to(device)].cpu())
+        labels.append(batch_labels[readable])
+    features = torch.cat(feats)
+    return (features, torch.cat(labels)) if return_labels else features
 
 
 def knn_accuracy(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: float = 0.07, num_classes: int | None = None) -> float:
-    """Weighted kNN: cosine similarities of the k nearest training features, votes exp(s / T)."""
-    train_x, test_x = nn.functional.normalize(train_x, dim=1), nn.functional.normalize(test_x, dim=1)
+    """Weighted kNN: cosine similarities of the k nearest training features, votes exp(s / T).
+    Similarities are computed in blocks (`knn_topk`), so memory stays bounded for millions of
+    training features."""
+    train_x, test_x = nn.functional.normalize(torch.as_tensor(train_x).float(), dim=1), nn.functional.normalize(torch.as_tensor(test_x).float(), dim=1)
     train_y, test_y = torch.as_tensor(train_y), torch.as_tensor(test_y)
     num_classes = num_classes or int(max(train_y.max(), test_y.max())) + 1
-    sims, idx = (test_x @ train_x.T).topk(min(k, len(train_x)), dim=1)
+    sims, idx = knn_topk(train_x, test_x, min(k, len(train_x)))
     votes = torch.zeros(len(test_x), num_classes).scatter_add_(1, train_y[idx], (sims / temperature).exp())
     return (votes.argmax(1) == test_y).float().mean().item()
+
+
+def knn_topk(train_x, test_x, k: int, *, test_chunk: int = 1024, train_chunk: int = 65536):
+    """(similarities, indices) of the k largest `test_x @ train_x.T` per test row, computed
+    block by block ([test_chunk, train_chunk] at a time, a running top-k merged per block)."""
+    all_sims, all_idx = [], []
+    for t in range(0, len(test_x), test_chunk):
+        queries = test_x[t:t + test_chunk]
+        best_sims = torch.full((len(queries), 0), float("-inf"))
+        best_idx = torch.zeros((len(queries), 0), dtype=torch.long)
+        for s in range(0, len(train_x), train_chunk):
+            block = queries @ train_x[s:s + train_chunk].T
+            sims, idx = block.topk(min(k, block.shape[1]), dim=1)
+            best_sims, order = torch.cat([best_sims, sims], 1).topk(min(k, best_sims.shape[1] + sims.shape[1]), dim=1)
+            best_idx = torch.cat([best_idx, idx + s], 1).gather(1, order)
+        all_sims.append(best_sims)
+        all_idx.append(best_idx)
+    return torch.cat(all_sims), torch.cat(all_idx)
 
 
 def probe_accuracies(train_x, train_y, test_x, test_y, weight_decays, *, epochs: int = 100, seed: int = 0, lr: float = 0.01,
@@ -190,14 +246,16 @@ def linear_probe(train_x, train_y, test_x, test_y, *, epochs: int = 100, seed: i
 
 
 def evaluate_model(model, processor, train_images, test_images, *, protocol: str = "both", k: int = 20, temperature: float = 0.07,
-                   linear_epochs: int = 100, linear_weight_decay="cv", pooling: str = "mean", seed: int = 0) -> dict:
-    train_x = extract_features(model, processor, train_images, pooling=pooling)
-    test_x = extract_features(model, processor, test_images, pooling=pooling)
+                   linear_epochs: int = 100, linear_weight_decay="cv", pooling: str = "mean", seed: int = 0, num_workers: int = 0,
+                   batch_size: int = 128, progress: bool = False) -> dict:
+    options = dict(pooling=pooling, num_workers=num_workers, batch_size=batch_size, return_labels=True, progress=progress)
+    train_x, train_y = extract_features(model, processor, train_images, **options)
+    test_x, test_y = extract_features(model, processor, test_images, **options)
     results = {}
     if protocol in ("knn", "both"):
-        results["knn"] = knn_accuracy(train_x, train_images.labels, test_x, test_images.labels, k=k, temperature=temperature)
+        results["knn"] = knn_accuracy(train_x, train_y, test_x, test_y, k=k, temperature=temperature)
     if protocol in ("linear", "both"):
-        results.update(linear_probe(train_x, train_images.labels, test_x, test_images.labels, epochs=linear_epochs, seed=seed,
+        results.update(linear_probe(train_x, train_y, test_x, test_y, epochs=linear_epochs, seed=seed,
                                     weight_decay=linear_weight_decay))
     return results
 
@@ -212,15 +270,19 @@ def main(args: argparse.Namespace) -> int:
     model = AutoModel.from_pretrained(args.model)
     processor = AutoImageProcessor.from_pretrained(args.model)
     train = dataset_from_args(args)
-    eval_split = args.eval_split or ("test" if args.dataset == "digits" else None)
+    eval_split = evaluation_split(args)
     if eval_split is None:
-        raise ValueError("give --eval-split (the split to evaluate on) for this dataset")
+        raise ValueError(f"{args.dataset} has no split to evaluate on besides the training split {args.split!r}; "
+                         "give --eval-split (e.g. --eval-split test)")
     test = dataset_from_args(args, split=eval_split)
-    if min(train.labels) < 0:
-        raise ValueError(f"{args.dataset} has no labels: kNN and linear probes need a labelled dataset")
+    for images in (train, test):
+        if not images.has_labels:
+            raise ValueError(f"{images.name} has no labels (or not for every image): kNN and linear probes need a labelled dataset; "
+                             "pass --label-column if the labels are in another column")
     results = evaluate_model(model, processor, train, test, protocol=args.protocol, k=args.k, temperature=args.temperature,
                              linear_epochs=args.linear_epochs, linear_weight_decay=args.linear_weight_decay,
-                             pooling=args.pooling, seed=args.seed)
+                             pooling=args.pooling, seed=args.seed, num_workers=args.num_workers, batch_size=args.batch_size,
+                             progress=True)
     for name, value in results.items():
         print(f"{name}: {value:g}" if name == "linear_weight_decay" else f"{name}: {100 * value:.2f}%")
     if args.output:

@@ -16,7 +16,7 @@ import logging
 import numpy as np
 import torch
 
-from .data import add_dataset_arguments, dataset_from_args
+from .data import add_dataset_arguments, dataset_from_args, default_num_workers, evaluation_split
 from .optim import adamw, cosine_with_warmup, param_groups_lrd
 from .transforms import RandomResizedCropFlip
 
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "model's backbone; see training/segmentation.py)")
     parser.add_argument("--model", required=True, help="saved model folder (a pre-trained or converted mim_hub model)")
     parser.add_argument("--output-dir", required=True, help="where checkpoints and the fine-tuned model go")
-    add_dataset_arguments(parser)
+    add_dataset_arguments(parser, streaming=False)
     parser.add_argument("--epochs", type=float, default=10, help="training epochs")
     parser.add_argument("--batch-size", type=int, default=64, help="images per device per step")
     parser.add_argument("--base-lr", type=float, default=5e-4, help="lr = base_lr x batch / 256 (MAE: 5e-4 for ViT-B)")
@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window-size", type=int, default=None, help="Swin: fine-tune with this attention window (SimMIM: 6 -> 7 at 224 px)")
     parser.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="classifier head input: mean of patch tokens + fc_norm (MAE recipe) or cls token")
     parser.add_argument("--seed", type=int, default=0, help="seed")
-    parser.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
+    parser.add_argument("--num-workers", type=int, default=default_num_workers(),
+                        help="data loader worker processes (default: the CPUs less one, at most 8)")
     parser.add_argument("--push-to-hub", metavar="REPO", default=None, help="upload the fine-tuned model to this Hub repo")
     from .segmentation import add_arguments as add_segmentation_arguments
 
@@ -62,9 +63,14 @@ class ClassificationData(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         self.calls += 1
-        rng = np.random.default_rng([self.seed, self.calls, index]) if self.train else None
-        pixels = self.transform(self.images.image(index), rng)
-        return {"pixel_values": torch.as_tensor(np.asarray(pixels)), "labels": torch.tensor(self.images.labels[index])}
+        seed = [self.seed, self.calls, index]
+
+        def transform(image):  # an unreadable image: the next readable one stands in, with its label
+            image = image.convert("RGB") if image.mode != "RGB" else image
+            return self.transform(image, np.random.default_rng(seed) if self.train else None)
+
+        pixels, used = self.images.with_image(index, transform)
+        return {"pixel_values": torch.as_tensor(np.asarray(pixels)), "labels": torch.tensor(int(self.images.labels[used]))}
 
 
 def _eval_transform(processor):
@@ -92,8 +98,10 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
     from .modelio import method_of_folder
 
     method = method_of_folder(model_dir)
-    if min(train_images.labels) < 0:
-        raise ValueError(f"{train_images.name} has no labels: fine-tuning needs a labelled dataset")
+    for images in (train_images, eval_images):
+        if images is not None and not images.has_labels:
+            raise ValueError(f"{images.name} has no labels (or not for every image): fine-tuning needs a labelled dataset; "
+                             "pass --label-column if the labels are in another column")
     names = train_images.label_names or [str(i) for i in range(max(train_images.labels) + 1)]
     id2label, label2id = {i: n for i, n in enumerate(names)}, {n: i for i, n in enumerate(names)}
     extra = {"drop_path_rate": drop_path}
@@ -127,6 +135,7 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
         load_best_model_at_end=eval_data is not None, metric_for_best_model="accuracy", greater_is_better=True,
         save_total_limit=2, label_smoothing_factor=label_smoothing, seed=seed, report_to="none", remove_unused_columns=False,
         logging_steps=max(1, steps // 20), dataloader_num_workers=num_workers, disable_tqdm=not log_to_console,
+        dataloader_persistent_workers=num_workers > 0, dataloader_pin_memory=torch.cuda.is_available(),
         push_to_hub=bool(push_to_hub), hub_model_id=push_to_hub,
     )
     trainer = Trainer(model=model, args=arguments, train_dataset=train_data, eval_dataset=eval_data,
@@ -152,7 +161,7 @@ def main(args: argparse.Namespace) -> int:
 
         return segmentation_main(args)
     train = dataset_from_args(args)
-    eval_split = args.eval_split or ("test" if args.dataset == "digits" else None)
+    eval_split = evaluation_split(args)
     evaluation = dataset_from_args(args, split=eval_split) if eval_split else None
     _, metrics = finetune(args.model, train, evaluation, output_dir=args.output_dir, epochs=args.epochs, batch_size=args.batch_size,
                           base_lr=args.base_lr, layer_decay=args.layer_decay, weight_decay=args.weight_decay,

@@ -20,7 +20,7 @@ import torch
 
 from ..utils.atomic import OutputLock, atomic_folder, remove_stale_temporaries
 from .checkpointing import check_resume, latest_checkpoint, read_state, run_record, save_checkpoint
-from .data import add_dataset_arguments, dataset_from_args
+from .data import add_dataset_arguments, count_bad_images, dataset_from_args, default_num_workers
 from .optim import adamw, cosine_with_warmup, param_groups
 from .recipes import get_recipe
 
@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-flip", action="store_true", help="no random horizontal flips (e.g. for digits or text)")
     group = parser.add_argument_group("run")
     group.add_argument("--seed", type=int, default=0, help="seed of data order, augmentation, masks and init")
-    group.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
+    group.add_argument("--num-workers", type=int, default=default_num_workers(),
+                       help="data loader worker processes (default: the CPUs less one, at most 8)")
     group.add_argument("--log-every", type=int, default=10, help="log every N optimizer steps")
     group.add_argument("--save-every", type=int, default=200, help="checkpoint every N optimizer steps (0: only at the end)")
     group.add_argument("--keep-checkpoints", type=int, default=2, help="how many recent checkpoints to keep")
@@ -70,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class EpochPermutation(torch.utils.data.Sampler):
-    """A fresh permutation each epoch, a function of (seed, epoch) only."""
+    """A fresh permutation each epoch, a function of (seed, epoch) only. Yields (epoch, index)
+    pairs, so that persistent workers know the epoch without being told."""
 
     def __init__(self, length: int, seed: int):
         self.length, self.seed, self.epoch = length, seed, 0
@@ -80,7 +82,7 @@ class EpochPermutation(torch.utils.data.Sampler):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.length, generator=generator).tolist())
+        return iter([(self.epoch, i) for i in torch.randperm(self.length, generator=generator).tolist()])
 
     def __len__(self) -> int:
         return self.length
@@ -98,16 +100,44 @@ class PretrainData(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> dict:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        views = self.transform(self.images.image(index), rng)  # an array, or named arrays (e.g. CAE's two views)
+    def __getitem__(self, item) -> dict:
+        epoch, index = item if isinstance(item, tuple) else (self.epoch, item)
+        views, rng = self.images.with_image(index, lambda image: self.augment(image, np.random.default_rng([self.seed, epoch, index]))
+                                            )[0]  # an unreadable image: the next readable one, same draws
+        return {**views, **self.recipe.sample_inputs(self.config, rng)}
+
+    def augment(self, image, rng, label=None):
+        if not getattr(self.transform, "accepts_lazy_images", False):
+            image = image.convert("RGB") if image.mode != "RGB" else image
+        views = self.transform(image, rng)  # an array, or named arrays (e.g. CAE's two views)
         views = {name: torch.from_numpy(v) for name, v in views.items()} if isinstance(views, dict) else {"pixel_values": torch.from_numpy(views)}
+        return views, rng
+
+    def stream_sample(self, image, rng, label=None) -> dict:
+        """A sample of a streamed image (`streaming.ShardedStream`'s `sample_fn`)."""
+        views, rng = self.augment(image, rng)
         return {**views, **self.recipe.sample_inputs(self.config, rng)}
 
 
+def check_stream_resume(state: dict, args, num_processes: int) -> None:
+    """A streamed run resumes exactly only with the stream it was interrupted in."""
+    saved = state.get("stream")
+    if saved is None:
+        raise ValueError("--resume --streaming: the checkpoint was written by a run without --streaming")
+    now = {"num_workers": args.num_workers, "num_processes": num_processes, "batch_size": args.batch_size, "seed": args.seed,
+           "shuffle_buffer": args.shuffle_buffer}
+    changed = {k: (saved[k], v) for k, v in now.items() if saved.get(k) != v}
+    if changed:
+        raise ValueError("--resume --streaming needs the interrupted run's stream settings; changed: "
+                         + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
+
+
 def dataset_statistics(images, limit: int = 2000) -> tuple[tuple, tuple]:
-    """Per-channel mean and std of the training images in [0, 1]."""
-    values = np.stack([np.asarray(images.image(i).resize((32, 32)), dtype=np.float64) / 255 for i in range(min(len(images), limit))])
+    """Per-channel mean and std of the training images in [0, 1] (an `ImageDataset`, or a list of
+    PIL images)."""
+    pick = (lambda i: images[i]) if isinstance(images, list) else images.image
+    values = np.stack([np.asarray(pick(i).convert("RGB").resize((32, 32)), dtype=np.float64) / 255
+                       for i in range(min(len(images), limit))])
     return tuple(values.mean((0, 1, 2)).round(4).tolist()), tuple(values.std((0, 1, 2)).round(4).tolist())
 
 
@@ -160,28 +190,55 @@ def _run(args: argparse.Namespace, accelerator) -> int:
     recipe.configure_model(model, args)
     config = model.config
 
-    # data
-    images = dataset_from_args(args)
+    # data: indexed and decoded per item in the workers (or streamed, see streaming.py)
+    bad_image_log = os.path.join(args.output_dir, "bad_images.tsv")
+    loader_options = dict(batch_size=args.batch_size, num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
+                          pin_memory=accelerator.device.type == "cuda")
     normalization = args.normalization or ("dataset" if args.dataset == "digits" else "imagenet")
-    mean, std = dataset_statistics(images) if normalization == "dataset" else (IMAGENET_MEAN, IMAGENET_STD)
+    if args.streaming:
+        from .streaming import ShardedStream, StreamState, collate_with_positions, open_stream, stream_images_for_statistics
+
+        source = open_stream(args.dataset, split=args.split, config=args.dataset_config, image_column=args.image_column,
+                             label_column=args.label_column)
+        images = None
+        mean, std = (dataset_statistics(stream_images_for_statistics(source)) if normalization == "dataset"
+                     else (IMAGENET_MEAN, IMAGENET_STD))
+    else:
+        images = dataset_from_args(args)
+        images.bad_image_log = bad_image_log
+        mean, std = dataset_statistics(images) if normalization == "dataset" else (IMAGENET_MEAN, IMAGENET_STD)
     transform = recipe.train_transform(config, mean, std, min_crop_scale=args.crop_min_scale, flip=not args.no_flip)
     data = PretrainData(images, transform, recipe, config, args.seed)
-    sampler = EpochPermutation(len(data), args.seed)
-    loader = torch.utils.data.DataLoader(data, batch_size=args.batch_size, sampler=sampler, drop_last=True,
-                                         collate_fn=recipe.collate, num_workers=args.num_workers)
-    if len(loader) == 0:
-        raise ValueError(f"{len(data)} images are fewer than one batch of {args.batch_size}")
+    if args.streaming:
+        stream = ShardedStream(source, data.stream_sample, seed=args.seed, shuffle_buffer=args.shuffle_buffer,
+                               rank=accelerator.process_index, world_size=accelerator.num_processes, on_bad_image=args.on_bad_image,
+                               bad_image_log=bad_image_log)
+        stream_state, slots_per_rank = StreamState(), max(1, args.num_workers)
+        loader = torch.utils.data.DataLoader(stream, collate_fn=collate_with_positions(recipe.collate), **loader_options)
+        per_step = args.batch_size * args.grad_accum * accelerator.num_processes
+        if source.total is None and args.max_steps is None:
+            raise ValueError(f"--streaming: the size of {args.dataset} is not known without reading it; give --max-steps")
+        batches_per_epoch = max(1, (source.total or per_step) // (args.batch_size * accelerator.num_processes))
+    else:
+        sampler = EpochPermutation(len(data), args.seed)
+        loader = torch.utils.data.DataLoader(data, sampler=sampler, drop_last=True, collate_fn=recipe.collate, **loader_options)
+        if len(loader) == 0:
+            raise ValueError(f"{len(data)} images are fewer than one batch of {args.batch_size}")
+        batches_per_epoch = len(loader) // accelerator.num_processes
 
     # optimiser and schedule
     total_batch = args.batch_size * args.grad_accum * accelerator.num_processes
     lr = args.lr if args.lr is not None else (args.base_lr or recipe.base_lr) * total_batch / 256
     weight_decay = recipe.weight_decay if args.weight_decay is None else args.weight_decay
     optimizer = adamw(param_groups(model, weight_decay), lr=lr, betas=recipe.betas)
-    steps_per_epoch = max(1, len(loader) // accelerator.num_processes // args.grad_accum)
+    steps_per_epoch = max(1, batches_per_epoch // args.grad_accum)
     total_steps = args.max_steps or int(math.ceil((args.epochs or 1) * steps_per_epoch))
     warmup = args.warmup_steps if args.warmup_steps is not None else int(recipe.warmup_fraction * total_steps)
     scheduler = cosine_with_warmup(optimizer, warmup, total_steps, args.min_lr_ratio)
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    if args.streaming:  # each rank reads its own shards: the loader is not sharded by accelerate
+        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    else:
+        model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 
     # resume
     step, epoch, batch_in_epoch = 0, 0, 0
@@ -212,6 +269,10 @@ def _run(args: argparse.Namespace, accelerator) -> int:
                 for group, factor in zip(optimizer.param_groups, [f(step) for f in inner.lr_lambdas]):
                     group["initial_lr"], group["lr"] = lr, lr * factor
                 logger.warning("--resume-with-changes: continuing %s with %s", checkpoint, "; ".join(changed))
+            if args.streaming:
+                check_stream_resume(state, args, accelerator.num_processes)
+                stream.resume(state["stream"]["positions"], state["stream"]["batches"])
+                stream_state = StreamState(state["stream"]["positions"], state["stream"]["batches"])
             logger.info("resumed from %s (step %d)", checkpoint, step)
 
     # loop
@@ -219,12 +280,23 @@ def _run(args: argparse.Namespace, accelerator) -> int:
     writer = _tensorboard(args.output_dir) if accelerator.is_main_process else None
     progress = tqdm(total=total_steps, initial=step, disable=not accelerator.is_local_main_process, desc=f"pre-train {method}")
     model.train()
-    started, seen = time.time(), 0
+    started, seen, data_wait = time.time(), 0, 0.0
+    stream_batches = iter(loader) if args.streaming else None  # one endless stream for the whole run
     while step < total_steps:
-        sampler.set_epoch(epoch)
-        data.set_epoch(epoch)
-        batches = accelerator.skip_first_batches(loader, batch_in_epoch * args.grad_accum) if batch_in_epoch else loader
+        if args.streaming:
+            import itertools
+
+            batches = itertools.islice(stream_batches, (steps_per_epoch - batch_in_epoch) * args.grad_accum)
+        else:
+            sampler.set_epoch(epoch)
+            data.set_epoch(epoch)
+            batches = accelerator.skip_first_batches(loader, batch_in_epoch * args.grad_accum) if batch_in_epoch else loader
+        waiting = time.perf_counter()
         for batch in batches:
+            data_wait += time.perf_counter() - waiting
+            if args.streaming:
+                stream_state.update(batch.pop("stream_position"))
+                batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
@@ -235,6 +307,7 @@ def _run(args: argparse.Namespace, accelerator) -> int:
                 optimizer.zero_grad(set_to_none=True)
             seen += batch["pixel_values"].shape[0] * accelerator.num_processes
             if not accelerator.sync_gradients:
+                waiting = time.perf_counter()
                 continue
             step += 1
             batch_in_epoch += 1
@@ -242,7 +315,9 @@ def _run(args: argparse.Namespace, accelerator) -> int:
             if step % args.log_every == 0 or step == total_steps:
                 value = accelerator.gather(loss.detach().float().reshape(1)).mean().item()
                 record = {"step": step, "epoch": epoch, "loss": value, "lr": scheduler.get_last_lr()[0],
-                          "images_per_s": seen / max(1e-9, time.time() - started), "elapsed_s": time.time() - started}
+                          "images_per_s": seen / max(1e-9, time.time() - started), "elapsed_s": time.time() - started,
+                          "data_wait_fraction": round(data_wait / max(1e-9, time.time() - started), 4),
+                          "bad_images": count_bad_images(bad_image_log)}
                 progress.set_postfix(loss=f"{value:.4f}")
                 if accelerator.is_main_process:
                     with open(log_path, "a") as handle:
@@ -251,10 +326,17 @@ def _run(args: argparse.Namespace, accelerator) -> int:
                         writer.add_scalar("train/loss", value, step)
                         writer.add_scalar("train/lr", record["lr"], step)
             if args.save_every and step % args.save_every == 0 and step < total_steps:
-                save_checkpoint(accelerator, args.output_dir, {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "run": run,
-                                                               "resumed_with_changes": resumed_with_changes}, args.keep_checkpoints)
+                state = {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "run": run,
+                         "resumed_with_changes": resumed_with_changes}
+                if args.streaming:
+                    state["stream"] = {"positions": stream_state.gathered(accelerator, slots_per_rank), "batches": stream_state.batches,
+                                       "num_workers": args.num_workers,
+                                       "num_processes": accelerator.num_processes, "batch_size": args.batch_size, "seed": args.seed,
+                                       "shuffle_buffer": args.shuffle_buffer}
+                save_checkpoint(accelerator, args.output_dir, state, args.keep_checkpoints)
             if step >= total_steps:
                 break
+            waiting = time.perf_counter()
         else:
             epoch, batch_in_epoch = epoch + 1, 0
     progress.close()

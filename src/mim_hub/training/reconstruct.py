@@ -8,7 +8,11 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="saved pre-training model folder (with its decoder)")
-    parser.add_argument("--image", required=True, help="image file")
+    parser.add_argument("--image", default=None, help="image file (or pick one of --dataset with --index)")
+    parser.add_argument("--index", type=int, default=0, help="with --dataset: which item of the split to reconstruct")
+    from .data import add_dataset_arguments
+
+    add_dataset_arguments(parser, default=None, streaming=False)
     parser.add_argument("--output", required=True, help="PNG file to write")
     parser.add_argument("--mask-ratio", type=float, default=None, help="fraction of patches to mask (default: the model's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random mask")
@@ -29,11 +33,21 @@ def main(args: argparse.Namespace) -> int:
     method = method_of_folder(args.model)
     model = method_classes(method)["pretraining"].from_pretrained(args.model)
     processor = AutoImageProcessor.from_pretrained(args.model)
-    try:
-        image = Image.open(args.image)
-        image.load()
-    except (FileNotFoundError, UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"cannot read image {args.image}: {error}") from None
+    if args.image is None:
+        from .data import dataset_from_args
+
+        if args.dataset is None:
+            raise ValueError("give --image FILE, or --dataset SPEC (and --index N)")
+        images = dataset_from_args(args)
+        if not 0 <= args.index < len(images):
+            raise ValueError(f"--index {args.index}: {images.name} has {len(images)} images")
+        image = images.image(args.index)
+    else:
+        try:
+            image = Image.open(args.image)
+            image.load()
+        except (FileNotFoundError, UnidentifiedImageError, OSError) as error:
+            raise ValueError(f"cannot read image {args.image}: {error}") from None
     pixels = processor(image, return_tensors="pt").pixel_values
     result = reconstruct(model, pixels, mask_ratio=args.mask_ratio, seed=args.seed)
     picture = compose_picture(result, 0, processor.image_mean, processor.image_std)

@@ -34,6 +34,26 @@ def random_resized_crop_box(width: int, height: int, rng: np.random.Generator, s
     return left, top, left + w, top + h
 
 
+def draft_for_crop(image: Image.Image, box, size: int):
+    """Decode a not-yet-decoded JPEG at a reduced scale (1/2, 1/4, 1/8: PIL's `Image.draft`, the
+    DCT scaling of libjpeg) when the crop `box` will be downscaled by at least that factor to
+    `size`; returns the image and the box in its new coordinates. Anything else is returned as
+    it is. The crop then covers the same region to within a pixel of the reduced image."""
+    left, top, right, bottom = box
+    factor = min(right - left, bottom - top) / size
+    if factor < 2 or getattr(image, "format", None) != "JPEG" or len(getattr(image, "tile", ())) != 1:
+        return image, box
+    width, height = image.size
+    scale = min(8, 2 ** int(math.log2(factor)))
+    if image.draft("RGB", (math.ceil(width / scale), math.ceil(height / scale))) is None:
+        return image, box
+    sx, sy = image.width / width, image.height / height
+    new_left, new_top = int(left * sx), int(top * sy)
+    new_right = min(image.width, max(new_left + 1, int(round(right * sx))))
+    new_bottom = min(image.height, max(new_top + 1, int(round(bottom * sy))))
+    return image, (new_left, new_top, new_right, new_bottom)
+
+
 class Normalize:
     """uint8 HWC -> float32 CHW, (x / 255 - mean) / std, via a lookup table."""
 
@@ -53,12 +73,19 @@ class RandomResizedCropFlip:
 
     `backend="torch"` (the default) resamples with torch's antialiased uint8 kernels, several
     times faster than PIL on one core (benchmarks/run.py, data path); `"pil"` is PIL's resize
-    (torchvision's on PIL images). The random draws are the same either way."""
+    (torchvision's on PIL images). The random draws are the same either way.
 
-    def __init__(self, size: int, mean, std, scale=(0.2, 1.0), flip: bool = True, resample=Image.BICUBIC, backend: str = "torch"):
+    Given a JPEG opened but not yet decoded (as the data layer hands them over), it decodes it
+    at 1/2, 1/4 or 1/8 scale when the crop is downscaled by that much anyway (`draft_for_crop`;
+    `draft=False` turns that off). The box and flip are drawn from the full-size image either way."""
+
+    accepts_lazy_images = True  # the data layer may pass an opened, not yet decoded, image
+
+    def __init__(self, size: int, mean, std, scale=(0.2, 1.0), flip: bool = True, resample=Image.BICUBIC, backend: str = "torch",
+                 draft: bool = True):
         if backend not in RESIZE_BACKENDS:
             raise ValueError(f"backend must be one of {RESIZE_BACKENDS}, got {backend!r}")
-        self.size, self.scale, self.flip, self.resample, self.backend = size, scale, flip, resample, backend
+        self.size, self.scale, self.flip, self.resample, self.backend, self.draft = size, scale, flip, resample, backend, draft
         self.normalize = Normalize(mean, std)
 
     def draw(self, image: Image.Image, rng: np.random.Generator):
@@ -78,7 +105,9 @@ class RandomResizedCropFlip:
 
     def __call__(self, image: Image.Image, rng: np.random.Generator) -> np.ndarray:
         box, flip = self.draw(image, rng)
-        return self.normalize(self.crop_resize(image, box, flip))
+        if self.draft:
+            image, box = draft_for_crop(image, box, self.size)
+        return self.normalize(self.crop_resize(image.convert("RGB") if image.mode != "RGB" else image, box, flip))
 
 
 class RandomResizedCropTwoViews(RandomResizedCropFlip):
@@ -102,7 +131,7 @@ class RandomResizedCropTwoViews(RandomResizedCropFlip):
         height, width = self.second_size
         second = np.asarray(rgb.crop(box).resize((width, height), self.second_resample))  # crop, then resize (torchvision's resized_crop)
         second = second[:, ::-1] if flip else second
-        return {"pixel_values": self.normalize(self.crop_resize(image, box, flip)),
+        return {"pixel_values": self.normalize(self.crop_resize(rgb, box, flip)),
                 "tokenizer_pixel_values": np.ascontiguousarray(second.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)}
 
 

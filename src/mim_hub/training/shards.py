@@ -1,0 +1,274 @@
+"""Write any `--dataset` source as webdataset tar shards (`mim-hub prepare-shards`): images
+re-encoded as JPEG with a bounded side, labels, and a manifest; resumable and parallel. Also
+reads tar shards' index from their headers alone.
+
+A shard is a plain tar whose members are `<key>.<ext>`; consecutive members with one key form a
+sample (`<key>.jpg` + `<key>.cls`, as in `timm/imagenet-1k-wds`). Reading an index touches only
+the 512-byte headers (and the few bytes of label members), so indexing is fast and needs no
+decoding; a sample is then read by seeking to its image member.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import sys
+import tarfile
+import time
+
+import numpy as np
+
+logger = logging.getLogger("mim_hub.shards")
+BLOCK = 512
+
+
+def _number(field: bytes) -> int:
+    if field and field[0] & 0x80:  # GNU base-256
+        return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
+    text = field.split(b"\0", 1)[0].strip()
+    return int(text, 8) if text else 0
+
+
+def iter_tar(path: str, *, read_data=lambda name, size: False):
+    """(member name, data offset, size, data or None) of every regular file of a tar, from its
+    headers; `read_data(name, size)` says which members' bytes to read as well."""
+    with open(path, "rb") as handle:
+        position, long_name = 0, None
+        while True:
+            handle.seek(position)
+            header = handle.read(BLOCK)
+            if len(header) < BLOCK or header == b"\0" * BLOCK:
+                return
+            size, kind = _number(header[124:136]), header[156:157]
+            name = header[0:100].split(b"\0", 1)[0]
+            if header[257:262] == b"ustar" and header[345:500].strip(b"\0"):
+                name = header[345:500].split(b"\0", 1)[0] + b"/" + name
+            start = position + BLOCK
+            if kind in (b"L", b"x"):  # GNU long name / pax header: the next member's name
+                payload = handle.read(size)
+                if kind == b"L":
+                    long_name = payload.rstrip(b"\0")
+                else:
+                    for record in payload.split(b"\n"):
+                        if b" path=" in record:
+                            long_name = record.split(b" path=", 1)[1]
+            elif kind in (b"0", b"\0", b"7"):
+                text = (long_name or name).decode("utf-8", "replace")
+                long_name = None
+                data = handle.read(size) if read_data(text, size) else None
+                yield text, start, size, data
+            position = start + (size + BLOCK - 1) // BLOCK * BLOCK
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """webdataset's (key, extension): the extension starts at the first dot of the file name."""
+    folder, _, base = name.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (folder + "/" + stem if folder else stem), ext.lower()
+
+
+def member_name(shard: str, offset: int) -> str:
+    """The name of the member whose data starts at `offset` (for messages about one sample)."""
+    with open(shard, "rb") as handle:
+        handle.seek(offset - BLOCK)
+        header = handle.read(BLOCK)
+    return header[0:100].split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def iter_samples(path: str, *, image_key=None, label_key=None, read_images: bool = False):
+    """(key, image ext, image offset, image size, label or -1, image bytes or None) per sample."""
+    from .data import WDS_IMAGE_KEYS, WDS_LABEL_KEYS, parse_label
+
+    image_keys = (image_key,) if image_key else WDS_IMAGE_KEYS
+    label_keys = (label_key,) if label_key else WDS_LABEL_KEYS
+
+    def wanted(name, size):
+        ext = split_name(name)[1]
+        return (ext in label_keys and size < 1 << 16) or (read_images and ext in image_keys)
+
+    current, members = None, {}
+
+    def sample():
+        image = next((k for k in image_keys if k in members), None)
+        if image is None:
+            return None
+        label = next((parse_label(k, members[k][2]) for k in label_keys if k in members and members[k][2] is not None), -1)
+        offset, size, data = members[image]
+        return current, image, offset, size, label, data
+
+    for name, offset, size, data in iter_tar(path, read_data=wanted):
+        key, ext = split_name(name)
+        if key != current:
+            if current is not None and (done := sample()) is not None:
+                yield done
+            current, members = key, {}
+        members[ext] = (offset, size, data)
+    if current is not None and (done := sample()) is not None:
+        yield done
+
+
+def index_webdataset(shards: list[str], *, image_key=None, label_key=None) -> dict:
+    """{"shard", "offset", "size", "label"} arrays over every sample of `shards`, and "count"."""
+    shard_ids, offsets, sizes, labels = [], [], [], []
+    for number, shard in enumerate(shards):
+        for _, _, offset, size, label, _ in iter_samples(shard, image_key=image_key, label_key=label_key):
+            shard_ids.append(number)
+            offsets.append(offset)
+            sizes.append(size)
+            labels.append(label)
+    return {"shard": np.asarray(shard_ids, np.int32), "offset": np.asarray(offsets, np.int64), "size": np.asarray(sizes, np.int64),
+            "label": np.asarray(labels, np.int64), "count": len(labels)}
+
+
+# ---------------------------------------------------------------- prepare-shards
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .data import add_dataset_arguments
+
+    parser.add_argument("--output", required=True, help="folder to write the shards and manifest.json into")
+    add_dataset_arguments(parser, streaming=False)
+    parser.add_argument("--max-side", type=int, default=320, help="longer image side at most this (0: keep the size)")
+    parser.add_argument("--quality", type=int, default=90, help="JPEG quality of re-encoded images")
+    parser.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
+    parser.add_argument("--num-workers", type=int, default=None, help="processes writing shards (default: from the CPU count)")
+
+
+def _resized_jpeg(image, max_side: int, quality: int) -> bytes:
+    from PIL import Image
+
+    from .data import to_rgb
+
+    if max_side and max(image.size) > max_side:
+        scale = max_side / max(image.size)
+        target = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image.draft("RGB", target)  # JPEG: decode at the nearest reduced scale first
+        image = to_rgb(image).resize(target, Image.BICUBIC, reducing_gap=None)
+    buffer = io.BytesIO()
+    to_rgb(image).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+_SOURCES: dict = {}
+
+
+def write_shard(task) -> dict:
+    """Write shard number `task["number"]` (samples [start, stop)) atomically; returns its counts."""
+    spec, split, columns, output, number, start, stop, max_side, quality = (
+        task["spec"], task["split"], task["columns"], task["output"], task["number"], task["start"], task["stop"],
+        task["max_side"], task["quality"])
+    key = (spec, split, tuple(sorted(columns.items())))
+    if key not in _SOURCES:  # one index per process, however many shards it writes
+        from .data import load_images
+
+        _SOURCES.clear()
+        _SOURCES[key] = load_images(spec, split=split, **columns)
+    data = _SOURCES[key]
+    final = os.path.join(output, f"{split}-{number:06d}.tar")
+    tmp = final + ".tmp"
+    written, skipped = 0, 0
+    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for index in range(start, stop):
+            try:
+                with data._open(index) as image:
+                    payload = _resized_jpeg(image, max_side, quality)
+            except Exception as error:  # noqa: BLE001 - reported like the trainers' bad images
+                from .data import IMAGE_ERRORS
+
+                if not isinstance(error, IMAGE_ERRORS):
+                    raise
+                if columns.get("on_bad_image") == "error":
+                    raise ValueError(f"unreadable image {data.describe(index)}: {error}") from None
+                logger.warning("skipped unreadable image %s: %s", data.describe(index), error)
+                skipped += 1
+                continue
+            key = f"{index:09d}"
+            members = [(f"{key}.jpg", payload)]
+            if data.labels[index] >= 0:
+                members.append((f"{key}.cls", str(int(data.labels[index])).encode()))
+            for name, blob in members:
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode = len(blob), 0, 0o644
+                tar.addfile(info, io.BytesIO(blob))
+            written += 1
+    os.replace(tmp, final)
+    summary = {"shard": os.path.basename(final), "samples": written, "skipped": skipped}
+    with open(final + ".json", "w") as handle:  # the shard's receipt: done, and what it holds
+        json.dump(summary, handle)
+    return summary
+
+
+def prepare_shards(spec: str, output: str, *, splits=("train",), image_column=None, label_column=None, max_side: int = 320,
+                   quality: int = 90, shard_size: int = 1000, num_workers: int = 1, on_bad_image: str = "skip",
+                   command: str = "", progress: bool = True) -> dict:
+    """Write each split of `spec` as webdataset shards `<split>-NNNNNN.tar` in `output`, images
+    re-encoded as JPEG with the longer side at most `max_side`, labels as `.cls`, and a
+    `manifest.json` (counts, classes, the command). Resumable: a shard with its receipt
+    (`.tar.json`) is done and is not written again; a shard being written is a `.tmp` until it
+    is complete. Shards are written by `num_workers` processes in parallel."""
+    from tqdm.auto import tqdm
+
+    from .data import load_images
+
+    os.makedirs(output, exist_ok=True)
+    columns = dict(image_column=image_column, label_column=label_column, on_bad_image=on_bad_image)
+    manifest = {"format": "webdataset", "image_key": "jpg", "label_key": "cls", "max_side": max_side, "quality": quality,
+                "command": command, "source": spec, "splits": {}}
+    for split in splits:
+        data = load_images(spec, split=split, **columns)
+        manifest["classes"] = data.label_names or manifest.get("classes")
+        tasks = [dict(spec=spec, split=split, columns=columns, output=output, number=n, start=s, stop=min(len(data), s + shard_size),
+                      max_side=max_side, quality=quality) for n, s in enumerate(range(0, len(data), shard_size))]
+        done = {t["number"]: _receipt(output, split, t["number"]) for t in tasks}
+        todo = [t for t in tasks if done[t["number"]] is None]
+        bar = tqdm(total=len(data), initial=sum(len(range(t["start"], t["stop"])) for t in tasks if done[t["number"]]),
+                   desc=f"prepare-shards {split}", unit="img", disable=not progress)
+        if num_workers > 1 and len(todo) > 1:
+            import multiprocessing
+
+            with multiprocessing.get_context("spawn").Pool(min(num_workers, len(todo))) as pool:
+                for task, summary in zip(todo, pool.imap(write_shard, todo)):
+                    done[task["number"]] = summary
+                    bar.update(task["stop"] - task["start"])
+        else:
+            for task in todo:
+                done[task["number"]] = write_shard(task)
+                bar.update(task["stop"] - task["start"])
+        bar.close()
+        receipts = [done[t["number"]] for t in tasks]
+        manifest["splits"][split] = {"samples": sum(r["samples"] for r in receipts), "skipped": sum(r["skipped"] for r in receipts),
+                                     "shards": [r["shard"] for r in receipts], "shard_samples": [r["samples"] for r in receipts]}
+    tmp = os.path.join(output, "manifest.json.tmp")
+    with open(tmp, "w") as handle:
+        json.dump(manifest, handle, indent=1)
+    os.replace(tmp, os.path.join(output, "manifest.json"))
+    return manifest
+
+
+def _receipt(output: str, split: str, number: int):
+    path = os.path.join(output, f"{split}-{number:06d}.tar")
+    if os.path.isfile(path) and os.path.isfile(path + ".json"):
+        with open(path + ".json") as handle:
+            return json.load(handle)
+    return None
+
+
+def main(args: argparse.Namespace) -> int:
+    from .data import available_splits, default_num_workers
+
+    splits = [args.split]
+    if args.eval_split:
+        splits.append(args.eval_split)
+    elif args.split == "train":  # every split the source has, when that is cheap to tell
+        splits = available_splits(args.dataset) or splits
+    started = time.time()
+    manifest = prepare_shards(args.dataset, args.output, splits=splits, image_column=args.image_column, label_column=args.label_column,
+                              max_side=args.max_side, quality=args.quality, shard_size=args.shard_size,
+                              num_workers=args.num_workers if args.num_workers is not None else max(1, default_num_workers()),
+                              on_bad_image=args.on_bad_image, command="mim-hub " + " ".join(sys.argv[1:]))
+    for split, info in manifest["splits"].items():
+        print(f"{split}: {info['samples']} samples in {len(info['shards'])} shards ({info['skipped']} unreadable skipped)")
+    print(f"wrote {args.output} in {time.time() - started:.1f} s")
+    return 0

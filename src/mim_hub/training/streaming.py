@@ -1,0 +1,322 @@
+"""`--streaming`: iterate webdataset shards, parquet files or a Hub dataset without downloading,
+converting or indexing them first.
+
+The stream is a function of the seed alone, and the same on every run:
+- the shards (tar files, parquet row groups, a Hub dataset's shards) are put in an order drawn
+  from (seed, epoch), and dealt out to the *slots*, one slot per (rank, DataLoader worker):
+  slot `rank * workers + worker` reads shards `slot, slot + slots, ...`. With fewer shards than
+  slots every slot reads all of them and keeps every `slots`-th sample. Either way each sample is
+  seen by exactly one rank and worker per epoch;
+- each slot shuffles its samples with a buffer (`shuffle_buffer` samples) whose draws come from
+  (seed, epoch, slot), and draws each sample's augmentation from (seed, epoch, slot, position);
+- a slot's stream is endless: when its shards of epoch e are done, it starts on its shards of
+  epoch e + 1 (a new order), so every rank always has a next batch and ranks never wait for one
+  another.
+
+Exact resume: every batch carries (slot, samples of that slot's stream consumed), the trainer
+keeps the latest of each slot and saves it with the checkpoint; a resumed slot skips that many
+samples of its stream (whole epochs by their sample counts, the rest by reading them through the
+shuffle buffer without decoding) and continues with exactly the next sample. This needs the same
+number of processes, workers and batch size as the interrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import torch
+
+from .data import (IMAGE_ERRORS, DatasetError, WDS_IMAGE_KEYS, canonical_split, choose_split, group_files_by_split, read_manifest,
+                   table_files, webdataset_shards)
+
+logger = logging.getLogger(__name__)
+POSITION_KEY = "stream_position"
+
+
+class StreamSource:
+    """Shards of raw samples. Subclasses give `shards`, `records(shard)` -> (description, image
+    payload, label) and `count(shard)` (samples in a shard, for skipping on resume); `total` is
+    the number of samples when it is known without reading the data (else None)."""
+
+    name = "stream"
+    label_names: list[str] | None = None
+    total: int | None = None
+    shards: list = []
+
+    def records(self, shard):
+        raise NotImplementedError
+
+    def count(self, shard) -> int:
+        return sum(1 for _ in self.records(shard))
+
+    def open(self, payload):
+        from .data import open_image_value
+
+        return open_image_value(payload)
+
+
+class WebDatasetStream(StreamSource):
+    """Tar shards read member by member (sample counts from the manifest when there is one)."""
+
+    def __init__(self, spec: str, split: str, image_key=None, label_key=None):
+        shards = webdataset_shards(spec)
+        if not shards:
+            raise DatasetError(f"webdataset:{spec}: no .tar shards found")
+        self.shards = choose_split(group_files_by_split(shards, f"webdataset:{spec}"), split, f"webdataset:{spec}")
+        self.name, self.image_key, self.label_key = f"webdataset:{spec}", image_key, label_key
+        manifest = read_manifest(spec)
+        self.label_names = manifest.get("classes")
+        info = manifest.get("splits", {}).get(canonical_split(split))
+        self._counts = dict(zip(info["shards"], info["shard_samples"])) if info else {}
+        if info and all(os.path.basename(s) in self._counts for s in self.shards):
+            self.total = sum(self._counts[os.path.basename(s)] for s in self.shards)
+
+    def records(self, shard):
+        from .shards import iter_samples
+
+        for key, _, _, _, label, data in iter_samples(shard, image_key=self.image_key, label_key=self.label_key, read_images=True):
+            yield f"{shard}:{key}", data, label
+
+    def count(self, shard) -> int:
+        from .shards import iter_samples
+
+        known = self._counts.get(os.path.basename(shard))
+        return known if known is not None else sum(1 for _ in iter_samples(shard, image_key=self.image_key, label_key=self.label_key))
+
+
+class ParquetStream(StreamSource):
+    """Row groups of parquet files, read one at a time with pyarrow (image and label columns only)."""
+
+    def __init__(self, spec: str, split: str, image_column=None, label_column=None):
+        import datasets
+        import pyarrow.parquet as pq
+
+        from .data import find_columns
+
+        files = [f for f in choose_split(group_files_by_split(table_files(spec), spec), split, spec) if f.endswith(".parquet")]
+        if not files:
+            raise DatasetError(f"{spec}: --streaming reads parquet files; none found (arrow files are memory-mapped without it)")
+        first = pq.ParquetFile(files[0])
+        features = datasets.Features.from_arrow_schema(first.schema_arrow)
+        self.image_column, self.label_column = find_columns(features, image_column, label_column, spec)
+        feature = features.get(self.label_column) if self.label_column else None
+        self.label_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+        self.shards, self.total = [], 0
+        for file in files:
+            meta = pq.read_metadata(file)
+            for group in range(meta.num_row_groups):
+                self.shards.append((file, group, meta.row_group(group).num_rows))
+                self.total += meta.row_group(group).num_rows
+        self.name = spec
+
+    def records(self, shard):
+        import pyarrow.parquet as pq
+
+        file, group, _ = shard
+        columns = [self.image_column] + ([self.label_column] if self.label_column else [])
+        row = 0
+        # a few hundred rows at a time: memory is bounded by that, not by the row group's size
+        for batch in pq.ParquetFile(file).iter_batches(batch_size=256, row_groups=[group], columns=columns):
+            images = batch.column(self.image_column).to_pylist()
+            labels = batch.column(self.label_column).to_pylist() if self.label_column else [-1] * len(images)
+            for image, label in zip(images, labels):
+                yield f"{os.path.basename(file)} row group {group} row {row}", image, int(label) if label is not None else -1
+                row += 1
+
+    def count(self, shard) -> int:
+        return shard[2]
+
+
+class HubStream(StreamSource):
+    """A Hub dataset through datasets' streaming mode, its shards dealt out as ours."""
+
+    def __init__(self, name: str, config, split: str, image_column=None, label_column=None):
+        import datasets
+
+        from .data import _hub_error, find_columns
+
+        try:
+            data = datasets.load_dataset(name, config, split=split, streaming=True)
+        except Exception as error:
+            raise DatasetError(_hub_error(name, config, split, error)) from None
+        features = data.features
+        if features is None:
+            raise DatasetError(f"{name}: its features are unknown without reading it; pass --image-column and --label-column")
+        self.image_column, self.label_column = find_columns(features, image_column, label_column, name)
+        if isinstance(features[self.image_column], datasets.Image):
+            data = data.cast_column(self.image_column, datasets.Image(decode=False))
+        feature = features.get(self.label_column) if self.label_column else None
+        self.label_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+        self.data, self.name = data, name
+        self.shards = list(range(data.num_shards))
+        splits = getattr(data.info, "splits", None) or {}
+        self.total = splits[split].num_examples if split in splits and splits[split].num_examples else None
+
+    def records(self, shard):
+        for row, item in enumerate(self.data.shard(len(self.shards), shard, contiguous=True)):
+            label = item.get(self.label_column, -1) if self.label_column else -1
+            yield f"{self.name} shard {shard} row {row}", item[self.image_column], int(label)
+
+
+def open_stream(spec: str, *, split: str = "train", config=None, image_column=None, label_column=None) -> StreamSource:
+    """The `StreamSource` of a `--dataset` spec (Hub names, parquet files, webdataset shards)."""
+    from .data import describe_source
+
+    kind = describe_source(spec)
+    if kind == "webdataset":
+        return WebDatasetStream(spec[len("webdataset:"):] if spec.startswith("webdataset:") else spec, split, image_column, label_column)
+    if kind == "table":
+        return ParquetStream(spec, split, image_column, label_column)
+    if kind == "hub":
+        return HubStream(spec, config, split, image_column, label_column)
+    raise DatasetError(f"--streaming reads Hub datasets, parquet files and webdataset shards; {spec!r} is {kind} "
+                       "(read it without --streaming: it is indexed and decoded per item already)")
+
+
+class ShardedStream(torch.utils.data.IterableDataset):
+    """The endless, deterministic sample stream of one rank (see the module docstring).
+    `sample_fn(image, rng, label)` turns an opened image into a training sample (a dict)."""
+
+    def __init__(self, source: StreamSource, sample_fn, *, seed: int, shuffle_buffer: int = 10_000, rank: int = 0,
+                 world_size: int = 1, on_bad_image: str = "skip", bad_image_log: str | None = None):
+        self.source, self.sample_fn, self.seed, self.buffer = source, sample_fn, seed, max(1, shuffle_buffer)
+        self.rank, self.world_size, self.on_bad_image, self.bad_image_log = rank, world_size, on_bad_image, bad_image_log
+        self.start: dict[int, int] = {}  # slot -> samples of its stream already consumed (resume)
+        self.rotation = 0  # DataLoader worker w plays slot (w + rotation) % workers (resume)
+        self.skipped: list[str] = []
+
+    def resume(self, positions: dict, batches: int) -> None:
+        """Continue after `batches` batches of this rank, the slots at `positions`. The DataLoader
+        takes batches from its workers in turn starting at worker 0, so the worker that serves
+        the next batch plays the slot whose turn it was."""
+        self.start = {int(k): int(v) for k, v in positions.items()}
+        self.rotation = batches
+
+    # the plan of one epoch of one slot
+    def _my_shards(self, epoch: int, slot: int, slots: int):
+        order = np.random.default_rng([self.seed, epoch, 0]).permutation(len(self.source.shards))
+        shards = [self.source.shards[i] for i in order]
+        return (shards[slot::slots], None) if len(shards) >= slots else (shards, slot)
+
+    def epoch_records(self, epoch: int, slot: int, slots: int):
+        """The raw records of slot `slot` in epoch `epoch`, in shuffled order."""
+        shards, keep = self._my_shards(epoch, slot, slots)
+
+        def raw():
+            index = 0
+            for shard in shards:
+                for record in self.source.records(shard):
+                    if keep is None or index % slots == keep:
+                        yield record
+                    index += 1
+
+        rng = np.random.default_rng([self.seed, epoch, slot, 1])
+        buffer = []
+        for record in raw():
+            if len(buffer) < self.buffer:
+                buffer.append(record)
+                continue
+            i = int(rng.integers(len(buffer)))
+            buffer[i], record = record, buffer[i]
+            yield record
+        rng.shuffle(buffer)
+        yield from buffer
+
+    def epoch_size(self, epoch: int, slot: int, slots: int) -> int:
+        shards, keep = self._my_shards(epoch, slot, slots)
+        if keep is None:
+            return sum(self.source.count(s) for s in shards)
+        total = sum(self.source.count(s) for s in shards)
+        return len(range(keep, total, slots))
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info else (1, 0)
+        slot, slots = self.rank * workers + (worker + self.rotation) % workers, self.world_size * workers
+        consumed, epoch, before = self.start.get(slot, 0), 0, 0
+        while consumed:  # whole epochs already consumed, skipped by their sizes
+            size = self.epoch_size(epoch, slot, slots)
+            if size == 0 or consumed < size:
+                break
+            consumed, before, epoch = consumed - size, before + size, epoch + 1
+        while True:
+            position = -1
+            for position, (where, payload, label) in enumerate(self.epoch_records(epoch, slot, slots)):
+                if position < consumed:  # read through the buffer, not decoded
+                    continue
+                rng = np.random.default_rng([self.seed, epoch, slot, position])
+                try:
+                    sample = self.sample_fn(self.source.open(payload), rng, label)
+                except DatasetError:
+                    raise
+                except IMAGE_ERRORS as error:
+                    self._bad(where, error)
+                    continue
+                sample[POSITION_KEY] = torch.tensor([slot, before + position + 1])
+                yield sample
+            if position < 0:
+                raise DatasetError(f"{self.source.name}: slot {slot} of {slots} (rank x worker) got no samples in epoch {epoch}; "
+                                   "use fewer --num-workers or processes, or more shards")
+            before, consumed, epoch = before + position + 1, 0, epoch + 1
+
+    def _bad(self, where: str, error: Exception) -> None:
+        if self.on_bad_image == "error":
+            raise DatasetError(f"unreadable image {where}: {error}") from None
+        self.skipped.append(where)
+        logger.warning("skipped unreadable image %s: %s (%d skipped so far in this worker)", where, error, len(self.skipped))
+        if self.bad_image_log:
+            with open(self.bad_image_log, "a") as handle:
+                handle.write(f"{where}\t{str(error)[:200]}\n")
+
+
+def collate_with_positions(collate):
+    """`collate` that leaves the stream positions out of the samples and puts the batch's last
+    one (slot, consumed) beside the batch."""
+
+    def wrapped(samples):
+        positions = [s.pop(POSITION_KEY) for s in samples]
+        batch = collate(samples)
+        batch[POSITION_KEY] = positions[-1]
+        return batch
+
+    return wrapped
+
+
+class StreamState:
+    """The latest position of every slot of every rank (what a resumed stream skips)."""
+
+    def __init__(self, start: dict | None = None, batches: int = 0):
+        self.positions = {int(k): int(v) for k, v in (start or {}).items()}
+        self.batches = batches  # batches this rank has taken
+
+    def update(self, position: torch.Tensor) -> None:
+        slot, consumed = (int(v) for v in position.tolist())
+        self.positions[slot] = consumed
+        self.batches += 1
+
+    def gathered(self, accelerator, slots_per_rank: int) -> dict[str, int]:
+        """Every rank's positions (a collective: every rank calls it)."""
+        rank = accelerator.process_index
+        mine = torch.tensor([self.positions.get(rank * slots_per_rank + w, 0) for w in range(slots_per_rank)], dtype=torch.long)
+        every = accelerator.gather(mine.to(accelerator.device)).cpu().tolist()
+        return {str(i): int(v) for i, v in enumerate(every) if v}
+
+
+def stream_images_for_statistics(source: StreamSource, limit: int = 2000):
+    """Up to `limit` decoded images from the first shards (the dataset normalisation)."""
+    from .data import to_rgb
+
+    images = []
+    for shard in source.shards:
+        for _, payload, _ in source.records(shard):
+            try:
+                images.append(to_rgb(source.open(payload)))
+            except IMAGE_ERRORS:
+                continue
+            if len(images) >= limit:
+                return images
+    return images
+
+
