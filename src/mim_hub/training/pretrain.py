@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="input mean/std: ImageNet's, or measured on the training images (default: dataset for digits)")
     group.add_argument("--crop-min-scale", type=float, default=None, help="RandomResizedCrop's smallest area fraction (default: the method's, 0.2 for MAE)")
     group.add_argument("--no-flip", action="store_true", help="no random horizontal flips (e.g. for digits or text)")
+    group.add_argument("--model-ema", action="store_true", help="keep an EMA of the weights (timm ModelEmaV2), saved in checkpoints and to OUTPUT/ema")
+    group.add_argument("--model-ema-decay", type=float, default=0.9999, help="EMA decay")
     group = parser.add_argument_group("run")
     group.add_argument("--seed", type=int, default=0, help="seed of data order, augmentation, masks and init")
     group.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
@@ -125,8 +127,8 @@ def latest_checkpoint(folder: str) -> str | None:
     return os.path.join(root, done[-1]) if done else None
 
 
-def save_checkpoint(accelerator, folder: str, state: dict, keep: int) -> None:
-    """accelerate state + our counters, written to a temporary folder and renamed into place."""
+def save_checkpoint(accelerator, folder: str, state: dict, keep: int, ema=None) -> None:
+    """accelerate state + our counters (+ the model EMA), written to a temporary folder and renamed into place."""
     root = os.path.join(folder, "checkpoints")
     final = os.path.join(root, f"step_{state['step']:08d}")
     tmp = os.path.join(root, f".tmp-step_{state['step']:08d}")
@@ -137,6 +139,8 @@ def save_checkpoint(accelerator, folder: str, state: dict, keep: int) -> None:
     accelerator.save_state(tmp)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if ema is not None:
+            ema.save(tmp)
         with open(os.path.join(tmp, "state.json"), "w") as handle:
             json.dump(state, handle)
         shutil.rmtree(final, ignore_errors=True)
@@ -193,6 +197,11 @@ def main(args: argparse.Namespace) -> int:
     warmup = args.warmup_steps if args.warmup_steps is not None else int(recipe.warmup_fraction * total_steps)
     scheduler = cosine_with_warmup(optimizer, warmup, total_steps, args.min_lr_ratio)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    ema = None
+    if args.model_ema:  # saved as ema.safetensors in each checkpoint (accelerate's custom-state reader would unpickle)
+        from .ema import ModelEma
+
+        ema = ModelEma(accelerator.unwrap_model(model), args.model_ema_decay)
 
     # resume
     step, epoch, batch_in_epoch = 0, 0, 0
@@ -204,6 +213,8 @@ def main(args: argparse.Namespace) -> int:
             accelerator.load_state(checkpoint)
             state = json.load(open(os.path.join(checkpoint, "state.json")))
             step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+            if ema is not None:
+                ema.load(checkpoint)
             logger.info("resumed from %s (step %d)", checkpoint, step)
 
     # loop
@@ -230,6 +241,8 @@ def main(args: argparse.Namespace) -> int:
                 continue
             step += 1
             batch_in_epoch += 1
+            if ema is not None:
+                ema.update(model)
             progress.update(1)
             if step % args.log_every == 0 or step == total_steps:
                 value = accelerator.gather(loss.detach().float().reshape(1)).mean().item()
@@ -243,7 +256,8 @@ def main(args: argparse.Namespace) -> int:
                         writer.add_scalar("train/loss", value, step)
                         writer.add_scalar("train/lr", record["lr"], step)
             if args.save_every and step % args.save_every == 0 and step < total_steps:
-                save_checkpoint(accelerator, args.output_dir, {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch}, args.keep_checkpoints)
+                save_checkpoint(accelerator, args.output_dir, {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch}, args.keep_checkpoints,
+                                ema=ema)
             if step >= total_steps:
                 break
         else:
@@ -258,6 +272,10 @@ def main(args: argparse.Namespace) -> int:
         save_final(final, processor, args.output_dir, method=method,
                    provenance=f"Pre-trained with `mim-hub pretrain --method {method}` on `{args.dataset}` for {total_steps} steps "
                    f"(batch {total_batch}, lr {lr:.2e}, seed {args.seed}).", datasets=[args.dataset])
+        if ema is not None:
+            save_final(ema.module, processor, os.path.join(args.output_dir, "ema"), method=method, datasets=[args.dataset],
+                       provenance=f"Exponential moving average (decay {args.model_ema_decay}) of the weights of `mim-hub pretrain "
+                       f"--method {method}` on `{args.dataset}` for {total_steps} steps.")
         if writer is not None:
             writer.close()
         if args.push_to_hub:
