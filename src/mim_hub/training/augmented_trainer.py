@@ -22,11 +22,27 @@ def soft_target_loss(label_smoothing: float = 0.0):
 
 class AugmentedTrainer(Trainer):
     """`Trainer` whose `data_collator` serves the training batches only; evaluation and
-    prediction use `eval_data_collator` (default: transformers' default collator)."""
+    prediction use `eval_data_collator` (default: transformers' default collator).
 
-    def __init__(self, *args, eval_data_collator=None, **kwargs):
+    `optimizer_factory(model)` / `scheduler_factory(optimizer)` build the optimizer and schedule
+    once the Trainer has wrapped the model (FSDP refuses ready-made `optimizers`)."""
+
+    def __init__(self, *args, eval_data_collator=None, optimizer_factory=None, scheduler_factory=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.eval_data_collator = eval_data_collator or default_data_collator
+        self.optimizer_factory, self.scheduler_factory = optimizer_factory, scheduler_factory
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None and self.optimizer_factory is not None:
+            self.optimizer = self.optimizer_factory(self.model if model is None else model)
+            return self.optimizer
+        return super().create_optimizer(model)
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None and self.scheduler_factory is not None:
+            self.lr_scheduler = self.scheduler_factory(self.optimizer if optimizer is None else optimizer)
+            return self.lr_scheduler
+        return super().create_scheduler(num_training_steps, optimizer)
 
     def _with_eval_collator(self, make, *args, **kwargs):
         train_collator, self.data_collator = self.data_collator, self.eval_data_collator

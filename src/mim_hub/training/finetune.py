@@ -55,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mixup-switch-prob", type=float, default=None, help="probability of CutMix when both are on (default 0.5)")
     parser.add_argument("--model-ema", action=argparse.BooleanOptionalAction, default=None, help="keep an EMA of the weights (timm ModelEmaV2)")
     parser.add_argument("--model-ema-decay", type=float, default=None, help="EMA decay (default 0.9999)")
+    parser.add_argument("--fsdp", action="store_true", help="shard with FSDP2 (GPUs; see docs/training.md for the accelerate config)")
     parser.add_argument("--resume-from-checkpoint", default=None, metavar="DIR", help="resume from a checkpoint-N folder of --output-dir")
     parser.add_argument("--image-size", type=int, default=None,
                         help="fine-tune at this resolution (default: the model's); position tables are resized, as SimMIM/MAE do")
@@ -96,7 +97,7 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
              grad_accum: int = 1, lr_rule: str = "blr/256", min_lr: float = 0.0, warmup_epochs: float | None = None,
              rand_augment: str | None = None, reprob: float = 0.0, remode: str = "pixel", mixup: float = 0.0, cutmix: float = 0.0,
              mixup_prob: float = 1.0, mixup_switch_prob: float = 0.5, model_ema: bool = False, model_ema_decay: float = 0.9999,
-             resume_from_checkpoint: str | None = None, recipe: str | None = None):
+             resume_from_checkpoint: str | None = None, recipe: str | None = None, fsdp: bool = False):
     """Fine-tune with transformers' Trainer; returns (trainer, final evaluation metrics).
 
     `image_size` / `window_size` fine-tune at another geometry than the model's: its position
@@ -160,8 +161,26 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
     steps_per_epoch = max(1, int(np.ceil(np.ceil(len(train_data) / (batch_size * state.num_processes)) / grad_accum)))
     steps = max(1, int(np.ceil(steps_per_epoch * epochs)))
     warmup = int(round(warmup_epochs * steps_per_epoch)) if warmup_epochs is not None else int(warmup_ratio * steps)
-    optimizer = adamw(param_groups_lrd(model, weight_decay, layer_decay), lr=lr)
-    scheduler = cosine_with_warmup(optimizer, min(warmup, steps), steps, min_lr_ratio=min(1.0, min_lr / lr) if lr > 0 else 0.0)
+    def make_optimizer(m):
+        return adamw(param_groups_lrd(m, weight_decay, layer_decay), lr=lr)
+
+    def make_scheduler(opt):
+        return cosine_with_warmup(opt, min(warmup, steps), steps, min_lr_ratio=min(1.0, min_lr / lr) if lr > 0 else 0.0)
+
+    fsdp_arguments = {}
+    if fsdp:
+        if model_ema:
+            raise ValueError("--model-ema with --fsdp is not supported (the EMA would hold sharded tensors)")
+        if not torch.cuda.is_available():
+            raise ValueError("--fsdp fine-tuning needs CUDA devices (transformers' Trainer runs FSDP only in distributed GPU training); "
+                             "on CPU fine-tune without --fsdp")
+        from .distributed import trainer_fsdp_arguments
+
+        fsdp_arguments = trainer_fsdp_arguments(model)  # the Trainer wraps the model, then builds the optimizer from the factories
+        optimizer = scheduler = None
+    else:
+        optimizer = make_optimizer(model)
+        scheduler = make_scheduler(optimizer)
     logger.info("effective batch %d (%d per device x %d accumulation x %d processes), lr %.3g (%s of base lr %.3g)",
                 effective_batch, batch_size, grad_accum, state.num_processes, lr, lr_rule, base_lr)
     collator = None
@@ -175,7 +194,7 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
         load_best_model_at_end=eval_data is not None, metric_for_best_model="accuracy", greater_is_better=True,
         save_total_limit=2, seed=seed, report_to="none", remove_unused_columns=False,
         logging_steps=max(1, steps // 20), dataloader_num_workers=num_workers, disable_tqdm=not log_to_console,
-        push_to_hub=bool(push_to_hub), hub_model_id=push_to_hub,
+        push_to_hub=bool(push_to_hub), hub_model_id=push_to_hub, **fsdp_arguments,
     )
     ema = None
     callbacks = []
@@ -186,7 +205,8 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
         callbacks.append(EmaCallback(ema, resume_from=resume_from_checkpoint))
     trainer = AugmentedTrainer(model=model, args=arguments, train_dataset=train_data, eval_dataset=eval_data, data_collator=collator,
                                compute_metrics=accuracy, optimizers=(optimizer, scheduler), callbacks=callbacks,
-                               compute_loss_func=soft_target_loss(label_smoothing))
+                               compute_loss_func=soft_target_loss(label_smoothing),
+                               optimizer_factory=make_optimizer if fsdp else None, scheduler_factory=make_scheduler if fsdp else None)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     metrics = trainer.evaluate() if eval_data is not None else {}
     from .pretrain import save_final
@@ -266,7 +286,7 @@ def main(args: argparse.Namespace) -> int:
     evaluation = dataset_from_args(args, split=eval_split) if eval_split else None
     _, metrics = finetune(args.model, train, evaluation, output_dir=args.output_dir, flip=not args.no_flip, seed=args.seed,
                           num_workers=args.num_workers, push_to_hub=args.push_to_hub,
-                          resume_from_checkpoint=args.resume_from_checkpoint, **settings)
+                          resume_from_checkpoint=args.resume_from_checkpoint, fsdp=args.fsdp, **settings)
     if metrics:
         print(f"eval accuracy: {100 * metrics['eval_accuracy']:.2f}%")
         if "eval_ema_accuracy" in metrics:

@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="input mean/std: ImageNet's, or measured on the training images (default: dataset for digits)")
     group.add_argument("--crop-min-scale", type=float, default=None, help="RandomResizedCrop's smallest area fraction (default: the method's, 0.2 for MAE)")
     group.add_argument("--no-flip", action="store_true", help="no random horizontal flips (e.g. for digits or text)")
+    group.add_argument("--fsdp", action="store_true",
+                       help="shard with FSDP2 (Accelerate's plugin, fsdp_version=2; sharded checkpoints); GPUs: on CPU Accelerate runs DDP")
     group.add_argument("--model-ema", action="store_true", help="keep an EMA of the weights (timm ModelEmaV2), saved in checkpoints and to OUTPUT/ema")
     group.add_argument("--model-ema-decay", type=float, default=0.9999, help="EMA decay")
     group = parser.add_argument_group("run")
@@ -158,7 +160,14 @@ def main(args: argparse.Namespace) -> int:
 
     from .modelio import load_model
 
-    accelerator = Accelerator(gradient_accumulation_steps=args.grad_accum, mixed_precision=args.mixed_precision)
+    plugin = None
+    if args.fsdp:
+        if args.model_ema:
+            raise ValueError("--model-ema with --fsdp is not supported (the EMA would hold sharded tensors)")
+        from .distributed import fsdp_plugin
+
+        plugin = fsdp_plugin()
+    accelerator = Accelerator(gradient_accumulation_steps=args.grad_accum, mixed_precision=args.mixed_precision, fsdp_plugin=plugin)
     os.makedirs(args.output_dir, exist_ok=True)
     if accelerator.is_main_process:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -266,10 +275,11 @@ def main(args: argparse.Namespace) -> int:
 
     # final model, processor and card
     accelerator.wait_for_everyone()
+    full_state = accelerator.get_state_dict(model) if args.fsdp else None  # gathered from the shards (every process takes part)
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(model)
         processor = build_processor(method, final.config, mean, std)
-        save_final(final, processor, args.output_dir, method=method,
+        save_final(final, processor, args.output_dir, method=method, state_dict=full_state,
                    provenance=f"Pre-trained with `mim-hub pretrain --method {method}` on `{args.dataset}` for {total_steps} steps "
                    f"(batch {total_batch}, lr {lr:.2e}, seed {args.seed}).", datasets=[args.dataset])
         if ema is not None:
@@ -287,7 +297,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def save_final(model, processor, folder: str, *, method: str, provenance: str, **card) -> None:
+def save_final(model, processor, folder: str, *, method: str, provenance: str, state_dict=None, **card) -> None:
     """Write model, processor and card into `folder` atomically (a temporary folder, then each
     file renamed into place), leaving checkpoints and logs beside them untouched."""
     from ..hub import write_model_card
@@ -295,7 +305,7 @@ def save_final(model, processor, folder: str, *, method: str, provenance: str, *
     tmp = os.path.join(folder, ".tmp-final")
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp, **({"state_dict": state_dict} if state_dict is not None else {}))
     processor.save_pretrained(tmp)
     write_model_card(tmp, model, method=method, provenance=provenance, **card)
     for name in os.listdir(tmp):
