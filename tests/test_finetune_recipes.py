@@ -189,3 +189,18 @@ def test_mae_recipe_end_to_end_on_digits_with_every_augmentation_and_ema(tmp_pat
     final = load_file(str(out / "model.safetensors"))
     assert saved.keys() == final.keys() and any(not torch.equal(saved[k], final[k]) for k in saved)
     assert torch.equal(load_file(str(checkpoints[-1] / EMA_FILE))["head.weight"], saved["head.weight"])
+
+
+def test_crate_recipe_fine_tunes_a_model_without_drop_path(tmp_path):
+    from mim_hub import CrateMAEConfig, CrateMAEForPreTraining, CrateMAEImageProcessor
+    from mim_hub.training.data import load_digits_dataset
+    from mim_hub.training.finetune import finetune
+
+    folder = tmp_path / "crate"
+    torch.manual_seed(0)
+    CrateMAEForPreTraining(CrateMAEConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                          decoder_num_hidden_layers=1, decoder_num_attention_heads=2)).save_pretrained(folder)
+    CrateMAEImageProcessor(size={"height": 32, "width": 32}, do_center_crop=False).save_pretrained(folder)
+    train, test = load_digits_dataset("train").subset(range(64)), load_digits_dataset("test").subset(range(32))
+    _, metrics = finetune(str(folder), train, test, output_dir=str(tmp_path / "ft"), epochs=1, batch_size=32, log_to_console=False)
+    assert 0 <= metrics["eval_accuracy"] <= 1

@@ -118,8 +118,8 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
         raise ValueError(f"{train_images.name} has no labels: fine-tuning needs a labelled dataset")
     names = train_images.label_names or [str(i) for i in range(max(train_images.labels) + 1)]
     id2label, label2id = {i: n for i, n in enumerate(names)}, {n: i for i, n in enumerate(names)}
-    extra = {"drop_path_rate": drop_path}
     config_class = method_classes(method)["config"]
+    extra = {"drop_path_rate": drop_path} if "drop_path_rate" in config_class.__dataclass_fields__ else {}  # (CRATE has none)
     if "use_mean_pooling" in config_class.__dataclass_fields__:
         extra["use_mean_pooling"] = pooling == "mean"
     geometry = {k: v for k, v in (("image_size", image_size), ("window_size", window_size)) if v is not None}
