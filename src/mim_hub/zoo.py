@@ -83,16 +83,28 @@ def presets_by_method() -> dict[str, dict[str, dict]]:
 def catalogue() -> list[dict]:
     import mim_hub  # noqa: F401  (methods register their releases on import)
 
-    rows, presets = [], presets_by_method()
+    rows, presets, recipes = [], presets_by_method(), recipes_catalogue()
     for method, info in METHOD_INFO.items():
         rows.append({
             "method": method, "name": info["name"], "paper": info["paper"], "repo": info["repo"], "license": info["license"],
             "presets": presets.get(method, {}), "releases": [asdict(r) for r in RELEASES.get(method, [])],
+            "finetune_recipes": [r for r in recipes if r["method"] == method],
         })
     return rows
 
 
+def recipes_catalogue() -> list[dict]:
+    """The fine-tuning recipes of `mim-hub finetune --recipe` with each value's source."""
+    from .training.finetune_recipes import RECIPES
+
+    return [{"recipe": r.name, "method": r.method, "release": r.release, "note": r.note,
+             "values": [{"setting": k, "value": v, "source": src, "verified": ok} for k, v, src, ok in r.rows()]}
+            for r in RECIPES.values()]
+
+
 def print_zoo(fmt: str = "table") -> None:
+    from .training.finetune_recipes import recipes_table
+
     rows = catalogue()
     if fmt == "json":
         print(json.dumps(rows, indent=2))
@@ -102,6 +114,8 @@ def print_zoo(fmt: str = "table") -> None:
         for row in rows:
             for r in row["releases"]:
                 print(f"| {row['name']} | `{r['file']}` | `{r['converts_to']}` | {r['note']} | {row['license']} |")
+        print("\nFine-tuning recipes (`mim-hub finetune --recipe NAME`):\n")
+        print(recipes_table("markdown"))
         return
     for row in rows:
         print(f"{row['name']} ({row['method']}), licence {row['license']}: {row['repo']}")
@@ -111,3 +125,5 @@ def print_zoo(fmt: str = "table") -> None:
         for r in row["releases"]:
             extra = f" --config '{json.dumps(r['config'])}'" if r["config"] else ""
             print(f"  {r['file']:45s} -> {r['converts_to']:30s} {r['note']}{extra}")
+    print("\nfine-tuning recipes (mim-hub finetune --recipe NAME; every flag overrides a value):")
+    print(recipes_table("table"))

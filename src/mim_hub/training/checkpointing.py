@@ -112,8 +112,8 @@ def check_resume(state: dict, current: dict, checkpoint: str, *, with_changes: b
     return changed
 
 
-def save_checkpoint(accelerator, folder: str, state: dict, keep: int) -> None:
-    """accelerate state + our counters, written to a temporary folder and renamed into place. A
+def save_checkpoint(accelerator, folder: str, state: dict, keep: int, ema=None) -> None:
+    """accelerate state + our counters (+ the model EMA), written to a temporary folder and renamed into place. A
     failed write removes the temporary folder and raises `CheckpointSaveError` naming the step
     that could not be written and the previous checkpoint, which is intact."""
     root = os.path.join(folder, "checkpoints")
@@ -128,6 +128,8 @@ def save_checkpoint(accelerator, folder: str, state: dict, keep: int) -> None:
         accelerator.save_state(tmp)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
+            if ema is not None:
+                ema.save(tmp)
             with open(os.path.join(tmp, "state.json"), "w") as handle:
                 json.dump(state, handle)
             shutil.rmtree(final, ignore_errors=True)

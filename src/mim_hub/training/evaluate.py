@@ -43,12 +43,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_arguments(parser, streaming=False)
     parser.add_argument("--k", type=int, default=20, help="neighbours for kNN")
     parser.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature")
-    parser.add_argument("--linear-epochs", type=int, default=100, help="linear probe epochs")
+    parser.add_argument("--linear-epochs", type=int, default=None, help="linear probe epochs (default 100; --probe mae: 90)")
+    parser.add_argument("--probe", choices=("cv", "mae"), default="cv",
+                        help="linear probe: 'cv' (SGD, weight decay by cross-validation; the default) or 'mae' (MAE's protocol: "
+                             "LARS, BatchNorm without affine, no weight decay, effective batch 16384, lr 0.1 x batch / 256, 10 warm-up epochs)")
+    parser.add_argument("--probe-batch-size", type=int, default=512, help="--probe mae: per-step batch; accumulation reaches the effective batch")
+    parser.add_argument("--probe-effective-batch", type=int, default=16384, help="--probe mae: effective batch (MAE: 16384)")
     parser.add_argument("--linear-weight-decay", type=_weight_decay_choice, default="cv",
                         help="linear probe weight decay: a number, or 'cv' (default) to choose it from "
                              f"{list(PROBE_WEIGHT_DECAYS)} by 5-fold cross-validation on the training split")
     parser.add_argument("--batch-size", type=int, default=128, help="feature extraction batch size")
-    parser.add_argument("--pooling", choices=("mean", "pooler"), default="mean", help="mean of patch tokens, or the model's pooler_output")
+    parser.add_argument("--pooling", choices=("mean", "pooler", "cls"), default=None,
+                        help="mean of patch tokens (default), the model's pooler_output, or the cls token (default of --probe mae)")
     parser.add_argument("--num-workers", type=int, default=default_num_workers(),
                         help="data loader worker processes decoding images (default: the CPUs less one, at most 8)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the linear probe")
@@ -99,6 +105,10 @@ def extract_features(model, processor, images, *, batch_size: int = 128, pooling
         out = encoder(pixels.to(device))
         if pooling == "pooler" and getattr(out, "pooler_output", None) is not None:
             feature = out.pooler_output.float()
+        elif pooling == "cls":
+            if encoder.num_prefix_tokens < 1:
+                raise ValueError(f"{type(encoder).__name__} has no cls token: use --pooling mean")
+            feature = out.last_hidden_state[:, 0].float()
         else:
             # the patch tokens: the encoder states how many prefix (cls) tokens come first
             feature = out.last_hidden_state[:, encoder.num_prefix_tokens:].mean(1).float()
@@ -247,14 +257,20 @@ def linear_probe(train_x, train_y, test_x, test_y, *, epochs: int = 100, seed: i
 
 def evaluate_model(model, processor, train_images, test_images, *, protocol: str = "both", k: int = 20, temperature: float = 0.07,
                    linear_epochs: int = 100, linear_weight_decay="cv", pooling: str = "mean", seed: int = 0, num_workers: int = 0,
-                   batch_size: int = 128, progress: bool = False) -> dict:
+                   batch_size: int = 128, progress: bool = False, probe: str = "cv", probe_batch_size: int = 512,
+                   probe_effective_batch: int = 16384) -> dict:
     options = dict(pooling=pooling, num_workers=num_workers, batch_size=batch_size, return_labels=True, progress=progress)
     train_x, train_y = extract_features(model, processor, train_images, **options)
     test_x, test_y = extract_features(model, processor, test_images, **options)
     results = {}
     if protocol in ("knn", "both"):
         results["knn"] = knn_accuracy(train_x, train_y, test_x, test_y, k=k, temperature=temperature)
-    if protocol in ("linear", "both"):
+    if protocol in ("linear", "both") and probe == "mae":
+        from .probe_mae import mae_linear_probe
+
+        results.update(mae_linear_probe(train_x, train_y, test_x, test_y, effective_batch=probe_effective_batch,
+                                        batch_size=probe_batch_size, epochs=linear_epochs, seed=seed))
+    elif protocol in ("linear", "both"):
         results.update(linear_probe(train_x, train_y, test_x, test_y, epochs=linear_epochs, seed=seed,
                                     weight_decay=linear_weight_decay))
     return results
@@ -280,11 +296,13 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError(f"{images.name} has no labels (or not for every image): kNN and linear probes need a labelled dataset; "
                              "pass --label-column if the labels are in another column")
     results = evaluate_model(model, processor, train, test, protocol=args.protocol, k=args.k, temperature=args.temperature,
-                             linear_epochs=args.linear_epochs, linear_weight_decay=args.linear_weight_decay,
-                             pooling=args.pooling, seed=args.seed, num_workers=args.num_workers, batch_size=args.batch_size,
-                             progress=True)
+                             linear_epochs=args.linear_epochs or (90 if args.probe == "mae" else 100),
+                             linear_weight_decay=args.linear_weight_decay, pooling=args.pooling or ("cls" if args.probe == "mae" else "mean"),
+                             seed=args.seed, num_workers=args.num_workers, batch_size=args.batch_size, progress=True,
+                             probe=args.probe, probe_batch_size=args.probe_batch_size, probe_effective_batch=args.probe_effective_batch)
     for name, value in results.items():
-        print(f"{name}: {value:g}" if name == "linear_weight_decay" else f"{name}: {100 * value:.2f}%")
+        is_setting = name == "linear_weight_decay" or (name.startswith("linear_mae_"))
+        print(f"{name}: {value:g}" if is_setting else f"{name}: {100 * value:.2f}%")
     if args.output:
         with open(args.output, "w") as handle:
             json.dump(results, handle, indent=2)

@@ -51,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="input mean/std: ImageNet's, or measured on the training images (default: dataset for digits)")
     group.add_argument("--crop-min-scale", type=float, default=None, help="RandomResizedCrop's smallest area fraction (default: the method's, 0.2 for MAE)")
     group.add_argument("--no-flip", action="store_true", help="no random horizontal flips (e.g. for digits or text)")
+    group.add_argument("--fsdp", action="store_true",
+                       help="shard with FSDP2 (Accelerate's plugin, fsdp_version=2; sharded checkpoints); GPUs: on CPU Accelerate runs DDP")
+    group.add_argument("--model-ema", action="store_true", help="keep an EMA of the weights (timm ModelEmaV2), saved in checkpoints and to OUTPUT/ema")
+    group.add_argument("--model-ema-decay", type=float, default=0.9999, help="EMA decay")
     group = parser.add_argument_group("run")
     group.add_argument("--seed", type=int, default=0, help="seed of data order, augmentation, masks and init")
     group.add_argument("--num-workers", type=int, default=default_num_workers(),
@@ -155,7 +159,14 @@ def build_processor(method: str, config, mean, std):
 def main(args: argparse.Namespace) -> int:
     from accelerate import Accelerator
 
-    accelerator = Accelerator(gradient_accumulation_steps=args.grad_accum, mixed_precision=args.mixed_precision)
+    plugin = None
+    if args.fsdp:
+        if args.model_ema:
+            raise ValueError("--model-ema with --fsdp is not supported (the EMA would hold sharded tensors)")
+        from .distributed import fsdp_plugin
+
+        plugin = fsdp_plugin()
+    accelerator = Accelerator(gradient_accumulation_steps=args.grad_accum, mixed_precision=args.mixed_precision, fsdp_plugin=plugin)
     os.makedirs(args.output_dir, exist_ok=True)
     lock = OutputLock(args.output_dir).acquire() if accelerator.is_main_process else None
     try:
@@ -239,6 +250,11 @@ def _run(args: argparse.Namespace, accelerator) -> int:
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     else:
         model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    ema = None
+    if args.model_ema:  # saved as ema.safetensors in each checkpoint (accelerate's custom-state reader would unpickle)
+        from .ema import ModelEma
+
+        ema = ModelEma(accelerator.unwrap_model(model), args.model_ema_decay)
 
     # resume
     step, epoch, batch_in_epoch = 0, 0, 0
@@ -273,6 +289,8 @@ def _run(args: argparse.Namespace, accelerator) -> int:
                 check_stream_resume(state, args, accelerator.num_processes)
                 stream.resume(state["stream"]["positions"], state["stream"]["batches"])
                 stream_state = StreamState(state["stream"]["positions"], state["stream"]["batches"])
+            if ema is not None:
+                ema.load(checkpoint)
             logger.info("resumed from %s (step %d)", checkpoint, step)
 
     # loop
@@ -311,6 +329,8 @@ def _run(args: argparse.Namespace, accelerator) -> int:
                 continue
             step += 1
             batch_in_epoch += 1
+            if ema is not None:
+                ema.update(model)
             progress.update(1)
             if step % args.log_every == 0 or step == total_steps:
                 value = accelerator.gather(loss.detach().float().reshape(1)).mean().item()
@@ -333,7 +353,7 @@ def _run(args: argparse.Namespace, accelerator) -> int:
                                        "num_workers": args.num_workers,
                                        "num_processes": accelerator.num_processes, "batch_size": args.batch_size, "seed": args.seed,
                                        "shuffle_buffer": args.shuffle_buffer}
-                save_checkpoint(accelerator, args.output_dir, state, args.keep_checkpoints)
+                save_checkpoint(accelerator, args.output_dir, state, args.keep_checkpoints, ema=ema)
             if step >= total_steps:
                 break
             waiting = time.perf_counter()
@@ -343,12 +363,17 @@ def _run(args: argparse.Namespace, accelerator) -> int:
 
     # final model, processor and card
     accelerator.wait_for_everyone()
+    full_state = accelerator.get_state_dict(model) if args.fsdp else None  # gathered from the shards (every process takes part)
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(model)
         processor = build_processor(method, final.config, mean, std)
-        save_final(final, processor, args.output_dir, method=method,
+        save_final(final, processor, args.output_dir, method=method, state_dict=full_state,
                    provenance=f"Pre-trained with `mim-hub pretrain --method {method}` on `{args.dataset}` for {total_steps} steps "
                    f"(batch {total_batch}, lr {lr:.2e}, seed {args.seed}).", datasets=[args.dataset])
+        if ema is not None:
+            save_final(ema.module, processor, os.path.join(args.output_dir, "ema"), method=method, datasets=[args.dataset],
+                       provenance=f"Exponential moving average (decay {args.model_ema_decay}) of the weights of `mim-hub pretrain "
+                       f"--method {method}` on `{args.dataset}` for {total_steps} steps.")
         if writer is not None:
             writer.close()
         if args.push_to_hub:
@@ -360,13 +385,13 @@ def _run(args: argparse.Namespace, accelerator) -> int:
     return 0
 
 
-def save_final(model, processor, folder: str, *, method: str, provenance: str, **card) -> None:
+def save_final(model, processor, folder: str, *, method: str, provenance: str, state_dict=None, **card) -> None:
     """Write model, processor and card into `folder` atomically (one temporary folder, then each
     file renamed into place), leaving checkpoints and logs beside them untouched."""
     from ..hub import write_model_card
 
     with atomic_folder(folder, merge=True) as tmp:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, **({"state_dict": state_dict} if state_dict is not None else {}))
         processor.save_pretrained(tmp)
         write_model_card(tmp, model, method=method, provenance=provenance, **card)
 

@@ -389,10 +389,14 @@ def main(args) -> int:
     evaluation = load_segmentation(args.dataset, split=eval_split, **common) if eval_split else None
     if evaluation is not None and evaluation.num_labels != train.num_labels:
         evaluation.label_names = train.label_names
+    # the classification flags default to None (a --recipe fills them); here the MAE/BEiT UperNet recipe's values
+    def given(value, default):
+        return default if value is None else value
+
     _, metrics = finetune_segmentation(
-        args.model, train, evaluation, output_dir=args.output_dir, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        layer_decay=args.layer_decay, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio, schedule=args.schedule,
-        drop_path=args.drop_path, flip=not args.no_flip, jitter=args.jitter, image_size=args.image_size, channels=args.decoder_channels,
+        args.model, train, evaluation, output_dir=args.output_dir, epochs=given(args.epochs, 10), batch_size=given(args.batch_size, 64),
+        lr=args.lr, layer_decay=given(args.layer_decay, 0.65), weight_decay=given(args.weight_decay, 0.05),
+        warmup_ratio=given(args.warmup_ratio, 0.1), schedule=args.schedule, drop_path=given(args.drop_path, 0.1), flip=not args.no_flip, jitter=args.jitter, image_size=args.image_size, channels=args.decoder_channels,
         auxiliary_channels=max(8, args.decoder_channels // 2), from_scratch=args.from_scratch, seed=args.seed,
         num_workers=args.num_workers, max_steps=args.max_steps, pictures=args.pictures,
     )
