@@ -19,6 +19,7 @@ import time
 import numpy as np
 import torch
 
+from .crash_points import pause_if_asked
 from .data import add_dataset_arguments, dataset_from_args
 from .optim import adamw, cosine_with_warmup, param_groups
 from .recipes import get_recipe
@@ -133,14 +134,18 @@ def save_checkpoint(accelerator, folder: str, state: dict, keep: int) -> None:
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp, exist_ok=True)
+        pause_if_asked("checkpoint-begin", state["step"])  # test-only crash points: crash_points.py
     accelerator.wait_for_everyone()
     accelerator.save_state(tmp)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        pause_if_asked("checkpoint-written", state["step"])
         with open(os.path.join(tmp, "state.json"), "w") as handle:
             json.dump(state, handle)
+        pause_if_asked("checkpoint-rename", state["step"])
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
+        pause_if_asked("checkpoint-prune", state["step"])
         old = sorted(d for d in os.listdir(root) if d.startswith("step_"))
         for name in old[:-keep] if keep > 0 else []:
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
@@ -242,6 +247,8 @@ def main(args: argparse.Namespace) -> int:
                     if writer is not None:
                         writer.add_scalar("train/loss", value, step)
                         writer.add_scalar("train/lr", record["lr"], step)
+            if accelerator.is_main_process:
+                pause_if_asked("step", step)
             if args.save_every and step % args.save_every == 0 and step < total_steps:
                 save_checkpoint(accelerator, args.output_dir, {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch}, args.keep_checkpoints)
             if step >= total_steps:
