@@ -14,6 +14,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelFor
 import mim_hub
 from mim_hub import MAEConfig, MAEForImageClassification, MAEForPreTraining, MAEImageProcessor, MAEModel
 from mim_hub.conversion import CheckpointError, convert, convert_checkpoint
+from mim_hub.conversion.heads import GuessedHeadsWarning
 
 from conftest import assert_close, load_fixture
 from reference_mae import mae_classifier, mae_pretrain, random_original_state
@@ -117,7 +118,8 @@ def test_default_heads_are_the_released_ones(tmp_path):
     assert model.config.num_attention_heads == 16  # ViT-L
     sd = random_original_state(dim=128, depth=1, mlp=1, img=16, patch=16, seed=0)
     torch.save({"model": sd}, path)
-    assert convert_checkpoint("mae", str(path), {})[0].config.num_attention_heads == 2  # 128 // 64
+    with pytest.warns(GuessedHeadsWarning, match=r"guessed 2 .*--config '\{\"num_attention_heads\": N\}'"):
+        assert convert_checkpoint("mae", str(path), {})[0].config.num_attention_heads == 2  # 128 // 64, said out loud
 
 
 # ---- command line ----
