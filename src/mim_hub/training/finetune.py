@@ -16,6 +16,7 @@ import logging
 import numpy as np
 import torch
 
+from .compiling import add_compile_arguments, compile_blocks
 from .data import add_dataset_arguments, dataset_from_args
 from .optim import adamw, cosine_with_warmup, param_groups_lrd
 from .transforms import RandomResizedCropFlip
@@ -44,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed")
     parser.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
     parser.add_argument("--push-to-hub", metavar="REPO", default=None, help="upload the fine-tuned model to this Hub repo")
+    add_compile_arguments(parser)
 
 
 class ClassificationData(torch.utils.data.Dataset):
@@ -73,7 +75,8 @@ def accuracy(eval_prediction) -> dict:
 def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str, epochs: float = 10, batch_size: int = 64,
              base_lr: float = 5e-4, layer_decay: float = 0.65, weight_decay: float = 0.05, label_smoothing: float = 0.1,
              drop_path: float = 0.1, warmup_ratio: float = 0.1, crop_min_scale: float = 0.08, flip: bool = True,
-             pooling: str = "mean", image_size: int | None = None, window_size: int | None = None, seed: int = 0, num_workers: int = 0, push_to_hub: str | None = None, log_to_console: bool = True):
+             pooling: str = "mean", image_size: int | None = None, window_size: int | None = None, seed: int = 0, num_workers: int = 0, push_to_hub: str | None = None, log_to_console: bool = True,
+             compile: bool = False, compile_backend: str = "inductor", compile_mode: str = "default"):
     """Fine-tune with transformers' Trainer; returns (trainer, final evaluation metrics).
 
     `image_size` / `window_size` fine-tune at another geometry than the model's: its position
@@ -103,6 +106,9 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
     if getattr(model.config, "use_shared_relative_position_bias", False) and getattr(base, "relative_position_bias", None) is not None \
             and hasattr(base, "expand_relative_position_bias"):  # (a Swin has a table per block already)
         base.expand_relative_position_bias()  # SimMIM's ViT fine-tunes with a relative position table per block
+    if compile:  # per block, in place: parameter names (Trainer checkpoints, resume) unchanged
+        compiled = compile_blocks(model, backend=compile_backend, mode=compile_mode)
+        logger.info("--compile: %d blocks compiled (%s)", compiled, compile_backend)
     processor = AutoImageProcessor.from_pretrained(model_dir)
     size = model.config.image_size if isinstance(model.config.image_size, int) else model.config.image_size[0]
     if image_size is not None and hasattr(processor, "with_image_size"):  # evaluation inputs of the new size, the rest as saved
@@ -149,7 +155,8 @@ def main(args: argparse.Namespace) -> int:
                           label_smoothing=args.label_smoothing, drop_path=args.drop_path, warmup_ratio=args.warmup_ratio,
                           crop_min_scale=args.crop_min_scale, flip=not args.no_flip, pooling=args.pooling, image_size=args.image_size,
                           window_size=args.window_size, seed=args.seed,
-                          num_workers=args.num_workers, push_to_hub=args.push_to_hub)
+                          num_workers=args.num_workers, push_to_hub=args.push_to_hub,
+                          compile=args.compile, compile_backend=args.compile_backend, compile_mode=args.compile_mode)
     if metrics:
         print(f"eval accuracy: {100 * metrics['eval_accuracy']:.2f}%")
     return 0

@@ -19,6 +19,7 @@ import time
 import numpy as np
 import torch
 
+from .compiling import add_compile_arguments, compile_from_args
 from .crash_points import pause_if_asked
 from .data import add_dataset_arguments, dataset_from_args
 from .optim import adamw, cosine_with_warmup, param_groups
@@ -59,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--keep-checkpoints", type=int, default=2, help="how many recent checkpoints to keep")
     group.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint in --output-dir")
     group.add_argument("--push-to-hub", metavar="REPO", default=None, help="upload the final model to this Hub repo")
+    add_compile_arguments(parser)
     from ..auto import available_methods
 
     for method in available_methods():
@@ -175,6 +177,7 @@ def main(args: argparse.Namespace) -> int:
     recipe = get_recipe(method)
     recipe.configure_model(model, args)
     config = model.config
+    compiled = compile_from_args(model, args)  # per block, in place: parameter names (checkpoints) unchanged
 
     # data
     images = dataset_from_args(args)
@@ -216,7 +219,7 @@ def main(args: argparse.Namespace) -> int:
     writer = _tensorboard(args.output_dir) if accelerator.is_main_process else None
     progress = tqdm(total=total_steps, initial=step, disable=not accelerator.is_local_main_process, desc=f"pre-train {method}")
     model.train()
-    started, seen = time.time(), 0
+    started, seen, first_step_s, compile_logged = time.time(), 0, None, False
     while step < total_steps:
         sampler.set_epoch(epoch)
         data.set_epoch(epoch)
@@ -236,10 +239,17 @@ def main(args: argparse.Namespace) -> int:
             step += 1
             batch_in_epoch += 1
             progress.update(1)
+            if first_step_s is None:  # with --compile, the first step holds the compilation
+                first_step_s = time.time() - started
+                if compiled:
+                    logger.info("--compile: %d blocks compiled (%s); the first step, compilation included, took %.1f s",
+                                compiled, args.compile_backend, first_step_s)
             if step % args.log_every == 0 or step == total_steps:
                 value = accelerator.gather(loss.detach().float().reshape(1)).mean().item()
                 record = {"step": step, "epoch": epoch, "loss": value, "lr": scheduler.get_last_lr()[0],
                           "images_per_s": seen / max(1e-9, time.time() - started), "elapsed_s": time.time() - started}
+                if compiled and not compile_logged:  # the first record of this process: the step that compiled
+                    record["compiled_blocks"], record["first_step_s"], compile_logged = compiled, round(first_step_s, 3), True
                 progress.set_postfix(loss=f"{value:.4f}")
                 if accelerator.is_main_process:
                     with open(log_path, "a") as handle:
