@@ -62,7 +62,32 @@ def with_bf16_step(measures: dict, device: str, contenders: dict, *args, flops: 
     return measures
 
 
-def mae_pairs(batch: int, device: str, size: str = "base") -> dict:
+COMPILED_STEP = "pre-training step, compiled (fwd+bwd)"
+
+
+def compiled_step_row(ours, theirs, device: str, x, noise, *, backend: str = "inductor", flops: float | None = None) -> dict:
+    """The MAE step with `--compile`'s per-block torch.compile (a copy of `ours`, same weights) as
+    "ours", against the eager step of `ours` and of transformers' ViTMAE; `compile_s` is the first
+    compiled step's time, the compilation included (timed before the interleaved rounds)."""
+    import copy
+    import time
+
+    from mim_hub.training.compiling import compile_blocks
+
+    compiled = copy.deepcopy(ours)
+    blocks = compile_blocks(compiled, backend=backend)
+    step = training_step(compiled, device, x, noise=noise)
+    started = time.perf_counter()
+    step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    compile_s = time.perf_counter() - started
+    return {"ours": step, "ours eager": training_step(ours, device, x, noise=noise),
+            "transformers ViTMAEForPreTraining": training_step(theirs, device, x, noise=noise),
+            "compile_s": compile_s, "compiled_blocks": blocks, "backend": backend, **({"flops": flops} if flops else {})}
+
+
+def mae_pairs(batch: int, device: str, size: str = "base", compile_backend: str = "inductor") -> dict:
     from mae_vs_transformers import SIZES, to_transformers_state
     from transformers import ViTMAEConfig, ViTMAEForPreTraining, ViTMAEModel
 
@@ -104,6 +129,8 @@ def mae_pairs(batch: int, device: str, size: str = "base") -> dict:
     twin = MAEForPreTraining(MAEConfig(**dims, norm_pix_loss=True)).to(device)
     twin.load_state_dict(ours.state_dict())
     measures[NOISE_FLOOR] = {"ours": training_step(ours, device, x, noise=noise), NOISE_FLOOR_TWIN: training_step(twin, device, x, noise=noise)}
+    # built only when measured (compiling takes minutes on a CPU)
+    measures[COMPILED_STEP] = lambda: compiled_step_row(ours, theirs, device, x, noise, backend=compile_backend, flops=3 * pre_flops)
     return measures
 
 

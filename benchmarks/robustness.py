@@ -1,7 +1,8 @@
 """The reliability suite's figures: every hostile or broken checkpoint is tried through
 `mim_hub.conversion.convert` and must be refused with a clear error, no payload running and no
-output written; then a pre-training run is killed with SIGKILL at random moments and resumed,
-and must end with the weights of an uninterrupted run.
+output written; then a pre-training run is killed with SIGKILL many times, at points chosen by its
+progress (after a logged step, and at each stage of writing a checkpoint: tests/kill_loop.py),
+and resumed, and must end with the weights of an uninterrupted run.
 
 The summary counts each class of round two (issue 22) on its own: cases tried / refused clearly
 / wrong (accepted, or refused with an unclear error). Other modules' classes join through
@@ -44,7 +45,7 @@ def main() -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--kills", type=int, default=8, help="SIGKILLs of a pre-training run")
+    parser.add_argument("--kills", type=int, default=8, help="SIGKILLs of a pre-training run (at seeded points of its progress)")
     args = parser.parse_args()
     refused = tried_inputs = 0
     round_two = {m: name for name, makers in ROUND_TWO.items() for m in makers}

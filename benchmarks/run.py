@@ -19,6 +19,7 @@ every other round; a ratio is the median of the per-round ratios, with its quart
 from __future__ import annotations
 
 import argparse
+import inspect
 import io
 import json
 import os
@@ -209,12 +210,24 @@ def _to_original_mae(state: dict) -> dict:
     return out
 
 
-def measure_method(method: str, batch: int, device: str, quick: bool, repeats: int, ceiling: dict) -> dict:
-    """Every measure of one method's pairs: median ms, images/s, fraction of the fp32 ceiling."""
-    pairs = PAIRS[method](batch, device, **({"size": "tiny"} if quick else {}))
+def measure_method(method: str, batch: int, device: str, quick: bool, repeats: int, ceiling: dict, measures: str | None = None,
+                   compile_backend: str = "inductor") -> dict:
+    """Every measure of one method's pairs (or those whose name contains one of the comma-separated
+    `measures`): median ms, images/s, fraction of the fp32 ceiling."""
+    builder = PAIRS[method]
+    options = {"size": "tiny"} if quick else {}
+    if "compile_backend" in inspect.signature(builder).parameters:
+        options["compile_backend"] = compile_backend
+    pairs = builder(batch, device, **options)
+    wanted = [w.strip() for w in measures.split(",")] if measures else None
     rows = {}
     for measure, contenders in pairs.items():
+        if wanted and not any(w in measure for w in wanted):
+            continue
+        if callable(contenders):  # a row built only when measured (the compiled step)
+            contenders = contenders()
         flops = contenders.pop("flops", None)
+        notes = {k: contenders.pop(k) for k in ("compile_s", "compiled_blocks", "backend") if k in contenders}
         samples = interleaved_samples(contenders, repeats=repeats)
         times = {name: statistics.median(values) for name, values in samples.items()}
         row = {}
@@ -235,11 +248,13 @@ def measure_method(method: str, batch: int, device: str, quick: bool, repeats: i
                 row[name]["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
             else:  # the call's working memory: CPU tensor memory above what it starts with
                 row[name]["peak_gib"] = cpu_call_peak_bytes(fn) / 2**30
+        row.update(notes)
         rows[measure] = row
-        line = "  ".join(f"{n}: {v['ms']:.1f} ms" for n, v in row.items() if not n.startswith("ratio"))
+        line = "  ".join(f"{n}: {v['ms']:.1f} ms" for n, v in row.items() if isinstance(v, dict) and not n.startswith("ratio"))
         ratio = "  ratio " + ", ".join(f"{r:.2f}" for r in row.get("ratio", {}).values()) if "ratio" in row else ""
         fraction = f"  ({row['ours'].get('flops_fraction_of_ceiling', 0):.2f} of ceiling)" if flops else ""
-        print(f"{method:10s} {measure:28s} {line}{ratio}{fraction}", flush=True)
+        compiled = f"  (compile {notes['compile_s']:.1f} s, {notes['backend']})" if "compile_s" in notes else ""
+        print(f"{method:10s} {measure:28s} {line}{ratio}{fraction}{compiled}", flush=True)
     return rows
 
 
@@ -250,6 +265,9 @@ def main() -> int:
     parser.add_argument("--methods", default=",".join(PAIRS), help="comma-separated methods to benchmark")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default 8 on CPU, 64 on CUDA)")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--measures", default=None, help="run only the measures whose name contains one of these (comma-separated), "
+                        "e.g. 'compiled'; the others' earlier results in --output are kept")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compiled step")
     parser.add_argument("--output", default=None, help="JSON results (default: benchmarks/results.json, results_cuda.json on a GPU)")
     parser.add_argument("--markdown", default=None, help="the table (default: BENCHMARKS.md, BENCHMARKS_cuda.md on a GPU)")
     parser.add_argument("--skip", default="", help="comma-separated sections to skip (their earlier results in --output are kept): models,data,loading,backbone;"
@@ -262,7 +280,7 @@ def main() -> int:
     batch = args.batch or (2 if args.quick else 8 if args.device == "cpu" else 64)
     skip = set(filter(None, args.skip.split(",")))
     previous = {}
-    partial = bool(skip) or set(args.methods.split(",")) != set(PAIRS)
+    partial = bool(skip) or bool(args.measures) or set(args.methods.split(",")) != set(PAIRS)
     if partial and os.path.isfile(args.output):  # keep the sections (and methods) this run skips
         with open(args.output) as handle:
             previous = json.load(handle)
@@ -282,7 +300,8 @@ def main() -> int:
         report["models"] = dict(previous.get("models", {}))
         for method in args.methods.split(","):
             try:  # one method that fails must not lose the others' results
-                report["models"][method] = measure_method(method, batch, args.device, args.quick, repeats, ceiling)
+                rows = measure_method(method, batch, args.device, args.quick, repeats, ceiling, args.measures, args.compile_backend)
+                report["models"][method] = {**report["models"].get(method, {}), **rows} if args.measures else rows
             except Exception as error:
                 print(f"{method:10s} FAILED: {type(error).__name__}: {error}")
                 report["models"][method] = {"error": f"{type(error).__name__}: {error}"}
@@ -332,7 +351,9 @@ def write_markdown(report: dict, path: str) -> None:
                 lines.append(f"| {method} | failed: {measures['error'][:120]} | | | | | |")
                 continue
             for measure, row in measures.items():
-                others = [n for n in row if n != "ours" and not n.startswith("ratio")]
+                others = [n for n in row if isinstance(row[n], dict) and n != "ours" and not n.startswith("ratio")]
+                if "compile_s" in row:  # the compiled step: its compile time in the measure's cell
+                    measure = f"{measure}, {row['backend']}, {row['compiled_blocks']} blocks, compiled in {row['compile_s']:.1f} s"
                 frac = row["ours"].get("flops_fraction_of_ceiling")
                 frac = f"{frac:.2f}" if frac else ""
                 peak = (lambda name: f" ({_gib_text(row[name]['peak_gib'])})" if "peak_gib" in row[name] else "")

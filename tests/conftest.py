@@ -9,6 +9,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest
 import torch
 
+from hypothesis import HealthCheck, settings
+
+# hypothesis's clocks (a per-example deadline, the too_slow health check) never decide a verdict
+settings.register_profile("mim_hub", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("mim_hub")
+
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
 

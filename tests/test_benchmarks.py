@@ -29,7 +29,8 @@ def test_a_method_s_rows_carry_ratios_quartiles_peak_memory_and_the_bf16_step(tm
     from pairs import BF16_STEP, bf16_autocast_supported
 
     ceiling = {"fp32": 1e11, "bf16": 2e11}
-    rows = run.measure_method("mae", batch=2, device="cpu", quick=True, repeats=2, ceiling=ceiling)
+    # aot_eager: the harness's compiled row without inductor's C++ build (minutes on 2 cores)
+    rows = run.measure_method("mae", batch=2, device="cpu", quick=True, repeats=2, ceiling=ceiling, compile_backend="aot_eager")
     step = rows["pre-training step (fwd+bwd)"]
     other = "transformers ViTMAEForPreTraining"
     assert step["ratio"][other] > 0 and step["ratio_quartiles"][other][0] <= step["ratio"][other] <= step["ratio_quartiles"][other][1]
@@ -50,3 +51,20 @@ def test_a_method_s_rows_carry_ratios_quartiles_peak_memory_and_the_bf16_step(tm
     floor = rows[NOISE_FLOOR]
     assert set(floor) >= {"ours", NOISE_FLOOR_TWIN, "ratio", "ratio_quartiles"}
     assert f"Noise floor of this run: the MAE step against an identical copy of itself (a ratio of 1 by construction) measured {floor['ratio'][NOISE_FLOOR_TWIN]:.2f}" in table
+    # the compiled step: against our eager step and transformers' eager ViTMAE, in one run, its compile time stated
+    from pairs import COMPILED_STEP
+
+    compiled = rows[COMPILED_STEP]
+    assert set(compiled["ratio"]) == {"ours eager", other} and all(r > 0 for r in compiled["ratio"].values())
+    assert compiled["compile_s"] > 0 and compiled["compiled_blocks"] > 0 and compiled["backend"] == "aot_eager"
+    assert f"| mae | {COMPILED_STEP}, aot_eager, {compiled['compiled_blocks']} blocks, compiled in {compiled['compile_s']:.1f} s |" in table
+    assert f"| ours eager | {compiled['ours eager']['ms']:.1f}" in table
+
+
+def test_measures_filter_runs_only_the_rows_asked_for():
+    import run
+    from pairs import COMPILED_STEP
+
+    rows = run.measure_method("mae", batch=2, device="cpu", quick=True, repeats=2, ceiling={"fp32": 1e11}, measures="compiled",
+                              compile_backend="aot_eager")
+    assert list(rows) == [COMPILED_STEP]

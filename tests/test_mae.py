@@ -14,6 +14,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelFor
 import mim_hub
 from mim_hub import MAEConfig, MAEForImageClassification, MAEForPreTraining, MAEImageProcessor, MAEModel
 from mim_hub.conversion import CheckpointError, convert, convert_checkpoint
+from mim_hub.conversion.heads import GuessedHeadsWarning
 
 from conftest import assert_close, load_fixture
 from reference_mae import mae_classifier, mae_pretrain, random_original_state
@@ -117,7 +118,8 @@ def test_default_heads_are_the_released_ones(tmp_path):
     assert model.config.num_attention_heads == 16  # ViT-L
     sd = random_original_state(dim=128, depth=1, mlp=1, img=16, patch=16, seed=0)
     torch.save({"model": sd}, path)
-    assert convert_checkpoint("mae", str(path), {})[0].config.num_attention_heads == 2  # 128 // 64
+    with pytest.warns(GuessedHeadsWarning, match=r"guessed 2 .*--config '\{\"num_attention_heads\": N\}'"):
+        assert convert_checkpoint("mae", str(path), {})[0].config.num_attention_heads == 2  # 128 // 64, said out loud
 
 
 # ---- command line ----
@@ -363,3 +365,20 @@ def test_fixed_sincos_tables_stay_frozen_after_from_pretrained(tmp_path):
     model.save_pretrained(tmp_path)
     loaded = MAEForPreTraining.from_pretrained(tmp_path)
     assert {name for name, p in loaded.named_parameters() if not p.requires_grad} == frozen
+
+
+def test_random_masking_equals_mae_s_two_sorts_and_gather():
+    """One argsort + a scatter + a comparison give MAE's ids_keep, mask and ids_restore exactly."""
+    from mim_hub.layers import random_masking
+
+    for batch, length, ratio in ((1, 4, 0.5), (3, 16, 0.75), (64, 196, 0.75), (2, 49, 0.0)):
+        noise = torch.rand(batch, length)
+        keep = int(length * (1 - ratio))
+        shuffle = torch.argsort(noise, dim=1)
+        restore = torch.argsort(shuffle, dim=1)
+        mask = torch.ones(batch, length)
+        mask[:, :keep] = 0
+        mask = torch.gather(mask, 1, restore)
+        ids_keep, ours_mask, ids_restore = random_masking(noise, ratio)
+        assert torch.equal(ids_keep, shuffle[:, :keep]) and torch.equal(ids_restore, restore) and torch.equal(ours_mask, mask)
+        assert ours_mask.dtype == torch.float32 and ids_restore.dtype == torch.int64

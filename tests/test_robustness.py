@@ -94,12 +94,35 @@ def test_training_checkpoint_with_config_objects_is_read_without_running_them(tm
 
 @pytest.mark.slow
 def test_training_survives_repeated_sigkill(tmp_path):
-    from kill_loop import kill_loop
+    """Kills at points chosen by progress (crash_points.py), never by a clock: after a logged step
+    and at each stage of writing a checkpoint, so the verdict is the same on any machine."""
+    from kill_loop import kill_loop, kill_plan
 
-    survived, tried, identical = kill_loop(str(tmp_path), kills=4, steps=24, seed=1)
-    assert tried >= 2, "the run finished before it could be killed: make it longer"
-    assert survived == tried
+    from mim_hub.training.crash_points import POINTS
+
+    plan = kill_plan(5, 16, seed=1)
+    assert {point for point, _ in plan} == set(POINTS)  # mid-training and every stage of a checkpoint
+    survived, made, identical = kill_loop(str(tmp_path), kills=5, steps=16, seed=1)
+    assert made == 5
+    assert survived == made  # each kill landed where planned, every visible checkpoint complete
     assert identical
+
+
+def test_a_run_pauses_only_at_the_point_asked(tmp_path, monkeypatch, capsys):
+    import threading
+
+    from mim_hub.training import crash_points
+
+    waited = []
+    monkeypatch.setattr(threading.Event, "wait", lambda self, timeout=None: waited.append(True))
+    monkeypatch.delenv(crash_points.ENV, raising=False)
+    crash_points.pause_if_asked("step", 3)
+    monkeypatch.setenv(crash_points.ENV, "checkpoint-written:4, step:3")
+    crash_points.pause_if_asked("step", 4)
+    crash_points.pause_if_asked("checkpoint-begin", 4)
+    assert waited == [] and capsys.readouterr().err == ""
+    crash_points.pause_if_asked("step", 3)
+    assert waited == [True] and capsys.readouterr().err.strip() == "MIM_HUB_PAUSED step:3"
 
 
 def test_save_pretrained_is_written_aside_then_renamed(tmp_path, monkeypatch):

@@ -3,10 +3,8 @@ processes under `accelerate launch`, the Trainer path from Python, and clear err
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from kill_loop import run_until_paused
 from mim_hub import MAEConfig, MAEForPreTraining
 from mim_hub.training.data import DatasetError, from_hf_dataset, load_images
 from mim_hub.training.evaluate import (PROBE_WEIGHT_DECAYS, knn_accuracy, linear_probe, linear_probe_accuracy, probe_accuracies,
@@ -25,8 +24,9 @@ TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, nu
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 
 
-def mim_hub_cli(*args, check=True, timeout=300):
-    proc = subprocess.run([sys.executable, "-m", "mim_hub", *args], capture_output=True, text=True, env=ENV, timeout=timeout)
+def mim_hub_cli(*args, check=True):
+    # no timeout: how long a run takes depends on the machine, and is never part of a verdict
+    proc = subprocess.run([sys.executable, "-m", "mim_hub", *args], capture_output=True, text=True, env=ENV)
     if check and proc.returncode != 0:
         raise AssertionError(proc.stderr[-3000:])
     return proc
@@ -63,15 +63,11 @@ def test_resume_after_sigkill_gives_identical_weights(tiny_model_dir, tmp_path):
     straight = tmp_path / "straight"
     mim_hub_cli("pretrain", "--output-dir", str(straight), *common)
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "mim_hub", "pretrain", "--output-dir", str(killed), *common],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (killed / "checkpoints" / "step_00000004").is_dir():
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "model.safetensors").exists(), "the run finished before it was killed"
-    assert all(not name.startswith(".tmp") or True for name in os.listdir(killed / "checkpoints"))
+    # killed by progress, not by a clock: the run pauses after step 5 (crash_points.py), one step past checkpoint 4
+    paused, tail = run_until_paused([sys.executable, "-m", "mim_hub", "pretrain", "--output-dir", str(killed), *common], "step", 5)
+    assert paused, tail
+    assert not (killed / "model.safetensors").exists()
+    assert sorted(os.listdir(killed / "checkpoints")) == ["step_00000002", "step_00000004"]
     mim_hub_cli("pretrain", "--output-dir", str(killed), "--resume", *common)
     a, b = load_file(straight / "model.safetensors"), load_file(killed / "model.safetensors")
     assert a.keys() == b.keys()
@@ -87,7 +83,7 @@ def test_two_processes_under_accelerate_launch(tiny_model_dir, tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mim_hub", "pretrain", "--model", tiny_model_dir,
            "--output-dir", str(out), "--max-steps", "4", "--save-every", "2", *PRETRAIN]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "model.safetensors").exists() and (out / "checkpoints" / "step_00000002").is_dir()
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -253,7 +249,7 @@ def test_clear_errors_on_the_command_line(tmp_path):
 @pytest.mark.slow
 def test_demo_quick_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    mim_hub_cli("demo", "--quick", "--output-dir", str(out), timeout=600)
+    mim_hub_cli("demo", "--quick", "--output-dir", str(out))
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["frozen_features"]) == {"pre-trained MAE", "random init (same architecture)", "raw pixels"}
     assert (out / "reconstruction_0.png").exists() and (out / "mae-digits" / "README.md").exists()

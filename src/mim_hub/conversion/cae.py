@@ -8,9 +8,10 @@ Kinds, told apart by their keys:
 - encoder only (`encoder.*` alone, or bare ViT keys without a head) -> `CAEModel`;
 - fine-tuned classifier (`modeling_finetune.VisionTransformer`: bare keys with `head.*`, per-block
   or shared relative position tables, `fc_norm` or `norm`) -> `CAEForImageClassification`.
-Every size is read from tensor shapes; head counts (not in shapes) from `overrides`, else the
-released models' (12 heads for CAE-tiny/small/base encoders, 16 for large; 12 for every regressor
-and decoder), else width // 64; loss and mask options from `overrides`, else the checkpoint's
+Every size is read from tensor shapes; head counts from `overrides`, else a relative position
+table's columns where the encoder has one, else the released models' (12 heads for
+CAE-tiny/small/base encoders, 16 for large; 12 for every regressor and decoder), else a guess
+(width // 64) with a `GuessedHeadsWarning`; loss and mask options from `overrides`, else the checkpoint's
 `args`, else CAE's defaults.
 """
 
@@ -24,7 +25,7 @@ import torch
 from ..layers.relative_position import infer_window_size, relative_position_index
 from ..models.cae import CAEConfig, CAEForImageClassification, CAEForPreTraining, CAEImageProcessor, CAEModel
 from .common import apply_overrides, build_and_load, count_indexed, require_keys
-from .heads import default_num_heads
+from .heads import default_num_heads, warn_guessed_heads
 from .loading import CheckpointError, checkpoint_args, find_state_dict, load_checkpoint
 
 # CAE's released encoders: width -> heads (tiny 192 and small 384 use 12 heads, unlike ViT's).
@@ -108,8 +109,9 @@ def rename_cae_key(key: str, kind: str) -> str | None:
     return None
 
 
-def _heads_for(width: int, inner: int, candidates, field: str, given: int | None, source: str) -> int:
-    """A head count whose CAE attention width `heads * (width // heads)` equals the checkpoint's."""
+def _heads_for(width: int, inner: int, candidates, field: str, given: int | None, source: str, released: int | None = None) -> int:
+    """A head count whose CAE attention width `heads * (width // heads)` equals the checkpoint's: `given`,
+    else the first candidate that fits, with a warning unless it is the released model's count (`released`)."""
     if given is not None:
         if given <= 0 or given > width or given * (width // given) != inner:
             raise CheckpointError(
@@ -119,6 +121,8 @@ def _heads_for(width: int, inner: int, candidates, field: str, given: int | None
         return given
     for heads in candidates:
         if 0 < heads <= width and heads * (width // heads) == inner:
+            if heads != released:
+                warn_guessed_heads(source, field, heads, width, f"the first of {candidates} that gives the attention width {inner}")
             return heads
     raise CheckpointError(f"{source}: cannot tell {field} from an attention width of {inner} at model width {width}; "
                           f"pass it with --config '{{\"{field}\": N}}'")
@@ -157,8 +161,13 @@ def infer_encoder_fields(state: dict, source: str, overrides: dict, args: dict) 
     else:
         image_size = int(args.get("input_size") or 224)
     inner = state["blocks.0.attn.qkv.weight"].shape[0] // 3
-    candidates = [RELEASED_CAE_HEADS.get(hidden, default_num_heads(hidden)), default_num_heads(hidden), max(1, hidden // 32)]
-    heads = _heads_for(hidden, inner, candidates, "num_attention_heads", overrides.get("num_attention_heads"), source)
+    table = state.get("rel_pos_bias.relative_position_bias_table", state.get("blocks.0.attn.relative_position_bias_table"))
+    if table is not None and table.ndim == 2:  # a relative position table has one column per head: no guess
+        candidates, released = [table.shape[1]], table.shape[1]
+    else:
+        candidates = [RELEASED_CAE_HEADS.get(hidden, default_num_heads(hidden)), default_num_heads(hidden), max(1, hidden // 32)]
+        released = RELEASED_CAE_HEADS.get(hidden)
+    heads = _heads_for(hidden, inner, candidates, "num_attention_heads", overrides.get("num_attention_heads"), source, released)
     return dict(
         image_size=image_size, patch_size=patch, num_channels=channels, hidden_size=hidden, num_hidden_layers=layers,
         num_attention_heads=heads, intermediate_size=state["blocks.0.mlp.fc1.weight"].shape[0],
@@ -180,18 +189,19 @@ def infer_head_fields(state: dict, source: str, overrides: dict, encoder_qkv_bia
     fields = dict(decoder_hidden_size=width, regressor_num_hidden_layers=reg_layers, decoder_num_hidden_layers=dec_layers,
                   vocab_size=state["decoder.head.weight"].shape[0])
     candidates = [RELEASED_DECODER_HEADS, max(1, width // 64), max(1, width // 32)]
+    released = RELEASED_DECODER_HEADS if width in RELEASED_CAE_HEADS else None
     intermediate = set()
     if reg_layers:
         inner = state["regresser.regressor_blocks.0.cross_attn.q.weight"].shape[0]
         fields["regressor_num_attention_heads"] = _heads_for(width, inner, candidates, "regressor_num_attention_heads",
-                                                             overrides.get("regressor_num_attention_heads"), source)
+                                                             overrides.get("regressor_num_attention_heads"), source, released)
         intermediate.add(state["regresser.regressor_blocks.0.mlp_cross.fc1.weight"].shape[0])
         if ("regresser.regressor_blocks.0.cross_attn.q_bias" in state) != encoder_qkv_bias:
             raise CheckpointError(f"{source}: the regressor's q/v biases and the encoder's disagree (one qkv_bias flag in CAE)")
     if dec_layers:
         inner = state["decoder.decoder_blocks.0.attn.qkv.weight"].shape[0] // 3
         fields["decoder_num_attention_heads"] = _heads_for(width, inner, candidates, "decoder_num_attention_heads",
-                                                           overrides.get("decoder_num_attention_heads"), source)
+                                                           overrides.get("decoder_num_attention_heads"), source, released)
         intermediate.add(state["decoder.decoder_blocks.0.mlp.fc1.weight"].shape[0])
         fields["decoder_layer_scale_init_value"] = 0.1 if "decoder.decoder_blocks.0.gamma_1" in state else 0.0
     if len(intermediate) > 1:

@@ -7,7 +7,7 @@ Kinds, told apart by their keys:
 - CRATE classifiers (`checkpoint.pth.tar`, `state_dict` with a `module.` prefix):
   `to_patch_embedding.*`, `transformer.layers.*`, `mlp_head.*` -> `CrateMAEForImageClassification`
   with `variant="crate"`.
-Sizes come from shapes; heads (default: the released sizes' counts, else width // 64),
+Sizes come from shapes; heads (default: the released sizes' counts, else width // 64 with a warning),
 `ista_lambda` and `norm_pix_loss` from `--config`.
 """
 
@@ -17,7 +17,7 @@ import re
 
 from ..models.crate_mae import CrateMAEConfig, CrateMAEForImageClassification, CrateMAEForPreTraining, CrateMAEImageProcessor, CrateMAEModel
 from .common import apply_overrides, build_and_load, count_indexed, require_keys
-from .heads import default_num_heads
+from .heads import num_heads
 from .loading import CheckpointError, checkpoint_args, find_state_dict, load_checkpoint
 
 UNUSED_CRATE_MAE_KEYS = ("pos_embed", "decoder_embed.weight", "decoder_embed.bias")
@@ -70,7 +70,7 @@ def convert_state(state: dict, overrides: dict, source: str, args: dict | None =
         channels = int(overrides.get("num_channels", 3))
         patch = int(round((patch_dim / channels) ** 0.5))
         side = int(round((state["pos_embedding"].shape[1] - 1) ** 0.5))
-        heads = int(overrides.get("num_attention_heads", default_num_heads(width)))
+        heads = num_heads(width, "num_attention_heads", overrides, source)
         inner = state["transformer.layers.0.0.fn.qkv.weight"].shape[0]
         if inner % heads:
             raise CheckpointError(f"{source}: the attention width {inner} is not divisible by {heads} heads; give num_attention_heads")
@@ -85,9 +85,9 @@ def convert_state(state: dict, overrides: dict, source: str, args: dict | None =
         side = int(round((state["decoder_pos_embed"].shape[1] - 1) ** 0.5))
         has_decoder = "decoder_pred.weight" in state
         fields = dict(variant="crate_mae", image_size=side * patch, patch_size=patch, num_channels=channels, hidden_size=width,
-                      num_hidden_layers=count_indexed(state, "blocks."), num_attention_heads=default_num_heads(width),
+                      num_hidden_layers=count_indexed(state, "blocks."), num_attention_heads=num_heads(width, "num_attention_heads", overrides, source),
                       decoder_num_hidden_layers=count_indexed(state, "decoder_blocks.") if has_decoder else 0,
-                      decoder_num_attention_heads=default_num_heads(width))
+                      decoder_num_attention_heads=num_heads(width, "decoder_num_attention_heads", overrides, source))
         for name in ("norm_pix_loss", "mask_ratio"):
             if args.get(name) is not None:
                 fields[name] = args[name]

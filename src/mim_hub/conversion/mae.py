@@ -18,7 +18,7 @@ import torch
 
 from ..models.mae import MAEConfig, MAEForImageClassification, MAEForPreTraining, MAEImageProcessor, MAEModel
 from .common import apply_overrides, build_and_load, count_indexed, require_keys
-from .heads import default_decoder_heads, default_num_heads
+from .heads import num_heads
 from .loading import CheckpointError, checkpoint_args, find_state_dict, load_checkpoint
 
 _BLOCK_RENAMES = (("attn.qkv.", "attn.qkv_proj."), ("attn.proj.", "attn.o_proj."))
@@ -62,8 +62,9 @@ def rename_mae_key(key: str, encoder_prefix: str) -> str | None:
     return None
 
 
-def infer_mae_config(state: dict[str, torch.Tensor], source: str) -> dict:
-    """Config fields that tensor shapes determine."""
+def infer_mae_config(state: dict[str, torch.Tensor], source: str, overrides: dict | None = None) -> dict:
+    """Config fields that tensor shapes determine (head counts: `overrides`, the released sizes', or a
+    guess with a warning)."""
     require_keys(state, ["cls_token", "pos_embed", "patch_embed.proj.weight"], source, "MAE")
     proj = state["patch_embed.proj.weight"]
     hidden, channels, patch = proj.shape[0], proj.shape[1], proj.shape[-1]
@@ -77,7 +78,7 @@ def infer_mae_config(state: dict[str, torch.Tensor], source: str) -> dict:
     fields = dict(
         image_size=side * patch, patch_size=patch, num_channels=channels, hidden_size=hidden,
         num_hidden_layers=layers, intermediate_size=state["blocks.0.mlp.fc1.weight"].shape[0],
-        qkv_bias="blocks.0.attn.qkv.bias" in state, num_attention_heads=default_num_heads(hidden),
+        qkv_bias="blocks.0.attn.qkv.bias" in state, num_attention_heads=num_heads(hidden, "num_attention_heads", overrides, source),
         use_mean_pooling="fc_norm.weight" in state,
     )
     if "decoder_embed.weight" in state:
@@ -85,7 +86,7 @@ def infer_mae_config(state: dict[str, torch.Tensor], source: str) -> dict:
         decoder_layers = count_indexed(state, "decoder_blocks.")
         fields.update(
             decoder_hidden_size=decoder_hidden, decoder_num_hidden_layers=decoder_layers,
-            decoder_num_attention_heads=default_decoder_heads(decoder_hidden),
+            decoder_num_attention_heads=num_heads(decoder_hidden, "decoder_num_attention_heads", overrides, source, decoder=True),
             decoder_intermediate_size=state["decoder_blocks.0.mlp.fc1.weight"].shape[0] if decoder_layers else 4 * decoder_hidden,
         )
         pred = state["decoder_pred.weight"].shape[0]
@@ -112,7 +113,7 @@ def build_mae(state: dict[str, torch.Tensor], overrides: dict, source: str, *, a
 
     Shared with the MAE-family methods that keep MAE's key layout (`config_class`, `classes`)."""
     classes = classes or {"pretraining": MAEForPreTraining, "model": MAEModel, "classification": MAEForImageClassification}
-    fields = infer_mae_config(state, source)
+    fields = infer_mae_config(state, source, overrides)
     fields.update(_fields_from_args(args or {}))
     has_decoder = "decoder_embed.weight" in state
     has_head = "head.weight" in state

@@ -14,7 +14,7 @@ are converted with `backbone="vit"`.
 
 Every size comes from tensor shapes (stage widths, depths, stage patch sizes, MLP widths, the
 depthwise kernel, the token grid and so the image size, decoder sizes); head counts and loss
-options from `--config` (else the released sizes' heads, else width // 64, and the checkpoint's
+options from `--config` (else the released sizes' heads, else width // 64 with a warning, and the checkpoint's
 `args` for `norm_pix_loss` / `mask_ratio`).
 """
 
@@ -27,7 +27,7 @@ import torch
 
 from ..models.mr_mae import MRMAEConfig, MRMAEForImageClassification, MRMAEForPreTraining, MRMAEImageProcessor, MRMAEModel
 from .common import apply_overrides, build_and_load, count_indexed, require_keys
-from .heads import default_decoder_heads, default_num_heads
+from .heads import num_heads
 from .loading import CheckpointError, checkpoint_args, find_state_dict, load_checkpoint
 from .mae import _fields_from_args, _rename_block_key, infer_mae_config, rename_mae_key
 
@@ -87,15 +87,15 @@ def _with_cls_row(table: torch.Tensor, rows: int) -> torch.Tensor:
     return table
 
 
-def infer_convmae_config(state: dict[str, torch.Tensor], source: str) -> dict:
+def infer_convmae_config(state: dict[str, torch.Tensor], source: str, overrides: dict | None = None) -> dict:
     """Config fields that the tensor shapes of a ConvMAE-format state dict determine."""
     try:
-        return _infer_convmae_config(state, source)
+        return _infer_convmae_config(state, source, overrides)
     except KeyError as error:  # a tensor the shapes are read from is absent
         raise CheckpointError(f"{source}: cannot convert: missing key {error}") from None
 
 
-def _infer_convmae_config(state: dict[str, torch.Tensor], source: str) -> dict:
+def _infer_convmae_config(state: dict[str, torch.Tensor], source: str, overrides: dict | None) -> dict:
     require_keys(state, ["patch_embed1.proj.weight", "patch_embed2.proj.weight", "patch_embed3.proj.weight",
                          "patch_embed4.weight", "pos_embed"], source, "ConvMAE")
     w1, w2, w3 = (state[f"patch_embed{i}.proj.weight"] for i in (1, 2, 3))
@@ -116,7 +116,7 @@ def _infer_convmae_config(state: dict[str, torch.Tensor], source: str) -> dict:
         backbone="convvit", image_size=side * patch, patch_size=patch, num_channels=w1.shape[1],
         conv_hidden_sizes=[c1, c2], conv_depths=depths[:2], conv_patch_sizes=[p1, p2], conv_intermediate_sizes=conv_inter,
         conv_kernel_size=kernel, use_cls_token=use_cls, use_multiscale_fusion="stage1_output_decode.weight" in state,
-        hidden_size=hidden, num_hidden_layers=depths[2], num_attention_heads=default_num_heads(hidden),
+        hidden_size=hidden, num_hidden_layers=depths[2], num_attention_heads=num_heads(hidden, "num_attention_heads", overrides, source),
         intermediate_size=state["blocks3.0.mlp.fc1.weight"].shape[0], qkv_bias="blocks3.0.attn.qkv.bias" in state,
         use_mean_pooling="fc_norm.weight" in state,
     )
@@ -130,7 +130,7 @@ def _infer_convmae_config(state: dict[str, torch.Tensor], source: str) -> dict:
         decoder_layers = count_indexed(state, "decoder_blocks.")
         fields.update(
             decoder_hidden_size=decoder_hidden, decoder_num_hidden_layers=decoder_layers,
-            decoder_num_attention_heads=default_decoder_heads(decoder_hidden),
+            decoder_num_attention_heads=num_heads(decoder_hidden, "decoder_num_attention_heads", overrides, source, decoder=True),
             decoder_intermediate_size=state["decoder_blocks.0.mlp.fc1.weight"].shape[0] if decoder_layers else 4 * decoder_hidden,
         )
         pred = state["decoder_pred.weight"].shape[0]
@@ -156,7 +156,7 @@ def convert_state(state: dict[str, torch.Tensor], overrides: dict, source: str, 
     kind = _kind(state, source)
     prefix = "" if kind == "model" else "mr_mae."
     if "patch_embed1.proj.weight" in state:  # ConvMAE hybrid
-        fields = infer_convmae_config(state, source)
+        fields = infer_convmae_config(state, source, overrides)
         state = dict(state)
         if kind != "pretraining":  # a mask token without a decoder is never used
             for key in _DECODER_KEYS:
@@ -168,7 +168,7 @@ def convert_state(state: dict[str, torch.Tensor], overrides: dict, source: str, 
                     state[key] = _with_cls_row(state[key], count)
         rename = rename_convmae_key
     elif "patch_embed.proj.weight" in state:  # plain ViT in MAE's layout
-        fields = {**infer_mae_config(state, source), "backbone": "vit"}
+        fields = {**infer_mae_config(state, source, overrides), "backbone": "vit"}
         rename = rename_mae_key
     else:
         raise CheckpointError(f"{source}: not a ConvMAE / MR-MAE checkpoint (no 'patch_embed1.proj.weight' nor "

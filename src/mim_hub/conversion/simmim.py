@@ -30,7 +30,7 @@ from ..models.simmim import SimMIMConfig, SimMIMForImageClassification, SimMIMFo
 from ..models.geometry import adapt_geometry
 from ..models.simmim.modeling_simmim_swin import shifted_window_mask
 from .common import build_empty, check_model_size, count_indexed, load_converted_state
-from .heads import default_num_heads
+from .heads import num_heads
 from .loading import CheckpointError, checkpoint_args, find_state_dict, load_checkpoint
 
 _VIT_BLOCK = (
@@ -261,7 +261,7 @@ def build_simmim(state: dict[str, torch.Tensor], overrides: dict, source: str, *
     for name, value in yacs.items():  # shapes win; the yacs config fills what they cannot tell
         fields.setdefault(name, value)
     if backbone == "vit" and "num_attention_heads" not in fields:
-        fields["num_attention_heads"] = default_num_heads(fields["hidden_size"])
+        fields["num_attention_heads"] = num_heads(fields["hidden_size"], "num_attention_heads", overrides, source)
     if has_decoder:
         out_channels = state["decoder.0.weight"].shape[0]
         stride = int(round((out_channels / fields["num_channels"]) ** 0.5))

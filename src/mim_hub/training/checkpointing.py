@@ -16,10 +16,12 @@ import json
 import os
 import shutil
 
+from .crash_points import pause_if_asked
+
 # arguments that do not change what is trained (where files go, how often to log, workers, ...)
 NEUTRAL_ARGUMENTS = frozenset({
     "output_dir", "resume", "resume_with_changes", "num_workers", "log_every", "save_every", "keep_checkpoints",
-    "push_to_hub", "model", "verbose", "func", "command", "compile",
+    "push_to_hub", "model", "verbose", "func", "command", "compile", "compile_backend", "compile_mode",
 })
 
 
@@ -124,14 +126,17 @@ def save_checkpoint(accelerator, folder: str, state: dict, keep: int, ema=None) 
         if accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
             os.makedirs(tmp, exist_ok=True)
+            pause_if_asked("checkpoint-begin", state["step"])  # test-only crash points: crash_points.py
         accelerator.wait_for_everyone()
         accelerator.save_state(tmp)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             if ema is not None:
                 ema.save(tmp)
+            pause_if_asked("checkpoint-written", state["step"])
             with open(os.path.join(tmp, "state.json"), "w") as handle:
                 json.dump(state, handle)
+            pause_if_asked("checkpoint-rename", state["step"])
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
     except (OSError, RuntimeError) as error:
@@ -143,6 +148,7 @@ def save_checkpoint(accelerator, folder: str, state: dict, keep: int, ema=None) 
                   else "there is no earlier checkpoint")
         raise CheckpointSaveError(f"checkpoint at step {state['step']} could not be written: {reason}; {intact}") from None
     if accelerator.is_main_process:
+        pause_if_asked("checkpoint-prune", state["step"])
         old = sorted(d for d in os.listdir(root) if d.startswith("step_"))
         for name in old[:-keep] if keep > 0 else []:
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)

@@ -17,6 +17,7 @@ import os
 import numpy as np
 import torch
 
+from .compiling import add_compile_arguments, compile_blocks
 from .data import add_dataset_arguments, dataset_from_args, default_num_workers, evaluation_split
 from .optim import adamw, cosine_with_warmup, param_groups_lrd
 from .transforms import RandomResizedCropFlip
@@ -71,6 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .segmentation import add_arguments as add_segmentation_arguments
 
     add_segmentation_arguments(parser)
+    add_compile_arguments(parser)
 
 
 class ClassificationData(torch.utils.data.Dataset):
@@ -109,7 +111,8 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
              grad_accum: int = 1, lr_rule: str = "blr/256", min_lr: float = 0.0, warmup_epochs: float | None = None,
              rand_augment: str | None = None, reprob: float = 0.0, remode: str = "pixel", mixup: float = 0.0, cutmix: float = 0.0,
              mixup_prob: float = 1.0, mixup_switch_prob: float = 0.5, model_ema: bool = False, model_ema_decay: float = 0.9999,
-             resume_from_checkpoint: str | None = None, recipe: str | None = None, fsdp: bool = False):
+             resume_from_checkpoint: str | None = None, recipe: str | None = None, fsdp: bool = False,
+             compile: bool = False, compile_backend: str = "inductor", compile_mode: str = "default"):
     """Fine-tune with transformers' Trainer; returns (trainer, final evaluation metrics).
 
     `image_size` / `window_size` fine-tune at another geometry than the model's: its position
@@ -145,6 +148,9 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
     if getattr(model.config, "use_shared_relative_position_bias", False) and getattr(base, "relative_position_bias", None) is not None \
             and hasattr(base, "expand_relative_position_bias"):  # (a Swin has a table per block already)
         base.expand_relative_position_bias()  # SimMIM's ViT fine-tunes with a relative position table per block
+    if compile:  # per block, in place: parameter names (Trainer checkpoints, resume) unchanged
+        compiled = compile_blocks(model, backend=compile_backend, mode=compile_mode)
+        logger.info("--compile: %d blocks compiled (%s)", compiled, compile_backend)
     processor = AutoImageProcessor.from_pretrained(model_dir)
     size = model.config.image_size if isinstance(model.config.image_size, int) else model.config.image_size[0]
     if image_size is not None and hasattr(processor, "with_image_size"):  # evaluation inputs of the new size, the rest as saved
@@ -305,7 +311,8 @@ def main(args: argparse.Namespace) -> int:
     evaluation = dataset_from_args(args, split=eval_split) if eval_split else None
     _, metrics = finetune(args.model, train, evaluation, output_dir=args.output_dir, flip=not args.no_flip, seed=args.seed,
                           num_workers=args.num_workers, push_to_hub=args.push_to_hub,
-                          resume_from_checkpoint=args.resume_from_checkpoint, fsdp=args.fsdp, **settings)
+                          resume_from_checkpoint=args.resume_from_checkpoint, fsdp=args.fsdp,
+                          compile=args.compile, compile_backend=args.compile_backend, compile_mode=args.compile_mode, **settings)
     if metrics:
         print(f"eval accuracy: {100 * metrics['eval_accuracy']:.2f}%")
         if "eval_ema_accuracy" in metrics:

@@ -20,6 +20,8 @@ import torch
 
 from ..utils.atomic import OutputLock, atomic_folder, remove_stale_temporaries
 from .checkpointing import check_resume, latest_checkpoint, read_state, run_record, save_checkpoint
+from .compiling import add_compile_arguments, compile_from_args
+from .crash_points import pause_if_asked
 from .data import add_dataset_arguments, count_bad_images, dataset_from_args, default_num_workers
 from .optim import adamw, cosine_with_warmup, param_groups
 from .recipes import get_recipe
@@ -68,6 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="with --resume: continue a checkpoint written with other arguments, following the new ones (lr, "
                        "schedule and data position rescaled)")
     group.add_argument("--push-to-hub", metavar="REPO", default=None, help="upload the final model to this Hub repo")
+    add_compile_arguments(parser)
     from ..auto import available_methods
 
     for method in available_methods():
@@ -200,6 +203,7 @@ def _run(args: argparse.Namespace, accelerator) -> int:
     recipe = get_recipe(method)
     recipe.configure_model(model, args)
     config = model.config
+    compiled = compile_from_args(model, args)  # per block, in place: parameter names (checkpoints) unchanged
 
     # data: indexed and decoded per item in the workers (or streamed, see streaming.py)
     bad_image_log = os.path.join(args.output_dir, "bad_images.tsv")
@@ -298,7 +302,7 @@ def _run(args: argparse.Namespace, accelerator) -> int:
     writer = _tensorboard(args.output_dir) if accelerator.is_main_process else None
     progress = tqdm(total=total_steps, initial=step, disable=not accelerator.is_local_main_process, desc=f"pre-train {method}")
     model.train()
-    started, seen, data_wait = time.time(), 0, 0.0
+    started, seen, data_wait, first_step_s, compile_logged = time.time(), 0, 0.0, None, False
     stream_batches = iter(loader) if args.streaming else None  # one endless stream for the whole run
     while step < total_steps:
         if args.streaming:
@@ -332,12 +336,19 @@ def _run(args: argparse.Namespace, accelerator) -> int:
             if ema is not None:
                 ema.update(model)
             progress.update(1)
+            if first_step_s is None:  # with --compile, the first step holds the compilation
+                first_step_s = time.time() - started
+                if compiled:
+                    logger.info("--compile: %d blocks compiled (%s); the first step, compilation included, took %.1f s",
+                                compiled, args.compile_backend, first_step_s)
             if step % args.log_every == 0 or step == total_steps:
                 value = accelerator.gather(loss.detach().float().reshape(1)).mean().item()
                 record = {"step": step, "epoch": epoch, "loss": value, "lr": scheduler.get_last_lr()[0],
                           "images_per_s": seen / max(1e-9, time.time() - started), "elapsed_s": time.time() - started,
                           "data_wait_fraction": round(data_wait / max(1e-9, time.time() - started), 4),
                           "bad_images": count_bad_images(bad_image_log)}
+                if compiled and not compile_logged:  # the first record of this process: the step that compiled
+                    record["compiled_blocks"], record["first_step_s"], compile_logged = compiled, round(first_step_s, 3), True
                 progress.set_postfix(loss=f"{value:.4f}")
                 if accelerator.is_main_process:
                     with open(log_path, "a") as handle:
@@ -345,6 +356,8 @@ def _run(args: argparse.Namespace, accelerator) -> int:
                     if writer is not None:
                         writer.add_scalar("train/loss", value, step)
                         writer.add_scalar("train/lr", record["lr"], step)
+            if accelerator.is_main_process:
+                pause_if_asked("step", step)
             if args.save_every and step % args.save_every == 0 and step < total_steps:
                 state = {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "run": run,
                          "resumed_with_changes": resumed_with_changes}
