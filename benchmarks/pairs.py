@@ -263,3 +263,49 @@ def simmim_pairs(batch: int, device: str, size: str = "base") -> dict:
 
 
 PAIRS["simmim"] = simmim_pairs
+
+
+CPU_KERNEL = "mim_cpu_fused"
+CPU_KERNEL_RIVAL = "same model, attn_implementation=sdpa"
+
+
+def cpu_attention_pairs(batch: int, device: str, size: str = "base") -> dict:
+    """The registered "mim_cpu_fused" attention (layers/attention_cpu.py) against the default
+    "sdpa" on one model (ours = mim_cpu_fused), in the training steps it is meant for: MAE under
+    bf16 autocast (SDPA's slow bf16 backward on CPU) and SimMIM's ViT-B with its learned relative
+    position bias (SDPA's math path for a mask that needs a gradient), fp32 and bf16."""
+    from mae_vs_transformers import SIZES
+
+    from mim_hub import MAEConfig, MAEForPreTraining, SimMIMConfig, SimMIMForPreTraining
+
+    torch.manual_seed(0)
+    dims = SIZES[size]
+    mae = MAEForPreTraining(MAEConfig(**dims, norm_pix_loss=True)).to(device)
+    simmim = SimMIMForPreTraining(SimMIMConfig(backbone="vit", drop_path_rate=0.0, **({} if size == "base" else dict(
+        hidden_size=dims["hidden_size"], num_hidden_layers=dims["num_hidden_layers"], num_attention_heads=dims["num_attention_heads"],
+        intermediate_size=dims["intermediate_size"])))).to(device)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, 224, 224, generator=g).to(device)
+    noise = torch.rand(batch, 196, generator=g).to(device)
+    mask = (torch.rand(batch, 196, generator=g) < 0.6).to(device)
+
+    def step(model, implementation, bf16, **inputs):
+        run = training_step(model, device, x, bf16=bf16, **inputs)
+
+        def with_implementation():
+            model.set_attn_implementation(implementation)
+            run()
+        return with_implementation
+
+    measures = {}
+    cases = [("mae", mae, {"noise": noise}, True), ("simmim vit-b-224 (rel-pos bias)", simmim, {"bool_masked_pos": mask}, False),
+             ("simmim vit-b-224 (rel-pos bias)", simmim, {"bool_masked_pos": mask}, True)]
+    for label, model, inputs, bf16 in cases:
+        if bf16 and not bf16_autocast_supported(device):
+            continue
+        measure = f"{label} {BF16_STEP if bf16 else 'pre-training step (fwd+bwd)'}: {CPU_KERNEL} vs sdpa"
+        measures[measure] = {"ours": step(model, CPU_KERNEL, bf16, **inputs), CPU_KERNEL_RIVAL: step(model, "sdpa", bf16, **inputs)}
+    return measures
+
+
+PAIRS["cpu_attention"] = cpu_attention_pairs

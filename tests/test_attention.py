@@ -1,170 +1,190 @@
-"""The shared attention: SDPA with an additive bias (relative positions) against the eager formula."""
+"""Attention dispatch: every model runs the implementation `config._attn_implementation` names,
+through transformers' attention interface, and every implementation gives the same numbers."""
 
 import pytest
 import torch
+from transformers import AutoModel
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
 
+import mim_hub
 import mim_hub.layers.attention as attention
-from mim_hub.layers.attention import eager_attention, multihead_attention
+import mim_hub.layers.attention_cpu as attention_cpu
+from mim_hub.auto import method_classes
+from tiny_models import TINY, method_of, tiny
+
+IMPLEMENTATIONS = ("eager", "sdpa", "flex_attention", "mim_cpu_fused")
+ROLES = {"model": "last_hidden_state", "pretraining": "loss", "classification": "logits"}
+
+
+def _variants():
+    """The tiny models, plus the attention biases they leave out: SimMIM's ViT already has its
+    shared relative position table; CAE with one per block; Swin with shifted (masked) windows."""
+    variants = {key: (lambda key=key: tiny(key)) for key in TINY}
+
+    def cae_relative():
+        config, extra = tiny("cae")
+        config.use_relative_position_bias = True
+        return config, extra
+
+    def swin_shifted():
+        config, extra = tiny("simmim_swin")
+        config.depths = [2, 2]
+        return config, extra
+
+    variants.update({"cae_relative_position": cae_relative, "simmim_swin_shifted": swin_shifted})
+    return variants
+
+
+VARIANTS = _variants()
 
 
 @pytest.fixture
-def fused_for_short_sequences(monkeypatch):
-    """The tests' 7-token sequences take the fused path (the model sizes it is meant for are slow here)."""
-    monkeypatch.setattr(attention, "FUSED_BIAS_GRAD_MIN_TOKENS", 1)
+def counted(monkeypatch):
+    """Calls per implementation, counted where the interface hands them out; flex_attention runs
+    uncompiled (torch's own reference path: inductor's CPU build of it takes a minute)."""
+    import transformers.integrations.flex_attention as flex
+    from torch.nn.attention.flex_attention import flex_attention
+
+    monkeypatch.setattr(flex, "compile_friendly_flex_attention", lambda q, k, v, training=False, **kw: flex_attention(q, k, v, **kw))
+    calls = {name: 0 for name in IMPLEMENTATIONS}
+
+    def counting(name, function):
+        def run(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+        return run
+
+    for name in IMPLEMENTATIONS[1:]:
+        monkeypatch.setitem(AttentionInterface._global_mapping, name, counting(name, AttentionInterface._global_mapping[name]))
+    monkeypatch.setattr(attention, "eager_attention_forward", counting("eager", attention.eager_attention_forward))
+    return calls
 
 
-@pytest.mark.parametrize("bias_shape", [(3, 7, 7), (1, 3, 7, 7), (2, 3, 7, 7), (2, 1, 7, 7), (1, 1, 7, 7)])
-def test_learned_bias_takes_the_fused_cpu_kernel_with_exact_gradients(bias_shape, fused_for_short_sequences):
-    generator = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 3, 7, 4, generator=generator, requires_grad=True) for _ in range(3))
-    bias = torch.randn(bias_shape, generator=generator, requires_grad=True)
-    out, weights = multihead_attention(q, k, v, scale=0.5, bias=bias)
-    assert weights is None
-    # the fused kernel with the bias gradient, not SDPA's math fallback that keeps the weights
-    assert type(out.grad_fn).__name__.startswith("_CPUFlashAttention")
-    reference, _ = eager_attention(q, k, v, scale=0.5, bias=bias)
-    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)
-    upstream = torch.randn(out.shape, generator=generator)
-    ours = torch.autograd.grad(out, (q, k, v, bias), upstream)
-    theirs = torch.autograd.grad(reference, (q, k, v, bias), upstream)
-    for name, a, b in zip("qkv", ours, theirs):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=f"grad of {name}")
-    assert ours[3].shape == bias.shape
-    torch.testing.assert_close(ours[3], theirs[3], rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("role", sorted(ROLES))
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_implementation_runs_and_agrees(variant, role, counted):
+    config, extra = VARIANTS[variant]()
+    torch.manual_seed(0)
+    model = method_classes(method_of(variant.split("_relative")[0].split("_shifted")[0]))[role](config).eval()
+    x = torch.randn(2, config.num_channels, 32, 32)
+    kwargs = extra if role == "pretraining" else {}
+    outputs, attentions = {}, {}
+    for name in IMPLEMENTATIONS:
+        model.set_attn_implementation(name)
+        assert model.config._attn_implementation == name
+        before = dict(counted)
+        with torch.no_grad():
+            outputs[name] = model(x, **kwargs)[ROLES[role]]
+            if role == "model":
+                attentions[name] = model(x, output_attentions=True).attentions
+        assert counted[name] > before[name], f"{name} never ran"
+        assert all(counted[other] == before[other] for other in IMPLEMENTATIONS if other not in (name, "eager")), \
+            f"{name} asked for, another implementation ran"
+        if name != "eager" and role != "model":
+            assert counted["eager"] == before["eager"], f"{name} asked for, eager ran"
+    for name in IMPLEMENTATIONS[1:]:
+        torch.testing.assert_close(outputs[name], outputs["eager"], rtol=1e-5, atol=1e-5, msg=f"{name} vs eager")
+    if role == "model":  # output_attentions: the weights, whatever the implementation (eager computes them)
+        for name in IMPLEMENTATIONS:
+            assert len(attentions[name]) >= 1 and all(a is not None for a in attentions[name])
+            for a, b in zip(attentions[name], attentions["eager"]):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(attentions["eager"][0].sum(-1), torch.ones(attentions["eager"][0].shape[:-1]))
 
 
-def test_fixed_bias_and_no_grad_use_plain_sdpa():
-    q = k = v = torch.randn(2, 3, 7, 4)
-    bias = torch.randn(3, 7, 7)
-    out, _ = multihead_attention(q, k, v, scale=0.5, bias=bias)
-    torch.testing.assert_close(out, eager_attention(q, k, v, scale=0.5, bias=bias)[0], rtol=1e-5, atol=1e-6)
-    with torch.no_grad():
-        out = multihead_attention(q, k, v, scale=0.5, bias=bias.requires_grad_())[0]
-    assert out.grad_fn is None
-
-
-def test_dropout_while_training_falls_back_to_sdpa(fused_for_short_sequences):
-    q = torch.randn(2, 3, 7, 4, requires_grad=True)
-    bias = torch.randn(1, 3, 7, 7, requires_grad=True)
-    out, _ = multihead_attention(q, q, q, scale=0.5, bias=bias, dropout=0.5, training=True)
-    assert not type(out.grad_fn).__name__.startswith("_CPUFlashAttention")
-    out.sum().backward()
-    assert bias.grad is not None and bias.grad.shape == bias.shape
-
-
-@pytest.mark.parametrize("with_bias", [True, False])
-def test_layer_scale_folded_into_the_projection_has_the_plain_gradients(with_bias):
-    from mim_hub.layers.attention import linear_with_output_scale
-
-    generator = torch.Generator().manual_seed(0)
-    linear = torch.nn.Linear(6, 5, bias=with_bias)
-    scale = torch.nn.Parameter(torch.rand(5, generator=generator) + 0.5)
-    x = torch.randn(2, 4, 6, generator=generator, requires_grad=True)
-    out = linear_with_output_scale(x, linear, scale)
-    assert type(out.grad_fn).__name__.startswith("_LinearThenScale")
-    reference = linear(x) * scale
-    torch.testing.assert_close(out, reference)
-    upstream = torch.randn(out.shape, generator=generator)
-    inputs = (x, linear.weight, scale) + ((linear.bias,) if with_bias else ())
-    for a, b in zip(torch.autograd.grad(out, inputs, upstream), torch.autograd.grad(reference, inputs, upstream)):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-
-
-def test_learned_bias_in_bfloat16_follows_float32(fused_for_short_sequences):
-    generator = torch.Generator().manual_seed(1)
-    q, k, v = (torch.randn(2, 3, 7, 4, generator=generator) for _ in range(3))
-    bias = torch.randn(1, 3, 7, 7, generator=generator)
+@pytest.mark.parametrize("variant", ["simmim", "cae_relative_position", "simmim_swin_shifted", "crate_mae"])
+def test_gradients_agree_between_implementations(variant, monkeypatch):
+    """Fine-tuning gradients, a learned bias (relative position tables) included: the fused CPU kernel serves these
+    short tiny sequences too (its minimum length lowered), with the same gradients as eager."""
+    monkeypatch.setattr(attention_cpu, "FUSED_BIAS_GRAD_MIN_TOKENS", 1)
+    config, extra = VARIANTS[variant]()
+    torch.manual_seed(0)
+    model = method_classes(method_of(variant.split("_relative")[0].split("_shifted")[0]))["classification"](config).eval()
+    x = torch.randn(2, config.num_channels, 32, 32)
     grads = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        inputs = [t.detach().to(dtype).requires_grad_() for t in (q, k, v, bias)]
-        out, _ = multihead_attention(*inputs[:3], scale=0.5, bias=inputs[3])
-        assert out.dtype == dtype
-        out.float().square().sum().backward()
-        grads[dtype] = [t.grad.float() for t in inputs]
-    for a, b in zip(grads[torch.bfloat16], grads[torch.float32]):
-        torch.testing.assert_close(a, b, rtol=0.05, atol=0.05)
+    for name in ("eager", "sdpa", "mim_cpu_fused"):
+        model.set_attn_implementation(name)
+        model.zero_grad(set_to_none=True)
+        model(x, labels=torch.tensor([0, 2])).loss.backward()
+        grads[name] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert any("relative_position" in n for n in grads["eager"]) or variant == "crate_mae"
+    for name in ("sdpa", "mim_cpu_fused"):
+        assert grads[name].keys() == grads["eager"].keys()
+        for n, g in grads["eager"].items():
+            torch.testing.assert_close(grads[name][n], g, rtol=1e-4, atol=1e-5, msg=f"{name}: {n}")
 
 
-def test_short_sequences_keep_sdpa_math_path_for_a_learned_bias():
-    q = torch.randn(2, 3, attention.FUSED_BIAS_GRAD_MIN_TOKENS - 1, 4, requires_grad=True)
-    bias = torch.randn(3, q.shape[2], q.shape[2], requires_grad=True)
-    out, _ = multihead_attention(q, q, q, scale=0.5, bias=bias)
-    assert not type(out.grad_fn).__name__.startswith("_CPUFlashAttention")
-    long_q = torch.randn(1, 2, attention.FUSED_BIAS_GRAD_MIN_TOKENS, 4, requires_grad=True)
-    long_bias = torch.randn(2, long_q.shape[2], long_q.shape[2], requires_grad=True)
-    out, _ = multihead_attention(long_q, long_q, long_q, scale=0.5, bias=long_bias)
-    assert type(out.grad_fn).__name__.startswith("_CPUFlashAttention")
+def test_eager_runs_no_scaled_dot_product_attention():
+    """What the profiler shows: eager is the written-out formula, sdpa the aten op."""
+    config, _ = tiny("mae")
+    x = torch.randn(2, 3, 32, 32)
+    seen = {}
+    for name in ("eager", "sdpa"):
+        model = mim_hub.MAEModel(config)
+        model.set_attn_implementation(name)
+        with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+            model(x)
+        seen[name] = {event.name for event in profile.events()}
+    assert "aten::scaled_dot_product_attention" not in seen["eager"]
+    assert "aten::scaled_dot_product_attention" in seen["sdpa"]
 
 
-@pytest.mark.parametrize("qkv_bias", [True, "qv"])
-def test_split_heads_backward_equals_autograds_and_writes_one_buffer(qkv_bias):
-    """`project_qkv` under autograd returns q, k, v through `_SplitHeads`; its gradients are
-    autograd's own for view -> permute -> unbind, also when only some of q, k, v are used."""
-    layer = attention.Attention(12, 3, qkv_bias=qkv_bias)
-    with torch.no_grad():
-        for parameter in layer.parameters():
-            parameter.normal_()
-    x = torch.randn(2, 5, 12, requires_grad=True)
-    q, k, v = layer.project_qkv(x)
-    assert type(q.grad_fn).__name__.startswith("_SplitHeads") and q.shape == (2, 3, 5, 4)
-    qkv = torch.nn.functional.linear(x, layer.qkv_proj.weight, torch.cat([layer.q_bias, layer.k_bias, layer.v_bias])
-                                     if qkv_bias == "qv" else layer.qkv_proj.bias)
-    rq, rk, rv = qkv.reshape(2, 5, 3, 3, 4).permute(2, 0, 3, 1, 4).unbind(0)
-    for ours, reference in zip((q, k, v), (rq, rk, rv)):
-        torch.testing.assert_close(ours, reference)
-    upstream = [torch.randn(2, 3, 5, 4) for _ in range(3)]
-    for used in ([0, 1, 2], [0, 2], [1]):  # unused outputs get no gradient: their slice must be zero
-        ours_loss = sum(((q, k, v)[i] * upstream[i]).sum() for i in used)
-        ref_loss = sum(((rq, rk, rv)[i] * upstream[i]).sum() for i in used)
-        inputs = (x, layer.qkv_proj.weight)
-        for a, b in zip(torch.autograd.grad(ours_loss, inputs, retain_graph=True), torch.autograd.grad(ref_loss, inputs, retain_graph=True)):
-            torch.testing.assert_close(a, b)
-    with torch.no_grad():  # inference keeps plain views
-        assert layer.project_qkv(x)[0].grad_fn is None
+@pytest.mark.parametrize("method", ["mae", "simmim", "cae", "mr_mae", "color_mae", "crate_mae"])
+def test_attn_implementation_at_loading_and_set_after_loading(method, tmp_path):
+    config, _ = tiny(method)
+    method_classes(method)["classification"](config).save_pretrained(tmp_path)
+    model = AutoModel.from_pretrained(tmp_path, attn_implementation="eager")
+    assert model.config._attn_implementation == "eager"
+    layers = [m for m in model.modules() if isinstance(m, attention.InterfaceAttention)]
+    assert layers and all(layer.config is model.config for layer in layers)
+    x = torch.randn(2, config.num_channels, 32, 32)
+    with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        reference = model(x).last_hidden_state
+    assert "aten::scaled_dot_product_attention" not in {event.name for event in profile.events()}
+    for name in ("sdpa", "mim_cpu_fused", "eager"):
+        model.set_attn_implementation(name)  # CAE's cross-attention included
+        assert model.config._attn_implementation == name
+        with torch.no_grad():
+            torch.testing.assert_close(model(x).last_hidden_state, reference, rtol=1e-5, atol=1e-5)
+    assert AutoModel.from_pretrained(tmp_path).config._attn_implementation == "sdpa"  # the default
+    with pytest.raises(ValueError, match="not supported"):
+        AutoModel.from_pretrained(tmp_path, attn_implementation="no_such_attention")
 
 
-@pytest.mark.parametrize("bias_shape", [None, (1, 3, 7, 7), (5, 3, 7, 7), (5, 1, 7, 7)])
-def test_recomputed_backward_over_several_chunks_equals_the_eager_gradients(bias_shape, fused_for_short_sequences, monkeypatch):
-    """Chunks of one or two samples (5 samples: the last chunk is short), a bias per sample or shared."""
-    monkeypatch.setattr(attention, "ATTENTION_BACKWARD_CHUNK_ELEMENTS", 2 * 3 * 7 * 7)
-    generator = torch.Generator().manual_seed(2)
-    q, k, v = (torch.randn(5, 3, 7, 4, generator=generator, requires_grad=True) for _ in range(3))
-    bias = None if bias_shape is None else torch.randn(bias_shape, generator=generator, requires_grad=True)
-    inputs = (q, k, v) + (() if bias is None else (bias,))
-    out = attention._CPUFlashAttention.apply(q, k, v, bias, 0.5)
-    reference, _ = eager_attention(q, k, v, scale=0.5, bias=bias)
-    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)
-    upstream = torch.randn(out.shape, generator=generator)
-    for a, b in zip(torch.autograd.grad(out, inputs, upstream), torch.autograd.grad(reference, inputs, upstream)):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+def test_flash_attention_refuses_an_attention_bias():
+    """flash attention has no additive bias: a layer with one (relative positions, Swin windows)
+    says so instead of dropping it."""
+    layer = attention.Attention(8, 2)
+    layer.config = mim_hub.MAEConfig()
+    layer.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(ValueError, match="takes no additive attention bias"):
+        layer(torch.randn(1, 4, 8), attention_bias=torch.zeros(2, 4, 4))
 
 
-def test_bfloat16_training_takes_the_recomputed_backward_and_is_at_least_as_accurate_as_sdpa():
-    """Under bf16 (autocast training) attention with no bias or a fixed one takes
-    `_CPUFlashAttention`; its gradients, computed in float32, are no further from the float64
-    truth than SDPA's own bfloat16 backward. Float32 without a learned bias keeps plain SDPA."""
-    generator = torch.Generator().manual_seed(3)
-    q, k, v = (torch.randn(2, 4, 40, 16, generator=generator) for _ in range(3))
-    fixed_bias = torch.randn(1, 4, 40, 40, generator=generator)
-    upstream = torch.randn(2, 4, 40, 16, generator=generator)
-    for bias in (None, fixed_bias):
-        truth_inputs = [t.double().requires_grad_() for t in (q, k, v)]
-        truth_out, _ = eager_attention(*truth_inputs, scale=0.25, bias=None if bias is None else bias.double())
-        truth = torch.autograd.grad(truth_out, truth_inputs, upstream.double())
-        errors = {}
-        for name in ("ours", "sdpa"):
-            inputs = [t.bfloat16().requires_grad_() for t in (q, k, v)]
-            low_bias = None if bias is None else bias.bfloat16()
-            if name == "ours":
-                out, _ = multihead_attention(*inputs, scale=0.25, bias=low_bias)
-                assert type(out.grad_fn).__name__.startswith("_CPUFlashAttention")
-            else:
-                out = torch.nn.functional.scaled_dot_product_attention(*inputs, attn_mask=low_bias, scale=0.25)
-            assert out.dtype == torch.bfloat16
-            grads = torch.autograd.grad(out, inputs, upstream.bfloat16())
-            assert all(g.dtype == torch.bfloat16 for g in grads)
-            errors[name] = max(float((g.double() - t).abs().max() / t.abs().max()) for g, t in zip(grads, truth))
-        assert errors["ours"] <= errors["sdpa"] * 1.05 + 1e-3, errors
-    fp32 = [t.clone().requires_grad_() for t in (q, k, v)]
-    out, _ = multihead_attention(*fp32, scale=0.25)
-    assert not type(out.grad_fn).__name__.startswith("_CPUFlashAttention")
+def test_the_cpu_kernel_is_a_registered_implementation_and_never_the_default(monkeypatch):
+    """"mim_cpu_fused" runs where it is asked for, and only there (never instead of sdpa)."""
+    monkeypatch.setattr(attention_cpu, "FUSED_BIAS_GRAD_MIN_TOKENS", 1)  # (the tiny sequences are short)
+    assert "mim_cpu_fused" in ALL_ATTENTION_FUNCTIONS.valid_keys()
+    assert ALL_ATTENTION_FUNCTIONS["mim_cpu_fused"] is attention_cpu.cpu_flash_attention_forward
+    config, extra = tiny("simmim")
+    model = method_classes("simmim")["pretraining"](config)
+    x = torch.randn(2, 3, 32, 32)
+    assert model.config._attn_implementation == "sdpa"
+
+    def kernel_nodes():
+        return [n for n in _autograd_nodes(model(x, **extra).loss) if type(n).__name__.startswith("_CPUFlashAttention")]
+
+    assert not kernel_nodes()
+    model.set_attn_implementation("mim_cpu_fused")
+    assert len(kernel_nodes()) == config.num_hidden_layers
+
+
+def _autograd_nodes(tensor):
+    seen, stack = set(), [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        stack.extend(n for n, _ in node.next_functions)
+    return seen

@@ -25,8 +25,7 @@ def test_fullgraph_compile_matches_eager(method, role):
 
 @pytest.mark.parametrize("method", sorted(TINY))
 def test_bf16_autocast_pretraining_step(method):
-    """A bf16-autocast step runs (on CPU its attention takes `_CPUFlashAttention`'s float32
-    backward) and its gradients follow the float32 step's."""
+    """A bf16-autocast step runs (the default attention, SDPA) and its gradients follow the float32 step's."""
     torch.manual_seed(0)
     config, extra = tiny(method)
     model = method_classes(method_of(method))["pretraining"](config).train()

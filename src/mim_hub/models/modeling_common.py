@@ -16,7 +16,7 @@ from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import ModelOutput
 
 from .. import initialization as init
-from ..layers.attention import Attention
+from ..layers.attention import Attention, InterfaceAttention
 from ..layers.relative_position import RelativePositionBias, relative_position_index
 from .features import ClassifierFeaturesMixin
 from ..utils.atomic import atomic_folder, is_atomic_temporary
@@ -130,7 +130,13 @@ class MIMPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
+    # attention runs through transformers' interface (layers/attention.py), keyed by
+    # `config._attn_implementation`; flash attention takes no additive bias, so a model with
+    # relative positions or Swin windows refuses it at its first forward
     _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
     _no_split_modules = ["ViTBlock"]
 
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -152,8 +158,20 @@ class MIMPreTrainedModel(PreTrainedModel):
                     os.remove(os.path.join(target, name))
         return result
 
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        """Every attention layer here dispatches through the interface (`InterfaceAttention`), so
+        `set_attn_implementation` applies (transformers guesses this from the class's source, and
+        a module with its own attention class, CAE's cross-attention, would read as one that cannot)."""
+        return True
+
     def post_init(self):
         super().post_init()
+        # the attention layers read the implementation from the model's config (as transformers'
+        # own layers do, `self.config._attn_implementation`); a layer of a nested model keeps its own
+        for module in self.modules():
+            if isinstance(module, InterfaceAttention) and module.config is None:
+                module.config = self.config
         # Parameters a model freezes when it is built (fixed sin-cos tables, ...): loading replaces
         # parameter objects and would hand them back trainable, so from_pretrained freezes them again.
         self._frozen_parameter_names = frozenset(name for name, p in self.named_parameters() if not p.requires_grad)

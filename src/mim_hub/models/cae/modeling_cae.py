@@ -28,7 +28,7 @@ from ...layers import (
     get_2d_sincos_pos_embed,
     interpolate_pos_embed,
 )
-from ...layers.attention import linear_with_output_scale, multihead_attention
+from ...layers.attention import InterfaceAttention, linear_with_output_scale
 from ...layers.block import drop_path_rates
 from ...layers.mask_block import BlockMaskGenerator
 from ...layers.relative_position import RelativePositionBias, relative_position_attention_bias
@@ -267,7 +267,7 @@ class CAEModel(EncoderFeaturesMixin, CAEPreTrainedModel):
         return output if return_dict is not False else output.to_tuple()
 
 
-class CAECrossAttention(nn.Module):
+class CAECrossAttention(InterfaceAttention):
     """CAE's cross-attention: separate q/k/v projections without bias, learned q and v biases
     (k has none), queries [B, M, D] attending to keys/values [B, N, D]."""
 
@@ -296,10 +296,8 @@ class CAECrossAttention(nn.Module):
         q = self._heads(F.linear(queries, self.q_proj.weight, self.q_bias))
         k = self._heads(self.k_proj(keys))
         v = self._heads(F.linear(values, self.v_proj.weight, self.v_bias))
-        out, weights = multihead_attention(
-            q, k, v, scale=self.scale, dropout=self.attention_dropout, training=self.training, need_weights=output_attentions
-        )
-        out = out.transpose(1, 2).reshape(queries.shape[0], queries.shape[1], -1)
+        out, weights = self.attend(q, k, v, output_attentions=output_attentions)
+        out = out.reshape(queries.shape[0], queries.shape[1], -1)
         return self.proj_dropout(linear_with_output_scale(out, self.o_proj, output_scale)), weights
 
 

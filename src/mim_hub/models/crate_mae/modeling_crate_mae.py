@@ -24,14 +24,14 @@ from transformers.modeling_outputs import ImageClassifierOutput
 
 from ... import initialization as init
 from ...layers import PatchEmbedding, gather_tokens, get_2d_sincos_pos_embed, interpolate_pos_embed, patchify, random_masking, unpatchify
-from ...layers.attention import multihead_attention
+from ...layers.attention import InterfaceAttention
 from ..mae.modeling_mae import pixel_loss
 from ..features import ClassifierFeaturesMixin, EncoderFeaturesMixin
 from ..modeling_common import MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput, classification_loss
 from .configuration_crate_mae import CrateMAEConfig
 
 
-class MSSA(nn.Module):
+class MSSA(InterfaceAttention):
     """Multi-head subspace self-attention: q = k = v = x U (U bias-free)."""
 
     def __init__(self, hidden_size: int, num_heads: int, head_size: int):
@@ -44,8 +44,8 @@ class MSSA(nn.Module):
     def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False):
         batch, length, _ = hidden_states.shape
         w = self.qkv_proj(hidden_states).reshape(batch, length, self.num_heads, self.head_size).transpose(1, 2)
-        out, weights = multihead_attention(w, w, w, scale=self.scale, need_weights=output_attentions)
-        return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1)), weights
+        out, weights = self.attend(w, w, w, output_attentions=output_attentions)
+        return self.o_proj(out.reshape(batch, length, -1)), weights
 
 
 class ISTA(nn.Module):

@@ -15,7 +15,7 @@ from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from ...layers import MLP, DropPath, PatchEmbedding, interpolate_pos_embed
-from ...layers.attention import Attention, multihead_attention
+from ...layers.attention import Attention
 from ...layers.relative_position import RelativePositionBias
 from ...layers.block import drop_path_rates
 from .configuration_simmim import SimMIMConfig
@@ -58,20 +58,15 @@ class SwinWindowAttention(Attention):
         if attention_bias is not None and attention_bias.dim() == 4 and num_windows > 1:
             # fold each image's windows into the head axis: the [nW, heads, N, N] bias then
             # broadcasts over the batch as [1, nW * heads, N, N] (4-D, no copy: fused SDPA kernels)
-            shape = (total // num_windows, num_windows * heads, length, dim)
+            shape = (-1, num_windows * heads, length, dim)
             bias = attention_bias.reshape(1, num_windows * heads, length, length)
-            out, weights = multihead_attention(
-                q.reshape(shape), k.reshape(shape), v.reshape(shape), scale=self.scale, bias=bias,
-                dropout=self.attention_dropout, training=self.training, need_weights=output_attentions,
-            )
-            out = out.reshape(total, heads, length, dim)
+            out, weights = self.attend(q.reshape(shape), k.reshape(shape), v.reshape(shape), bias, output_attentions)
+            # [B, N, nW * heads, d] -> [B * nW, N, heads * d]
+            out = out.reshape(-1, length, num_windows, heads * dim).transpose(1, 2)
             weights = weights.reshape(total, heads, length, length) if weights is not None else None
         else:
-            out, weights = multihead_attention(
-                q, k, v, scale=self.scale, bias=attention_bias, dropout=self.attention_dropout,
-                training=self.training, need_weights=output_attentions,
-            )
-        out = out.transpose(1, 2).reshape(total, length, heads * dim)
+            out, weights = self.attend(q, k, v, attention_bias, output_attentions)
+        out = out.reshape(total, length, heads * dim)
         return self.proj_dropout(self.o_proj(out)), weights
 
 
