@@ -53,6 +53,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default=None, help="write the results as JSON here")
 
 
+def check_features(features: torch.Tensor, what: str = "features") -> None:
+    """Refuse features no accuracy can be computed from: NaN or infinite values (a broken model
+    would otherwise score at chance with no word), or one feature vector for every image."""
+    bad = ~torch.isfinite(features).all(dim=1)
+    if bad.any():
+        raise ValueError(f"{what}: {int(bad.sum())} of {len(features)} feature vectors are NaN or infinite (the first is "
+                         f"image {int(bad.nonzero()[0])}): the model's outputs are not finite, so an accuracy would mean "
+                         "nothing; check its weights")
+    if len(features) > 1 and bool((features == features[0]).all()):
+        raise ValueError(f"{what}: every image has the same feature vector: the model's features carry no information")
+
+
+def check_finite_weights(model, source: str = "model") -> None:
+    """Refuse a model with NaN or infinite parameters, naming them."""
+    broken = [name for name, p in model.named_parameters() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if broken:
+        more = f" and {len(broken) - 3} more" if len(broken) > 3 else ""
+        raise ValueError(f"{source}: weights with NaN or infinite values: {', '.join(broken[:3])}{more}; "
+                         "evaluating it would report chance-level accuracy")
+
+
+def check_labels(labels, what: str) -> None:
+    """Refuse labels with fewer than two classes: an accuracy over one class says nothing."""
+    classes = torch.as_tensor(labels).unique()
+    if len(classes) < 2:
+        raise ValueError(f"{what} has {len(classes)} class{'' if len(classes) == 1 else 'es'} "
+                         f"({classes.tolist()}): classification needs at least 2")
+
+
 @torch.no_grad()
 def extract_features(model, processor, images, *, batch_size: int = 128, pooling: str = "mean") -> torch.Tensor:
     """[N, D] frozen features of an `ImageDataset` (encoder of any mim_hub model)."""
@@ -69,6 +98,11 @@ def extract_features(model, processor, images, *, batch_size: int = 128, pooling
             tokens = out.last_hidden_state
             has_cls = tokens.shape[1] != _num_patches(encoder.config)
             feats.append((tokens[:, 1:] if has_cls else tokens).mean(1).float())
+        bad = ~torch.isfinite(feats[-1]).all(dim=1)
+        if bad.any():  # stop at the first broken batch, naming an image
+            raise ValueError(f"features of {int(bad.sum())} of images {start}..{start + len(batch) - 1} are NaN or infinite "
+                             f"(the first is image {start + int(bad.nonzero()[0])}): the model's outputs are not finite, so "
+                             "an accuracy would mean nothing; check its weights")
     return torch.cat(feats)
 
 
@@ -79,6 +113,8 @@ def _num_patches(config) -> int:
 
 def knn_accuracy(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: float = 0.07, num_classes: int | None = None) -> float:
     """Weighted kNN: cosine similarities of the k nearest training features, votes exp(s / T)."""
+    check_features(torch.as_tensor(train_x), "kNN training features")
+    check_features(torch.as_tensor(test_x), "kNN test features")
     train_x, test_x = nn.functional.normalize(train_x, dim=1), nn.functional.normalize(test_x, dim=1)
     train_y, test_y = torch.as_tensor(train_y), torch.as_tensor(test_y)
     num_classes = num_classes or int(max(train_y.max(), test_y.max())) + 1
@@ -97,6 +133,8 @@ def probe_accuracies(train_x, train_y, test_x, test_y, weight_decays, *, epochs:
     stack of heads (their losses are independent, so each learns exactly as if trained alone);
     a grid of weight decays costs about as much as one probe. The global RNG is not touched."""
     train_x, test_x = torch.as_tensor(train_x, dtype=torch.float32), torch.as_tensor(test_x, dtype=torch.float32)
+    check_features(train_x, "linear probe training features")
+    check_features(test_x, "linear probe test features")
     train_y, test_y = torch.as_tensor(train_y), torch.as_tensor(test_y)
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     decays = torch.tensor([float(w) for w in weight_decays])
@@ -196,6 +234,8 @@ def linear_probe(train_x, train_y, test_x, test_y, *, epochs: int = 100, seed: i
 
 def evaluate_model(model, processor, train_images, test_images, *, protocol: str = "both", k: int = 20, temperature: float = 0.07,
                    linear_epochs: int = 100, linear_weight_decay="cv", pooling: str = "mean", seed: int = 0) -> dict:
+    check_labels(train_images.labels, f"the training split of {getattr(train_images, 'name', 'the dataset')}")
+    check_finite_weights(model, getattr(model.config, "_name_or_path", "") or "model")
     train_x = extract_features(model, processor, train_images, pooling=pooling)
     test_x = extract_features(model, processor, test_images, pooling=pooling)
     results = {}

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .data import add_dataset_arguments, dataset_from_args
+from .evaluate import check_labels
 from .optim import adamw, cosine_with_warmup, param_groups_lrd
 from .transforms import RandomResizedCropFlip
 
@@ -88,6 +89,7 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
     method = method_of_folder(model_dir)
     if min(train_images.labels) < 0:
         raise ValueError(f"{train_images.name} has no labels: fine-tuning needs a labelled dataset")
+    check_labels(train_images.labels, f"the training split of {train_images.name}")  # one class: a num_labels 1 regression
     names = train_images.label_names or [str(i) for i in range(max(train_images.labels) + 1)]
     id2label, label2id = {i: n for i, n in enumerate(names)}, {n: i for i, n in enumerate(names)}
     extra = {"drop_path_rate": drop_path}
