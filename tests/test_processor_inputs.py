@@ -114,3 +114,10 @@ def test_output_size_bound_is_the_documented_constant(monkeypatch):
         mim_hub.MAEImageProcessor()(Image.new("RGB", (16, 16)))
     monkeypatch.setattr(common, "MAX_OUTPUT_PIXELS", 256 * 256)
     assert mim_hub.MAEImageProcessor()(Image.new("RGB", (16, 16)), return_tensors="pt").pixel_values.shape == (1, 3, 224, 224)
+
+
+def test_a_custom_rescale_factor_leaves_the_scale_to_the_caller():
+    u16 = np.full((8, 8, 3), 65535, np.uint16)
+    processor = mim_hub.MAEImageProcessor(rescale_factor=1 / 65535, do_normalize=False, do_resize=False, do_center_crop=False)
+    out = processor(u16, return_tensors="pt").pixel_values
+    assert torch.allclose(out, torch.ones_like(out))

@@ -259,8 +259,10 @@ class MIMImageProcessor(PilBackend):
 
     def process_image(self, image, do_convert_rgb=None, input_data_format=None, **kwargs):
         image = to_rgb_image(image)
-        if not isinstance(image, Image.Image) and kwargs.get("do_rescale", self.do_rescale):
-            # arrays and tensors: floats already in [0, 1] are not rescaled a second time
+        factor = kwargs.get("rescale_factor", self.rescale_factor)
+        if not isinstance(image, Image.Image) and kwargs.get("do_rescale", self.do_rescale) and factor and abs(factor * 255 - 1) < 1e-6:
+            # arrays and tensors: floats already in [0, 1] are not rescaled a second time (a custom
+            # rescale_factor says the caller knows the scale: those are left as they are)
             image = to_uint8_levels(image.numpy() if isinstance(image, torch.Tensor) else np.asarray(image))
         if isinstance(image, Image.Image) and image.mode == "RGB" and do_convert_rgb is not False:
             # already RGB: one copy out of PIL, none through another convert("RGB")
