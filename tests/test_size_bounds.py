@@ -35,7 +35,10 @@ def test_absurd_sizes_for_the_weights_are_refused_before_building(saved, change,
     (folder / "config.json").write_text(json.dumps({**good, **HUGE[change]}))
     built = []
     monkeypatch.setattr(mim_hub.MAEModel, "__init__", lambda self, *a, **k: built.append(1) or (_ for _ in ()).throw(AssertionError("built")))
-    for load in (mim_hub.MAEModel.from_pretrained, mim_hub.MAEForPreTraining.from_pretrained, AutoModel.from_pretrained):
+    loaders = [mim_hub.MAEForPreTraining.from_pretrained]
+    if "decoder" not in change:  # (the base model builds no decoder: its size does not matter to it)
+        loaders += [mim_hub.MAEModel.from_pretrained, AutoModel.from_pretrained]
+    for load in loaders:
         with pytest.raises(ValueError, match="refusing to build a model more than"):
             load(folder)
     assert not built
@@ -72,7 +75,7 @@ def test_estimate_is_close_to_the_real_count_of_every_method(method):
             with init_empty_weights(include_buffers=False):
                 model = method_classes(method)[role](config)
             real = sum(p.numel() for p in model.parameters())
-            estimate = estimated_parameters(config)
+            estimate = estimated_parameters(config, pretraining=role == "pretraining")
             # a legitimate folder (weights of any role of this config) is never refused
             assert estimate <= MAX_PARAMETER_RATIO * real + 2**22, (method, role, estimate, real)
             assert estimate >= real / 4, (method, role, estimate, real)
@@ -85,3 +88,15 @@ def test_weights_count_comes_from_the_header_alone(saved):
     (folder / "model.safetensors").write_bytes(b"\xff" * 8 + b"{}")
     with pytest.raises(ValueError, match="not a readable safetensors"):
         mim_hub.MAEModel.from_pretrained(folder)
+
+
+def test_a_classifier_whose_config_keeps_the_default_decoder_fields_loads(tmp_path):
+    """A converted classifier's config holds MAEConfig's default decoder (8 x 512 wide) that no
+    classifier builds: it is not counted against its (tiny) weights."""
+    config = mim_hub.MAEConfig(image_size=32, patch_size=4, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                               intermediate_size=256, num_labels=5, use_mean_pooling=True)
+    mim_hub.MAEForImageClassification(config).save_pretrained(tmp_path)
+    assert isinstance(mim_hub.MAEForImageClassification.from_pretrained(tmp_path), mim_hub.MAEForImageClassification)
+    assert isinstance(AutoModel.from_pretrained(tmp_path), mim_hub.MAEModel)
+    with pytest.raises(ValueError, match="refusing to build"):  # a pre-training model of it would build that decoder
+        mim_hub.MAEForPreTraining.from_pretrained(tmp_path, decoder_num_hidden_layers=64)

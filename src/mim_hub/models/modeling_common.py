@@ -176,7 +176,7 @@ class MIMPreTrainedModel(PreTrainedModel):
         rules = getattr(cls.config_class, "FIELD_RULES", {})
         for field, value in {**{k: v for k, v in kwargs.items() if k in rules}, **requested}.items():
             setattr(config, field, value)
-        check_config_fits_weights(config, folder)
+        check_config_fits_weights(config, folder, pretraining="PreTraining" in cls.__name__ or "MaskedImageModeling" in cls.__name__)
 
     def _at_geometry(self, changes: dict, source: str, model_args=(), init_kwargs=None):
         """A model like this one at another geometry (`changes`: config fields), holding this

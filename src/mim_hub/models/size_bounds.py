@@ -32,9 +32,11 @@ def _sides(config) -> tuple[int, int]:
     return max(1, height // patch), max(1, width // patch)
 
 
-def estimated_parameters(config) -> int:
+def estimated_parameters(config, pretraining: bool = True) -> int:
     """About how many parameters (and large buffers) a model of `config` has, from its size
-    fields alone: within a small factor of the real count for every method's valid configs."""
+    fields alone: within a small factor of the real count for every method's valid configs.
+    `pretraining=False` leaves out what only pre-training models build (decoder, regressor,
+    token head, noise bank), whose fields a classifier's config still carries at their defaults."""
     hidden = _get(config, "hidden_size", 768)
     rows, cols = _sides(config)
     tokens = rows * cols
@@ -48,9 +50,9 @@ def estimated_parameters(config) -> int:
     else:
         inner = _get(config, "intermediate_size", hidden)
         total += _get(config, "num_hidden_layers") * (4 * hidden**2 + 2 * hidden * inner)
-    decoder = _get(config, "decoder_hidden_size", hidden)
+    decoder = _get(config, "decoder_hidden_size", hidden) if pretraining else 0
     decoder_inner = _get(config, "decoder_intermediate_size", decoder)
-    for layers in ("decoder_num_hidden_layers", "regressor_num_hidden_layers"):
+    for layers in ("decoder_num_hidden_layers", "regressor_num_hidden_layers") if pretraining else ():
         width, inner = (hidden, hidden) if not hasattr(config, "decoder_hidden_size") else (decoder, decoder_inner)
         total += _get(config, layers) * (4 * width**2 + 2 * width * inner)
     for depth, width, inner in zip(_get(config, "conv_depths", []), _get(config, "conv_hidden_sizes", []),
@@ -60,8 +62,9 @@ def estimated_parameters(config) -> int:
     if getattr(config, "use_relative_position_bias", False) or getattr(config, "use_shared_relative_position_bias", False):
         tables = _get(config, "num_hidden_layers", 1) if getattr(config, "use_relative_position_bias", False) else 1
         total += tables * (2 * rows - 1) * (2 * cols - 1) * _get(config, "num_attention_heads", 1) + (tokens + 1) ** 2
-    total += _get(config, "vocab_size") * decoder  # CAE's token head
-    total += _get(config, "noise_pattern_count") * _get(config, "noise_pattern_size") ** 2  # ColorMAE's pattern bank
+    if pretraining:
+        total += _get(config, "vocab_size") * decoder  # CAE's token head
+        total += _get(config, "noise_pattern_count") * _get(config, "noise_pattern_size") ** 2  # ColorMAE's pattern bank
     total += _get(config, "num_labels", 2) * hidden
     return int(total)
 
@@ -109,13 +112,14 @@ def weights_parameters(folder: str) -> tuple[int, str] | None:
     return None
 
 
-def check_config_fits_weights(config, folder: str) -> None:
-    """Refuse a config whose estimated size is absurd for the weights file in `folder`."""
+def check_config_fits_weights(config, folder: str, pretraining: bool = True) -> None:
+    """Refuse a config whose estimated size (of a pre-training model, or of the others with
+    `pretraining=False`) is absurd for the weights file in `folder`."""
     found = weights_parameters(folder)
     if found is None:
         return
     held, path = found
-    wanted = estimated_parameters(config)
+    wanted = estimated_parameters(config, pretraining)
     if wanted > MAX_PARAMETER_RATIO * held + PARAMETER_SLACK:
         sizes = {f: getattr(config, f) for f in ("image_size", "patch_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                                                   "decoder_hidden_size", "decoder_num_hidden_layers", "depths", "embed_dim",
