@@ -21,6 +21,7 @@ import tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 from hostile_inputs import FILE_LEVEL, HOSTILE, METHODS, ROUND_TWO, try_one  # noqa: E402
+from hostile_inputs_models import WRONG, run_cases, summary  # noqa: E402
 from kill_loop import kill_loop  # noqa: E402
 
 # modules of other case classes (each defines CLASSES like EXTRA_CLASSES above); absent ones are skipped
@@ -70,14 +71,19 @@ def main() -> int:
                 ok, why = case(sub)
                 row[0], row[1], row[2] = row[0] + 1, row[1] + ok, row[2] + (not ok)
                 print(f"{'refused' if ok else 'FAILED '} {class_name:10s} {case_name:32s} {why}")
+    with tempfile.TemporaryDirectory() as folder:  # configs, image processors, from_pretrained, eval/finetune
+        model_results = run_cases(folder)
+    for group, name, verdict, why in model_results:
+        print(f"{verdict:8s} {group:18s} {name:40s} {why}")
     with tempfile.TemporaryDirectory() as folder:
         survived, tried, identical = kill_loop(folder, kills=args.kills)
     classes = "; ".join(f"{name} {t}/{r}/{w}" for name, (t, r, w) in counts.items())
     wrong = sum(w for _, _, w in counts.values())
     print(f"hostile inputs tried / refused cleanly: {refused}/{tried_inputs} ({len(METHODS)} converters); kills survived / tried: {survived}/{tried}; "
-          f"resumed run identical to an uninterrupted one: {identical}; nothing written half-way")
+          f"resumed run identical to an uninterrupted one: {identical}; nothing written half-way; {summary(model_results)}")
     print(f"round two, cases tried / refused clearly / wrong: {classes}; wrong in all: {wrong}")
-    return 0 if refused == tried_inputs and survived == tried and identical and wrong == 0 else 1
+    model_ok = not any(r[2] == WRONG for r in model_results)
+    return 0 if refused == tried_inputs and survived == tried and identical and wrong == 0 and model_ok else 1
 
 
 if __name__ == "__main__":

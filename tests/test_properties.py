@@ -25,6 +25,10 @@ def test_any_pil_image_becomes_a_finite_rgb_tensor(mode, width, height, seed):
         image = Image.fromarray(rng.rand(height, width).astype(np.float32) * 1000).convert(mode)
     else:
         image = Image.fromarray(rng.randint(0, 255, (height, width, 3), dtype=np.uint8)).convert(mode)
+    if max(width, height) > 100 * min(width, height):  # beyond MAX_ASPECT_RATIO: refused before any resize
+        with pytest.raises(ValueError, match="aspect ratio"):
+            PROCESSOR(image)
+        return
     pixels = PROCESSOR(image, return_tensors="pt").pixel_values
     assert pixels.shape == (1, 3, 16, 16)
     assert torch.isfinite(pixels).all()

@@ -241,6 +241,11 @@ class _RestrictedPickleModule:
 def load_checkpoint(path: str | os.PathLike) -> Any:
     """Load an original checkpoint file safely (see the module docstring). Raises `CheckpointError`."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        listed = sorted(n for n in os.listdir(path) if n.endswith((".pth", ".pt", ".bin", ".tar", ".safetensors", ".ckpt")))
+        hint = f" (it holds {', '.join(listed[:5])})" if listed else ""
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file: pass the checkpoint file itself{hint}; "
+                              "a save_pretrained folder needs no conversion (load it with from_pretrained)")
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.endswith(".safetensors"):

@@ -17,6 +17,61 @@ from transformers.processing_utils import ImagesKwargs
 RESIZE_BACKENDS = ("pil", "torch")
 _TORCH_MODES = {int(Image.BILINEAR): "bilinear", int(Image.BICUBIC): "bicubic"}
 
+# Bounds on the work one image can cause (see README, "Security and robustness"): an image whose
+# long side is more than MAX_ASPECT_RATIO times its short side is refused (resizing its short edge
+# would make a huge image: a 1 x 1,000,000 PNG of 3 kB becomes 224 x 224,000,000), and so is any
+# resize or crop whose output has more than MAX_OUTPUT_PIXELS pixels (a processor size of 100000^2).
+MAX_ASPECT_RATIO = 100
+MAX_OUTPUT_PIXELS = 4096 * 4096
+
+
+def check_image_work(height: int, width: int, output_size: tuple[int, int] | None, what: str = "resize") -> None:
+    """Refuse an image of `height` x `width` whose aspect ratio is beyond MAX_ASPECT_RATIO, or a
+    `what` (resize, crop) to `output_size` of more than MAX_OUTPUT_PIXELS pixels."""
+    if height < 1 or width < 1:
+        raise ValueError(f"image has no pixels: size {height}x{width}")
+    if max(height, width) > MAX_ASPECT_RATIO * min(height, width):
+        raise ValueError(
+            f"image of {height}x{width} pixels has an aspect ratio of {max(height, width) / min(height, width):.0f}:1, beyond "
+            f"the {MAX_ASPECT_RATIO}:1 the image processors accept (mim_hub.models.image_processing_common.MAX_ASPECT_RATIO): "
+            "crop it first")
+    if output_size is not None and output_size[0] * output_size[1] > MAX_OUTPUT_PIXELS:
+        raise ValueError(
+            f"{what} of a {height}x{width} image to {output_size[0]}x{output_size[1]} pixels would make more than "
+            f"{MAX_OUTPUT_PIXELS} pixels (mim_hub.models.image_processing_common.MAX_OUTPUT_PIXELS): check the processor's "
+            "size and crop_size")
+
+
+def to_uint8_levels(array: np.ndarray) -> np.ndarray:
+    """An array image of any numeric dtype as the 8-bit image it stands for, shape unchanged.
+
+    As transformers' `is_scaled_image`, a float image with every value in [0, 1] is taken as
+    already scaled (torchvision's `ToTensor` convention) and brought back to 0..255 levels, so that
+    it is not divided by 255 a second time; a float image in [0, 255] is in 0..255 levels already.
+    Integer images are 0..255, or 16-bit 0..65535 when they hold larger values; booleans are 0/255.
+    Negative values, or values beyond those ranges, have no known scale and are refused: an image
+    that is already normalised must be passed with `do_rescale=False, do_normalize=False`."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(f"image of dtype {array.dtype} is not a numeric image")
+    values = array.astype(np.float64) if np.issubdtype(array.dtype, np.floating) else array
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(values).all():
+        raise ValueError("image contains NaN or infinite values")
+    low, high = float(values.min()), float(values.max())
+    floating = np.issubdtype(array.dtype, np.floating)
+    if low < 0 or high > (255.0 if floating else 65535):
+        raise ValueError(
+            f"{array.dtype} image with values in [{low:g}, {high:g}] has no known scale: images are 8-bit (0..255), "
+            "floats in [0, 1] or [0, 255], or 16-bit (0..65535); an image that is already normalised is passed with "
+            "do_resize=False, do_center_crop=False, do_rescale=False, do_normalize=False")
+    top = (1.0 if high <= 1.0 else 255.0) if floating else (255.0 if high <= 255 else 65535.0)
+    if top == 255.0 and not floating:
+        return array.astype(np.uint8)
+    return np.clip(np.round(values.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
+
 
 def resize_uint8(hwc: np.ndarray, height: int, width: int, resample, backend: str = "pil") -> np.ndarray:
     """Resize an 8-bit [H, W, C] array. `backend="pil"` is PIL's resize (what transformers' PIL
@@ -60,6 +115,10 @@ def to_rgb_image(image) -> Image.Image | np.ndarray:
             values = np.asarray(image, dtype=np.float64)
             if not np.isfinite(values).all():
                 raise ValueError(f"image of mode {image.mode} contains NaN or infinite values")
+            if values.min() < 0:
+                raise ValueError(
+                    f"image of mode {image.mode} has negative values (min {values.min():g}, max {values.max():g}): its "
+                    "range is unknown; convert it to 8-bit (mode 'L') or scale it to [0, 1] first")
             top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
             if image.mode == "F" and values.max() <= 1.0:
                 top = 1.0
@@ -96,11 +155,7 @@ def _grey_array_to_image(array: np.ndarray) -> Image.Image:
         raise ValueError(f"image has no pixels: shape {array.shape}")
     if array.dtype == np.uint8:
         return Image.fromarray(array, mode="L")
-    values = array.astype(np.float64)
-    if not np.isfinite(values).all():
-        raise ValueError("image contains NaN or infinite values")
-    top = 1.0 if values.max() <= 1.0 else 255.0 if values.max() <= 255 else 65535.0
-    return Image.fromarray(np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8), mode="L")
+    return Image.fromarray(to_uint8_levels(array), mode="L")
 
 
 class MIMImageProcessor(PilBackend):
@@ -154,6 +209,8 @@ class MIMImageProcessor(PilBackend):
         return maps
 
     def _prepare_images_structure(self, images, expected_ndims: int = 3):
+        if isinstance(images, (list, tuple)) and len(images) == 0 or hasattr(images, "ndim") and 0 in images.shape[:1] and images.ndim == 4:
+            raise ValueError("no images given: pass an image or a non-empty list of images")
         # a single 2-D (grey) array or tensor is one image, not a batch of rows
         if hasattr(images, "ndim") and images.ndim == 2:
             images = [_grey_array_to_image(np.asarray(images))]
@@ -170,6 +227,14 @@ class MIMImageProcessor(PilBackend):
         backend = resize_backend or "pil"
         if backend not in RESIZE_BACKENDS:
             raise ValueError(f"resize_backend must be one of {RESIZE_BACKENDS}, got {backend!r}")
+        if not images:
+            raise ValueError("no images given: pass an image or a non-empty list of images")
+        for image in images:  # bound the work of each image before any is resized
+            height, width = image.shape[-2:]
+            resized = self._output_size(height, width, size) if do_resize else (height, width)
+            check_image_work(height, width, resized if do_resize else None)
+            if do_center_crop and crop_size is not None and crop_size.height:
+                check_image_work(height, width, (crop_size.height, crop_size.width), "crop")
         fast = (
             do_rescale and do_normalize and not do_pad and image_mean is not None and image_std is not None
             and all(isinstance(i, np.ndarray) and i.dtype == np.uint8 and i.ndim == 3 and i.shape[0] in (1, 3) for i in images)
@@ -212,6 +277,11 @@ class MIMImageProcessor(PilBackend):
 
     def process_image(self, image, do_convert_rgb=None, input_data_format=None, **kwargs):
         image = to_rgb_image(image)
+        factor = kwargs.get("rescale_factor", self.rescale_factor)
+        if not isinstance(image, Image.Image) and kwargs.get("do_rescale", self.do_rescale) and factor and abs(factor * 255 - 1) < 1e-6:
+            # arrays and tensors: floats already in [0, 1] are not rescaled a second time (a custom
+            # rescale_factor says the caller knows the scale: those are left as they are)
+            image = to_uint8_levels(image.numpy() if isinstance(image, torch.Tensor) else np.asarray(image))
         if isinstance(image, Image.Image) and image.mode == "RGB" and do_convert_rgb is not False:
             # already RGB: one copy out of PIL, none through another convert("RGB")
             return np.moveaxis(np.asarray(image), -1, 0)

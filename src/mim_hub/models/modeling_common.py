@@ -21,6 +21,7 @@ from ..layers.relative_position import RelativePositionBias, relative_position_i
 from .features import ClassifierFeaturesMixin
 from ..utils.atomic import atomic_folder, is_atomic_temporary
 from .geometry import GEOMETRY_FIELDS, adapt_geometry, geometry_changes
+from .size_bounds import check_config_fits_weights
 
 # from_pretrained arguments that say where the files are (to read the saved config alone)
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
@@ -196,6 +197,7 @@ class MIMPreTrainedModel(PreTrainedModel):
                     setattr(kwargs["config"], field, getattr(saved, field))
                 requested = {**changes, **requested}
         init_kwargs = {k: kwargs[k] for k in inspect.signature(cls.__init__).parameters if k in kwargs and k not in ("self", "config")}
+        cls._check_sizes_fit_weights(pretrained_model_name_or_path, kwargs, requested)
         loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         model, info = loaded if kwargs.get("output_loading_info") else (loaded, None)
         if getattr(model, "hf_device_map", None):
@@ -208,6 +210,26 @@ class MIMPreTrainedModel(PreTrainedModel):
         if changes:
             model = model._at_geometry(changes, str(pretrained_model_name_or_path), model_args, init_kwargs)
         return (model, info) if info is not None else model
+
+    @classmethod
+    def _check_sizes_fit_weights(cls, pretrained_model_name_or_path, kwargs: dict, requested: dict) -> None:
+        """Before anything is built: a local folder's config (with the overrides asked for) must
+        not ask for a model absurdly larger than its weights file (see `models/size_bounds.py`)."""
+        if not isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
+            return
+        folder = os.path.join(os.fspath(pretrained_model_name_or_path), kwargs.get("subfolder") or "")
+        if not os.path.isdir(folder):
+            return
+        given = kwargs.get("config")
+        if isinstance(given, PreTrainedConfig):
+            config = copy.deepcopy(given)
+        else:
+            config = cls.config_class.from_pretrained(os.fspath(pretrained_model_name_or_path),
+                                                      **{k: kwargs[k] for k in _HUB_KWARGS if k in kwargs})
+        rules = getattr(cls.config_class, "FIELD_RULES", {})
+        for field, value in {**{k: v for k, v in kwargs.items() if k in rules}, **requested}.items():
+            setattr(config, field, value)
+        check_config_fits_weights(config, folder, pretraining="PreTraining" in cls.__name__ or "MaskedImageModeling" in cls.__name__)
 
     def _at_geometry(self, changes: dict, source: str, model_args=(), init_kwargs=None):
         """A model like this one at another geometry (`changes`: config fields), holding this

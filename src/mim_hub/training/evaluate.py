@@ -87,6 +87,35 @@ class ProcessedImages(torch.utils.data.Dataset):
             return torch.zeros(3, height, width), int(self.images.labels[index]), False
 
 
+def check_features(features: torch.Tensor, what: str = "features") -> None:
+    """Refuse features no accuracy can be computed from: NaN or infinite values (a broken model
+    would otherwise score at chance with no word), or one feature vector for every image."""
+    bad = ~torch.isfinite(features).all(dim=1)
+    if bad.any():
+        raise ValueError(f"{what}: {int(bad.sum())} of {len(features)} feature vectors are NaN or infinite (the first is "
+                         f"image {int(bad.nonzero()[0])}): the model's outputs are not finite, so an accuracy would mean "
+                         "nothing; check its weights")
+    if len(features) > 1 and bool((features == features[0]).all()):
+        raise ValueError(f"{what}: every image has the same feature vector: the model's features carry no information")
+
+
+def check_finite_weights(model, source: str = "model") -> None:
+    """Refuse a model with NaN or infinite parameters, naming them."""
+    broken = [name for name, p in model.named_parameters() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if broken:
+        more = f" and {len(broken) - 3} more" if len(broken) > 3 else ""
+        raise ValueError(f"{source}: weights with NaN or infinite values: {', '.join(broken[:3])}{more}; "
+                         "evaluating it would report chance-level accuracy")
+
+
+def check_labels(labels, what: str) -> None:
+    """Refuse labels with fewer than two classes: an accuracy over one class says nothing."""
+    classes = torch.as_tensor(labels).unique()
+    if len(classes) < 2:
+        raise ValueError(f"{what} has {len(classes)} class{'' if len(classes) == 1 else 'es'} "
+                         f"({classes.tolist()}): classification needs at least 2")
+
+
 @torch.no_grad()
 def extract_features(model, processor, images, *, batch_size: int = 128, pooling: str = "mean", num_workers: int = 0,
                      return_labels: bool = False, progress: bool = False):
@@ -112,6 +141,11 @@ def extract_features(model, processor, images, *, batch_size: int = 128, pooling
         else:
             # the patch tokens: the encoder states how many prefix (cls) tokens come first
             feature = out.last_hidden_state[:, encoder.num_prefix_tokens:].mean(1).float()
+        bad = ~torch.isfinite(feature).all(dim=1)
+        if bad.any():  # stop at the first broken batch, naming an image
+            first = sum(len(f) for f in feats) + int(bad.nonzero()[0])
+            raise ValueError(f"features of {int(bad.sum())} images of a batch are NaN or infinite (the first is readable image {first}): "
+                             "the model's outputs are not finite, so an accuracy would mean nothing; check its weights")
         feats.append(feature[readable.to(device)].cpu())
         labels.append(batch_labels[readable])
     features = torch.cat(feats)
@@ -122,6 +156,8 @@ def knn_accuracy(train_x, train_y, test_x, test_y, *, k: int = 20, temperature: 
     """Weighted kNN: cosine similarities of the k nearest training features, votes exp(s / T).
     Similarities are computed in blocks (`knn_topk`), so memory stays bounded for millions of
     training features."""
+    check_features(torch.as_tensor(train_x), "kNN training features")
+    check_features(torch.as_tensor(test_x), "kNN test features")
     train_x, test_x = nn.functional.normalize(torch.as_tensor(train_x).float(), dim=1), nn.functional.normalize(torch.as_tensor(test_x).float(), dim=1)
     train_y, test_y = torch.as_tensor(train_y), torch.as_tensor(test_y)
     num_classes = num_classes or int(max(train_y.max(), test_y.max())) + 1
@@ -158,6 +194,8 @@ def probe_accuracies(train_x, train_y, test_x, test_y, weight_decays, *, epochs:
     stack of heads (their losses are independent, so each learns exactly as if trained alone);
     a grid of weight decays costs about as much as one probe. The global RNG is not touched."""
     train_x, test_x = torch.as_tensor(train_x, dtype=torch.float32), torch.as_tensor(test_x, dtype=torch.float32)
+    check_features(train_x, "linear probe training features")
+    check_features(test_x, "linear probe test features")
     train_y, test_y = torch.as_tensor(train_y), torch.as_tensor(test_y)
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     decays = torch.tensor([float(w) for w in weight_decays])
@@ -259,6 +297,8 @@ def evaluate_model(model, processor, train_images, test_images, *, protocol: str
                    linear_epochs: int = 100, linear_weight_decay="cv", pooling: str = "mean", seed: int = 0, num_workers: int = 0,
                    batch_size: int = 128, progress: bool = False, probe: str = "cv", probe_batch_size: int = 512,
                    probe_effective_batch: int = 16384) -> dict:
+    check_labels(train_images.labels, f"the training split of {getattr(train_images, 'name', 'the dataset')}")
+    check_finite_weights(model, getattr(model.config, "_name_or_path", "") or "model")
     options = dict(pooling=pooling, num_workers=num_workers, batch_size=batch_size, return_labels=True, progress=progress)
     train_x, train_y = extract_features(model, processor, train_images, **options)
     test_x, test_y = extract_features(model, processor, test_images, **options)

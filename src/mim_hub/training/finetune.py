@@ -19,6 +19,7 @@ import torch
 
 from .compiling import add_compile_arguments, compile_blocks
 from .data import add_dataset_arguments, dataset_from_args, default_num_workers, evaluation_split
+from .evaluate import check_labels
 from .optim import adamw, cosine_with_warmup, param_groups_lrd
 from .transforms import RandomResizedCropFlip
 
@@ -133,6 +134,7 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
         if images is not None and not images.has_labels:
             raise ValueError(f"{images.name} has no labels (or not for every image): fine-tuning needs a labelled dataset; "
                              "pass --label-column if the labels are in another column")
+    check_labels(train_images.labels, f"the training split of {train_images.name}")  # one class: a num_labels 1 regression
     names = train_images.label_names or [str(i) for i in range(max(train_images.labels) + 1)]
     id2label, label2id = {i: n for i, n in enumerate(names)}, {n: i for i, n in enumerate(names)}
     config_class = method_classes(method)["config"]

@@ -17,11 +17,16 @@ def method_of_folder(path: str) -> str:
     if not os.path.isfile(config_path):
         raise ModelDirError(f"{path} is not a model folder: it has no config.json")
     try:
-        model_type = json.load(open(config_path)).get("model_type")
-    except json.JSONDecodeError as error:
+        with open(config_path, encoding="utf-8") as handle:
+            fields = json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ModelDirError(f"{config_path} is not valid JSON: {error}") from None
+    if not isinstance(fields, dict):
+        raise ModelDirError(f"{config_path}: a config must be a JSON object of fields, got a JSON {type(fields).__name__}")
+    model_type = fields.get("model_type")
     if model_type not in METHODS:
         raise ModelDirError(f"{path} holds a {model_type!r} model, not a mim_hub model (one of {list(METHODS)})")
+    method_classes(model_type)["config"].from_pretrained(path)  # every field checked: a ValueError naming the file and field
     return model_type
 
 

@@ -4,15 +4,14 @@ Learning", IJCV 2023; Atten4Vis/CAE)."""
 from __future__ import annotations
 
 from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
 
 from ..backbone_config import MIMBackboneConfigMixin
-
-from ..validation import check_image_size, check_positive
+from ..validation import (ACTIVATION, BOOL, COUNT, EPS, NON_NEGATIVE, POSITIVE, PROBABILITY, SIZE, Float, Int, MIMConfig,
+                          check_image_size)
 
 
 @strict
-class CAEConfig(MIMBackboneConfigMixin, PreTrainedConfig):
+class CAEConfig(MIMBackboneConfigMixin, MIMConfig):
     r"""Configuration of CAE's encoder, latent contextual regressor, decoder and fine-tuning head.
 
     Defaults are the released CAE-base (ViT-B/16, 224) with the original numerics: BEiT-style
@@ -88,6 +87,20 @@ class CAEConfig(MIMBackboneConfigMixin, PreTrainedConfig):
     attention_probs_dropout_prob: float = 0.0
     initializer_range: float = 0.02
 
+    FIELD_RULES = {
+        "image_size": SIZE, "patch_size": POSITIVE, "num_channels": POSITIVE, "hidden_size": POSITIVE,
+        "num_hidden_layers": COUNT, "num_attention_heads": POSITIVE, "intermediate_size": POSITIVE, "qkv_bias": BOOL,
+        "layer_scale_init_value": NON_NEGATIVE, "decoder_hidden_size": POSITIVE, "regressor_num_hidden_layers": COUNT,
+        "regressor_num_attention_heads": POSITIVE, "decoder_num_hidden_layers": COUNT, "decoder_num_attention_heads": POSITIVE,
+        "decoder_intermediate_size": POSITIVE, "decoder_layer_scale_init_value": NON_NEGATIVE, "vocab_size": POSITIVE,
+        "align_loss_weight": NON_NEGATIVE, "num_masking_patches": POSITIVE, "min_mask_patches_per_block": POSITIVE,
+        "max_mask_patches_per_block": Int(1, optional=True), "mask_min_aspect": Float(0, low_open=True),
+        "use_mean_pooling": BOOL, "use_relative_position_bias": BOOL, "use_shared_relative_position_bias": BOOL,
+        "use_absolute_position_embeddings": BOOL, "layer_norm_eps": EPS, "hidden_act": ACTIVATION,
+        "drop_path_rate": PROBABILITY, "hidden_dropout_prob": PROBABILITY, "attention_probs_dropout_prob": PROBABILITY,
+        "initializer_range": NON_NEGATIVE,
+    }
+
     @property
     def grid_size(self) -> tuple[int, int]:
         image = self.image_size if isinstance(self.image_size, (list, tuple)) else (self.image_size, self.image_size)
@@ -95,9 +108,6 @@ class CAEConfig(MIMBackboneConfigMixin, PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         name = type(self).__name__
-        check_positive(self, "image_size", "patch_size", "num_channels", "hidden_size", "num_attention_heads", "intermediate_size",
-                       "decoder_hidden_size", "regressor_num_attention_heads", "decoder_num_attention_heads",
-                       "decoder_intermediate_size", "vocab_size", "num_masking_patches", "mask_min_aspect")
         check_image_size(self)
         for width, heads in (("hidden_size", "num_attention_heads"), ("decoder_hidden_size", "regressor_num_attention_heads"),
                              ("decoder_hidden_size", "decoder_num_attention_heads")):
@@ -106,18 +116,11 @@ class CAEConfig(MIMBackboneConfigMixin, PreTrainedConfig):
         for width in ("hidden_size", "decoder_hidden_size"):
             if getattr(self, width) % 4:
                 raise ValueError(f"{name}: {width} {getattr(self, width)} must be divisible by 4 (2-D sin-cos position embedding)")
-        for field in ("num_hidden_layers", "regressor_num_hidden_layers", "decoder_num_hidden_layers"):
-            if getattr(self, field) < 0:
-                raise ValueError(f"{name}: {field} must be >= 0, got {getattr(self, field)}")
         grid = self.grid_size
         patches = grid[0] * grid[1]
         if self.num_masking_patches >= patches:
             raise ValueError(f"{name}: num_masking_patches ({self.num_masking_patches}) must be smaller than the "
                              f"{patches} patches of a {grid[0]}x{grid[1]} grid (at least one patch must stay visible)")
-        if self.layer_scale_init_value < 0 or self.decoder_layer_scale_init_value < 0:
-            raise ValueError(f"{name}: layer scale init values must be >= 0")
-        if self.align_loss_weight < 0:
-            raise ValueError(f"{name}: align_loss_weight must be >= 0, got {self.align_loss_weight}")
         super().__post_init__(**kwargs)
 
 

@@ -6,6 +6,7 @@ from huggingface_hub.dataclasses import strict
 
 from ...layers.mask_color_noise import COLORS
 from ..mae.configuration_mae import MAEConfig
+from ..validation import COUNT, POSITIVE, Choice, Rule
 
 
 @strict
@@ -27,9 +28,12 @@ class ColorMAEConfig(MAEConfig):
     noise_pattern_size: int = 64
     noise_pattern_seed: int = 0
 
+    FIELD_RULES = {
+        **MAEConfig.FIELD_RULES, "noise_color": Choice(*COLORS), "noise_pattern_path": Rule("str", optional=True),
+        "noise_pattern_count": POSITIVE, "noise_pattern_size": POSITIVE, "noise_pattern_seed": COUNT,
+    }
+
     def __post_init__(self, **kwargs):
-        if self.noise_color not in COLORS:
-            raise ValueError(f"ColorMAEConfig: noise_color must be one of {list(COLORS)}, got {self.noise_color!r}")
         size = self.image_size if isinstance(self.image_size, int) else self.image_size[0]
         if self.noise_pattern_size < size // self.patch_size:
             raise ValueError(f"ColorMAEConfig: noise_pattern_size {self.noise_pattern_size} is smaller than the "

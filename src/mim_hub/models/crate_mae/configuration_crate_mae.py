@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
 
 from ..backbone_config import MIMBackboneConfigMixin
-
-from ..validation import check_divisible, check_image_size, check_mask_ratio, check_positive
+from ..validation import (BOOL, COUNT, EPS, NON_NEGATIVE, POSITIVE, PROBABILITY, SIZE, Choice, Float, Int, MIMConfig,
+                          check_divisible, check_image_size)
 
 
 @strict
-class CrateMAEConfig(MIMBackboneConfigMixin, PreTrainedConfig):
+class CrateMAEConfig(MIMBackboneConfigMixin, MIMConfig):
     r"""CRATE-MAE (Pai et al., ICLR 2024) and the CRATE classifier (Yu et al., NeurIPS 2023) as one family.
 
     Defaults are CRATE-MAE-Base with the original code's numerics.
@@ -54,12 +53,16 @@ class CrateMAEConfig(MIMBackboneConfigMixin, PreTrainedConfig):
     norm_pix_loss: bool = False
     initializer_range: float = 0.02
 
+    FIELD_RULES = {
+        "variant": Choice("crate_mae", "crate"), "image_size": SIZE, "patch_size": POSITIVE, "num_channels": POSITIVE,
+        "hidden_size": POSITIVE, "num_hidden_layers": COUNT, "num_attention_heads": POSITIVE,
+        "attention_head_size": Int(1, optional=True), "decoder_num_hidden_layers": COUNT, "decoder_num_attention_heads": POSITIVE,
+        "ista_step_size": Float(0, low_open=True), "ista_lambda": NON_NEGATIVE, "layer_norm_eps": EPS,
+        "final_layer_norm_eps": EPS, "pooling": Choice("cls", "mean"), "mask_ratio": PROBABILITY, "norm_pix_loss": BOOL,
+        "initializer_range": NON_NEGATIVE,
+    }
+
     def __post_init__(self, **kwargs):
-        if self.variant not in ("crate_mae", "crate"):
-            raise ValueError(f"CrateMAEConfig: variant must be 'crate_mae' or 'crate', got {self.variant!r}")
-        if self.pooling not in ("cls", "mean"):
-            raise ValueError(f"CrateMAEConfig: pooling must be 'cls' or 'mean', got {self.pooling!r}")
-        check_positive(self, "patch_size", "hidden_size", "num_attention_heads", "num_channels")
         check_image_size(self)
         if self.attention_head_size is None:
             check_divisible(self, "hidden_size", "num_attention_heads")
@@ -67,7 +70,6 @@ class CrateMAEConfig(MIMBackboneConfigMixin, PreTrainedConfig):
             check_divisible(self, "hidden_size", "decoder_num_attention_heads")
             if self.hidden_size % 4:
                 raise ValueError(f"CrateMAEConfig: hidden_size {self.hidden_size} must be divisible by 4 (2-D sin-cos positions)")
-        check_mask_ratio(self)
         super().__post_init__(**kwargs)
 
     @property

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
 
 from ..backbone_config import MIMBackboneConfigMixin
-
-from ..validation import check_divisible, check_image_size, check_mask_ratio, check_positive
+from ..validation import (ACTIVATION, BOOL, COUNT, EPS, NON_NEGATIVE, POSITIVE, PROBABILITY, SIZE, MIMConfig, check_divisible,
+                          check_image_size)
 
 
 @strict
-class MAEConfig(MIMBackboneConfigMixin, PreTrainedConfig):
+class MAEConfig(MIMBackboneConfigMixin, MIMConfig):
     r"""Configuration of MAE's ViT encoder, its lightweight decoder and the fine-tuning head.
 
     Defaults are the released ViT-B/16 with the original code's numerics (LayerNorm eps 1e-6,
@@ -58,8 +57,16 @@ class MAEConfig(MIMBackboneConfigMixin, PreTrainedConfig):
     attention_probs_dropout_prob: float = 0.0
     initializer_range: float = 0.02
 
+    FIELD_RULES = {
+        "image_size": SIZE, "patch_size": POSITIVE, "num_channels": POSITIVE, "hidden_size": POSITIVE,
+        "num_hidden_layers": COUNT, "num_attention_heads": POSITIVE, "intermediate_size": POSITIVE,
+        "decoder_hidden_size": POSITIVE, "decoder_num_hidden_layers": COUNT, "decoder_num_attention_heads": POSITIVE,
+        "decoder_intermediate_size": POSITIVE, "mask_ratio": PROBABILITY, "norm_pix_loss": BOOL, "use_mean_pooling": BOOL,
+        "layer_norm_eps": EPS, "hidden_act": ACTIVATION, "qkv_bias": BOOL, "drop_path_rate": PROBABILITY,
+        "hidden_dropout_prob": PROBABILITY, "attention_probs_dropout_prob": PROBABILITY, "initializer_range": NON_NEGATIVE,
+    }
+
     def __post_init__(self, **kwargs):
-        check_positive(self, "patch_size", "num_channels", "hidden_size", "num_attention_heads", "intermediate_size")
         check_image_size(self)
         check_divisible(self, "hidden_size", "num_attention_heads")
         check_divisible(self, "decoder_hidden_size", "decoder_num_attention_heads")
@@ -67,7 +74,6 @@ class MAEConfig(MIMBackboneConfigMixin, PreTrainedConfig):
             raise ValueError(f"MAEConfig: hidden_size {self.hidden_size} must be divisible by 4 (2-D sin-cos position embedding)")
         if self.decoder_hidden_size % 4:
             raise ValueError(f"MAEConfig: decoder_hidden_size {self.decoder_hidden_size} must be divisible by 4")
-        check_mask_ratio(self)
         super().__post_init__(**kwargs)
 
 

@@ -4,11 +4,10 @@ Feature Mimicking", arXiv:2303.05475), with ConvMAE's hybrid backbone (Alpha-VL/
 from __future__ import annotations
 
 from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
 
 from ..backbone_config import MIMBackboneConfigMixin
-
-from ..validation import check_divisible, check_image_size, check_mask_ratio, check_positive
+from ..validation import (ACTIVATION, BOOL, COUNT, EPS, NON_NEGATIVE, POSITIVE, PROBABILITY, SIZE, Choice, Int, MIMConfig, Rule,
+                          check_divisible, check_image_size)
 
 BACKBONES = ("convvit", "vit")
 MIMIC_LOSSES = ("mse", "smooth_l1", "cosine")
@@ -17,7 +16,7 @@ MIMIC_HEADS = ("linear", "mlp")
 
 
 @strict
-class MRMAEConfig(MIMBackboneConfigMixin, PreTrainedConfig):
+class MRMAEConfig(MIMBackboneConfigMixin, MIMConfig):
     r"""MR-MAE: an MAE whose encoder also mimics frozen teachers (CLIP, DINO) on the visible tokens.
 
     Two backbones (`backbone`):
@@ -103,6 +102,22 @@ class MRMAEConfig(MIMBackboneConfigMixin, PreTrainedConfig):
     image_mean: list[float] | tuple[float, ...] = (0.485, 0.456, 0.406)
     image_std: list[float] | tuple[float, ...] = (0.229, 0.224, 0.225)
 
+    FIELD_RULES = {
+        "backbone": Choice(*BACKBONES), "image_size": SIZE, "patch_size": POSITIVE, "num_channels": POSITIVE,
+        "conv_hidden_sizes": Rule("ints", 1), "conv_depths": Rule("ints", 0), "conv_patch_sizes": Rule("ints", 1),
+        "conv_intermediate_sizes": Rule("ints", 1), "conv_kernel_size": POSITIVE, "conv_layer_norm_eps": EPS,
+        "use_cls_token": BOOL, "use_multiscale_fusion": BOOL, "hidden_size": POSITIVE, "num_hidden_layers": COUNT,
+        "num_attention_heads": POSITIVE, "intermediate_size": POSITIVE, "decoder_hidden_size": POSITIVE,
+        "decoder_num_hidden_layers": COUNT, "decoder_num_attention_heads": POSITIVE, "decoder_intermediate_size": POSITIVE,
+        "mask_ratio": PROBABILITY, "norm_pix_loss": BOOL, "use_mean_pooling": BOOL, "layer_norm_eps": EPS,
+        "hidden_act": ACTIVATION, "qkv_bias": BOOL, "drop_path_rate": PROBABILITY, "hidden_dropout_prob": PROBABILITY,
+        "attention_probs_dropout_prob": PROBABILITY, "initializer_range": NON_NEGATIVE, "teacher_names_or_paths": Rule("strs"),
+        "teacher_hidden_sizes": Rule("ints", 1), "teacher_layer": Int(optional=True),
+        "mimic_loss_weights": Rule("floats", 0, optional=True), "mimic_loss": Choice(*MIMIC_LOSSES),
+        "mimic_target_norm": Choice(*MIMIC_TARGET_NORMS), "mimic_head": Choice(*MIMIC_HEADS), "image_mean": Rule("floats"),
+        "image_std": Rule("floats", 0, low_open=True),
+    }
+
     def __post_init__(self, **kwargs):
         name = type(self).__name__
         for field in ("conv_hidden_sizes", "conv_depths", "conv_patch_sizes", "conv_intermediate_sizes", "teacher_names_or_paths",
@@ -110,12 +125,6 @@ class MRMAEConfig(MIMBackboneConfigMixin, PreTrainedConfig):
             setattr(self, field, list(getattr(self, field)))
         if self.mimic_loss_weights is not None:
             self.mimic_loss_weights = [float(w) for w in self.mimic_loss_weights]
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"{name}: backbone must be one of {list(BACKBONES)}, got {self.backbone!r}")
-        for field, allowed in (("mimic_loss", MIMIC_LOSSES), ("mimic_target_norm", MIMIC_TARGET_NORMS), ("mimic_head", MIMIC_HEADS)):
-            if getattr(self, field) not in allowed:
-                raise ValueError(f"{name}: {field} must be one of {list(allowed)}, got {getattr(self, field)!r}")
-        check_positive(self, "patch_size", "num_channels", "hidden_size", "num_attention_heads", "intermediate_size")
         check_image_size(self)
         if self.backbone == "vit":
             self.use_cls_token = True
@@ -124,9 +133,6 @@ class MRMAEConfig(MIMBackboneConfigMixin, PreTrainedConfig):
             if any(len(s) != 2 for s in stages):
                 raise ValueError(f"{name}: conv_hidden_sizes, conv_depths, conv_patch_sizes and conv_intermediate_sizes "
                                  f"need one value per convolutional stage (2), got {[list(s) for s in stages]}")
-            check_positive(self, "conv_hidden_sizes", "conv_patch_sizes", "conv_intermediate_sizes", "conv_kernel_size")
-            if any(d < 0 for d in self.conv_depths):
-                raise ValueError(f"{name}: conv_depths must be >= 0, got {self.conv_depths}")
             if self.conv_kernel_size % 2 == 0:
                 raise ValueError(f"{name}: conv_kernel_size must be odd (same padding), got {self.conv_kernel_size}")
             down = self.conv_patch_sizes[0] * self.conv_patch_sizes[1]
@@ -138,7 +144,6 @@ class MRMAEConfig(MIMBackboneConfigMixin, PreTrainedConfig):
         for field in ("hidden_size", "decoder_hidden_size"):
             if getattr(self, field) % 4:
                 raise ValueError(f"{name}: {field} {getattr(self, field)} must be divisible by 4 (2-D sin-cos position embedding)")
-        check_mask_ratio(self)
         if self.teacher_hidden_sizes and len(self.teacher_hidden_sizes) != len(self.teacher_names_or_paths):
             raise ValueError(f"{name}: {len(self.teacher_hidden_sizes)} teacher_hidden_sizes for "
                              f"{len(self.teacher_names_or_paths)} teacher_names_or_paths")

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
 
 from ..backbone_config import MIMBackboneConfigMixin
-
-from ..validation import check_divisible, check_image_size, check_positive
+from ..validation import (ACTIVATION, BOOL, COUNT, POSITIVE, PROBABILITY, NON_NEGATIVE, Float, Int, MIMConfig, Choice, Rule,
+                          check_divisible, check_image_size)
 
 BACKBONES = ("vit", "swin")
 
 
 @strict
-class SimMIMConfig(MIMBackboneConfigMixin, PreTrainedConfig):
+class SimMIMConfig(MIMBackboneConfigMixin, MIMConfig):
     r"""Configuration of SimMIM: a ViT (BEiT-style) or Swin encoder, the one-layer decoder
     (1x1 conv + PixelShuffle) and the fine-tuning head.
 
@@ -83,10 +82,21 @@ class SimMIMConfig(MIMBackboneConfigMixin, PreTrainedConfig):
     attention_probs_dropout_prob: float = 0.0
     initializer_range: float = 0.02
 
+    # None: the backbone's released value (filled in by __post_init__)
+    FIELD_RULES = {
+        "backbone": Choice(*BACKBONES), "image_size": Rule("size", optional=True), "patch_size": Int(1, optional=True),
+        "num_channels": POSITIVE, "hidden_size": POSITIVE, "num_hidden_layers": COUNT, "num_attention_heads": POSITIVE,
+        "intermediate_size": POSITIVE, "qkv_bias": BOOL, "layer_scale_init_value": Float(0, optional=True),
+        "use_absolute_position_embeddings": BOOL, "use_relative_position_bias": BOOL, "use_shared_relative_position_bias": BOOL,
+        "use_mean_pooling": BOOL, "embed_dim": POSITIVE, "depths": Rule("ints", 1), "num_heads": Rule("ints", 1),
+        "window_size": POSITIVE, "mlp_ratio": Float(0, low_open=True), "patch_norm": BOOL, "encoder_stride": Int(1, optional=True),
+        "mask_patch_size": POSITIVE, "mask_ratio": Float(0, 1), "layer_norm_eps": Float(0, low_open=True, optional=True),
+        "hidden_act": ACTIVATION, "drop_path_rate": Float(0, 1, high_open=True, optional=True),
+        "hidden_dropout_prob": PROBABILITY, "attention_probs_dropout_prob": PROBABILITY, "initializer_range": NON_NEGATIVE,
+    }
+
     def __post_init__(self, **kwargs):
         name = type(self).__name__
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"{name}: backbone must be one of {BACKBONES}, got {self.backbone!r}")
         swin = self.backbone == "swin"
         if self.image_size is None:
             self.image_size = 192 if swin else 224
@@ -96,12 +106,10 @@ class SimMIMConfig(MIMBackboneConfigMixin, PreTrainedConfig):
             self.layer_norm_eps = 1e-5 if swin else 1e-6
         if self.drop_path_rate is None:  # the released pre-training configs
             self.drop_path_rate = 0.0 if swin else 0.1
-        check_positive(self, "patch_size", "num_channels", "mask_patch_size")
         sides = check_image_size(self)
         if swin:
             self.depths = [int(d) for d in self.depths]
             self.num_heads = [int(h) for h in self.num_heads]
-            check_positive(self, "embed_dim", "depths", "num_heads", "window_size", "mlp_ratio")
             if len(self.depths) != len(self.num_heads):
                 raise ValueError(f"{name}: depths {self.depths} and num_heads {self.num_heads} must have one entry per stage")
             stages = len(self.depths)
@@ -124,10 +132,7 @@ class SimMIMConfig(MIMBackboneConfigMixin, PreTrainedConfig):
             self.intermediate_size = int(self.hidden_size * self.mlp_ratio)
             stride = self.patch_size * factor
         else:
-            check_positive(self, "hidden_size", "num_attention_heads", "intermediate_size")
             check_divisible(self, "hidden_size", "num_attention_heads")
-            if self.num_hidden_layers < 0:
-                raise ValueError(f"{name}: num_hidden_layers must be >= 0, got {self.num_hidden_layers}")
             stride = self.patch_size
         if self.encoder_stride is None:
             self.encoder_stride = stride
@@ -138,8 +143,6 @@ class SimMIMConfig(MIMBackboneConfigMixin, PreTrainedConfig):
             )
         if self.mask_patch_size % self.patch_size:
             raise ValueError(f"{name}: mask_patch_size {self.mask_patch_size} must be a multiple of patch_size {self.patch_size}")
-        if not 0.0 <= self.mask_ratio <= 1.0:
-            raise ValueError(f"{name}: mask_ratio must be in [0, 1], got {self.mask_ratio}")
         super().__post_init__(**kwargs)
 
     def backbone_stage_names(self) -> list[str]:
