@@ -30,20 +30,15 @@ def test_num_prefix_tokens(key):
         assert tokens.shape[1] == model.num_prefix_tokens + side * side
 
 
-class _Images:
-    """The two methods `extract_features` uses of an ImageDataset."""
+def _images(pixels):
+    """An ImageDataset of PIL images made from [-1, 1] pixels, as `extract_features` reads them."""
+    import numpy as np
+    from PIL import Image
 
-    def __init__(self, pixels):
-        from PIL import Image
-        import numpy as np
-        arrays = ((pixels.clamp(-1, 1) + 1) * 127.5).byte().permute(0, 2, 3, 1).numpy()
-        self.images = [Image.fromarray(np.ascontiguousarray(a)) for a in arrays]
+    from mim_hub.training.data import ImageList
 
-    def __len__(self):
-        return len(self.images)
-
-    def image(self, index):
-        return self.images[index]
+    arrays = ((pixels.clamp(-1, 1) + 1) * 127.5).byte().permute(0, 2, 3, 1).numpy()
+    return ImageList([Image.fromarray(np.ascontiguousarray(a)) for a in arrays], labels=[0] * len(arrays))
 
 
 def test_mean_pooling_keeps_every_swin_token():
@@ -54,7 +49,7 @@ def test_mean_pooling_keeps_every_swin_token():
     torch.manual_seed(0)
     model = AutoModel.from_config(config).eval()
     processor = SimMIMImageProcessor(size={"height": 32, "width": 32}, do_center_crop=False)
-    images = _Images(_pixels(3))
+    images = _images(_pixels(3))
     feats = extract_features(model, processor, images, batch_size=2)
     with torch.no_grad():
         expected = model(processor(images.images, return_tensors="pt").pixel_values).last_hidden_state.mean(1)

@@ -263,7 +263,8 @@ def _run(args: argparse.Namespace, accelerator) -> int:
     # resume
     step, epoch, batch_in_epoch = 0, 0, 0
     run = run_record(args, config, method=method, total_batch=total_batch, lr=lr, warmup_steps=warmup, total_steps=total_steps,
-                     steps_per_epoch=steps_per_epoch, num_processes=accelerator.num_processes, num_images=len(data))
+                     steps_per_epoch=steps_per_epoch, num_processes=accelerator.num_processes,
+                     num_images=len(data) if images is not None else source.total)
     resumed_with_changes = False
     if args.resume:
         checkpoint = latest_checkpoint(args.output_dir)
