@@ -37,14 +37,21 @@ def param_groups_lrd(model, weight_decay: float, layer_decay: float) -> list[dic
     `layer_decay ** (num_layers - i)`, embeddings are layer 0 and the head the last layer.
     Uses the model's `layer_id(name)` and `num_layers_for_decay()` hooks."""
     inner = _unwrap(model)
-    skip = inner.no_weight_decay()
-    num_layers = inner.num_layers_for_decay()
+    return layer_decay_groups(inner.named_parameters(), inner.layer_id, inner.num_layers_for_decay(), inner.no_weight_decay(),
+                              weight_decay, layer_decay)
+
+
+def layer_decay_groups(named_parameters, layer_of, num_layers: int, no_weight_decay: set[str], weight_decay: float,
+                       layer_decay: float) -> list[dict]:
+    """Optimizer groups by (layer, decayed or not): `layer_of(name)` gives a parameter's layer
+    (0 .. `num_layers`), its lr scale is `layer_decay ** (num_layers - layer)`; names in
+    `no_weight_decay` and 1-D parameters get no weight decay."""
     groups: dict[tuple[int, bool], dict] = {}
-    for name, param in inner.named_parameters():
+    for name, param in named_parameters:
         if not param.requires_grad:
             continue
-        no_decay = name in skip or param.ndim <= 1
-        layer = inner.layer_id(name)
+        no_decay = name in no_weight_decay or param.ndim <= 1
+        layer = layer_of(name)
         key = (layer, no_decay)
         if key not in groups:
             groups[key] = {"params": [], "weight_decay": 0.0 if no_decay else weight_decay,

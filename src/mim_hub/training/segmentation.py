@@ -29,6 +29,7 @@ import torch
 from PIL import Image, ImageEnhance
 
 from .data_segmentation import IGNORE_INDEX, SegmentationDataset
+from .optim import layer_decay_groups
 from .transforms import Normalize, random_resized_crop_box
 
 logger = logging.getLogger("mim_hub.segmentation")
@@ -198,23 +199,15 @@ def param_groups_segmentation(model, weight_decay: float, layer_decay: float) ->
     the pyramid neck at the full lr) and the full lr for the decode heads; no weight decay on
     biases, norms, tokens and position tables."""
     backbone = model.backbone
-    skip = {f"backbone.{n}" for n in backbone.no_weight_decay()}
     num_layers = backbone.num_layers_for_decay()
-    groups: dict[tuple[int, bool], dict] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        no_decay = name in skip or param.ndim <= 1
+
+    def layer_of(name: str) -> int:
         if name.startswith("backbone.") and not name.startswith("backbone.neck."):
-            layer = backbone.layer_id(name[len("backbone."):])
-        else:
-            layer = num_layers
-        key = (layer, no_decay)
-        if key not in groups:
-            groups[key] = {"params": [], "weight_decay": 0.0 if no_decay else weight_decay,
-                           "lr_scale": layer_decay ** (num_layers - layer), "layer_id": layer}
-        groups[key]["params"].append(param)
-    return [groups[k] for k in sorted(groups)]
+            return backbone.layer_id(name[len("backbone."):])
+        return num_layers
+
+    return layer_decay_groups(model.named_parameters(), layer_of, num_layers, {f"backbone.{n}" for n in backbone.no_weight_decay()},
+                              weight_decay, layer_decay)
 
 
 def poly_with_warmup(optimizer, warmup_steps: int, total_steps: int, power: float = 1.0, min_lr_ratio: float = 0.0):
@@ -321,7 +314,7 @@ def finetune_segmentation(model_dir: str, train: SegmentationDataset, evaluation
         output_dir=output_dir, num_train_epochs=epochs, max_steps=max_steps, per_device_train_batch_size=batch_size,
         per_device_eval_batch_size=batch_size, eval_strategy="epoch" if eval_data is not None and max_steps <= 0 else "no",
         save_strategy="no", seed=seed, report_to="none", remove_unused_columns=False, batch_eval_metrics=True,
-        logging_steps=max(1, steps // 20), dataloader_num_workers=num_workers, disable_tqdm=not log_to_console,
+        logging_steps=max(1, steps // 20), dataloader_num_workers=num_workers, dataloader_pin_memory=torch.cuda.is_available(), disable_tqdm=not log_to_console,
     )
     trainer = Trainer(model=model, args=arguments, train_dataset=train_data, eval_dataset=eval_data, compute_metrics=metric,
                       optimizers=(optimizer, scheduler))
