@@ -55,7 +55,8 @@ def main() -> int:
     parser.add_argument("--markdown", default=os.path.join(os.path.dirname(__file__), "learning.md"))
     parser.add_argument("--method", nargs="+", default=None,
                         help="'all' or method keys: the six-method protocol of learning_methods.py (its table is appended to --markdown)")
-    parser.add_argument("--budget-s", type=float, default=60.0, help="--method: pre-training wall-clock budget per method and seed")
+    parser.add_argument("--mae-steps", type=int, default=2000,
+                        help="--method: the pre-training budget, as MAE's steps; every method gets the same wall-clock time (rates measured side by side)")
     parser.add_argument("--quick", action="store_true", help="--method: a smoke run of every method's path (no numbers written)")
     args = parser.parse_args()
     if args.method:
@@ -63,7 +64,7 @@ def main() -> int:
         from learning_methods import METHODS, run_all
 
         methods = METHODS if args.method == ["all"] else args.method
-        return run_all(methods, args.seeds, args.output_dir, args.budget_s, args.markdown, quick=args.quick)
+        return run_all(methods, args.seeds, args.output_dir, args.mae_steps, args.markdown, quick=args.quick)
     jobs = [(args.output_dir, s, args.pretrain_steps, args.batch_size, args.lr, args.threads) for s in args.seeds]
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:

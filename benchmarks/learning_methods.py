@@ -1,12 +1,16 @@
 """One learning protocol for all six methods (`python benchmarks/learning.py --method all`).
 
-Each method's small digits model (32 px, patch 4 or 8, 64 wide, 4 layers) is pre-trained with
+Each method's small digits model (32 px, patch 4 or 8, 64 wide, 3-4 layers) is pre-trained with
 `mim-hub pretrain --method M` and the demo's recipe (batch 32, lr 5e-4, crop 0.5-1, no flips) for
-the same wall-clock budget: a 5-step probe run measures the method's steps per second, and the
-run is given budget x rate steps. Then, on frozen mean-pooled features: kNN (k 20, T 0.07) and the
-linear probe with its weight decay chosen by 5-fold cross-validation on the training split,
-against the same architecture at random initialisation and raw pixels; and the fine-tuned
-accuracy (Trainer, `finetune()` defaults, a few epochs). Per method and seed, a JSON record.
+the same wall-clock budget: MAE's `--mae-steps` steps. The budget is set by rates measured side by
+side: every method runs a short `mim-hub pretrain` in alternating order (two rounds), its steady
+rate is read from the training log (steps between the first and the last record, start-up left
+out), and a method gets `mae_steps x its rate / MAE's rate` steps. Measured that way the ratios
+hold on a loaded machine, where wall-clock seconds do not. Then, on frozen mean-pooled features:
+kNN (k 20, T 0.07) and the linear probe with its weight decay chosen by 5-fold cross-validation on
+the training split, against the same architecture at random initialisation and raw pixels; and the
+fine-tuned accuracy (Trainer, `finetune()` defaults, a few epochs). Per method and seed, a JSON
+record.
 """
 
 from __future__ import annotations
@@ -46,44 +50,80 @@ def small_config(method: str):
     raise ValueError(f"unknown method {method!r}; known: {METHODS}")
 
 
-def _pretrain(method: str, init_dir: str, out: str, steps: int, seed: int) -> float:
+def _pretrain(method: str, init_dir: str, out: str, steps: int, seed: int, log_every: int = 50) -> float:
     from mim_hub.cli import main
 
     started = time.time()
     code = main(["pretrain", "--method", method, "--model", init_dir, "--output-dir", out, "--dataset", "digits", "--max-steps", str(steps),
                  "--batch-size", "32", "--lr", "5e-4", "--warmup-steps", str(max(1, steps // 20)), "--crop-min-scale", "0.5", "--no-flip",
-                 "--seed", str(seed), "--save-every", "0", "--log-every", "50"])
+                 "--seed", str(seed), "--save-every", "0", "--log-every", str(log_every)])
     if code != 0:
         raise RuntimeError(f"pre-training {method} failed (exit {code})")
     return time.time() - started
 
 
-def run_method(method: str, output_dir: str, *, budget_s: float, seed: int, finetune_epochs: float = 3, quick: bool = False) -> dict:
-    """One method and seed. `quick`: a smoke run of the code path (probe 5 epochs, no CV, 0.2 fine-tuning epochs), no numbers."""
-    from transformers import AutoModel
-
+def _initial_model(method: str, folder: str, seed: int) -> str:
+    """The method's small model at random initialisation (seeded), saved with its processor."""
     from mim_hub.auto import method_classes
     from mim_hub.training.data import load_digits_dataset
-    from mim_hub.training.demo import pixel_features
-    from mim_hub.training.evaluate import evaluate_model, knn_accuracy, linear_probe
-    from mim_hub.training.finetune import finetune
     from mim_hub.training.pretrain import build_processor, dataset_statistics
 
-    train, test = load_digits_dataset("train"), load_digits_dataset("test")
-    folder = os.path.join(output_dir, f"{method}-seed{seed}")
     init_dir = os.path.join(folder, "init")
     torch.manual_seed(seed)
     model = method_classes(method)["pretraining"](small_config(method))
     model.save_pretrained(init_dir)
-    mean, std = dataset_statistics(train)
-    build_processor(method, model.config, mean, std).save_pretrained(init_dir)
-    probe_s = _pretrain(method, init_dir, os.path.join(folder, "probe"), 5, seed)  # includes start-up: a lower bound of the rate
-    steps = max(5, int(budget_s / probe_s * 5))
+    build_processor(method, model.config, *dataset_statistics(load_digits_dataset("train"))).save_pretrained(init_dir)
+    return init_dir
+
+
+def steady_rate(log_path: str) -> float:
+    """Steps per second between the first and the last record of a pre-training log (the
+    start-up and the first steps, which hold the workers' start, left out)."""
+    with open(log_path) as handle:
+        records = [json.loads(line) for line in handle if line.strip()]
+    first, last = records[0], records[-1]
+    if last["step"] <= first["step"]:
+        raise ValueError(f"{log_path}: needs two records at different steps to give a rate")
+    return (last["step"] - first["step"]) / (last["elapsed_s"] - first["elapsed_s"])
+
+
+def relative_rates(methods, output_dir: str, *, steps: int = 80, rounds: int = 2) -> dict[str, dict]:
+    """Each method's steady pre-training rate, measured side by side: `rounds` short runs per
+    method in alternating order; per method the median rate and its ratio to MAE's (or to the
+    first method's, without MAE)."""
+    folder = os.path.join(output_dir, "rates")
+    inits = {method: _initial_model(method, os.path.join(folder, method), 0) for method in methods}
+    rates: dict[str, list[float]] = {method: [] for method in methods}
+    for round_index in range(rounds):
+        order = list(methods) if round_index % 2 == 0 else list(reversed(methods))
+        for method in order:
+            run = os.path.join(folder, method, f"round{round_index}")
+            _pretrain(method, inits[method], run, steps, 0, log_every=steps // 4)
+            rates[method].append(steady_rate(os.path.join(run, "log.jsonl")))
+    reference = "mae" if "mae" in rates else methods[0]
+    median = {method: statistics.median(values) for method, values in rates.items()}
+    return {method: {"steps_per_s": median[method], "rounds": values, "vs_reference": median[method] / median[reference]}
+            for method, values in rates.items()}
+
+
+def run_method(method: str, output_dir: str, *, steps: int, seed: int, finetune_epochs: float = 3, quick: bool = False) -> dict:
+    """One method and seed, pre-trained for `steps`. `quick`: a smoke run of the code path (probe
+    5 epochs, no CV, 0.2 fine-tuning epochs), no numbers."""
+    from transformers import AutoModel
+
+    from mim_hub.training.data import load_digits_dataset
+    from mim_hub.training.demo import pixel_features
+    from mim_hub.training.evaluate import evaluate_model, knn_accuracy, linear_probe
+    from mim_hub.training.finetune import finetune
+
+    train, test = load_digits_dataset("train"), load_digits_dataset("test")
+    folder = os.path.join(output_dir, f"{method}-seed{seed}")
+    init_dir = _initial_model(method, folder, seed)
     seconds = _pretrain(method, init_dir, os.path.join(folder, "pretrained"), steps, seed)
     from transformers import AutoImageProcessor
 
     processor = AutoImageProcessor.from_pretrained(init_dir)
-    record = {"method": method, "seed": seed, "budget_s": budget_s, "steps": steps, "pretrain_s": round(seconds, 1)}
+    record = {"method": method, "seed": seed, "steps": steps, "pretrain_s": round(seconds, 1)}
     for name, path in (("pre-trained", os.path.join(folder, "pretrained")), ("random init", init_dir)):
         record[name] = evaluate_model(AutoModel.from_pretrained(path), processor, train, test, seed=seed,
                                       **(dict(linear_epochs=5, linear_weight_decay=0.0) if quick else {}))
@@ -124,24 +164,42 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_all(methods, seeds, output_dir: str, budget_s: float, markdown: str, quick: bool = False) -> int:
+def run_all(methods, seeds, output_dir: str, mae_steps: int, markdown: str, quick: bool = False) -> int:
     os.makedirs(output_dir, exist_ok=True)
-    records = []
     path = os.path.join(output_dir, "learning_methods.jsonl")
+    rates_path = os.path.join(output_dir, "rates.json")
+    if os.path.exists(rates_path):  # a resumed run keeps the budget it started with
+        with open(rates_path) as handle:
+            rates = json.load(handle)
+    else:
+        rates = relative_rates(methods, output_dir, steps=20 if quick else 80, rounds=1 if quick else 2)
+        with open(rates_path, "w") as handle:
+            json.dump(rates, handle, indent=1)
+    done = []
+    if os.path.exists(path):  # resume: the (method, seed) pairs already recorded are not run again
+        with open(path) as handle:
+            done = [json.loads(line) for line in handle if line.strip()]
+    records = [r for r in done if r["method"] in methods and r["seed"] in seeds]
     for seed in seeds:
         for method in methods:
-            record = run_method(method, output_dir, budget_s=budget_s, seed=seed, quick=quick)
+            if any(r["method"] == method and r["seed"] == seed for r in records):
+                continue
+            steps = max(5, round((20 if quick else mae_steps) * rates[method]["vs_reference"]))
+            record = run_method(method, output_dir, steps=steps, seed=seed, quick=quick)
+            record["vs_mae_rate"] = round(rates[method]["vs_reference"], 3)
             records.append(record)
             with open(path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
     if quick:
         print(table(records))
         return 0
+    rate_line = ", ".join(f"{m} {rates[m]['vs_reference']:.2f}" for m in methods)
     text = (f"\n## All six methods, one protocol (`benchmarks/learning.py --method all`)\n\n"
-            f"Seeds {list(seeds)}; each method's small digits model (64 wide, 4 layers) pre-trained for a wall-clock budget of "
-            f"{budget_s:g} s (steps = budget x the rate of a 5-step run, start-up included; batch 32, lr 5e-4), on 2 shared CPU "
-            f"cores. kNN (k 20, T 0.07) and linear probe (weight decay by 5-fold CV on train) on frozen mean-pooled features; "
-            f"fine-tuned: Trainer, 3 epochs. Mean +- std over seeds.\n\n" + table(records) + "\n")
+            f"Seeds {list(seeds)}; each method's small digits model (64 wide) pre-trained for the wall-clock budget of {mae_steps} MAE "
+            f"steps (batch 32, lr 5e-4, crop 0.5-1, no flips): a method gets {mae_steps} x its steady pre-training rate / MAE's, the rates "
+            f"measured side by side in alternating short runs ({rate_line}). kNN (k 20, T 0.07) and linear probe (weight decay by "
+            f"5-fold CV on train) on frozen mean-pooled features; fine-tuned: Trainer, 3 epochs. Mean +- std over seeds; the steps "
+            f"column gives each seed's steps and pre-training seconds.\n\n" + table(records) + "\n")
     print(text)
     with open(markdown, "a") as handle:
         handle.write(text)
