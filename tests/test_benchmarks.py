@@ -68,3 +68,35 @@ def test_measures_filter_runs_only_the_rows_asked_for():
     rows = run.measure_method("mae", batch=2, device="cpu", quick=True, repeats=2, ceiling={"fp32": 1e11}, measures="compiled",
                               compile_backend="aot_eager")
     assert list(rows) == [COMPILED_STEP]
+
+
+def test_the_six_method_budget_reads_the_steady_rate_and_scales_steps_by_rate_ratios(tmp_path, monkeypatch):
+    import json
+
+    import learning_methods
+
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in (
+        {"step": 20, "elapsed_s": 30.0},  # the first record holds start-up and the workers' start: left out
+        {"step": 40, "elapsed_s": 34.0}, {"step": 60, "elapsed_s": 38.0})))
+    assert learning_methods.steady_rate(str(log)) == pytest.approx(40 / 8.0)
+    log.write_text(json.dumps({"step": 20, "elapsed_s": 30.0}) + "\n")
+    with pytest.raises(ValueError, match="two records"):
+        learning_methods.steady_rate(str(log))
+
+    # rounds alternate their order, and every method's rate is relative to MAE's median rate
+    order, rate = [], {"mae": [4.0, 6.0], "cae": [2.0, 3.0]}
+
+    def fake_pretrain(method, init_dir, out, steps, seed, log_every=50):
+        order.append(method)
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "log.jsonl"), "w") as handle:
+            r = rate[method][len([m for m in order if m == method]) - 1]
+            handle.write(json.dumps({"step": 0, "elapsed_s": 0.0}) + "\n" + json.dumps({"step": steps, "elapsed_s": steps / r}) + "\n")
+        return 0.0
+
+    monkeypatch.setattr(learning_methods, "_pretrain", fake_pretrain)
+    monkeypatch.setattr(learning_methods, "_initial_model", lambda method, folder, seed: folder)
+    rates = learning_methods.relative_rates(("mae", "cae"), str(tmp_path), steps=8, rounds=2)
+    assert order == ["mae", "cae", "cae", "mae"]
+    assert rates["mae"]["vs_reference"] == 1.0 and rates["cae"]["vs_reference"] == pytest.approx(2.5 / 5.0)
