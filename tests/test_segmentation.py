@@ -275,3 +275,22 @@ def test_finetune_semantic_segmentation_slide_eval_cli(tmp_path, capsys):
     assert Image.open(out / "segmentation.png").size == (3 * 3 * 40, 3 * 40)  # the picture at the image's own size
     assert cli([*base, "--output-dir", str(tmp_path / "bad"), "--eval-mode", "slide", "--eval-stride", "40"]) == 2
     assert "larger than" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_slide_eval_runs_in_the_epoch_evaluations(tmp_path):
+    from mim_hub.training.segmentation import finetune_segmentation
+
+    config = mim_hub.MAEConfig(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                               decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
+                               decoder_intermediate_size=64)
+    mim_hub.MAEForPreTraining(config).save_pretrained(tmp_path / "mae")
+    mim_hub.MAEImageProcessor(size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(tmp_path / "mae")
+    data = SegFolder(str(_segfolder(tmp_path / "seg", size=48)))
+    trainer, metrics = finetune_segmentation(str(tmp_path / "mae"), data, data, output_dir=str(tmp_path / "out"), epochs=1, batch_size=2,
+                                             channels=16, auxiliary_channels=8, pictures=0, log_to_console=False, eval_mode="slide",
+                                             eval_crop_size=32, eval_stride=16)
+    evaluations = [h for h in trainer.state.log_history if "eval_mean_iou" in h]
+    assert len(evaluations) == 2 and evaluations[0]["epoch"] == 1  # the epoch's and the final one, both sliding-window
+    assert metrics["eval_mean_iou"] == evaluations[-1]["eval_mean_iou"] and "eval_iou_right" in metrics
+    with pytest.raises(ValueError, match="eval_mode"):
+        finetune_segmentation(str(tmp_path / "mae"), data, data, output_dir=str(tmp_path / "bad"), eval_mode="tiles")
