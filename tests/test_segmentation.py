@@ -141,3 +141,156 @@ def test_finetune_semantic_segmentation_refuses_bad_data(tmp_path, capsys):
                 "--output-dir", str(tmp_path / "out")])
     assert code == 2 and "segfolder" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# ---- sliding-window evaluation ----------------------------------------------------------------
+
+class _Output:
+    def __init__(self, logits):
+        self.logits = logits
+
+
+class _WindowIndex(torch.nn.Module):
+    """Stub segmenter: every window's logits are [window number, 1] everywhere (windows numbered
+    in the order they are run), so the averaged logits show exactly which windows covered a pixel."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.calls, self.shapes = 0, []
+
+    def forward(self, pixel_values):
+        self.shapes.append(tuple(pixel_values.shape))
+        n, _, h, w = pixel_values.shape
+        index = torch.arange(self.calls, self.calls + n, dtype=torch.float32)
+        self.calls += n
+        return _Output(torch.stack([index[:, None, None].expand(n, h, w), torch.ones(n, h, w)], dim=1))
+
+
+class _Identity(torch.nn.Module):
+    """Stub segmenter whose logits are its input (position-dependent), optionally at half resolution."""
+
+    def __init__(self, half: bool = False):
+        super().__init__()
+        self.weight, self.half, self.inputs = torch.nn.Parameter(torch.zeros(())), half, []
+
+    def forward(self, pixel_values):
+        self.inputs.append(pixel_values.clone())
+        return _Output(pixel_values[:, :, ::2, ::2] if self.half else pixel_values + 0)
+
+
+def test_window_starts_follow_mmseg():
+    from mim_hub.training.segmentation import window_starts
+
+    assert window_starts(10, 4, 3) == [0, 3, 6]
+    assert window_starts(11, 4, 3) == [0, 3, 6, 7]  # the last window ends flush with the edge
+    assert window_starts(32, 32, 21) == [0] and window_starts(20, 32, 21) == [0]  # smaller than the crop: one (padded) window
+    assert window_starts(64, 32, 21) == [0, 21, 32]
+
+
+def test_slide_averages_overlapping_windows_exactly():
+    from mim_hub.training.segmentation import slide_logits
+
+    model = _WindowIndex()
+    logits, count = slide_logits(model, torch.zeros(3, 10, 11), crop_size=4, stride=3, batch_size=5, return_count=True)
+    rows, cols = [0, 3, 6], [0, 3, 6, 7]  # window_starts(10, 4, 3), window_starts(11, 4, 3)
+    assert model.calls == 12 and [s[0] for s in model.shapes] == [5, 5, 2] and all(s[2:] == (4, 4) for s in model.shapes)
+    expected_count = torch.zeros(10, 11)
+    expected_sum = torch.zeros(10, 11)
+    for k, (y, x) in enumerate((y, x) for y in rows for x in cols):  # windows run row by row
+        expected_count[y:y + 4, x:x + 4] += 1
+        expected_sum[y:y + 4, x:x + 4] += k
+    assert torch.equal(count, expected_count)
+    assert count[3, 0] == 2 and count[3, 3] == 4 and count[0, 7] == 2 and count[6, 6] == 4 and count[9, 9] == 2 and count[9, 10] == 1
+    torch.testing.assert_close(logits[0], expected_sum / expected_count, rtol=0, atol=1e-6)
+    assert torch.equal(logits[1], torch.ones(10, 11))  # a constant stays itself under the averaging
+
+
+def test_slide_keeps_positions_and_pads_small_images():
+    from mim_hub.training.segmentation import slide_logits
+
+    pixels = torch.arange(2 * 9 * 14, dtype=torch.float32).reshape(2, 9, 14)
+    torch.testing.assert_close(slide_logits(_Identity(), pixels, 4, 2), pixels)  # every window agrees with the image
+    model = _Identity()
+    small = torch.rand(2, 5, 7) + 1
+    out, count = slide_logits(model, small, crop_size=8, stride=4, return_count=True)
+    (window,) = model.inputs
+    assert window.shape == (1, 2, 8, 8) and torch.equal(window[0, :, :5, :7], small)
+    assert (window[0, :, 5:] == 0).all() and (window[0, :, :, 7:] == 0).all()  # padded bottom / right with zeros
+    assert out.shape == (2, 5, 7) and torch.equal(out, small) and (count == 1).all()  # the padding's logits dropped
+    half = slide_logits(_Identity(half=True), torch.ones(1, 8, 8), crop_size=4, stride=4)  # coarse logits resized to the window
+    torch.testing.assert_close(half, torch.ones(1, 8, 8))
+    with pytest.raises(ValueError, match="larger than the crop"):
+        slide_logits(_Identity(), pixels, 4, 5)
+
+
+def _tiny_upernet(tmp_path, image_size=32):
+    from mim_hub.training.segmentation import build_upernet
+
+    config = mim_hub.MAEConfig(image_size=image_size, patch_size=4, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                               intermediate_size=64, decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
+                               decoder_intermediate_size=64)
+    torch.manual_seed(0)
+    mim_hub.MAEForPreTraining(config).save_pretrained(tmp_path / "mae")
+    mim_hub.MAEImageProcessor(size={"height": image_size, "width": image_size},
+                              crop_size={"height": image_size, "width": image_size}).save_pretrained(tmp_path / "mae")
+    return build_upernet(str(tmp_path / "mae"), 11, channels=16, auxiliary_channels=8).eval()
+
+
+def test_slide_with_one_window_the_image_size_equals_whole_image(tmp_path):
+    from mim_hub.training.segmentation import SegmentationTorchData, evaluate_segmentation
+
+    model = _tiny_upernet(tmp_path)
+    with torch.no_grad():  # a trained-looking head: not every pixel the same class
+        model.decode_head.classifier.weight.normal_(0, 3.0)
+    source = DigitsSegmentation("test", size=6, canvas=32)
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    whole = evaluate_segmentation(model, SegmentationTorchData(source, JointTransform(32, mean, std, train=False)), batch_size=4)
+    slide = evaluate_segmentation(model, SegmentationTorchData(source, JointTransform(None, mean, std, train=False)), batch_size=4,
+                                  mode="slide", crop_size=32, stride=21)
+    assert slide == whole and 0 < whole["pixel_accuracy"] < 1
+    # on the 64-px canvases: overlapping 32-px windows, scored at 64 px
+    big = DigitsSegmentation("test", size=2)
+    metrics = evaluate_segmentation(model, SegmentationTorchData(big, JointTransform(None, mean, std, train=False)), mode="slide")
+    assert set(metrics) >= {"mean_iou", "pixel_accuracy", "per_class_iou"} and 0 <= metrics["mean_iou"] <= 1
+    with pytest.raises(ValueError, match="mode"):
+        evaluate_segmentation(model, SegmentationTorchData(big, JointTransform(None, mean, std, train=False)), mode="sliding")
+
+
+def test_finetune_semantic_segmentation_slide_eval_cli(tmp_path, capsys):
+    config = mim_hub.MAEConfig(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                               decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
+                               decoder_intermediate_size=64)
+    model_dir = tmp_path / "mae"
+    mim_hub.MAEForPreTraining(config).save_pretrained(model_dir)
+    mim_hub.MAEImageProcessor(size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(model_dir)
+    data = _segfolder(tmp_path / "seg", size=40)  # 40-px images, 32-px windows
+    out = tmp_path / "out"
+    base = ["finetune", "--task", "semantic-segmentation", "--model", str(model_dir), "--dataset", f"segfolder:{data}", "--eval-split", "train",
+            "--max-steps", "1", "--batch-size", "2", "--decoder-channels", "16", "--pictures", "1"]
+    assert cli([*base, "--output-dir", str(out), "--eval-mode", "slide", "--eval-stride", "8"]) == 0
+    metrics = json.load(open(out / "metrics.json"))
+    assert 0 <= metrics["eval_mean_iou"] <= 1 and "eval_iou_left" in metrics
+    assert "sliding window, crop 32, stride 8" in (out / "README.md").read_text()
+    assert Image.open(out / "segmentation.png").size == (3 * 3 * 40, 3 * 40)  # the picture at the image's own size
+    assert cli([*base, "--output-dir", str(tmp_path / "bad"), "--eval-mode", "slide", "--eval-stride", "40"]) == 2
+    assert "larger than" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_slide_eval_runs_in_the_epoch_evaluations(tmp_path):
+    from mim_hub.training.segmentation import finetune_segmentation
+
+    config = mim_hub.MAEConfig(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                               decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
+                               decoder_intermediate_size=64)
+    mim_hub.MAEForPreTraining(config).save_pretrained(tmp_path / "mae")
+    mim_hub.MAEImageProcessor(size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(tmp_path / "mae")
+    data = SegFolder(str(_segfolder(tmp_path / "seg", size=48)))
+    trainer, metrics = finetune_segmentation(str(tmp_path / "mae"), data, data, output_dir=str(tmp_path / "out"), epochs=1, batch_size=2,
+                                             channels=16, auxiliary_channels=8, pictures=0, log_to_console=False, eval_mode="slide",
+                                             eval_crop_size=32, eval_stride=16)
+    evaluations = [h for h in trainer.state.log_history if "eval_mean_iou" in h]
+    assert len(evaluations) == 2 and evaluations[0]["epoch"] == 1  # the epoch's and the final one, both sliding-window
+    assert metrics["eval_mean_iou"] == evaluations[-1]["eval_mean_iou"] and "eval_iou_right" in metrics
+    with pytest.raises(ValueError, match="eval_mode"):
+        finetune_segmentation(str(tmp_path / "mae"), data, data, output_dir=str(tmp_path / "bad"), eval_mode="tiles")

@@ -9,10 +9,15 @@ nearest-neighbour resampling), ignore index 255. Plain ViTs feed four blocks (ev
 last included: 4/6/8/12 of 12 as BEiT's 3, 5, 7, 11) through BEiT's x4/x2/x1/x0.5 pyramid; Swin
 gives its stages; ConvMAE's hybrid its two convolution stages and the last block.
 
-Evaluation is whole-image at the model's input size (the label map resized with nearest
-neighbour): mean IoU (over the classes present in prediction or ground truth), per-class IoU and
-pixel accuracy, accumulated as a confusion matrix batch by batch, so memory does not grow with
-the evaluation set. From Python:
+Evaluation (`eval_mode`) is whole-image at the model's input size (the label map resized with
+nearest neighbour), or sliding-window as mmseg's `slide` mode: each image at its own resolution,
+cut into `crop` x `crop` windows `stride` apart (the last row and column of windows flush with the
+far edge), the windows' logits summed into the image's frame and divided by the number of windows
+that cover each pixel; an image smaller than the crop is padded (bottom and right, with zeros after
+normalisation, i.e. the mean colour) and the padding's logits dropped; scored against the label
+map at full resolution. Both report mean IoU (over the classes present in prediction or ground
+truth), per-class IoU and pixel accuracy, accumulated as a confusion matrix item by item, so
+memory does not grow with the evaluation set. From Python:
 
     from mim_hub.training.segmentation import finetune_segmentation
     trainer, metrics = finetune_segmentation("my-mae", train, evaluation, output_dir="my-mae-seg")
@@ -38,13 +43,18 @@ logger = logging.getLogger("mim_hub.segmentation")
 # ---- data ------------------------------------------------------------------------------------
 
 class JointTransform:
-    """One draw of crop box, flip and photometric jitter, applied to image and label alike."""
+    """One draw of crop box, flip and photometric jitter, applied to image and label alike.
+    `size=None` (evaluation only) keeps the image at its own resolution (sliding-window)."""
 
-    def __init__(self, size: int, mean, std, *, train: bool, scale=(0.25, 1.0), flip: bool = True, jitter: float = 0.3):
+    def __init__(self, size: int | None, mean, std, *, train: bool, scale=(0.25, 1.0), flip: bool = True, jitter: float = 0.3):
         self.size, self.train, self.scale, self.flip, self.jitter = size, train, scale, flip, jitter
         self.normalize = Normalize(mean, std)
+        if size is None and train:
+            raise ValueError("JointTransform(size=None) keeps the resolution: evaluation only (train=False)")
 
     def __call__(self, image: Image.Image, label: np.ndarray, rng: np.random.Generator | None = None):
+        if self.size is None:
+            return self.normalize(image), np.asarray(label, dtype=np.int64)
         label_image = Image.fromarray(label.astype(np.int32), mode="I")
         box = None
         if self.train:
@@ -129,19 +139,136 @@ class StreamingIoU:
         return metrics
 
 
+EVAL_MODES = ("whole", "slide")
+
+
+def _pair(value, name: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
+        raise ValueError(f"{name} must be a positive int or (height, width), got {value!r}")
+    return pair
+
+
+def window_starts(length: int, crop: int, stride: int) -> list[int]:
+    """mmseg's windows along one axis: starts 0, stride, 2 * stride, ..., the last one moved back
+    to end flush with the far edge; one window at 0 when `length <= crop` (the image is padded)."""
+    count = max(length - crop + stride - 1, 0) // stride + 1
+    return [max(min(i * stride, length - crop), 0) for i in range(count)]
+
+
+def default_stride(crop: int) -> int:
+    """Two thirds of the crop, as mmseg's ADE20K configs (crop 512, stride 341)."""
+    return max(1, (2 * crop) // 3)
+
+
 @torch.no_grad()
-def evaluate_segmentation(model, data: SegmentationTorchData, *, batch_size: int = 16, label_names=None) -> dict:
-    """Whole-image evaluation outside Trainer (the benchmark's): the metrics of `segmentation_metrics`."""
+def slide_logits(model, pixels: torch.Tensor, crop_size, stride, *, batch_size: int = 8, return_count: bool = False):
+    """Sliding-window logits of one image (mmseg's `slide_inference`): `pixels` [C, H, W] (or
+    [1, C, H, W]) is cut into `crop_size` windows `stride` apart (see `window_starts`); windows that
+    run past a side shorter than the crop are zero-padded there (bottom / right) and the padding's
+    logits dropped; logits not at the window's size are resized to it (bilinear); each window's
+    logits are added into the image's frame and the sum divided by the number of windows covering
+    each pixel. `model(pixel_values=[N, C, h, w]).logits` is called on `batch_size` windows at a
+    time. Returns logits [K, H, W] (and the count [H, W] with `return_count`)."""
+    if pixels.dim() == 4:
+        if pixels.shape[0] != 1:
+            raise ValueError(f"slide_logits takes one image, got a batch of {pixels.shape[0]}")
+        pixels = pixels[0]
+    if pixels.dim() != 3:
+        raise ValueError(f"slide_logits takes pixels [C, H, W], got shape {tuple(pixels.shape)}")
+    (crop_h, crop_w), (stride_h, stride_w) = _pair(crop_size, "crop_size"), _pair(stride, "stride")
+    if stride_h > crop_h or stride_w > crop_w:
+        raise ValueError(f"stride {stride} is larger than the crop {crop_size}: pixels between windows would have no logits")
+    _, height, width = pixels.shape
+    boxes = [(y, x) for y in window_starts(height, crop_h, stride_h) for x in window_starts(width, crop_w, stride_w)]
+    parameter = next(iter(model.parameters()), None)
+    device = parameter.device if parameter is not None else pixels.device
+    total, count = None, torch.zeros(height, width, dtype=torch.float32)
+    for first in range(0, len(boxes), batch_size):
+        chunk = boxes[first:first + batch_size]
+        windows = []
+        for y, x in chunk:
+            window = pixels[:, y:y + crop_h, x:x + crop_w]
+            windows.append(torch.nn.functional.pad(window, (0, crop_w - window.shape[2], 0, crop_h - window.shape[1])))
+        logits = model(pixel_values=torch.stack(windows).to(device)).logits
+        if logits.shape[-2:] != (crop_h, crop_w):
+            logits = torch.nn.functional.interpolate(logits, size=(crop_h, crop_w), mode="bilinear", align_corners=False)
+        logits = logits.float().cpu()
+        if total is None:
+            total = torch.zeros(logits.shape[1], height, width, dtype=torch.float32)
+        for (y, x), window_logits in zip(chunk, logits):
+            h, w = min(crop_h, height - y), min(crop_w, width - x)
+            total[:, y:y + h, x:x + w] += window_logits[:, :h, :w]
+            count[y:y + h, x:x + w] += 1
+    averaged = total / count
+    return (averaged, count) if return_count else averaged
+
+
+@torch.no_grad()
+def evaluate_segmentation(model, data: SegmentationTorchData, *, batch_size: int = 16, label_names=None, mode: str = "whole",
+                          crop_size=None, stride=None) -> dict:
+    """The metrics of `segmentation_metrics` over `data`. `mode="whole"`: the items as `data`'s
+    transform makes them (resized to its size), `batch_size` at a time; `mode="slide"`: each item
+    of `data.source` at its own resolution (normalised as `data`'s transform does) through
+    `slide_logits` with `crop_size` (default: the transform's size, else the model's input size)
+    and `stride` (default: two thirds of the crop), scored against the full-resolution label map."""
+    if mode not in EVAL_MODES:
+        raise ValueError(f"mode must be one of {EVAL_MODES}, got {mode!r}")
+    was_training = model.training
     model.eval()
     num_labels = model.config.num_labels
     confusion = np.zeros((num_labels, num_labels), dtype=np.int64)
-    for start in range(0, len(data), batch_size):
-        items = [data[i] for i in range(start, min(len(data), start + batch_size))]
-        pixels = torch.stack([i["pixel_values"] for i in items]).to(next(model.parameters()).device)
-        labels = torch.stack([i["labels"] for i in items])
-        prediction = model(pixel_values=pixels).logits.argmax(1).cpu()
-        confusion += confusion_matrix(prediction.numpy(), labels.numpy(), num_labels)
+    if mode == "whole":
+        device = next(model.parameters()).device
+        for start in range(0, len(data), batch_size):
+            items = [data[i] for i in range(start, min(len(data), start + batch_size))]
+            pixels = torch.stack([i["pixel_values"] for i in items]).to(device)
+            labels = torch.stack([i["labels"] for i in items])
+            prediction = model(pixel_values=pixels).logits.argmax(1).cpu()
+            confusion += confusion_matrix(prediction.numpy(), labels.numpy(), num_labels)
+    else:
+        crop_size = crop_size or data.transform.size or _input_size(model.config.backbone_config)
+        stride = stride or tuple(default_stride(c) for c in _pair(crop_size, "crop_size"))
+        for index in range(len(data.source)):
+            image, label = data.source.item(index)
+            pixels = torch.from_numpy(data.transform.normalize(image))
+            prediction = slide_logits(model, pixels, crop_size, stride, batch_size=batch_size).argmax(0)
+            confusion += confusion_matrix(prediction.numpy(), np.asarray(label), num_labels)
+    model.train(was_training)
     return segmentation_metrics(confusion, label_names)
+
+
+def trainer_metrics(metrics: dict, prefix: str = "eval") -> dict:
+    """`segmentation_metrics` as Trainer names them (`eval_mean_iou`, `eval_iou_<class>`, ...)."""
+    flat = {k: v for k, v in metrics.items() if k != "per_class_iou"}
+    flat.update({f"iou_{name}": (float("nan") if value is None else value) for name, value in metrics["per_class_iou"].items()})
+    return {f"{prefix}_{k}": v for k, v in flat.items()}
+
+
+def _segmentation_trainer_class():
+    from transformers import Trainer
+
+    class SegmentationTrainer(Trainer):
+        """Trainer whose `evaluate` is sliding-window (`evaluate_segmentation(mode="slide")`)
+        when `slide` is set; whole-image through Trainer's own loop otherwise."""
+
+        slide: dict | None = None
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+            if self.slide is None:
+                return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+            data = eval_dataset if eval_dataset is not None else self.eval_dataset
+            metrics = trainer_metrics(evaluate_segmentation(self.model, data, batch_size=self.args.per_device_eval_batch_size,
+                                                            label_names=self.slide.get("label_names"), mode="slide",
+                                                            crop_size=self.slide["crop_size"], stride=self.slide["stride"]),
+                                      metric_key_prefix)
+            if self.state.epoch is not None:
+                metrics["epoch"] = self.state.epoch
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            return metrics
+
+    return SegmentationTrainer
 
 
 # ---- model -----------------------------------------------------------------------------------
@@ -256,17 +383,23 @@ def _colour(label: np.ndarray, colours: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def segmentation_picture(model, source: SegmentationDataset, transform: JointTransform, indices, path: str, scale: int = 3) -> str:
-    """A PNG with one row per item: image, ground truth, prediction (side by side)."""
+def segmentation_picture(model, source: SegmentationDataset, transform: JointTransform, indices, path: str, scale: int = 3,
+                         slide: tuple | None = None) -> str:
+    """A PNG with one row per item: image, ground truth, prediction (side by side). With `slide`
+    (crop_size, stride) the prediction is sliding-window at the image's own resolution
+    (`transform` then has `size=None`)."""
     model.eval()
     colours = palette(model.config.num_labels)
     rows = []
     for index in indices:
         image, label = source.item(index)
         pixels, resized_label = transform(image, label, None)
-        logits = model(pixel_values=torch.from_numpy(pixels)[None].to(next(model.parameters()).device)).logits
-        prediction = logits.argmax(1)[0].cpu().numpy()
-        shown = np.asarray(image.resize((transform.size, transform.size), Image.BILINEAR))
+        if slide is not None:
+            prediction = slide_logits(model, torch.from_numpy(pixels), *slide).argmax(0).numpy()
+        else:
+            logits = model(pixel_values=torch.from_numpy(pixels)[None].to(next(model.parameters()).device)).logits
+            prediction = logits.argmax(1)[0].cpu().numpy()
+        shown = np.asarray(image.convert("RGB") if transform.size is None else image.resize((transform.size, transform.size), Image.BILINEAR))
         rows.append(np.concatenate([shown, _colour(resized_label, colours), _colour(prediction, colours)], axis=1))
     grid = np.concatenate(rows, axis=0)
     picture = Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
@@ -282,11 +415,14 @@ def finetune_segmentation(model_dir: str, train: SegmentationDataset, evaluation
                           weight_decay: float = 0.05, warmup_ratio: float = 0.1, schedule: str = "poly", drop_path: float = 0.1,
                           crop_min_scale: float = 0.25, flip: bool = True, jitter: float = 0.3, image_size: int | None = None,
                           channels: int = 512, auxiliary_channels: int = 256, from_scratch: bool = False, seed: int = 0,
-                          num_workers: int = 0, max_steps: int = -1, pictures: int = 4, log_to_console: bool = True):
+                          num_workers: int = 0, max_steps: int = -1, pictures: int = 4, log_to_console: bool = True,
+                          eval_mode: str = "whole", eval_crop_size: int | None = None, eval_stride: int | None = None):
     """Fine-tune UperNet on the backbone of `model_dir`; returns (trainer, evaluation metrics).
     The result (model, processor, model card with the metrics, `metrics.json`, and a picture of
-    `pictures` evaluation items) is written to `output_dir`."""
-    from transformers import Trainer, TrainingArguments, set_seed
+    `pictures` evaluation items) is written to `output_dir`. `eval_mode="slide"` evaluates with
+    `eval_crop_size` windows (default: the fine-tuning size) `eval_stride` apart (default: two
+    thirds of the crop) on each evaluation image at its own resolution (see `slide_logits`)."""
+    from transformers import TrainingArguments, set_seed
 
     from .optim import adamw, cosine_with_warmup
 
@@ -294,6 +430,11 @@ def finetune_segmentation(model_dir: str, train: SegmentationDataset, evaluation
         raise ValueError(f"schedule must be 'poly' or 'cosine', got {schedule!r}")
     if len(train) == 0:
         raise ValueError(f"{train.name} is empty")
+    if eval_mode not in EVAL_MODES:
+        raise ValueError(f"eval_mode must be one of {EVAL_MODES}, got {eval_mode!r}")
+    for name, value in (("eval_crop_size", eval_crop_size), ("eval_stride", eval_stride)):
+        if value is not None and (not isinstance(value, int) or value <= 0):
+            raise ValueError(f"{name} must be a positive number of pixels, got {value!r}")
     set_seed(seed)
     num_labels = train.num_labels
     model = build_upernet(model_dir, num_labels, label_names=train.label_names, channels=channels, auxiliary_channels=auxiliary_channels,
@@ -302,7 +443,14 @@ def finetune_segmentation(model_dir: str, train: SegmentationDataset, evaluation
     processor = segmentation_processor(model_dir, size)
     mean, std = processor.image_mean, processor.image_std
     train_data = SegmentationTorchData(train, JointTransform(size, mean, std, train=True, scale=(crop_min_scale, 1.0), flip=flip, jitter=jitter), seed)
-    eval_transform = JointTransform(size, mean, std, train=False)
+    slide = None
+    if eval_mode == "slide":
+        crop = eval_crop_size or size
+        stride = eval_stride or default_stride(crop)
+        if stride > crop:
+            raise ValueError(f"eval_stride {stride} is larger than eval_crop_size {crop}: pixels between windows would have no logits")
+        slide = (crop, stride)
+    eval_transform = JointTransform(None if slide else size, mean, std, train=False)
     eval_data = SegmentationTorchData(evaluation, eval_transform, seed) if evaluation is not None else None
 
     steps = max_steps if max_steps > 0 else int(np.ceil(len(train_data) / batch_size) * epochs)
@@ -316,20 +464,25 @@ def finetune_segmentation(model_dir: str, train: SegmentationDataset, evaluation
         save_strategy="no", seed=seed, report_to="none", remove_unused_columns=False, batch_eval_metrics=True,
         logging_steps=max(1, steps // 20), dataloader_num_workers=num_workers, dataloader_pin_memory=torch.cuda.is_available(), disable_tqdm=not log_to_console,
     )
-    trainer = Trainer(model=model, args=arguments, train_dataset=train_data, eval_dataset=eval_data, compute_metrics=metric,
-                      optimizers=(optimizer, scheduler))
+    trainer = _segmentation_trainer_class()(model=model, args=arguments, train_dataset=train_data, eval_dataset=eval_data,
+                                            compute_metrics=metric, optimizers=(optimizer, scheduler))
+    if slide is not None:
+        trainer.slide = {"crop_size": slide[0], "stride": slide[1], "label_names": train.label_names}
     trainer.train()
     metrics = trainer.evaluate() if eval_data is not None else {}
     _save(trainer.model, processor, output_dir, model_dir=model_dir, train=train, evaluation=evaluation, metrics=metrics,
           recipe=f"{steps} steps, batch {batch_size}, lr {lr:g}, layer decay {layer_decay}, weight decay {weight_decay}, "
-                 f"{schedule} schedule with {warmup} warm-up steps, {size} px")
+                 f"{schedule} schedule with {warmup} warm-up steps, {size} px",
+          evaluation_mode=f"sliding window, crop {slide[0]}, stride {slide[1]}, each image at its own resolution" if slide
+          else f"whole image at {size} px")
     if evaluation is not None and pictures:
         segmentation_picture(trainer.model, evaluation, eval_transform, range(min(pictures, len(evaluation))),
-                             os.path.join(output_dir, "segmentation.png"))
+                             os.path.join(output_dir, "segmentation.png"), slide=slide)
     return trainer, metrics
 
 
-def _save(model, processor, output_dir: str, *, model_dir: str, train, evaluation, metrics: dict, recipe: str) -> None:
+def _save(model, processor, output_dir: str, *, model_dir: str, train, evaluation, metrics: dict, recipe: str,
+          evaluation_mode: str = "whole image") -> None:
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     model.save_pretrained(output_dir)
@@ -350,7 +503,7 @@ def _save(model, processor, output_dir: str, *, model_dir: str, train, evaluatio
             "Load it after `import mim_hub` (which registers the backbone): `AutoModelForSemanticSegmentation.from_pretrained(dir)` "
             "or `pipeline(\"image-segmentation\", model=dir)`.\n")
     if metrics:
-        body += (f"\n## Evaluation on `{evaluation.name}` (whole image)\n\n| metric | value |\n|---|---|\n"
+        body += (f"\n## Evaluation on `{evaluation.name}` ({evaluation_mode})\n\n| metric | value |\n|---|---|\n"
                  f"| mIoU | {100 * metrics['eval_mean_iou']:.2f} |\n| pixel accuracy | {100 * metrics['eval_pixel_accuracy']:.2f} |\n"
                  f"\n### Per-class IoU\n\n| class | IoU |\n|---|---|\n{table}\n")
     ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}").save(os.path.join(output_dir, "README.md"))
@@ -369,6 +522,13 @@ def add_arguments(parser) -> None:
     group.add_argument("--from-scratch", action="store_true", help="the same UperNet with a randomly initialised backbone (a baseline)")
     group.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (overrides --epochs)")
     group.add_argument("--pictures", type=int, default=4, help="evaluation items drawn into OUTPUT_DIR/segmentation.png (0: none)")
+    group.add_argument("--eval-mode", choices=EVAL_MODES, default="whole",
+                       help="whole: each evaluation image resized to the input size; slide: each at its own resolution in "
+                            "overlapping windows whose logits are averaged (mmseg's slide mode)")
+    group.add_argument("--eval-crop-size", type=int, default=None, metavar="PX",
+                       help="--eval-mode slide: window side in pixels (default: the fine-tuning --image-size)")
+    group.add_argument("--eval-stride", type=int, default=None, metavar="PX",
+                       help="--eval-mode slide: pixels between window starts, at most the crop (default: 2/3 of the crop, as mmseg's 512/341)")
 
 
 def main(args) -> int:
@@ -392,6 +552,7 @@ def main(args) -> int:
         warmup_ratio=given(args.warmup_ratio, 0.1), schedule=args.schedule, drop_path=given(args.drop_path, 0.1), flip=not args.no_flip, jitter=args.jitter, image_size=args.image_size, channels=args.decoder_channels,
         auxiliary_channels=max(8, args.decoder_channels // 2), from_scratch=args.from_scratch, seed=args.seed,
         num_workers=args.num_workers, max_steps=args.max_steps, pictures=args.pictures,
+        eval_mode=args.eval_mode, eval_crop_size=args.eval_crop_size, eval_stride=args.eval_stride,
     )
     if metrics:
         print(f"eval mIoU: {100 * metrics['eval_mean_iou']:.2f}%  pixel accuracy: {100 * metrics['eval_pixel_accuracy']:.2f}%")
@@ -401,4 +562,4 @@ def main(args) -> int:
 
 __all__ = ["finetune_segmentation", "build_upernet", "segmentation_metrics", "confusion_matrix", "StreamingIoU", "JointTransform",
            "SegmentationTorchData", "evaluate_segmentation", "segmentation_picture", "param_groups_segmentation", "poly_with_warmup",
-           "segmentation_stages"]
+           "segmentation_stages", "slide_logits", "window_starts", "EVAL_MODES"]
