@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--mask-ratio", type=float, default=None, help="override the model's mask ratio")
     group.add_argument("--norm-pix-loss", choices=("true", "false"), default=None, help="override the model's norm_pix_loss")
     group.add_argument("--normalization", choices=("imagenet", "dataset"), default=None,
-                       help="input mean/std: ImageNet's, or measured on the training images (default: dataset for digits)")
+                       help="input mean/std: ImageNet's, or measured on the training images (default: the preset's, e.g. "
+                            "dataset for mae-tiny-digits; a continued folder's saved processor's; else imagenet)")
     group.add_argument("--crop-min-scale", type=float, default=None, help="RandomResizedCrop's smallest area fraction (default: the method's, 0.2 for MAE)")
     group.add_argument("--no-flip", action="store_true", help="no random horizontal flips (e.g. for digits or text)")
     group.add_argument("--fsdp", action="store_true",
@@ -148,15 +149,43 @@ def dataset_statistics(images, limit: int = 2000) -> tuple[tuple, tuple]:
     return tuple(values.mean((0, 1, 2)).round(4).tolist()), tuple(values.std((0, 1, 2)).round(4).tolist())
 
 
-def build_processor(method: str, config, mean, std):
+def saved_processor(method: str, model_spec: str):
+    """The image processor saved in a model folder that pre-training continues from, or None."""
+    if not (os.path.isdir(model_spec) and os.path.isfile(os.path.join(model_spec, "preprocessor_config.json"))):
+        return None
     from ..auto import method_classes
 
+    return method_classes(method)["image_processor"].from_pretrained(model_spec)
+
+
+def input_normalization(args, saved) -> str:
+    """--normalization, or its default: a preset's own (the digits preset: the images' statistics),
+    "saved" (the continued model's processor's mean/std) for a folder with a processor, else ImageNet's."""
+    from .presets import PRESETS, preset
+
+    if args.normalization:
+        return args.normalization
+    if args.model in PRESETS:
+        return preset(args.model)[1].normalization
+    return "saved" if saved is not None else "imagenet"
+
+
+def build_processor(method: str, config, mean, std, model_spec: str | None = None, saved=None):
+    """The processor saved with the pre-trained model, at its image size, with the training mean/std:
+    the continued folder's processor (`saved`) resized, or the method's `for_image_size` with the
+    crop the preset states (`crop_pct`, `crop_mode`; the digits preset: a plain resize), or the
+    method's default crop (0.875) for any other model. The same function as the converters'
+    `ImageProcessor.for_image_size`: one rule whatever the image size."""
+    from ..auto import method_classes
+    from .presets import PRESETS, preset
+
     size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
-    cls = method_classes(method)["image_processor"]
-    if size <= 64:  # small images (digits): no resize margin, no crop
-        return cls(size={"height": size, "width": size}, do_center_crop=False, image_mean=list(mean), image_std=list(std))
-    short = int(round(size / 0.875))
-    return cls(size={"shortest_edge": short}, crop_size={"height": size, "width": size}, image_mean=list(mean), image_std=list(std))
+    if saved is not None:
+        processor = saved.with_image_size(size)
+        processor.image_mean, processor.image_std = list(mean), list(std)
+        return processor
+    options = preset(model_spec)[1].processor_options() if model_spec in PRESETS else {}
+    return method_classes(method)["image_processor"].for_image_size(size, image_mean=list(mean), image_std=list(std), **options)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -209,19 +238,20 @@ def _run(args: argparse.Namespace, accelerator) -> int:
     bad_image_log = os.path.join(args.output_dir, "bad_images.tsv")
     loader_options = dict(batch_size=args.batch_size, num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
                           pin_memory=accelerator.device.type == "cuda")
-    normalization = args.normalization or ("dataset" if args.dataset == "digits" else "imagenet")
+    saved = saved_processor(method, args.model)
+    normalization = input_normalization(args, saved)
+    fixed_statistics = (tuple(saved.image_mean), tuple(saved.image_std)) if normalization == "saved" else (IMAGENET_MEAN, IMAGENET_STD)
     if args.streaming:
         from .streaming import ShardedStream, StreamState, collate_with_positions, open_stream, stream_images_for_statistics
 
         source = open_stream(args.dataset, split=args.split, config=args.dataset_config, image_column=args.image_column,
                              label_column=args.label_column)
         images = None
-        mean, std = (dataset_statistics(stream_images_for_statistics(source)) if normalization == "dataset"
-                     else (IMAGENET_MEAN, IMAGENET_STD))
+        mean, std = dataset_statistics(stream_images_for_statistics(source)) if normalization == "dataset" else fixed_statistics
     else:
         images = dataset_from_args(args)
         images.bad_image_log = bad_image_log
-        mean, std = dataset_statistics(images) if normalization == "dataset" else (IMAGENET_MEAN, IMAGENET_STD)
+        mean, std = dataset_statistics(images) if normalization == "dataset" else fixed_statistics
     transform = recipe.train_transform(config, mean, std, min_crop_scale=args.crop_min_scale, flip=not args.no_flip)
     data = PretrainData(images, transform, recipe, config, args.seed)
     if args.streaming:
@@ -380,7 +410,7 @@ def _run(args: argparse.Namespace, accelerator) -> int:
     full_state = accelerator.get_state_dict(model) if args.fsdp else None  # gathered from the shards (every process takes part)
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(model)
-        processor = build_processor(method, final.config, mean, std)
+        processor = build_processor(method, final.config, mean, std, args.model, saved)
         save_final(final, processor, args.output_dir, method=method, state_dict=full_state,
                    provenance=f"Pre-trained with `mim-hub pretrain --method {method}` on `{args.dataset}` for {total_steps} steps "
                    f"(batch {total_batch}, lr {lr:.2e}, seed {args.seed}).", datasets=[args.dataset])
