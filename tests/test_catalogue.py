@@ -16,7 +16,7 @@ from mim_hub import auto
 from mim_hub.hub.cards import METHOD_INFO
 from mim_hub.models.catalogue import METHODS, MethodCatalogue, Preset, all_presets, catalogues, method_catalogue
 from mim_hub.training.presets import PRESETS, preset_config
-from mim_hub.training.pretrain import build_processor, input_normalization
+from mim_hub.training.preprocessing import build_processor, input_normalization
 from mim_hub.zoo import catalogue as zoo_rows
 
 from reference_mae import random_original_state
@@ -125,7 +125,7 @@ def test_the_digits_preset_states_its_plain_resize():
 
 
 def test_a_continued_folder_keeps_its_saved_preprocessing(tmp_path):
-    from mim_hub.training.pretrain import saved_processor
+    from mim_hub.training.preprocessing import saved_processor
 
     mim_hub.MAEConfig(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                       intermediate_size=64).save_pretrained(tmp_path)

@@ -24,6 +24,7 @@ from .compiling import add_compile_arguments, compile_from_args
 from .crash_points import pause_if_asked
 from .data import add_dataset_arguments, count_bad_images, dataset_from_args, default_num_workers
 from .optim import adamw, cosine_with_warmup, param_groups
+from .preprocessing import build_processor, input_normalization, saved_processor
 from .recipes import get_recipe
 
 logger = logging.getLogger("mim_hub.pretrain")
@@ -147,45 +148,6 @@ def dataset_statistics(images, limit: int = 2000) -> tuple[tuple, tuple]:
     values = np.stack([np.asarray(pick(i).convert("RGB").resize((32, 32)), dtype=np.float64) / 255
                        for i in range(min(len(images), limit))])
     return tuple(values.mean((0, 1, 2)).round(4).tolist()), tuple(values.std((0, 1, 2)).round(4).tolist())
-
-
-def saved_processor(method: str, model_spec: str):
-    """The image processor saved in a model folder that pre-training continues from, or None."""
-    if not (os.path.isdir(model_spec) and os.path.isfile(os.path.join(model_spec, "preprocessor_config.json"))):
-        return None
-    from ..auto import method_classes
-
-    return method_classes(method)["image_processor"].from_pretrained(model_spec)
-
-
-def input_normalization(args, saved) -> str:
-    """--normalization, or its default: a preset's own (the digits preset: the images' statistics),
-    "saved" (the continued model's processor's mean/std) for a folder with a processor, else ImageNet's."""
-    from .presets import PRESETS, preset
-
-    if args.normalization:
-        return args.normalization
-    if args.model in PRESETS:
-        return preset(args.model)[1].normalization
-    return "saved" if saved is not None else "imagenet"
-
-
-def build_processor(method: str, config, mean, std, model_spec: str | None = None, saved=None):
-    """The processor saved with the pre-trained model, at its image size, with the training mean/std:
-    the continued folder's processor (`saved`) resized, or the method's `for_image_size` with the
-    crop the preset states (`crop_pct`, `crop_mode`; the digits preset: a plain resize), or the
-    method's default crop (0.875) for any other model. The same function as the converters'
-    `ImageProcessor.for_image_size`: one rule whatever the image size."""
-    from ..auto import method_classes
-    from .presets import PRESETS, preset
-
-    size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
-    if saved is not None:
-        processor = saved.with_image_size(size)
-        processor.image_mean, processor.image_std = list(mean), list(std)
-        return processor
-    options = preset(model_spec)[1].processor_options() if model_spec in PRESETS else {}
-    return method_classes(method)["image_processor"].for_image_size(size, image_mean=list(mean), image_std=list(std), **options)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -4,11 +4,8 @@ arguments, which give every shape."""
 from ..catalogue import MethodCatalogue, Preset, Release
 
 CATALOGUE = MethodCatalogue(
-    method="cae",
-    name="CAE",
+    method="cae", name="CAE", license="apache-2.0", repo="https://github.com/Atten4Vis/CAE",
     paper="Context Autoencoder for Self-Supervised Representation Learning (Chen et al., IJCV 2023), arXiv:2202.03026",
-    repo="https://github.com/Atten4Vis/CAE",
-    license="apache-2.0",
     presets=(
         Preset("cae-base"),
         Preset("cae-large", dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)),

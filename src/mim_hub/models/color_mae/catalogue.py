@@ -4,11 +4,8 @@ one folder per size, epochs and noise colour."""
 from ..catalogue import MethodCatalogue, Preset, Release
 
 CATALOGUE = MethodCatalogue(
-    method="color_mae",
-    name="ColorMAE",
+    method="color_mae", name="ColorMAE", license="other", repo="https://github.com/carlosh93/ColorMAE",  # the repository has no licence file
     paper="ColorMAE: Exploring data-independent masking strategies in Masked AutoEncoders (Hinojosa et al., ECCV 2024), arXiv:2407.13036",
-    repo="https://github.com/carlosh93/ColorMAE",
-    license="other",  # the repository has no licence file
     presets=(
         Preset("colormae-vit-base-patch16-green", dict(noise_color="green", norm_pix_loss=True)),
     ),

@@ -3,11 +3,8 @@
 from ..catalogue import MethodCatalogue, Preset, Release
 
 CATALOGUE = MethodCatalogue(
-    method="crate_mae",
-    name="CRATE-MAE",
+    method="crate_mae", name="CRATE-MAE", license="mit", repo="https://github.com/Ma-Lab-Berkeley/CRATE",
     paper="Masked Completion via Structured Diffusion with White-Box Transformers (Pai et al., ICLR 2024), arXiv:2404.02446",
-    repo="https://github.com/Ma-Lab-Berkeley/CRATE",
-    license="mit",
     presets=(
         Preset("crate-mae-base"),
         Preset("crate-small", dict(variant="crate", hidden_size=576, num_attention_heads=12, attention_head_size=48, ista_lambda=0.1)),

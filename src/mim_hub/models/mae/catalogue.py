@@ -4,11 +4,8 @@
 from ..catalogue import MethodCatalogue, Preset, Release
 
 CATALOGUE = MethodCatalogue(
-    method="mae",
-    name="MAE",
+    method="mae", name="MAE", license="cc-by-nc-4.0", repo="https://github.com/facebookresearch/mae",
     paper="Masked Autoencoders Are Scalable Vision Learners (He et al., CVPR 2022), arXiv:2111.06377",
-    repo="https://github.com/facebookresearch/mae",
-    license="cc-by-nc-4.0",
     presets=(
         # the learning protocol of the demo: digits at 32 px (issue 3), images resized whole (8 x 8
         # digits have no border to crop) and normalised with their own statistics

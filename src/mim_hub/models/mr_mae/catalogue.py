@@ -3,11 +3,8 @@
 from ..catalogue import MethodCatalogue, Preset, Release
 
 CATALOGUE = MethodCatalogue(
-    method="mr_mae",
-    name="MR-MAE",
+    method="mr_mae", name="MR-MAE", license="mit", repo="https://github.com/Alpha-VL/ConvMAE",
     paper="Mimic before Reconstruct: Enhancing Masked Autoencoders with Feature Mimicking (Gao et al., 2023), arXiv:2303.05475",
-    repo="https://github.com/Alpha-VL/ConvMAE",
-    license="mit",
     presets=(
         Preset("mr-mcmae-base", dict(norm_pix_loss=True)),
         Preset("mr-mae-vit-base-patch16", dict(backbone="vit", num_hidden_layers=12, norm_pix_loss=True)),

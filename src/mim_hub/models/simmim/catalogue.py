@@ -5,11 +5,8 @@ every size, the heads (one column per head in the relative tables), the window a
 from ..catalogue import MethodCatalogue, Preset, Release
 
 CATALOGUE = MethodCatalogue(
-    method="simmim",
-    name="SimMIM",
+    method="simmim", name="SimMIM", license="mit", repo="https://github.com/microsoft/SimMIM",
     paper="SimMIM: A Simple Framework for Masked Image Modeling (Xie et al., CVPR 2022), arXiv:2111.09886",
-    repo="https://github.com/microsoft/SimMIM",
-    license="mit",
     presets=(
         Preset("simmim-swin-base-192", dict(backbone="swin")),
         Preset("simmim-swin-large-192", dict(backbone="swin", embed_dim=192, num_heads=[6, 12, 24, 48], window_size=12)),
