@@ -67,7 +67,7 @@ def run_method(method: str, output_dir: str, *, budget_s: float, seed: int, fine
     from mim_hub.training.demo import pixel_features
     from mim_hub.training.evaluate import evaluate_model, knn_accuracy, linear_probe
     from mim_hub.training.finetune import finetune
-    from mim_hub.training.pretrain import build_processor, dataset_statistics
+    from mim_hub.training.pretrain import dataset_statistics
 
     train, test = load_digits_dataset("train"), load_digits_dataset("test")
     folder = os.path.join(output_dir, f"{method}-seed{seed}")
@@ -76,7 +76,10 @@ def run_method(method: str, output_dir: str, *, budget_s: float, seed: int, fine
     model = method_classes(method)["pretraining"](small_config(method))
     model.save_pretrained(init_dir)
     mean, std = dataset_statistics(train)
-    build_processor(method, model.config, mean, std).save_pretrained(init_dir)
+    # the demo's preprocessing, stated: a plain resize to 32 x 32 (crop_pct 1.0), the digits' own statistics;
+    # pre-training from init_dir keeps this processor and its mean/std
+    method_classes(method)["image_processor"].for_image_size(model.config.image_size, crop_pct=1.0, crop_mode="squash", image_mean=list(mean),
+                                                             image_std=list(std)).save_pretrained(init_dir)
     probe_s = _pretrain(method, init_dir, os.path.join(folder, "probe"), 5, seed)  # includes start-up: a lower bound of the rate
     steps = max(5, int(budget_s / probe_s * 5))
     seconds = _pretrain(method, init_dir, os.path.join(folder, "pretrained"), steps, seed)

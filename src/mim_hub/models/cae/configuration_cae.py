@@ -18,6 +18,8 @@ class CAEConfig(MIMBackboneConfigMixin, MIMConfig, ViTEncoderFields, BlockNumeri
     attention (learned q/v biases, zero k bias), layer scale 0.1, LayerNorm eps 1e-6, exact GELU,
     fixed 2-D sin-cos positions with a zero cls row.
 
+    The encoder and block-numerics fields are the shared groups of `models/config_fields.py`.
+
     Args:
         image_size, patch_size, num_channels: input geometry (`image_size` a multiple of
             `patch_size`).

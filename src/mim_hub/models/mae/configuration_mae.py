@@ -17,6 +17,9 @@ class MAEConfig(MIMBackboneConfigMixin, MIMConfig, ViTEncoderFields, MAEDecoderF
     Defaults are the released ViT-B/16 with the original code's numerics (LayerNorm eps 1e-6,
     exact GELU), not `ViTMAEConfig`'s.
 
+    The encoder, decoder and block-numerics fields are the shared groups of
+    `models/config_fields.py`; the Args below list them all.
+
     Args:
         image_size, patch_size, num_channels: input geometry; `image_size` must be a multiple of
             `patch_size`.

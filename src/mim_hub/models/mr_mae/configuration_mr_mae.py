@@ -29,6 +29,9 @@ class MRMAEConfig(MIMBackboneConfigMixin, MIMConfig, ViTEncoderFields, MAEDecode
       (`use_multiscale_fusion`). Defaults: ConvMAE-Base (256/384/768, depths 2/2/11, 12 heads).
     - "vit" (MR-MAE): MAE's plain ViT (shared modules), always with a cls token.
 
+    The ViT, decoder and block-numerics fields are the shared groups of
+    `models/config_fields.py` (`num_hidden_layers` declared again: 11).
+
     Args:
         image_size, patch_size, num_channels: input; `patch_size` is the size of one token of the
             transformer stage in pixels (16 for ConvMAE-Base: 4 x 2 x 2), also the patch of the

@@ -20,6 +20,9 @@ class SimMIMConfig(MIMBackboneConfigMixin, MIMConfig, ViTEncoderFields, BlockNum
     backbone: ViT-B/16 at 224 (`simmim_pretrain__vit_base__img224__800ep`) or Swin-B at 192 with
     window 6 (`simmim_pretrain__swin_base__img192_window6__800ep`).
 
+    The ViT and block-numerics fields are the shared groups of `models/config_fields.py`
+    (`image_size`, `patch_size`, `layer_norm_eps`, `drop_path_rate` declared again: None).
+
     Args:
         backbone: "vit" or "swin".
         image_size, patch_size, num_channels: input geometry (defaults 224/16 for ViT, 192/4 for Swin).
