@@ -16,7 +16,8 @@ from mim_hub import auto
 from mim_hub.hub.cards import METHOD_INFO
 from mim_hub.models.catalogue import METHODS, MethodCatalogue, Preset, all_presets, catalogues, method_catalogue
 from mim_hub.training.presets import PRESETS, preset_config
-from mim_hub.training.preprocessing import build_processor, input_normalization
+from mim_hub.training.data import load_digits_dataset
+from mim_hub.training.preprocessing import build_processor, input_normalization, input_statistics
 from mim_hub.zoo import catalogue as zoo_rows
 
 from reference_mae import random_original_state
@@ -118,6 +119,9 @@ def test_the_digits_preset_states_its_plain_resize():
     args = argparse.Namespace(normalization=None, model="mae-tiny-digits")
     assert input_normalization(args, None) == "dataset"
     assert input_normalization(argparse.Namespace(normalization=None, model="mae-vit-base-patch16"), None) == "imagenet"
+    # the data may state its own: the digits are normalised with their statistics whatever the model
+    digits = load_digits_dataset("test")
+    assert input_normalization(argparse.Namespace(normalization=None, model="mae-vit-base-patch16"), None, digits) == "dataset"
     assert input_normalization(argparse.Namespace(normalization="imagenet", model="mae-tiny-digits"), None) == "imagenet"
     # another 32-px preset without a stated crop gets the method's default, whatever its size
     _, small = preset_config("mae-vit-base-patch16", image_size=32, patch_size=4)
@@ -133,6 +137,9 @@ def test_a_continued_folder_keeps_its_saved_preprocessing(tmp_path):
                                              image_std=list(STD)).save_pretrained(tmp_path)
     saved = saved_processor("mae", str(tmp_path))
     assert input_normalization(argparse.Namespace(normalization=None, model=str(tmp_path)), saved) == "saved"
+    continued = argparse.Namespace(normalization=None, model=str(tmp_path))
+    assert input_statistics(continued, saved, None, measure=None) == (MEAN, STD)
+    assert input_statistics(continued, saved, load_digits_dataset("test"), lambda: "measured") == "measured"
     config = mim_hub.MAEConfig(image_size=48, patch_size=4)
     processor = build_processor("mae", config, (0.5,) * 3, (0.25,) * 3, str(tmp_path), saved)
     assert dict(processor.size) == {"height": 48, "width": 48} and processor.do_center_crop is False

@@ -36,13 +36,14 @@ class Preset:
     papers' evaluation transform); `crop_mode` is "center" (shorter side to size / crop_pct, then a
     centre crop) or "squash" (both sides to size / crop_pct, then the crop: with crop_pct 1.0 a
     plain resize). None keeps the method's processor default. `normalization` is "imagenet"
-    (ImageNet's mean/std) or "dataset" (the training images' own statistics)."""
+    (ImageNet's mean/std), "dataset" (the training images' own statistics) or None (the data's or
+    the run's choice, see training/preprocessing.py)."""
 
     name: str
     config: dict = field(default_factory=dict)
     crop_pct: float | None = None
     crop_mode: str = "center"
-    normalization: str = "imagenet"
+    normalization: str | None = None
     note: str = ""
 
     def processor_options(self) -> dict:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
 from ..auto import method_classes
 from .presets import PRESETS, preset
 
@@ -21,14 +23,28 @@ def saved_processor(method: str, model_spec: str):
     return method_classes(method)["image_processor"].from_pretrained(model_spec)
 
 
-def input_normalization(args, saved) -> str:
-    """--normalization, or its default: a preset's own (the digits preset: the images' statistics),
-    "saved" (the continued model's processor's mean/std) for a folder with a processor, else ImageNet's."""
+def input_normalization(args, saved, data=None) -> str:
+    """--normalization, or its default: the preset's when it states one (the digits preset:
+    "dataset"); else the data's own when it declares one (an image source's `normalization`
+    attribute: the bundled digits, grey on black, are normalised with their own statistics); else
+    "saved" (the continued model's processor's mean/std) for a folder with a processor; else
+    "imagenet"."""
     if args.normalization:
         return args.normalization
-    if args.model in PRESETS:
-        return preset(args.model)[1].normalization
-    return "saved" if saved is not None else "imagenet"
+    stated = preset(args.model)[1].normalization if args.model in PRESETS else None
+    stated = stated or getattr(data, "normalization", None)
+    return stated or ("saved" if saved is not None else "imagenet")
+
+
+def input_statistics(args, saved, data, measure) -> tuple[tuple, tuple]:
+    """(mean, std) of the run: `measure()` (the training images' statistics), the saved
+    processor's, or ImageNet's, as `input_normalization` chooses."""
+    normalization = input_normalization(args, saved, data)
+    if normalization == "dataset":
+        return measure()
+    if normalization == "saved":
+        return tuple(saved.image_mean), tuple(saved.image_std)
+    return tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)
 
 
 def build_processor(method: str, config, mean, std, model_spec: str | None = None, saved=None):

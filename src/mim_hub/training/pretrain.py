@@ -24,7 +24,7 @@ from .compiling import add_compile_arguments, compile_from_args
 from .crash_points import pause_if_asked
 from .data import add_dataset_arguments, count_bad_images, dataset_from_args, default_num_workers
 from .optim import adamw, cosine_with_warmup, param_groups
-from .preprocessing import build_processor, input_normalization, saved_processor
+from .preprocessing import build_processor, input_statistics, saved_processor
 from .recipes import get_recipe
 
 logger = logging.getLogger("mim_hub.pretrain")
@@ -51,8 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--mask-ratio", type=float, default=None, help="override the model's mask ratio")
     group.add_argument("--norm-pix-loss", choices=("true", "false"), default=None, help="override the model's norm_pix_loss")
     group.add_argument("--normalization", choices=("imagenet", "dataset"), default=None,
-                       help="input mean/std: ImageNet's, or measured on the training images (default: the preset's, e.g. "
-                            "dataset for mae-tiny-digits; a continued folder's saved processor's; else imagenet)")
+                       help="input mean/std: ImageNet's, or measured on the training images (default: the preset's, else the "
+                            "data's own (dataset for digits), else a continued folder's saved processor's, else imagenet)")
     group.add_argument("--crop-min-scale", type=float, default=None, help="RandomResizedCrop's smallest area fraction (default: the method's, 0.2 for MAE)")
     group.add_argument("--no-flip", action="store_true", help="no random horizontal flips (e.g. for digits or text)")
     group.add_argument("--fsdp", action="store_true",
@@ -201,19 +201,17 @@ def _run(args: argparse.Namespace, accelerator) -> int:
     loader_options = dict(batch_size=args.batch_size, num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
                           pin_memory=accelerator.device.type == "cuda")
     saved = saved_processor(method, args.model)
-    normalization = input_normalization(args, saved)
-    fixed_statistics = (tuple(saved.image_mean), tuple(saved.image_std)) if normalization == "saved" else (IMAGENET_MEAN, IMAGENET_STD)
     if args.streaming:
         from .streaming import ShardedStream, StreamState, collate_with_positions, open_stream, stream_images_for_statistics
 
         source = open_stream(args.dataset, split=args.split, config=args.dataset_config, image_column=args.image_column,
                              label_column=args.label_column)
         images = None
-        mean, std = dataset_statistics(stream_images_for_statistics(source)) if normalization == "dataset" else fixed_statistics
+        mean, std = input_statistics(args, saved, source, lambda: dataset_statistics(stream_images_for_statistics(source)))
     else:
         images = dataset_from_args(args)
         images.bad_image_log = bad_image_log
-        mean, std = dataset_statistics(images) if normalization == "dataset" else fixed_statistics
+        mean, std = input_statistics(args, saved, images, lambda: dataset_statistics(images))
     transform = recipe.train_transform(config, mean, std, min_crop_scale=args.crop_min_scale, flip=not args.no_flip)
     data = PretrainData(images, transform, recipe, config, args.seed)
     if args.streaming:
