@@ -200,18 +200,18 @@ def _run(args: argparse.Namespace, accelerator) -> int:
     bad_image_log = os.path.join(args.output_dir, "bad_images.tsv")
     loader_options = dict(batch_size=args.batch_size, num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
                           pin_memory=accelerator.device.type == "cuda")
-    saved = saved_processor(method, args.model)
+    saved_preprocessing = saved_processor(method, args.model)  # a continued folder's image processor, or None
     if args.streaming:
         from .streaming import ShardedStream, StreamState, collate_with_positions, open_stream, stream_images_for_statistics
 
         source = open_stream(args.dataset, split=args.split, config=args.dataset_config, image_column=args.image_column,
                              label_column=args.label_column)
         images = None
-        mean, std = input_statistics(args, saved, source, lambda: dataset_statistics(stream_images_for_statistics(source)))
+        mean, std = input_statistics(args, saved_preprocessing, source, lambda: dataset_statistics(stream_images_for_statistics(source)))
     else:
         images = dataset_from_args(args)
         images.bad_image_log = bad_image_log
-        mean, std = input_statistics(args, saved, images, lambda: dataset_statistics(images))
+        mean, std = input_statistics(args, saved_preprocessing, images, lambda: dataset_statistics(images))
     transform = recipe.train_transform(config, mean, std, min_crop_scale=args.crop_min_scale, flip=not args.no_flip)
     data = PretrainData(images, transform, recipe, config, args.seed)
     if args.streaming:
@@ -370,7 +370,7 @@ def _run(args: argparse.Namespace, accelerator) -> int:
     full_state = accelerator.get_state_dict(model) if args.fsdp else None  # gathered from the shards (every process takes part)
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(model)
-        processor = build_processor(method, final.config, mean, std, args.model, saved)
+        processor = build_processor(method, final.config, mean, std, args.model, saved_preprocessing)
         save_final(final, processor, args.output_dir, method=method, state_dict=full_state,
                    provenance=f"Pre-trained with `mim-hub pretrain --method {method}` on `{args.dataset}` for {total_steps} steps "
                    f"(batch {total_batch}, lr {lr:.2e}, seed {args.seed}).", datasets=[args.dataset])
