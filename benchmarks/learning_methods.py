@@ -66,13 +66,17 @@ def _initial_model(method: str, folder: str, seed: int) -> str:
     """The method's small model at random initialisation (seeded), saved with its processor."""
     from mim_hub.auto import method_classes
     from mim_hub.training.data import load_digits_dataset
-    from mim_hub.training.pretrain import build_processor, dataset_statistics
+    from mim_hub.training.pretrain import dataset_statistics
 
     init_dir = os.path.join(folder, "init")
     torch.manual_seed(seed)
     model = method_classes(method)["pretraining"](small_config(method))
     model.save_pretrained(init_dir)
-    build_processor(method, model.config, *dataset_statistics(load_digits_dataset("train"))).save_pretrained(init_dir)
+    mean, std = dataset_statistics(load_digits_dataset("train"))
+    # the demo's preprocessing, stated: a plain resize to 32 x 32 (crop_pct 1.0), the digits' own statistics;
+    # pre-training from init_dir keeps this processor and its mean/std
+    method_classes(method)["image_processor"].for_image_size(model.config.image_size, crop_pct=1.0, crop_mode="squash", image_mean=list(mean),
+                                                             image_std=list(std)).save_pretrained(init_dir)
     return init_dir
 
 

@@ -6,12 +6,13 @@
 __version__ = "0.1.0"
 
 from .auto import available_methods, register_all
+from .models.catalogue import METHODS as _METHODS
 from .models.mae import *  # noqa: F401,F403
 from .models.mae import __all__ as _mae_all
 
 __all__ = ["available_methods", *_mae_all]
 
-for _method in ("simmim", "cae", "mr_mae", "color_mae", "crate_mae"):
+for _method in _METHODS[1:]:  # MAE first, above
     try:
         _module = __import__(f"mim_hub.models.{_method}", fromlist=["__all__"])
     except ModuleNotFoundError as _error:

@@ -14,8 +14,9 @@ from transformers import (
     AutoModelForPreTraining,
 )
 
-# method key -> package under mim_hub.models; each package defines AUTO_CLASSES.
-METHODS = ("mae", "simmim", "cae", "mr_mae", "color_mae", "crate_mae")
+# method key -> package under mim_hub.models; each package defines AUTO_CLASSES. The one list of
+# methods is models/catalogue.py's.
+from .models.catalogue import METHODS
 
 
 def method_classes(method: str) -> dict:

@@ -26,30 +26,25 @@ def _block(rest: str) -> str:
     return rest
 
 
+# mmpretrain's module prefix -> (its numbered blocks, their name in facebookresearch/mae, its other renames)
+_PARTS = {
+    "backbone.": ("layers", "blocks", {"patch_embed.projection.": "patch_embed.proj.", "ln1.": "norm.", "ln2.": "fc_norm."}),
+    "neck.": ("decoder_blocks", "decoder_blocks", {"ln1.": "decoder_norm."}),
+    "head.fc.": (None, None, {"": "head."}),
+}
+
+
 def mmpretrain_to_mae_key(key: str) -> str:
     """An mmpretrain MAE/ViT key under facebookresearch/mae's name (unknown keys pass through)."""
-    if key.startswith("backbone."):
-        rest = key[len("backbone."):]
-        match = re.match(r"layers\.(\d+)\.(.*)", rest)
+    for part, (blocks, mae_blocks, renames) in _PARTS.items():
+        if not key.startswith(part):
+            continue
+        rest = key[len(part):]
+        match = re.match(rf"{blocks}\.(\d+)\.(.*)", rest) if blocks else None
         if match:
-            return f"blocks.{match.group(1)}.{_block(match.group(2))}"
-        if rest.startswith("patch_embed.projection."):
-            return "patch_embed.proj." + rest.split(".")[-1]
-        if rest.startswith("ln1."):
-            return "norm." + rest[4:]
-        if rest.startswith("ln2."):
-            return "fc_norm." + rest[4:]
-        return rest
-    if key.startswith("neck."):
-        rest = key[len("neck."):]
-        match = re.match(r"decoder_blocks\.(\d+)\.(.*)", rest)
-        if match:
-            return f"decoder_blocks.{match.group(1)}.{_block(match.group(2))}"
-        if rest.startswith("ln1."):
-            return "decoder_norm." + rest[4:]
-        return rest
-    if key.startswith("head.fc."):
-        return "head." + key[len("head.fc."):]
+            return f"{mae_blocks}.{match.group(1)}.{_block(match.group(2))}"
+        old = next((old for old in renames if rest.startswith(old)), None)
+        return rest if old is None else renames[old] + rest[len(old):]
     return key
 
 

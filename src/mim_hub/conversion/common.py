@@ -152,9 +152,10 @@ def _assign_state(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], o
         raise CheckpointError(f"{source}: cannot convert: no values for {left[:20]}")
 
 
-def build_and_load(model_class, config, state: dict[str, torch.Tensor], rename, source: str):
-    """Rename an original state dict with `rename(key) -> our key or None`, build
-    `model_class(config)` and load it strictly; unknown keys are refused by their original names."""
+def rename_state(model_class, config, state: dict[str, torch.Tensor], rename, source: str):
+    """(renamed state, our key -> original key): `state` renamed with `rename(key) -> our key or
+    None`, unknown keys refused by their original names, and its sizes checked against
+    `model_class(config)` before anything is built (`check_model_size`)."""
     renamed, original_names, unknown = {}, {}, []
     for key, value in state.items():
         new = rename(key)
@@ -166,6 +167,13 @@ def build_and_load(model_class, config, state: dict[str, torch.Tensor], rename, 
         raise CheckpointError(f"{source}: cannot convert: unexpected keys {sorted(unknown)[:20]}")
     config.architectures = [model_class.__name__]
     check_model_size(model_class, config, renamed, source)
+    return renamed, original_names
+
+
+def build_and_load(model_class, config, state: dict[str, torch.Tensor], rename, source: str):
+    """Rename an original state dict with `rename(key) -> our key or None` (`rename_state`), build
+    `model_class(config)` and load it strictly; unknown keys are refused by their original names."""
+    renamed, original_names = rename_state(model_class, config, state, rename, source)
     model = build_empty(model_class, config)
     load_converted_state(model, renamed, source, original_names=original_names)
     return model.eval()

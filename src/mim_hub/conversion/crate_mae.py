@@ -23,6 +23,11 @@ from .loading import CheckpointError, checkpoint_args, find_state_dict, load_che
 UNUSED_CRATE_MAE_KEYS = ("pos_embed", "decoder_embed.weight", "decoder_embed.bias")
 
 
+# one encoder block of either release (its attention: `0.*`, its ISTA step: `1.*`) -> ours
+_ENCODER_BLOCK = {"0.norm": "norm1", "0.fn.qkv": "attn.qkv_proj", "0.fn.to_out.0": "attn.o_proj", "1.norm": "norm2", "1.fn": "ista"}
+_ENCODER_BLOCK_KEY = "(" + "|".join(map(re.escape, _ENCODER_BLOCK)) + r")\.(weight|bias)$"
+
+
 def _rename_crate_mae(key: str, prefix: str) -> str | None:
     simple = {"cls_token": "embeddings.cls_token", "mask_token": "embeddings.mask_token", "decoder_pos_embed": "embeddings.pos_embed"}
     if key in simple:
@@ -31,10 +36,9 @@ def _rename_crate_mae(key: str, prefix: str) -> str | None:
         return f"{prefix}embeddings.patch_embed.projection.{key.split('.')[-1]}"
     if key.startswith("norm."):
         return f"{prefix}layernorm.{key.split('.')[-1]}"
-    m = re.match(r"blocks\.(\d+)\.layers\.0\.(0\.norm|0\.fn\.qkv|0\.fn\.to_out\.0|1\.norm|1\.fn)\.(weight|bias)$", key)
+    m = re.match(r"blocks\.(\d+)\.layers\.0\." + _ENCODER_BLOCK_KEY, key)
     if m:
-        part = {"0.norm": "norm1", "0.fn.qkv": "attn.qkv_proj", "0.fn.to_out.0": "attn.o_proj", "1.norm": "norm2", "1.fn": "ista"}[m.group(2)]
-        return f"{prefix}layers.{m.group(1)}.{part}.{m.group(3)}"
+        return f"{prefix}layers.{m.group(1)}.{_ENCODER_BLOCK[m.group(2)]}.{m.group(3)}"
     m = re.match(r"decoder_blocks\.(\d+)\.layers\.0\.(0\.norm|0\.fn|1\.norm|1\.fn\.qkv|1\.fn\.to_out\.0)\.(weight|bias)$", key)
     if m:
         part = {"0.norm": "norm1.", "0.fn": "dictionary", "1.norm": "norm2.", "1.fn.qkv": "attn.qkv_proj.", "1.fn.to_out.0": "attn.o_proj."}[m.group(2)]
@@ -51,10 +55,9 @@ def _rename_crate(key: str, prefix: str) -> str | None:
     m = re.match(r"to_patch_embedding\.([123])\.(weight|bias)$", key)
     if m:
         return f"{prefix}embeddings.patch_embed.{ {'1': 'norm_in', '2': 'projection', '3': 'norm_out'}[m.group(1)] }.{m.group(2)}"
-    m = re.match(r"transformer\.layers\.(\d+)\.(0\.norm|0\.fn\.qkv|0\.fn\.to_out\.0|1\.norm|1\.fn)\.(weight|bias)$", key)
+    m = re.match(r"transformer\.layers\.(\d+)\." + _ENCODER_BLOCK_KEY, key)
     if m:
-        part = {"0.norm": "norm1", "0.fn.qkv": "attn.qkv_proj", "0.fn.to_out.0": "attn.o_proj", "1.norm": "norm2", "1.fn": "ista"}[m.group(2)]
-        return f"{prefix}layers.{m.group(1)}.{part}.{m.group(3)}"
+        return f"{prefix}layers.{m.group(1)}.{_ENCODER_BLOCK[m.group(2)]}.{m.group(3)}"
     m = re.match(r"mlp_head\.([01])\.(weight|bias)$", key)
     if m:
         return f"{'head_norm' if m.group(1) == '0' else 'head'}.{m.group(2)}"

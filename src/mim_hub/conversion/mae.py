@@ -81,6 +81,13 @@ def infer_mae_config(state: dict[str, torch.Tensor], source: str, overrides: dic
         qkv_bias="blocks.0.attn.qkv.bias" in state, num_attention_heads=num_heads(hidden, "num_attention_heads", overrides, source),
         use_mean_pooling="fc_norm.weight" in state,
     )
+    return {**fields, **decoder_and_head_fields(state, patch, channels, source, overrides)}
+
+
+def decoder_and_head_fields(state: dict[str, torch.Tensor], patch: int, channels: int, source: str, overrides: dict | None) -> dict:
+    """The fields of MAE's decoder (`decoder_embed`, `decoder_blocks.N`, `decoder_pred`) and of a
+    classifier `head`, where the checkpoint has them: MAE's layout, which ConvMAE's shares."""
+    fields = {}
     if "decoder_embed.weight" in state:
         decoder_hidden = state["decoder_embed.weight"].shape[0]
         decoder_layers = count_indexed(state, "decoder_blocks.")

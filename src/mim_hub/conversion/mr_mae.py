@@ -29,7 +29,7 @@ from ..models.mr_mae import MRMAEConfig, MRMAEForImageClassification, MRMAEForPr
 from .common import apply_overrides, build_and_load, count_indexed, require_keys
 from .heads import num_heads
 from .loading import CheckpointError, checkpoint_args, find_state_dict, load_checkpoint
-from .mae import _fields_from_args, _rename_block_key, infer_mae_config, rename_mae_key
+from .mae import _fields_from_args, _rename_block_key, decoder_and_head_fields, infer_mae_config, rename_mae_key
 
 _DECODER_KEYS = ("mask_token", "decoder_pos_embed")
 
@@ -125,20 +125,7 @@ def _infer_convmae_config(state: dict[str, torch.Tensor], source: str, overrides
         if key in state and tuple(state[key].shape[-2:]) != (factor, factor):
             raise CheckpointError(f"{source}: {key} has a {tuple(state[key].shape[-2:])} kernel, expected {factor}x{factor} "
                                   f"(the stage-{stage} map down to the token grid)")
-    if "decoder_embed.weight" in state:
-        decoder_hidden = state["decoder_embed.weight"].shape[0]
-        decoder_layers = count_indexed(state, "decoder_blocks.")
-        fields.update(
-            decoder_hidden_size=decoder_hidden, decoder_num_hidden_layers=decoder_layers,
-            decoder_num_attention_heads=num_heads(decoder_hidden, "decoder_num_attention_heads", overrides, source, decoder=True),
-            decoder_intermediate_size=state["decoder_blocks.0.mlp.fc1.weight"].shape[0] if decoder_layers else 4 * decoder_hidden,
-        )
-        pred = state["decoder_pred.weight"].shape[0]
-        if pred != patch * patch * fields["num_channels"]:
-            raise CheckpointError(f"{source}: decoder_pred predicts {pred} values per patch, expected {patch}*{patch}*{fields['num_channels']}")
-    if "head.weight" in state:
-        fields["num_labels"] = state["head.weight"].shape[0]
-    return fields
+    return {**fields, **decoder_and_head_fields(state, patch, fields["num_channels"], source, overrides)}
 
 
 def _kind(state: dict[str, torch.Tensor], source: str) -> str:

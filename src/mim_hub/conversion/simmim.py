@@ -29,7 +29,7 @@ from ..layers.relative_position import infer_window_size, relative_position_inde
 from ..models.simmim import SimMIMConfig, SimMIMForImageClassification, SimMIMForPreTraining, SimMIMImageProcessor, SimMIMModel
 from ..models.geometry import adapt_geometry
 from ..models.simmim.modeling_simmim_swin import shifted_window_mask
-from .common import build_empty, check_model_size, count_indexed, load_converted_state
+from .common import build_empty, count_indexed, load_converted_state, rename_state
 from .heads import num_heads
 from .loading import CheckpointError, checkpoint_args, find_state_dict, load_checkpoint
 
@@ -297,21 +297,9 @@ def build_simmim(state: dict[str, torch.Tensor], overrides: dict, source: str, *
         for index in range(config.num_hidden_layers):
             state[f"blocks.{index}.attn.relative_position_bias_table"] = shared.clone()
 
-    renamed, original_names, unknown = {}, {}, []
-    derived = {}
-    for key, value in state.items():
-        if _DERIVED.search(key):
-            derived[key] = value
-            continue
-        new = rename_simmim_key(key, backbone, prefix)
-        if new is None:
-            unknown.append(key)
-        else:
-            renamed[new], original_names[new] = value, key
-    if unknown:
-        raise CheckpointError(f"{source}: cannot convert: unexpected keys {sorted(unknown)[:20]}")
-    config.architectures = [model_class.__name__]
-    check_model_size(model_class, config, renamed, source)
+    derived = {key: value for key, value in state.items() if _DERIVED.search(key)}
+    renamed, original_names = rename_state(model_class, config, {k: v for k, v in state.items() if k not in derived},
+                                           lambda key: rename_simmim_key(key, backbone, prefix), source)
     if model_class is SimMIMModel:
         model = _build_model(config, use_mask_token=f"{prefix}embeddings.mask_token" in renamed)
     else:

@@ -10,45 +10,10 @@ from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
-# Facts the cards (and `mim-hub zoo`) state about each method.
-METHOD_INFO: dict[str, dict[str, str]] = {
-    "mae": {
-        "name": "MAE",
-        "paper": "Masked Autoencoders Are Scalable Vision Learners (He et al., CVPR 2022), arXiv:2111.06377",
-        "repo": "https://github.com/facebookresearch/mae",
-        "license": "cc-by-nc-4.0",
-    },
-    "simmim": {
-        "name": "SimMIM",
-        "paper": "SimMIM: A Simple Framework for Masked Image Modeling (Xie et al., CVPR 2022), arXiv:2111.09886",
-        "repo": "https://github.com/microsoft/SimMIM",
-        "license": "mit",
-    },
-    "cae": {
-        "name": "CAE",
-        "paper": "Context Autoencoder for Self-Supervised Representation Learning (Chen et al., IJCV 2023), arXiv:2202.03026",
-        "repo": "https://github.com/Atten4Vis/CAE",
-        "license": "apache-2.0",
-    },
-    "mr_mae": {
-        "name": "MR-MAE",
-        "paper": "Mimic before Reconstruct: Enhancing Masked Autoencoders with Feature Mimicking (Gao et al., 2023), arXiv:2303.05475",
-        "repo": "https://github.com/Alpha-VL/ConvMAE",
-        "license": "mit",
-    },
-    "color_mae": {
-        "name": "ColorMAE",
-        "paper": "ColorMAE: Exploring data-independent masking strategies in Masked AutoEncoders (Hinojosa et al., ECCV 2024), arXiv:2407.13036",
-        "repo": "https://github.com/carlosh93/ColorMAE",
-        "license": "other",  # the repository has no licence file
-    },
-    "crate_mae": {
-        "name": "CRATE-MAE",
-        "paper": "Masked Completion via Structured Diffusion with White-Box Transformers (Pai et al., ICLR 2024), arXiv:2404.02446",
-        "repo": "https://github.com/Ma-Lab-Berkeley/CRATE",
-        "license": "mit",
-    },
-}
+from ..models.catalogue import catalogues
+
+# Facts the cards state about each method (name, paper, repo, license): its catalogue's.
+METHOD_INFO: dict[str, dict[str, str]] = {entry.method: entry.info() for entry in catalogues()}
 
 _GENERIC_TEMPLATE = """# {{ model_id }}
 

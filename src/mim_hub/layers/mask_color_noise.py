@@ -18,6 +18,8 @@ import os
 import numpy as np
 import torch
 
+from ..utils.atomic import atomic_file
+
 COLORS = ("red", "blue", "green", "purple")
 
 
@@ -122,10 +124,8 @@ def cached_noise_patterns(color: str, count: int = 64, size: int = 64, seed: int
     if os.path.isfile(path):
         return load_noise_patterns(path)
     patterns = generate_noise_patterns(color, count, size, seed)
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp.npz"
-    np.savez_compressed(tmp, patterns=patterns)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp, open(tmp, "wb") as handle:  # concurrent workers: each writes whole, one wins
+        np.savez_compressed(handle, patterns=patterns)
     return patterns
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 from transformers.image_processing_backends import PilBackend
-from transformers.image_utils import SizeDict
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling, SizeDict
 from transformers.processing_utils import ImagesKwargs
 
 RESIZE_BACKENDS = ("pil", "torch")
@@ -160,10 +160,21 @@ def _grey_array_to_image(array: np.ndarray) -> Image.Image:
 
 class MIMImageProcessor(PilBackend):
     """PIL/NumPy preprocessing (no torchvision needed) that first brings every input to RGB with
-    `to_rgb_image`. Subclasses set sizes, resampling, mean and std."""
+    `to_rgb_image`. The defaults are the evaluation transform every method here shares: the
+    shorter side resized to 256 (bicubic), a centre crop of 224, rescaled to [0, 1], normalised
+    with ImageNet's mean/std; a method's processor states only what differs."""
 
     model_input_names = ["pixel_values"]
     do_convert_rgb = True
+    resample = PILImageResampling.BICUBIC
+    image_mean = IMAGENET_DEFAULT_MEAN
+    image_std = IMAGENET_DEFAULT_STD
+    size = {"shortest_edge": 256}
+    crop_size = {"height": 224, "width": 224}
+    do_resize = True
+    do_center_crop = True
+    do_rescale = True
+    do_normalize = True
     valid_kwargs = MIMImagesKwargs
     # "pil": bit-identical to transformers' PIL backend (and to the originals' eval transforms);
     # "torch": torch's antialiased uint8 resize, several times faster (see `resize_uint8`).
@@ -173,6 +184,37 @@ class MIMImageProcessor(PilBackend):
         super().__init__(**kwargs)
         if self.resize_backend not in RESIZE_BACKENDS:
             raise ValueError(f"resize_backend must be one of {RESIZE_BACKENDS}, got {self.resize_backend!r}")
+
+    # The evaluation transform's centre crop as a share of the resized image (timm's `crop_pct`):
+    # 224 of 256, the originals' evaluation transform, for every method here. `for_image_size` reads it.
+    crop_pct = 0.875
+    CROP_MODES = ("center", "squash")
+
+    @staticmethod
+    def resized_side(image_size: int, crop_pct: float) -> int:
+        """The side an `image_size` crop is taken from: image_size / crop_pct, rounded (256 for 224)."""
+        return int(round(image_size / crop_pct))
+
+    @classmethod
+    def for_image_size(cls, image_size: int, *, crop_pct: float | None = None, crop_mode: str = "center", **kwargs):
+        """The processor for an `image_size` x `image_size` model input, other settings the class's.
+
+        `crop_mode="center"` (the originals' evaluation transform): the shorter side is resized to
+        `resized_side(image_size, crop_pct)` and the centre `image_size` square cropped.
+        `crop_mode="squash"`: both sides are resized to that side, the aspect ratio ignored, then
+        the crop; with `crop_pct=1.0` nothing is cropped, a plain resize. `crop_pct` defaults to the
+        class's (0.875: 256 -> 224). The processor's config states the outcome (`size`,
+        `crop_size`, `do_center_crop`), whatever the image size."""
+        crop_pct = cls.crop_pct if crop_pct is None else crop_pct
+        if not (isinstance(crop_pct, (int, float)) and 0 < crop_pct <= 1):
+            raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct!r}")
+        if crop_mode not in cls.CROP_MODES:
+            raise ValueError(f"crop_mode must be one of {cls.CROP_MODES}, got {crop_mode!r}")
+        side = cls.resized_side(image_size, crop_pct)
+        size = {"shortest_edge": side} if crop_mode == "center" else {"height": side, "width": side}
+        if crop_mode == "squash" and side == image_size:  # nothing to crop
+            return cls(size=size, do_center_crop=False, **kwargs)
+        return cls(size=size, crop_size={"height": image_size, "width": image_size}, **kwargs)
 
     def with_image_size(self, image_size: int) -> "MIMImageProcessor":
         """A copy that makes `image_size` x `image_size` inputs, everything else as this one: a

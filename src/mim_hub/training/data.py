@@ -189,6 +189,10 @@ def digits_split(random_state: int = 0):
 class DigitsImages(ImageList):
     """The bundled digits (uint8 arrays)."""
 
+    # 8 x 8 grey digits on black are far from ImageNet's statistics: a run normalises them with
+    # their own unless told otherwise (`mim-hub pretrain --normalization`, training/preprocessing.py)
+    normalization = "dataset"
+
     def _open(self, index):
         return Image.fromarray(self.images[index]).convert("RGB")
 

@@ -24,6 +24,7 @@ from .compiling import add_compile_arguments, compile_from_args
 from .crash_points import pause_if_asked
 from .data import add_dataset_arguments, count_bad_images, dataset_from_args, default_num_workers
 from .optim import adamw, cosine_with_warmup, param_groups
+from .preprocessing import build_processor, input_statistics, saved_processor
 from .recipes import get_recipe
 
 logger = logging.getLogger("mim_hub.pretrain")
@@ -50,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--mask-ratio", type=float, default=None, help="override the model's mask ratio")
     group.add_argument("--norm-pix-loss", choices=("true", "false"), default=None, help="override the model's norm_pix_loss")
     group.add_argument("--normalization", choices=("imagenet", "dataset"), default=None,
-                       help="input mean/std: ImageNet's, or measured on the training images (default: dataset for digits)")
+                       help="input mean/std: ImageNet's, or measured on the training images (default: the preset's, else the "
+                            "data's own (dataset for digits), else a continued folder's saved processor's, else imagenet)")
     group.add_argument("--crop-min-scale", type=float, default=None, help="RandomResizedCrop's smallest area fraction (default: the method's, 0.2 for MAE)")
     group.add_argument("--no-flip", action="store_true", help="no random horizontal flips (e.g. for digits or text)")
     group.add_argument("--fsdp", action="store_true",
@@ -148,17 +150,6 @@ def dataset_statistics(images, limit: int = 2000) -> tuple[tuple, tuple]:
     return tuple(values.mean((0, 1, 2)).round(4).tolist()), tuple(values.std((0, 1, 2)).round(4).tolist())
 
 
-def build_processor(method: str, config, mean, std):
-    from ..auto import method_classes
-
-    size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
-    cls = method_classes(method)["image_processor"]
-    if size <= 64:  # small images (digits): no resize margin, no crop
-        return cls(size={"height": size, "width": size}, do_center_crop=False, image_mean=list(mean), image_std=list(std))
-    short = int(round(size / 0.875))
-    return cls(size={"shortest_edge": short}, crop_size={"height": size, "width": size}, image_mean=list(mean), image_std=list(std))
-
-
 def main(args: argparse.Namespace) -> int:
     from accelerate import Accelerator
 
@@ -209,19 +200,18 @@ def _run(args: argparse.Namespace, accelerator) -> int:
     bad_image_log = os.path.join(args.output_dir, "bad_images.tsv")
     loader_options = dict(batch_size=args.batch_size, num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
                           pin_memory=accelerator.device.type == "cuda")
-    normalization = args.normalization or ("dataset" if args.dataset == "digits" else "imagenet")
+    saved_preprocessing = saved_processor(method, args.model)  # a continued folder's image processor, or None
     if args.streaming:
         from .streaming import ShardedStream, StreamState, collate_with_positions, open_stream, stream_images_for_statistics
 
         source = open_stream(args.dataset, split=args.split, config=args.dataset_config, image_column=args.image_column,
                              label_column=args.label_column)
         images = None
-        mean, std = (dataset_statistics(stream_images_for_statistics(source)) if normalization == "dataset"
-                     else (IMAGENET_MEAN, IMAGENET_STD))
+        mean, std = input_statistics(args, saved_preprocessing, source, lambda: dataset_statistics(stream_images_for_statistics(source)))
     else:
         images = dataset_from_args(args)
         images.bad_image_log = bad_image_log
-        mean, std = dataset_statistics(images) if normalization == "dataset" else (IMAGENET_MEAN, IMAGENET_STD)
+        mean, std = input_statistics(args, saved_preprocessing, images, lambda: dataset_statistics(images))
     transform = recipe.train_transform(config, mean, std, min_crop_scale=args.crop_min_scale, flip=not args.no_flip)
     data = PretrainData(images, transform, recipe, config, args.seed)
     if args.streaming:
@@ -380,7 +370,7 @@ def _run(args: argparse.Namespace, accelerator) -> int:
     full_state = accelerator.get_state_dict(model) if args.fsdp else None  # gathered from the shards (every process takes part)
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(model)
-        processor = build_processor(method, final.config, mean, std)
+        processor = build_processor(method, final.config, mean, std, args.model, saved_preprocessing)
         save_final(final, processor, args.output_dir, method=method, state_dict=full_state,
                    provenance=f"Pre-trained with `mim-hub pretrain --method {method}` on `{args.dataset}` for {total_steps} steps "
                    f"(batch {total_batch}, lr {lr:.2e}, seed {args.seed}).", datasets=[args.dataset])

@@ -1,6 +1,7 @@
 """Writing a folder atomically, and an exclusive lock on an output folder.
 
-`atomic_folder(target)` yields a temporary folder beside `target`; when the block succeeds the
+`atomic_folder(target)` yields a temporary folder beside `target` (`atomic_file(target)` a temporary
+file path, for one file); when the block succeeds the
 folder is renamed into place (or, with `merge=True`, each file is moved into an existing target),
 and when it fails the temporary folder is removed. What is written gets the usual modes under the
 user's umask (0755 folders, 0644 files under umask 022), not the 0700 / 0600 of `mkdtemp` and of
@@ -82,6 +83,30 @@ def atomic_folder(target: str | os.PathLike, *, merge: bool = False, overwrite: 
     finally:
         _ACTIVE.discard(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_file(target: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary path beside `target` to write one file to, renamed onto `target` when the
+    block succeeds (a reader sees the old file or the new one, never half of one); on any failure
+    the temporary file is removed and `target` is as it was. The file gets the umask's modes."""
+    target = os.path.abspath(os.fspath(target))
+    if os.path.isdir(target):
+        raise IsADirectoryError(f"{target} is a folder")
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, _temporary_name(target))
+    _ACTIVE.add(tmp)
+    try:
+        yield tmp
+        if not os.path.isfile(tmp):
+            raise FileNotFoundError(f"nothing was written to {tmp} for {target}")
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
+    finally:
+        _ACTIVE.discard(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
 
 
 def _umask() -> int:

@@ -6,17 +6,19 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 
 from ..backbone_config import MIMBackboneConfigMixin
-from ..validation import (ACTIVATION, BOOL, COUNT, EPS, NON_NEGATIVE, POSITIVE, PROBABILITY, SIZE, Float, Int, MIMConfig,
-                          check_image_size)
+from ..config_fields import BLOCK_NUMERICS_RULES, VIT_ENCODER_RULES, BlockNumericsFields, ViTEncoderFields
+from ..validation import BOOL, COUNT, NON_NEGATIVE, POSITIVE, Float, Int, MIMConfig, check_image_size
 
 
 @strict
-class CAEConfig(MIMBackboneConfigMixin, MIMConfig):
+class CAEConfig(MIMBackboneConfigMixin, MIMConfig, ViTEncoderFields, BlockNumericsFields):
     r"""Configuration of CAE's encoder, latent contextual regressor, decoder and fine-tuning head.
 
     Defaults are the released CAE-base (ViT-B/16, 224) with the original numerics: BEiT-style
     attention (learned q/v biases, zero k bias), layer scale 0.1, LayerNorm eps 1e-6, exact GELU,
     fixed 2-D sin-cos positions with a zero cls row.
+
+    The encoder and block-numerics fields are the shared groups of `models/config_fields.py`.
 
     Args:
         image_size, patch_size, num_channels: input geometry (`image_size` a multiple of
@@ -54,14 +56,6 @@ class CAEConfig(MIMBackboneConfigMixin, MIMConfig):
 
     model_type = "cae"
 
-    image_size: int | list[int] | tuple[int, int] = 224
-    patch_size: int = 16
-    num_channels: int = 3
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    qkv_bias: bool = True
     layer_scale_init_value: float = 0.1
     decoder_hidden_size: int = 768
     regressor_num_hidden_layers: int = 4
@@ -80,25 +74,16 @@ class CAEConfig(MIMBackboneConfigMixin, MIMConfig):
     use_relative_position_bias: bool = False
     use_shared_relative_position_bias: bool = False
     use_absolute_position_embeddings: bool = True
-    layer_norm_eps: float = 1e-6
-    hidden_act: str = "gelu"
-    drop_path_rate: float = 0.0
-    hidden_dropout_prob: float = 0.0
-    attention_probs_dropout_prob: float = 0.0
-    initializer_range: float = 0.02
 
     FIELD_RULES = {
-        "image_size": SIZE, "patch_size": POSITIVE, "num_channels": POSITIVE, "hidden_size": POSITIVE,
-        "num_hidden_layers": COUNT, "num_attention_heads": POSITIVE, "intermediate_size": POSITIVE, "qkv_bias": BOOL,
+        **VIT_ENCODER_RULES, **BLOCK_NUMERICS_RULES,
         "layer_scale_init_value": NON_NEGATIVE, "decoder_hidden_size": POSITIVE, "regressor_num_hidden_layers": COUNT,
         "regressor_num_attention_heads": POSITIVE, "decoder_num_hidden_layers": COUNT, "decoder_num_attention_heads": POSITIVE,
         "decoder_intermediate_size": POSITIVE, "decoder_layer_scale_init_value": NON_NEGATIVE, "vocab_size": POSITIVE,
         "align_loss_weight": NON_NEGATIVE, "num_masking_patches": POSITIVE, "min_mask_patches_per_block": POSITIVE,
         "max_mask_patches_per_block": Int(1, optional=True), "mask_min_aspect": Float(0, low_open=True),
         "use_mean_pooling": BOOL, "use_relative_position_bias": BOOL, "use_shared_relative_position_bias": BOOL,
-        "use_absolute_position_embeddings": BOOL, "layer_norm_eps": EPS, "hidden_act": ACTIVATION,
-        "drop_path_rate": PROBABILITY, "hidden_dropout_prob": PROBABILITY, "attention_probs_dropout_prob": PROBABILITY,
-        "initializer_range": NON_NEGATIVE,
+        "use_absolute_position_embeddings": BOOL,
     }
 
     @property

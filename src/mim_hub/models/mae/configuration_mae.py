@@ -5,16 +5,20 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 
 from ..backbone_config import MIMBackboneConfigMixin
-from ..validation import (ACTIVATION, BOOL, COUNT, EPS, NON_NEGATIVE, POSITIVE, PROBABILITY, SIZE, MIMConfig, check_divisible,
-                          check_image_size)
+from ..config_fields import (BLOCK_NUMERICS_RULES, MAE_DECODER_RULES, VIT_ENCODER_RULES, BlockNumericsFields, MAEDecoderFields,
+                             ViTEncoderFields)
+from ..validation import BOOL, MIMConfig, check_divisible, check_image_size
 
 
 @strict
-class MAEConfig(MIMBackboneConfigMixin, MIMConfig):
+class MAEConfig(MIMBackboneConfigMixin, MIMConfig, ViTEncoderFields, MAEDecoderFields, BlockNumericsFields):
     r"""Configuration of MAE's ViT encoder, its lightweight decoder and the fine-tuning head.
 
     Defaults are the released ViT-B/16 with the original code's numerics (LayerNorm eps 1e-6,
     exact GELU), not `ViTMAEConfig`'s.
+
+    The encoder, decoder and block-numerics fields are the shared groups of
+    `models/config_fields.py`; the Args below list them all.
 
     Args:
         image_size, patch_size, num_channels: input geometry; `image_size` must be a multiple of
@@ -35,36 +39,9 @@ class MAEConfig(MIMBackboneConfigMixin, MIMConfig):
 
     model_type = "mae"
 
-    image_size: int | list[int] | tuple[int, int] = 224
-    patch_size: int = 16
-    num_channels: int = 3
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    decoder_hidden_size: int = 512
-    decoder_num_hidden_layers: int = 8
-    decoder_num_attention_heads: int = 16
-    decoder_intermediate_size: int = 2048
-    mask_ratio: float = 0.75
-    norm_pix_loss: bool = False
     use_mean_pooling: bool = False
-    layer_norm_eps: float = 1e-6
-    hidden_act: str = "gelu"
-    qkv_bias: bool = True
-    drop_path_rate: float = 0.0
-    hidden_dropout_prob: float = 0.0
-    attention_probs_dropout_prob: float = 0.0
-    initializer_range: float = 0.02
 
-    FIELD_RULES = {
-        "image_size": SIZE, "patch_size": POSITIVE, "num_channels": POSITIVE, "hidden_size": POSITIVE,
-        "num_hidden_layers": COUNT, "num_attention_heads": POSITIVE, "intermediate_size": POSITIVE,
-        "decoder_hidden_size": POSITIVE, "decoder_num_hidden_layers": COUNT, "decoder_num_attention_heads": POSITIVE,
-        "decoder_intermediate_size": POSITIVE, "mask_ratio": PROBABILITY, "norm_pix_loss": BOOL, "use_mean_pooling": BOOL,
-        "layer_norm_eps": EPS, "hidden_act": ACTIVATION, "qkv_bias": BOOL, "drop_path_rate": PROBABILITY,
-        "hidden_dropout_prob": PROBABILITY, "attention_probs_dropout_prob": PROBABILITY, "initializer_range": NON_NEGATIVE,
-    }
+    FIELD_RULES = {**VIT_ENCODER_RULES, **MAE_DECODER_RULES, **BLOCK_NUMERICS_RULES, "use_mean_pooling": BOOL}
 
     def __post_init__(self, **kwargs):
         check_image_size(self)

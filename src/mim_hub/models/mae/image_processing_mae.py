@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
-
 from ..image_processing_common import MIMImageProcessor
 
 
 class MAEImageProcessor(MIMImageProcessor):
     """Resize the shorter side to crop / 0.875 (bicubic), centre-crop, rescale to [0, 1] and
     normalise with ImageNet's mean/std: MAE's `main_finetune.py` evaluation transform
-    (256 -> 224 at the default size). Images are converted to RGB first.
+    (256 -> 224 at the default size). Images are converted to RGB first. `for_image_size(n)`
+    gives the processor for an `n`-pixel model input (the same crop ratio, 0.875).
     """
-
-    resample = PILImageResampling.BICUBIC
-    image_mean = IMAGENET_DEFAULT_MEAN
-    image_std = IMAGENET_DEFAULT_STD
-    size = {"shortest_edge": 256}
-    crop_size = {"height": 224, "width": 224}
-    do_resize = True
-    do_center_crop = True
-    do_rescale = True
-    do_normalize = True
-
-    @classmethod
-    def for_image_size(cls, image_size: int, **kwargs) -> "MAEImageProcessor":
-        """The processor matching a model input of `image_size` (crop ratio 0.875, as MAE)."""
-        shortest = int(round(image_size / 0.875)) if image_size >= 32 else image_size
-        return cls(size={"shortest_edge": shortest}, crop_size={"height": image_size, "width": image_size}, **kwargs)
 
 
 __all__ = ["MAEImageProcessor"]

@@ -6,8 +6,9 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 
 from ..backbone_config import MIMBackboneConfigMixin
-from ..validation import (ACTIVATION, BOOL, COUNT, EPS, NON_NEGATIVE, POSITIVE, PROBABILITY, SIZE, Choice, Int, MIMConfig, Rule,
-                          check_divisible, check_image_size)
+from ..config_fields import (BLOCK_NUMERICS_RULES, MAE_DECODER_RULES, VIT_ENCODER_RULES, BlockNumericsFields, MAEDecoderFields,
+                             ViTEncoderFields)
+from ..validation import BOOL, EPS, POSITIVE, Choice, Int, MIMConfig, Rule, check_divisible, check_image_size
 
 BACKBONES = ("convvit", "vit")
 MIMIC_LOSSES = ("mse", "smooth_l1", "cosine")
@@ -16,7 +17,7 @@ MIMIC_HEADS = ("linear", "mlp")
 
 
 @strict
-class MRMAEConfig(MIMBackboneConfigMixin, MIMConfig):
+class MRMAEConfig(MIMBackboneConfigMixin, MIMConfig, ViTEncoderFields, MAEDecoderFields, BlockNumericsFields):
     r"""MR-MAE: an MAE whose encoder also mimics frozen teachers (CLIP, DINO) on the visible tokens.
 
     Two backbones (`backbone`):
@@ -27,6 +28,9 @@ class MRMAEConfig(MIMBackboneConfigMixin, MIMConfig):
       (`hidden_size`, `num_hidden_layers`, ...). Stage outputs 1-2 are fused into the latent
       (`use_multiscale_fusion`). Defaults: ConvMAE-Base (256/384/768, depths 2/2/11, 12 heads).
     - "vit" (MR-MAE): MAE's plain ViT (shared modules), always with a cls token.
+
+    The ViT, decoder and block-numerics fields are the shared groups of
+    `models/config_fields.py` (`num_hidden_layers` declared again: 11).
 
     Args:
         image_size, patch_size, num_channels: input; `patch_size` is the size of one token of the
@@ -63,9 +67,6 @@ class MRMAEConfig(MIMBackboneConfigMixin, MIMConfig):
     model_type = "mr_mae"
 
     backbone: str = "convvit"
-    image_size: int | list[int] | tuple[int, int] = 224
-    patch_size: int = 16
-    num_channels: int = 3
     conv_hidden_sizes: list[int] | tuple[int, ...] = (256, 384)
     conv_depths: list[int] | tuple[int, ...] = (2, 2)
     conv_patch_sizes: list[int] | tuple[int, ...] = (4, 2)
@@ -74,24 +75,8 @@ class MRMAEConfig(MIMBackboneConfigMixin, MIMConfig):
     conv_layer_norm_eps: float = 1e-5
     use_cls_token: bool = False
     use_multiscale_fusion: bool = True
-    hidden_size: int = 768
-    num_hidden_layers: int = 11
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    decoder_hidden_size: int = 512
-    decoder_num_hidden_layers: int = 8
-    decoder_num_attention_heads: int = 16
-    decoder_intermediate_size: int = 2048
-    mask_ratio: float = 0.75
-    norm_pix_loss: bool = False
+    num_hidden_layers: int = 11  # ConvMAE-B: 11 ViT blocks after the two convolution stages
     use_mean_pooling: bool = False
-    layer_norm_eps: float = 1e-6
-    hidden_act: str = "gelu"
-    qkv_bias: bool = True
-    drop_path_rate: float = 0.0
-    hidden_dropout_prob: float = 0.0
-    attention_probs_dropout_prob: float = 0.0
-    initializer_range: float = 0.02
     teacher_names_or_paths: list[str] | tuple[str, ...] = ()
     teacher_hidden_sizes: list[int] | tuple[int, ...] = ()
     teacher_layer: int | None = None
@@ -103,16 +88,11 @@ class MRMAEConfig(MIMBackboneConfigMixin, MIMConfig):
     image_std: list[float] | tuple[float, ...] = (0.229, 0.224, 0.225)
 
     FIELD_RULES = {
-        "backbone": Choice(*BACKBONES), "image_size": SIZE, "patch_size": POSITIVE, "num_channels": POSITIVE,
-        "conv_hidden_sizes": Rule("ints", 1), "conv_depths": Rule("ints", 0), "conv_patch_sizes": Rule("ints", 1),
-        "conv_intermediate_sizes": Rule("ints", 1), "conv_kernel_size": POSITIVE, "conv_layer_norm_eps": EPS,
-        "use_cls_token": BOOL, "use_multiscale_fusion": BOOL, "hidden_size": POSITIVE, "num_hidden_layers": COUNT,
-        "num_attention_heads": POSITIVE, "intermediate_size": POSITIVE, "decoder_hidden_size": POSITIVE,
-        "decoder_num_hidden_layers": COUNT, "decoder_num_attention_heads": POSITIVE, "decoder_intermediate_size": POSITIVE,
-        "mask_ratio": PROBABILITY, "norm_pix_loss": BOOL, "use_mean_pooling": BOOL, "layer_norm_eps": EPS,
-        "hidden_act": ACTIVATION, "qkv_bias": BOOL, "drop_path_rate": PROBABILITY, "hidden_dropout_prob": PROBABILITY,
-        "attention_probs_dropout_prob": PROBABILITY, "initializer_range": NON_NEGATIVE, "teacher_names_or_paths": Rule("strs"),
-        "teacher_hidden_sizes": Rule("ints", 1), "teacher_layer": Int(optional=True),
+        **VIT_ENCODER_RULES, **MAE_DECODER_RULES, **BLOCK_NUMERICS_RULES,
+        "backbone": Choice(*BACKBONES), "conv_hidden_sizes": Rule("ints", 1), "conv_depths": Rule("ints", 0),
+        "conv_patch_sizes": Rule("ints", 1), "conv_intermediate_sizes": Rule("ints", 1), "conv_kernel_size": POSITIVE,
+        "conv_layer_norm_eps": EPS, "use_cls_token": BOOL, "use_multiscale_fusion": BOOL, "use_mean_pooling": BOOL,
+        "teacher_names_or_paths": Rule("strs"), "teacher_hidden_sizes": Rule("ints", 1), "teacher_layer": Int(optional=True),
         "mimic_loss_weights": Rule("floats", 0, optional=True), "mimic_loss": Choice(*MIMIC_LOSSES),
         "mimic_target_norm": Choice(*MIMIC_TARGET_NORMS), "mimic_head": Choice(*MIMIC_HEADS), "image_mean": Rule("floats"),
         "image_std": Rule("floats", 0, low_open=True),

@@ -7,7 +7,6 @@ from .modeling_simmim import (
     SimMIMPreTrainedModel,
     SimMIMPreTrainingOutput,
 )
-from . import releases  # noqa: F401  (registers the original checkpoints with `mim-hub zoo`)
 from .modeling_simmim_backbone import SimMIMBackbone
 
 # What `mim_hub.auto` registers with the Auto classes for this method.

@@ -5,20 +5,23 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 
 from ..backbone_config import MIMBackboneConfigMixin
-from ..validation import (ACTIVATION, BOOL, COUNT, POSITIVE, PROBABILITY, NON_NEGATIVE, Float, Int, MIMConfig, Choice, Rule,
-                          check_divisible, check_image_size)
+from ..config_fields import BLOCK_NUMERICS_RULES, VIT_ENCODER_RULES, BlockNumericsFields, ViTEncoderFields
+from ..validation import BOOL, POSITIVE, Choice, Float, Int, MIMConfig, Rule, check_divisible, check_image_size
 
 BACKBONES = ("vit", "swin")
 
 
 @strict
-class SimMIMConfig(MIMBackboneConfigMixin, MIMConfig):
+class SimMIMConfig(MIMBackboneConfigMixin, MIMConfig, ViTEncoderFields, BlockNumericsFields):
     r"""Configuration of SimMIM: a ViT (BEiT-style) or Swin encoder, the one-layer decoder
     (1x1 conv + PixelShuffle) and the fine-tuning head.
 
     `backbone` picks the encoder. Fields left at `None` take the released model's value for that
     backbone: ViT-B/16 at 224 (`simmim_pretrain__vit_base__img224__800ep`) or Swin-B at 192 with
     window 6 (`simmim_pretrain__swin_base__img192_window6__800ep`).
+
+    The ViT and block-numerics fields are the shared groups of `models/config_fields.py`
+    (`image_size`, `patch_size`, `layer_norm_eps`, `drop_path_rate` declared again: None).
 
     Args:
         backbone: "vit" or "swin".
@@ -50,15 +53,11 @@ class SimMIMConfig(MIMBackboneConfigMixin, MIMConfig):
     model_type = "simmim"
 
     backbone: str = "vit"
+    # None: the backbone's released value (filled in by __post_init__); the other ViT fields are
+    # ViTEncoderFields', the numerics BlockNumericsFields'
     image_size: int | list[int] | tuple[int, int] | None = None
     patch_size: int | None = None
-    num_channels: int = 3
     # ViT
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    qkv_bias: bool = True
     layer_scale_init_value: float | None = 0.1
     use_absolute_position_embeddings: bool = False
     use_relative_position_bias: bool = False
@@ -76,23 +75,18 @@ class SimMIMConfig(MIMBackboneConfigMixin, MIMConfig):
     mask_patch_size: int = 32
     mask_ratio: float = 0.6
     layer_norm_eps: float | None = None
-    hidden_act: str = "gelu"
     drop_path_rate: float | None = None
-    hidden_dropout_prob: float = 0.0
-    attention_probs_dropout_prob: float = 0.0
-    initializer_range: float = 0.02
 
     # None: the backbone's released value (filled in by __post_init__)
     FIELD_RULES = {
+        **VIT_ENCODER_RULES, **BLOCK_NUMERICS_RULES,
         "backbone": Choice(*BACKBONES), "image_size": Rule("size", optional=True), "patch_size": Int(1, optional=True),
-        "num_channels": POSITIVE, "hidden_size": POSITIVE, "num_hidden_layers": COUNT, "num_attention_heads": POSITIVE,
-        "intermediate_size": POSITIVE, "qkv_bias": BOOL, "layer_scale_init_value": Float(0, optional=True),
-        "use_absolute_position_embeddings": BOOL, "use_relative_position_bias": BOOL, "use_shared_relative_position_bias": BOOL,
-        "use_mean_pooling": BOOL, "embed_dim": POSITIVE, "depths": Rule("ints", 1), "num_heads": Rule("ints", 1),
-        "window_size": POSITIVE, "mlp_ratio": Float(0, low_open=True), "patch_norm": BOOL, "encoder_stride": Int(1, optional=True),
+        "layer_scale_init_value": Float(0, optional=True), "use_absolute_position_embeddings": BOOL,
+        "use_relative_position_bias": BOOL, "use_shared_relative_position_bias": BOOL, "use_mean_pooling": BOOL,
+        "embed_dim": POSITIVE, "depths": Rule("ints", 1), "num_heads": Rule("ints", 1), "window_size": POSITIVE,
+        "mlp_ratio": Float(0, low_open=True), "patch_norm": BOOL, "encoder_stride": Int(1, optional=True),
         "mask_patch_size": POSITIVE, "mask_ratio": Float(0, 1), "layer_norm_eps": Float(0, low_open=True, optional=True),
-        "hidden_act": ACTIVATION, "drop_path_rate": Float(0, 1, high_open=True, optional=True),
-        "hidden_dropout_prob": PROBABILITY, "attention_probs_dropout_prob": PROBABILITY, "initializer_range": NON_NEGATIVE,
+        "drop_path_rate": Float(0, 1, high_open=True, optional=True),
     }
 
     def __post_init__(self, **kwargs):
