@@ -232,7 +232,7 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
                                optimizer_factory=make_optimizer if fsdp else None, scheduler_factory=make_scheduler if fsdp else None)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     metrics = trainer.evaluate() if eval_data is not None else {}
-    from .pretrain import save_final
+    from .saving import save_final
 
     card_metrics = [{"dataset": eval_images.name, "type": "accuracy", "value": round(metrics["eval_accuracy"], 4), "name": "top-1"}] if metrics else None
     augment = ", ".join(a for a in (f"RandAugment {rand_augment}" if rand_augment else "", f"random erasing {reprob}" if reprob else "",

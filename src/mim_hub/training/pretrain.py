@@ -18,13 +18,14 @@ import time
 import numpy as np
 import torch
 
-from ..utils.atomic import OutputLock, atomic_folder, remove_stale_temporaries
+from ..utils.atomic import OutputLock, remove_stale_temporaries
 from .checkpointing import check_resume, latest_checkpoint, read_state, run_record, save_checkpoint
 from .compiling import add_compile_arguments, compile_from_args
 from .crash_points import pause_if_asked
 from .data import add_dataset_arguments, count_bad_images, dataset_from_args, default_num_workers
 from .optim import adamw, cosine_with_warmup, param_groups
 from .recipes import get_recipe
+from .saving import save_final
 
 logger = logging.getLogger("mim_hub.pretrain")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -397,17 +398,6 @@ def _run(args: argparse.Namespace, accelerator) -> int:
         logger.info("saved the pre-trained model to %s", args.output_dir)
     accelerator.end_training()
     return 0
-
-
-def save_final(model, processor, folder: str, *, method: str, provenance: str, state_dict=None, **card) -> None:
-    """Write model, processor and card into `folder` atomically (one temporary folder, then each
-    file renamed into place), leaving checkpoints and logs beside them untouched."""
-    from ..hub import write_model_card
-
-    with atomic_folder(folder, merge=True) as tmp:
-        model.save_pretrained(tmp, **({"state_dict": state_dict} if state_dict is not None else {}))
-        processor.save_pretrained(tmp)
-        write_model_card(tmp, model, method=method, provenance=provenance, **card)
 
 
 def _tensorboard(folder: str):

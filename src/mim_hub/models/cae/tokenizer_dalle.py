@@ -26,7 +26,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ...conversion.loading import CheckpointError, _RestrictedUnpickler, _inert_class
+from ...utils.safe_pickle import CheckpointError, RestrictedUnpickler, inert_class
 
 LOGIT_LAPLACE_EPS = 0.1
 
@@ -134,13 +134,13 @@ class DalleTokenizer(nn.Module):
 _MODULE_PREFIXES = ("dall_e.", "torch.nn.modules.")
 
 
-class _ModuleUnpickler(_RestrictedUnpickler):
+class _ModuleUnpickler(RestrictedUnpickler):
     """The project's restricted unpickler, plus inert stand-ins for the module classes a pickled
     `nn.Module` names (`dall_e.*`, `torch.nn.modules.*`). Everything else stays refused."""
 
     def find_class(self, module: str, name: str):
         if module.startswith(_MODULE_PREFIXES):
-            return _inert_class(module, name)
+            return inert_class(module, name)
         return super().find_class(module, name)
 
 
