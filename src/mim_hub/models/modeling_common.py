@@ -211,6 +211,14 @@ class MIMPreTrainedModel(PreTrainedModel):
             model = model._at_geometry(changes, str(pretrained_model_name_or_path), model_args, init_kwargs)
         return (model, info) if info is not None else model
 
+    def prepare_for_finetuning(self) -> "MIMPreTrainedModel":
+        """Switch a model just loaded from a pre-trained checkpoint to its method's fine-tuning
+        layout, in place, keeping what it computes; returns self. `mim-hub finetune` (and
+        `training.finetune.finetune`) calls it on every classifier before training; calling it
+        again changes nothing. Here: nothing to do (a method with a fine-tuning layout of its own,
+        e.g. SimMIM's ViT with a relative position table per block, overrides it)."""
+        return self
+
     @classmethod
     def _check_sizes_fit_weights(cls, pretrained_model_name_or_path, kwargs: dict, requested: dict) -> None:
         """Before anything is built: a local folder's config (with the overrides asked for) must

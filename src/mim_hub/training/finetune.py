@@ -146,10 +146,7 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
         raise ValueError(f"{method} models have no attention window: --window-size applies to Swin backbones")
     model = method_classes(method)["classification"].from_pretrained(
         model_dir, num_labels=len(names), id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True, **extra, **geometry)
-    base = getattr(model, model.base_model_prefix, None)
-    if getattr(model.config, "use_shared_relative_position_bias", False) and getattr(base, "relative_position_bias", None) is not None \
-            and hasattr(base, "expand_relative_position_bias"):  # (a Swin has a table per block already)
-        base.expand_relative_position_bias()  # SimMIM's ViT fine-tunes with a relative position table per block
+    model.prepare_for_finetuning()  # the method's fine-tuning layout (SimMIM's ViT: a relative position table per block)
     if compile:  # per block, in place: parameter names (Trainer checkpoints, resume) unchanged
         compiled = compile_blocks(model, backend=compile_backend, mode=compile_mode)
         logger.info("--compile: %d blocks compiled (%s)", compiled, compile_backend)
