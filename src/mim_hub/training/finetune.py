@@ -116,8 +116,8 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
              compile: bool = False, compile_backend: str = "inductor", compile_mode: str = "default"):
     """Fine-tune with transformers' Trainer; returns (trainer, final evaluation metrics).
 
-    `image_size` / `window_size` fine-tune at another geometry than the model's: its position
-    tables are resized on loading (see `MIMPreTrainedModel.from_pretrained`) and the image
+    `image_size` / `window_size` fine-tune at another geometry than the model's: it is loaded
+    with `load_at_geometry` (position tables resized, one model's memory) and the image
     processor follows the new size.
 
     The timm-style augmentations (`rand_augment`, `reprob`/`remode`, `mixup`/`cutmix`) and
@@ -144,8 +144,9 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
     geometry = {k: v for k, v in (("image_size", image_size), ("window_size", window_size)) if v is not None}
     if "window_size" in geometry and "window_size" not in config_class.__dataclass_fields__:
         raise ValueError(f"{method} models have no attention window: --window-size applies to Swin backbones")
-    model = method_classes(method)["classification"].from_pretrained(
-        model_dir, num_labels=len(names), id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True, **extra, **geometry)
+    classifier = method_classes(method)["classification"]
+    load = classifier.load_at_geometry if geometry else classifier.from_pretrained  # (another geometry: position tables resized)
+    model = load(model_dir, num_labels=len(names), id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True, **extra, **geometry)
     model.prepare_for_finetuning()  # the method's fine-tuning layout (SimMIM's ViT: a relative position table per block)
     if compile:  # per block, in place: parameter names (Trainer checkpoints, resume) unchanged
         compiled = compile_blocks(model, backend=compile_backend, mode=compile_mode)
