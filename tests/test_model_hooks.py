@@ -57,3 +57,23 @@ def test_models_that_predict_no_pixels_are_refused():
     assert not predicts_pixels(model)
     with pytest.raises(ValueError, match="does not predict pixels"):
         mim_hub.reconstruction.reconstruct(model, torch.randn(1, 3, 32, 32))
+
+
+def test_cae_fine_tuning_start_reads_the_saved_config_where_the_weights_are(tmp_path):
+    """One list of Hub arguments: CAE's fc_norm <- layernorm start honours `subfolder` (and the
+    rest) when it reads the saved config, as the weights' loading does."""
+    from mim_hub import CAEForImageClassification, CAEModel
+
+    config, _ = TINY_MODELS["cae"]()
+    config.use_mean_pooling = False
+    encoder = CAEModel(config)
+    with torch.no_grad():
+        encoder.layernorm.weight.normal_()
+    encoder.save_pretrained(tmp_path / "repo" / "encoder")
+    tuned = CAEForImageClassification.from_pretrained(tmp_path / "repo", subfolder="encoder", use_mean_pooling=True, num_labels=3)
+    assert tuned.cae.layernorm is None and torch.equal(tuned.cae.fc_norm.weight, encoder.layernorm.weight)
+    tuned.save_pretrained(tmp_path / "tuned")  # under its own names: it resumes and reloads as it is
+    from safetensors.torch import load_file
+
+    keys = set(load_file(tmp_path / "tuned" / "model.safetensors"))
+    assert {"cae.fc_norm.weight", "cae.fc_norm.bias"} <= keys and not any("layernorm" in k for k in keys)

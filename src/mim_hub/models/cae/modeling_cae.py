@@ -33,7 +33,7 @@ from ...layers.block import drop_path_rates
 from ...layers.mask_block import BlockMaskGenerator
 from ...layers.relative_position import RelativePositionBias, relative_position_attention_bias
 from ..features import EncoderFeaturesMixin
-from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel
+from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, hub_kwargs
 from .configuration_cae import CAEConfig
 
 
@@ -564,21 +564,24 @@ class CAEForImageClassification(ImageClassifierForwardMixin, CAEPreTrainedModel)
         """transformers' `from_pretrained`, plus CAE's fine-tuning start: when a checkpoint without
         mean pooling (a pre-trained encoder, whose final norm is `cae.layernorm`) is loaded with
         `use_mean_pooling=True`, that norm initialises `fc_norm`, as `run_class_finetuning.py`
-        renames `norm` to `fc_norm`. Relative position tables it lacks start at zero."""
+        renames `norm` to `fc_norm`. Relative position tables it lacks start at zero.
+
+        The rename is transformers' documented `key_mapping`. transformers records a key mapping
+        on the model to reverse it when saving (`save_original_format=True`, the default of every
+        `save_pretrained`, the Trainer's checkpoints included); this one is a one-way start, so
+        the record is cleared and the model saves (and resumes) under its own names, `cae.fc_norm`."""
         given = kwargs.get("config")
         wanted = kwargs.get("use_mean_pooling", getattr(given, "use_mean_pooling", None) if isinstance(given, CAEConfig) else None)
         if "key_mapping" not in kwargs and wanted:
             try:
-                saved = cls.config_class.from_pretrained(
-                    pretrained_model_name_or_path, **{k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
-                )
+                saved = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs(kwargs))
             except (OSError, ValueError, TypeError):
                 saved = None
             if saved is not None and not saved.use_mean_pooling:
-                kwargs["key_mapping"] = {r"^cae\.layernorm\.": "cae.fc_norm."}
+                kwargs["key_mapping"] = {r"^cae\.layernorm\.": "cae.fc_norm.", r"^layernorm\.": "fc_norm."}  # (a CAEModel's keys: no prefix)
                 loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
                 model = loaded[0] if isinstance(loaded, tuple) else loaded
-                model._weight_conversions = []  # save under our own names, not back as `layernorm`
+                model._weight_conversions = []  # (transformers' record of the mapping, see above)
                 return loaded
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
