@@ -149,8 +149,14 @@ class MIMPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """transformers' `save_pretrained`, made crash-safe: everything is written to a temporary
-        folder beside the target and then renamed into place (the whole folder when it is new,
-        file by file otherwise), so an interrupted save never leaves a truncated file."""
+        folder beside the target (`utils.atomic.atomic_folder`) and then renamed into place (the
+        whole folder when it is new, file by file otherwise), so an interrupted save never leaves
+        a truncated file. Why an override and not only `atomic_folder` at our own call sites: a
+        user's (or the Trainer's) `model.save_pretrained(folder)` over an earlier model must leave
+        that model intact when it is killed midway (tests/test_robustness.py::
+        test_save_pretrained_is_written_aside_then_renamed). Inside an `atomic_folder` of a caller
+        (`training.saving.save_final`, the converters) it writes straight into that temporary
+        folder: one temporary folder, never nested ones."""
         if kwargs.get("push_to_hub"):
             return super().save_pretrained(save_directory, *args, **kwargs)
         target = os.path.abspath(os.fspath(save_directory))
