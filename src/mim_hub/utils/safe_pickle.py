@@ -211,15 +211,16 @@ _NUMPY_GLOBALS = {
 
 
 class RestrictedPickleModule:
-    """A `pickle_module` for `torch.load` whose Unpickler is the restricted one."""
+    """A `pickle_module` for `torch.load` whose Unpickler is the restricted one (a subclass
+    naming another `Unpickler`, a subclass of `RestrictedUnpickler`, uses that one)."""
 
     Unpickler = RestrictedUnpickler
     UnpicklingError = pickle.UnpicklingError
     __name__ = "mim_hub_restricted_pickle"
 
-    @staticmethod
-    def load(file, **kwargs):
-        return RestrictedUnpickler(file, **kwargs).load()
+    @classmethod
+    def load(cls, file, **kwargs):
+        return cls.Unpickler(file, **kwargs).load()
 
 
 __all__ = ["CheckpointError", "INERT_MODULE_PREFIXES", "InertArray", "InertObject", "RefusedGlobal", "RestrictedPickleModule",

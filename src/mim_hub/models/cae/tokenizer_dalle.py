@@ -26,7 +26,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ...utils.safe_pickle import CheckpointError, RestrictedUnpickler, inert_class
+from ...utils.safe_pickle import CheckpointError, RestrictedPickleModule, RestrictedUnpickler, inert_class
 
 LOGIT_LAPLACE_EPS = 0.1
 
@@ -144,14 +144,9 @@ class _ModuleUnpickler(RestrictedUnpickler):
         return super().find_class(module, name)
 
 
-class _ModulePickle:
+class _ModulePickle(RestrictedPickleModule):
     Unpickler = _ModuleUnpickler
-    UnpicklingError = pickle.UnpicklingError
     __name__ = "mim_hub_module_pickle"
-
-    @staticmethod
-    def load(file, **kwargs):
-        return _ModuleUnpickler(file, **kwargs).load()
 
 
 def _collect_parameters(module, prefix: str, out: dict, depth: int = 0) -> None:
