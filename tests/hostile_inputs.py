@@ -51,9 +51,9 @@ def eval_payload(folder):
 
 
 def exec_beside_config_object(folder):
-    from mim_hub.conversion.loading import _inert_class
+    from mim_hub.utils.safe_pickle import inert_class
 
-    cfg = _inert_class("yacs.config", "CfgNode")()
+    cfg = inert_class("yacs.config", "CfgNode")()
     cfg["MODEL"] = {"TYPE": "vit"}
     path = os.path.join(folder, "exec_cfg.pth")
     torch.save({"model": _tiny_state(), "config": cfg, "payload": _ExecInsideConfig()}, path)

@@ -148,21 +148,24 @@ def test_colour_tokenizer_ids_and_model_side_labels():
 
 
 def test_recipe_draws_reproducible_block_masks_and_tokenizer_views():
-    from mim_hub.training.recipes import get_recipe
+    from mim_hub.training.recipes import build_recipe
 
-    recipe = get_recipe("cae")
     model = CAEForPreTraining(CAEConfig(**TINY))
-    recipe.configure_model(model, argparse.Namespace(tokenizer=None, num_mask_patches=20))
-    assert model.config.num_masking_patches == 20 and isinstance(model.tokenizer, PatchColorTokenizer)
-    recipe.train_transform(model.config, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-    samples = [{"pixel_values": torch.randn(3, 32, 32), **recipe.sample_inputs(model.config, np.random.default_rng(i))} for i in range(3)]
-    again = recipe.sample_inputs(model.config, np.random.default_rng(0))
+    recipe = build_recipe("cae", model, argparse.Namespace(tokenizer=None, num_mask_patches=20), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    assert model.config.num_masking_patches == 20 and isinstance(recipe.tokenizer, PatchColorTokenizer)
+    assert model.tokenizer is None  # the recipe holds the tokenizer, not the model
+    samples = [{"pixel_values": torch.randn(3, 32, 32), **recipe.sample_inputs(np.random.default_rng(i))} for i in range(3)]
+    again = recipe.sample_inputs(np.random.default_rng(0))
     assert torch.equal(samples[0]["bool_masked_pos"], again["bool_masked_pos"])
     batch = recipe.collate(samples)
     assert batch["bool_masked_pos"].shape == (3, 64) and (batch["bool_masked_pos"].sum(1) == 20).all()
     torch.testing.assert_close(batch["tokenizer_pixel_values"], (batch["pixel_values"] * 0.25 + 0.5).clamp(0, 1))
-    out = model(**batch)
+    inputs = recipe.model_inputs(batch)
+    assert "tokenizer_pixel_values" not in inputs and inputs["labels"].shape == (3 * 20,)
+    out = model(**inputs)
     assert torch.isfinite(out.loss) and out.loss_main is not None
+    model.set_tokenizer(recipe.tokenizer)  # the model's own convenience gives the same loss
+    assert torch.equal(model(**batch).loss, out.loss)
 
 
 def test_pretrain_command(tmp_path):
@@ -203,9 +206,7 @@ def test_the_tokenizer_view_is_the_same_crop_and_flip_resized_with_lanczos():
     single = RandomResizedCropFlip(32, (0.5,) * 3, (0.25,) * 3, scale=(0.3, 1.0))
     np.testing.assert_array_equal(two(image, np.random.default_rng(3))["pixel_values"], single(image, np.random.default_rng(3)))
     # the recipe's transform gives the tokenizer its own input size
-    recipe = get_recipe("cae")
-    model = CAEForPreTraining(CAEConfig(**TINY))
-    recipe.configure_model(model, argparse.Namespace(tokenizer=None, num_mask_patches=None))
-    views = recipe.train_transform(model.config, (0.5,) * 3, (0.25,) * 3)(image, np.random.default_rng(0))
-    size = recipe.tokenizer_size or (32, 32)
+    recipe = get_recipe("cae")(CAEConfig(**TINY), mean=(0.5,) * 3, std=(0.25,) * 3)
+    views = recipe.train_transform()(image, np.random.default_rng(0))
+    size = recipe.tokenizer_size
     assert views["pixel_values"].shape == (3, 32, 32) and views["tokenizer_pixel_values"].shape == (3, *size)

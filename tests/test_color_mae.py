@@ -131,11 +131,10 @@ def test_round_trip_auto_classes_and_recipe(tmp_path, monkeypatch):
 
     from mim_hub.training.recipes import get_recipe
 
-    recipe = get_recipe("color_mae")
-    recipe.configure_model(model, argparse.Namespace(noise_color="blue", noise_patterns=None))
+    recipe = get_recipe("color_mae").for_model(model, argparse.Namespace(noise_color="blue", noise_patterns=None))
     assert model.config.noise_color == "blue"
     rng = np.random.default_rng(0)
-    samples = [{"pixel_values": torch.randn(3, 32, 32), **recipe.sample_inputs(model.config, rng)} for _ in range(4)]
+    samples = [{"pixel_values": torch.randn(3, 32, 32), **recipe.sample_inputs(rng)} for _ in range(4)]
     batch = recipe.collate(samples)
     assert batch["noise"].shape == (4, 64) and torch.equal(batch["noise"], recipe.collate(samples)["noise"])
     assert torch.isfinite(model(**batch).loss)

@@ -151,3 +151,37 @@ def test_every_method_loads_at_twice_the_image_size(key, tmp_path):
             masked = {"bool_masked_pos": torch.rand(1, (side // config.patch_size) ** 2) < 0.5} if "bool_masked_pos" in inputs else {}
             out = model(x, **masked)  # (CAE computes its loss only given target tokens)
             assert all(torch.isfinite(v).all() for v in out.values() if torch.is_tensor(v) and v.is_floating_point())
+
+
+@pytest.mark.parametrize("key", sorted(TINY_MODELS))
+def test_load_at_geometry_computes_what_the_weights_do_not_hold(key, tmp_path):
+    """Built on the meta device, the model at the new geometry computes its fixed tables and
+    buffers (sin-cos tables, relative position indices, zero k biases) exactly as a model built
+    at that geometry does; everything trainable comes from the checkpoint."""
+    config, _ = tiny(key)
+    extra = {"noise_pattern_size": 16} if key == "color_mae" else {}
+    side = 2 * config.image_size
+    for kind in ("pretraining", "classification"):
+        cls = method_classes(method_of(key))[kind]
+        torch.manual_seed(0)
+        saved = _randomise(cls(config))
+        saved.save_pretrained(tmp_path / kind)
+        model = cls.load_at_geometry(tmp_path / kind, image_size=side, **extra)
+        reference = cls(type(config).from_dict({**config.to_dict(), "image_size": side, **extra}))
+        fixed = {n for n, p in reference.named_parameters() if not p.requires_grad} | {n for n, _ in reference.named_buffers()}
+        state, expected = model.state_dict(keep_vars=True), reference.state_dict(keep_vars=True)
+        for name in fixed:
+            actual = state[name] if name in state else model.get_buffer(name)
+            wanted = expected[name] if name in expected else reference.get_buffer(name)
+            assert actual.device.type == "cpu" and torch.equal(actual, wanted), (kind, name)
+        for name, parameter in model.named_parameters():
+            assert parameter.requires_grad == (name not in fixed), name
+        old = saved.state_dict()
+        moved = [n for n, p in model.named_parameters() if n in old and p.shape == old[n].shape and n not in fixed]
+        assert moved and all(torch.equal(state[n], old[n]) for n in moved)
+
+
+def test_load_at_geometry_refuses_a_field_the_model_does_not_have(tmp_path):
+    MAEForPreTraining(MAEConfig(**TINY_MAE)).save_pretrained(tmp_path / "mae")
+    with pytest.raises(ValueError, match="has no window_size"):
+        MAEForPreTraining.load_at_geometry(tmp_path / "mae", window_size=6)

@@ -168,4 +168,4 @@ def test_pretrain_command_with_teachers(teacher_dirs, tmp_path):
     from mim_hub.training.recipes import get_recipe
 
     with pytest.raises(ValueError, match="--mimic-weight"):
-        get_recipe("mr_mae").configure_model(MRMAEForPreTraining(MRMAEConfig(**TINY)), Namespace(teacher=list(teacher_dirs), mimic_weight=[1.0]))
+        get_recipe("mr_mae").for_model(MRMAEForPreTraining(MRMAEConfig(**TINY)), Namespace(teacher=list(teacher_dirs), mimic_weight=[1.0]))

@@ -191,7 +191,7 @@ def test_the_final_save_writes_one_temporary_folder_and_cleans_it(tiny_model, tm
     from transformers import PreTrainedModel
 
     from mim_hub import MAEForPreTraining, MAEImageProcessor
-    from mim_hub.training.pretrain import save_final
+    from mim_hub.training.saving import save_final
 
     model, processor = MAEForPreTraining.from_pretrained(tiny_model), MAEImageProcessor.from_pretrained(tiny_model)
     out = tmp_path / "final"

@@ -531,9 +531,9 @@ def test_convert_command_writes_a_loadable_folder(tmp_path):
 def test_pretrain_command_and_recipe(tmp_path):
     from mim_hub.training.recipes import get_recipe
 
-    recipe = get_recipe("simmim")
     config = SimMIMConfig(**TINY_SWIN)
-    sample = recipe.sample_inputs(config, np.random.default_rng(0))
+    recipe = get_recipe("simmim")(config)
+    sample = recipe.sample_inputs(np.random.default_rng(0))
     assert sample["bool_masked_pos"].dtype == torch.bool and sample["bool_masked_pos"].shape == (256,)
     assert int(sample["bool_masked_pos"].sum()) == 10 * 16  # ceil(16 * 0.6) blocks of 4x4 patches
     model = SimMIMForPreTraining(config)

@@ -8,6 +8,7 @@ grid. The masked patches' own statistics are never used (that would leak the ans
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -47,9 +48,10 @@ def _visible_statistics(target: torch.Tensor, mask: torch.Tensor, grid: tuple[in
 
 
 def predicts_pixels(model) -> bool:
-    """Whether `reconstruct` works with `model`: a pre-training model that predicts pixels
-    (MAE-family per-patch pixels, SimMIM's whole image), not CAE's token ids nor an encoder."""
-    return hasattr(model, "unpatchify") or type(model).__name__ == "SimMIMForPreTraining"
+    """Whether `reconstruct` works with `model`: a pre-training model that predicts pixels and
+    says what it reconstructed (`reconstruction_of`: MAE-family per-patch pixels, SimMIM's whole
+    image), not CAE's token ids nor an encoder."""
+    return callable(getattr(model, "reconstruction_of", None))
 
 
 def _per_image_seeds(seed: int | Sequence[int], batch: int) -> list[int] | None:
@@ -62,6 +64,34 @@ def _per_image_seeds(seed: int | Sequence[int], batch: int) -> list[int] | None:
     return seeds
 
 
+def _masking_noise(batch: int, length: int, seed: int, seeds: list[int] | None) -> torch.Tensor:
+    """MAE-style masking noise [B, L] (lowest kept): one draw for the batch, or one per image."""
+    if seeds is None:
+        return torch.rand(batch, length, generator=torch.Generator().manual_seed(int(seed)))
+    return torch.cat([torch.rand(1, length, generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+
+def _block_masks(config, pixel_values: torch.Tensor, mask_ratio: float | None, seed: int, seeds: list[int] | None) -> torch.Tensor:
+    """[B, L] bool block masks for a model masked by `bool_masked_pos` (SimMIM): blocks of
+    `config.mask_patch_size` pixels (SimMIMMaskGenerator), drawn from `numpy.random.RandomState(seed)`
+    for the batch, or one RandomState per image."""
+    from .masking import SimMIMMaskGenerator
+
+    ratio = config.mask_ratio if mask_ratio is None else mask_ratio
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"mask_ratio must be in [0, 1), got {ratio}")
+    batch, _, height, width = pixel_values.shape
+    if height != width:
+        raise ValueError(f"block masks need square images, got {height}x{width}")
+    generator = SimMIMMaskGenerator(height, config.mask_patch_size, config.patch_size, ratio)
+    if seeds is not None:
+        masks = [generator(np.random.RandomState(s)) for s in seeds]
+    else:
+        rng = np.random.RandomState(seed)
+        masks = [generator(rng) for _ in range(batch)]
+    return torch.stack([torch.as_tensor(m) for m in masks]).flatten(1).bool()
+
+
 @torch.no_grad()
 def reconstruct(model, pixel_values: torch.Tensor, *, mask_ratio: float | None = None, seed: int | Sequence[int] = 0,
                 noise: torch.Tensor | None = None) -> Reconstruction:
@@ -69,32 +99,31 @@ def reconstruct(model, pixel_values: torch.Tensor, *, mask_ratio: float | None =
 
     One int `seed` draws the masks of the whole batch in one go; a sequence of seeds, one per
     image, draws each image's mask from its own seed, so that an image gets the same mask in any
-    batch as alone (what the `masked-image-reconstruction` pipeline does)."""
-    config = model.config
-    seeds = _per_image_seeds(seed, pixel_values.shape[0])
-    if getattr(config, "model_type", None) == "simmim" and noise is None:
-        return _reconstruct_simmim(model, pixel_values, mask_ratio=mask_ratio, seed=seed if seeds is None else seeds)
-    if not hasattr(model, "unpatchify"):
+    batch as alone (what the `masked-image-reconstruction` pipeline does). A model masked by
+    noise (MAE family) gets uniform noise; one masked by `bool_masked_pos` (SimMIM), block masks.
+    What was reconstructed, and each image's loss, the model says (`reconstruction_of`)."""
+    if not predicts_pixels(model):
         raise ValueError(f"{type(model).__name__} does not predict pixels; reconstructions need a pixel-predicting "
                          "pre-training model (mae, color_mae, mr_mae, crate_mae, simmim)")
+    config = model.config
+    seeds = _per_image_seeds(seed, pixel_values.shape[0])
     p = config.patch_size
     grid = (pixel_values.shape[-2] // p, pixel_values.shape[-1] // p)
-    if noise is None and seeds is None:
-        noise = torch.rand(pixel_values.shape[0], grid[0] * grid[1], generator=torch.Generator().manual_seed(int(seed)))
-    elif noise is None:
-        noise = torch.cat([torch.rand(1, grid[0] * grid[1], generator=torch.Generator().manual_seed(s)) for s in seeds])
+    kwargs = {}
+    if "noise" in inspect.signature(model.forward).parameters:
+        kwargs["noise"] = noise if noise is not None else _masking_noise(pixel_values.shape[0], grid[0] * grid[1], seed, seeds)
+        if mask_ratio is not None:
+            kwargs["mask_ratio"] = mask_ratio
+    elif noise is not None:
+        raise ValueError(f"{type(model).__name__} is masked by bool_masked_pos, not by noise: pass seed (and mask_ratio) instead")
+    else:
+        kwargs["bool_masked_pos"] = _block_masks(config, pixel_values, mask_ratio, seed, seeds)
     model.eval()
-    kwargs = {"noise": noise}
-    if mask_ratio is not None:
-        kwargs["mask_ratio"] = mask_ratio
     out = model(pixel_values, **kwargs)
-    mask, pred = out.mask.float(), out.logits.float()
+    pred, per_image = model.reconstruction_of(pixel_values, out)
+    mask = out.mask.float()
     target = patchify(pixel_values, p)
     norm_pix = bool(getattr(config, "norm_pix_loss", False))
-    goal = target
-    if norm_pix:
-        goal = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6) ** 0.5
-    per_image = (((pred - goal) ** 2).mean(-1) * mask).sum(1) / mask.sum(1)
     if norm_pix:
         mean, std = _visible_statistics(target, mask, grid)
         pred = pred * std[..., None] + mean[..., None]
@@ -103,37 +132,6 @@ def reconstruct(model, pixel_values: torch.Tensor, *, mask_ratio: float | None =
     pasted = unpatchify(pred * m + target * (1 - m), p, config.num_channels, grid)
     masked = unpatchify(target * (1 - m), p, config.num_channels, grid)
     return Reconstruction(pixel_values, masked, reconstruction, pasted, mask, per_image, norm_pix)
-
-
-def _reconstruct_simmim(model, pixel_values: torch.Tensor, *, mask_ratio: float | None, seed: int | list[int]) -> Reconstruction:
-    """SimMIM predicts the whole image [B, C, H, W] from pixels; masks are its blocks of
-    `mask_patch_size` pixels (SimMIMMaskGenerator, drawn from `numpy.random.RandomState(seed)`,
-    or one RandomState per image for a list of seeds), the loss per image is its L1 on the
-    masked pixels divided by the channel count."""
-    from .masking import SimMIMMaskGenerator
-
-    config = model.config
-    ratio = config.mask_ratio if mask_ratio is None else mask_ratio
-    if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"mask_ratio must be in [0, 1), got {ratio}")
-    batch, channels, height, width = pixel_values.shape
-    if height != width:
-        raise ValueError(f"SimMIM's mask generator needs square images, got {height}x{width}")
-    p = config.patch_size
-    generator = SimMIMMaskGenerator(height, config.mask_patch_size, p, ratio)
-    if isinstance(seed, list):
-        masks = [generator(np.random.RandomState(s)) for s in seed]
-    else:
-        rng = np.random.RandomState(seed)
-        masks = [generator(rng) for _ in range(batch)]
-    mask = torch.stack([torch.as_tensor(m) for m in masks]).flatten(1).float()  # [B, L], 1 = masked
-    model.eval()
-    reconstruction = model(pixel_values, bool_masked_pos=mask.bool()).reconstruction.float()
-    grid = (height // p, width // p)
-    pixel_mask = mask.reshape(batch, 1, *grid).repeat_interleave(p, 2).repeat_interleave(p, 3)
-    per_image = ((pixel_values - reconstruction).abs() * pixel_mask).sum((1, 2, 3)) / (pixel_mask.sum((1, 2, 3)) + 1e-5) / channels
-    pasted = reconstruction * pixel_mask + pixel_values * (1 - pixel_mask)
-    return Reconstruction(pixel_values, pixel_values * (1 - pixel_mask), reconstruction, pasted, mask, per_image, False)
 
 
 def to_image(tensor: torch.Tensor, mean, std, *, blank=None):

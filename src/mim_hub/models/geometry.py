@@ -3,7 +3,8 @@
 Fine-tuning usually runs at another resolution than pre-training: SimMIM pre-trains Swin at
 192 px with window 6 and fine-tunes at 224 px with window 7, MAE fine-tunes ViTs at 384 px. The
 originals' fine-tuning scripts then resize what depends on the geometry before loading, and so do
-we, both in `from_pretrained(..., image_size=..., window_size=...)` and in the SimMIM converter:
+we, both in `load_at_geometry` (also reached by `from_pretrained(..., image_size=..., window_size=...)`)
+and in the SimMIM converter:
 - a relative position bias table is resampled to the new window
   (`resize_relative_position_table`: SimMIM's/BEiT's geometric bicubic interpolation);
 - a learned absolute position table is interpolated bicubically to the new patch grid, its cls
@@ -67,9 +68,13 @@ def adapt_geometry(state: dict[str, torch.Tensor], model: nn.Module, *, source: 
                     raise error(f"{source}: {key}: {reason}") from None
             adapted[key] = resize_relative_position_table(value.float(), old_window, owner.window_size, cls_token=owner.cls_token).to(value.dtype)
         elif leaf.endswith("pos_embed") and value.dim() == 3 and value.shape[0] == 1 and value.shape[2] == target.shape[2]:
-            if key in parameters and not parameters[key].requires_grad and not target.is_meta:
-                # a fixed sin-cos table: the model's own, computed for its geometry
-                adapted[key] = target.detach().clone().to(value.dtype)
+            if key in parameters and not parameters[key].requires_grad:
+                # a fixed sin-cos table: the model's own, computed for its geometry (left out for a
+                # model on the meta device, which computes it when it is materialised)
+                if target.is_meta:
+                    del adapted[key]
+                else:
+                    adapted[key] = target.detach().clone().to(value.dtype)
                 continue
             grids = _position_grids(value.shape[1], target.shape[1])
             if grids is None:

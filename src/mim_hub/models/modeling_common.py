@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import itertools
 import os
 import re
 from dataclasses import dataclass
@@ -24,7 +25,13 @@ from .geometry import GEOMETRY_FIELDS, adapt_geometry, geometry_changes
 from .size_bounds import check_config_fits_weights
 
 # from_pretrained arguments that say where the files are (to read the saved config alone)
-_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
+
+
+def hub_kwargs(kwargs: dict) -> dict:
+    """The entries of a `from_pretrained` call's `kwargs` that say where its files are (`HUB_KWARGS`):
+    what reading its saved config alone takes."""
+    return {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
 
 
 @dataclass
@@ -142,8 +149,14 @@ class MIMPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """transformers' `save_pretrained`, made crash-safe: everything is written to a temporary
-        folder beside the target and then renamed into place (the whole folder when it is new,
-        file by file otherwise), so an interrupted save never leaves a truncated file."""
+        folder beside the target (`utils.atomic.atomic_folder`) and then renamed into place (the
+        whole folder when it is new, file by file otherwise), so an interrupted save never leaves
+        a truncated file. Why an override and not only `atomic_folder` at our own call sites: a
+        user's (or the Trainer's) `model.save_pretrained(folder)` over an earlier model must leave
+        that model intact when it is killed midway (tests/test_robustness.py::
+        test_save_pretrained_is_written_aside_then_renamed). Inside an `atomic_folder` of a caller
+        (`training.saving.save_final`, the converters) it writes straight into that temporary
+        folder: one temporary folder, never nested ones."""
         if kwargs.get("push_to_hub"):
             return super().save_pretrained(save_directory, *args, **kwargs)
         target = os.path.abspath(os.fspath(save_directory))
@@ -179,37 +192,75 @@ class MIMPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """transformers' `from_pretrained`, plus loading at another geometry: `image_size=` /
-        `window_size=` (or a `config=` holding them) that differ from the saved model's load it
-        at its own geometry, then move its weights into a model of the new one, resizing the
-        position tables as the originals' fine-tuning scripts do (see `models/geometry.py`):
-        e.g. SimMIM's Swin pre-trained at 192 px / window 6, fine-tuned at 224 px / window 7."""
-        fields = [f for f in GEOMETRY_FIELDS if f in getattr(cls.config_class, "__dataclass_fields__", {})]  # (MAE has no window)
+        """transformers' `from_pretrained`. `image_size=` / `window_size=` (or a `config=` holding
+        them) that differ from the saved model's load it at that geometry: the call is
+        `load_at_geometry`'s (see there)."""
+        fields = cls._geometry_fields()
         requested = {field: kwargs.pop(field) for field in fields if field in kwargs}
         given = kwargs.get("config")
         if isinstance(given, PreTrainedConfig):  # a config of the new geometry: load with the saved one first
-            hub = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
-            saved = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub)
+            saved = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs(kwargs))
             changes = geometry_changes(saved, {f: getattr(given, f) for f in fields if hasattr(given, f)})
             if changes:
                 kwargs["config"] = copy.deepcopy(given)
                 for field in changes:
                     setattr(kwargs["config"], field, getattr(saved, field))
                 requested = {**changes, **requested}
+        if requested:
+            return cls.load_at_geometry(pretrained_model_name_or_path, *model_args, **requested, **kwargs)
+        return cls._load_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
+    @classmethod
+    def load_at_geometry(cls, pretrained_model_name_or_path, *model_args, image_size=None, window_size=None, **kwargs):
+        """Load a saved model at another geometry than it was saved with: `image_size` (a side or
+        (h, w)) and, for Swin, `window_size`; other arguments as `from_pretrained`'s. The weights
+        are read at the saved geometry, then moved (not copied) into a model of the new one,
+        built on the meta device, with the position tables resized as the originals'
+        fine-tuning scripts do (see `models/geometry.py`: relative position tables resampled,
+        learned position tables interpolated, fixed sin-cos tables and index buffers computed for
+        the new geometry), e.g. SimMIM's Swin pre-trained at 192 px / window 6, fine-tuned at
+        224 px / window 7. Peak memory is that of one model (plus the resized tables).
+        `mim-hub finetune --image-size/--window-size` calls it."""
+        requested = {k: v for k, v in (("image_size", image_size), ("window_size", window_size)) if v is not None}
+        unknown = sorted(set(requested) - set(cls._geometry_fields()))
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no {', '.join(unknown)}: its geometry is {list(cls._geometry_fields())}")
         init_kwargs = {k: kwargs[k] for k in inspect.signature(cls.__init__).parameters if k in kwargs and k not in ("self", "config")}
         cls._check_sizes_fit_weights(pretrained_model_name_or_path, kwargs, requested)
-        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        loaded = cls._load_pretrained(pretrained_model_name_or_path, *model_args, _sizes_checked=True, **kwargs)
         model, info = loaded if kwargs.get("output_loading_info") else (loaded, None)
+        changes = geometry_changes(model.config, requested)
+        if changes:
+            model = model._at_geometry(changes, str(pretrained_model_name_or_path), model_args, init_kwargs)
+        return (model, info) if info is not None else model
+
+    @classmethod
+    def _geometry_fields(cls) -> tuple[str, ...]:
+        return tuple(f for f in GEOMETRY_FIELDS if f in getattr(cls.config_class, "__dataclass_fields__", {}))  # (MAE has no window)
+
+    @classmethod
+    def _load_pretrained(cls, pretrained_model_name_or_path, *model_args, _sizes_checked: bool = False, **kwargs):
+        """transformers' `from_pretrained` at the saved geometry, after the size check, with
+        offloaded blocks regrouped and the fixed parameters frozen again."""
+        if not _sizes_checked:
+            cls._check_sizes_fit_weights(pretrained_model_name_or_path, kwargs, {})
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model = loaded[0] if kwargs.get("output_loading_info") else loaded
         if getattr(model, "hf_device_map", None):
             offload_whole_blocks(model)
         frozen = getattr(model, "_frozen_parameter_names", frozenset())
         for name, parameter in model.named_parameters():
             if name in frozen:
                 parameter.requires_grad_(False)
-        changes = geometry_changes(model.config, requested)
-        if changes:
-            model = model._at_geometry(changes, str(pretrained_model_name_or_path), model_args, init_kwargs)
-        return (model, info) if info is not None else model
+        return loaded
+
+    def prepare_for_finetuning(self) -> "MIMPreTrainedModel":
+        """Switch a model just loaded from a pre-trained checkpoint to its method's fine-tuning
+        layout, in place, keeping what it computes; returns self. `mim-hub finetune` (and
+        `training.finetune.finetune`) calls it on every classifier before training; calling it
+        again changes nothing. Here: nothing to do (a method with a fine-tuning layout of its own,
+        e.g. SimMIM's ViT with a relative position table per block, overrides it)."""
+        return self
 
     @classmethod
     def _check_sizes_fit_weights(cls, pretrained_model_name_or_path, kwargs: dict, requested: dict) -> None:
@@ -224,8 +275,7 @@ class MIMPreTrainedModel(PreTrainedModel):
         if isinstance(given, PreTrainedConfig):
             config = copy.deepcopy(given)
         else:
-            config = cls.config_class.from_pretrained(os.fspath(pretrained_model_name_or_path),
-                                                      **{k: kwargs[k] for k in _HUB_KWARGS if k in kwargs})
+            config = cls.config_class.from_pretrained(os.fspath(pretrained_model_name_or_path), **hub_kwargs(kwargs))
         rules = getattr(cls.config_class, "FIELD_RULES", {})
         for field, value in {**{k: v for k, v in kwargs.items() if k in rules}, **requested}.items():
             setattr(config, field, value)
@@ -233,13 +283,28 @@ class MIMPreTrainedModel(PreTrainedModel):
 
     def _at_geometry(self, changes: dict, source: str, model_args=(), init_kwargs=None):
         """A model like this one at another geometry (`changes`: config fields), holding this
-        one's weights with its position tables resized; this one is left as it is."""
+        one's weights (moved, not copied: this one is spent) with its position tables resized.
+
+        The new model is built on the meta device; what the weights do not hold (fixed sin-cos
+        tables, non-persistent buffers such as relative position indices) is computed by
+        `_init_weights` for its own geometry, on the weights' device, before the weights are
+        assigned."""
         config = type(self.config).from_dict({**self.config.to_dict(), **changes})
-        with torch.device(self.device):
+        with torch.device("meta"):
             resized = type(self)(config, *model_args, **(init_kwargs or {}))
-        resized.to(self.dtype)
         state = adapt_geometry(self.state_dict(), resized, source=source, old_model=self)
-        resized.load_state_dict(state, strict=True)
+        tensors = dict(resized.named_parameters(remove_duplicate=False))
+        tensors.update(resized.named_buffers(remove_duplicate=False))
+        owners = sorted({name.rpartition(".")[0] for name in tensors if name not in state})
+        for owner_name in owners:  # materialise and compute what the weights do not give
+            owner = resized.get_submodule(owner_name)
+            owner.to_empty(device=self.device, recurse=False)
+            resized._init_weights(owner)
+        missing, unexpected = resized.load_state_dict(state, strict=False, assign=True)
+        left = [name for name, t in itertools.chain(resized.named_parameters(), resized.named_buffers()) if t.is_meta]
+        if unexpected or left or set(missing) - set(tensors):
+            raise RuntimeError(f"{source}: loading at {changes} left {left or missing} unset and {unexpected} unused")
+        resized.to(self.dtype)
         resized.config._name_or_path = self.config._name_or_path
         return resized.train(self.training)
 

@@ -116,8 +116,8 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
              compile: bool = False, compile_backend: str = "inductor", compile_mode: str = "default"):
     """Fine-tune with transformers' Trainer; returns (trainer, final evaluation metrics).
 
-    `image_size` / `window_size` fine-tune at another geometry than the model's: its position
-    tables are resized on loading (see `MIMPreTrainedModel.from_pretrained`) and the image
+    `image_size` / `window_size` fine-tune at another geometry than the model's: it is loaded
+    with `load_at_geometry` (position tables resized, one model's memory) and the image
     processor follows the new size.
 
     The timm-style augmentations (`rand_augment`, `reprob`/`remode`, `mixup`/`cutmix`) and
@@ -144,12 +144,10 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
     geometry = {k: v for k, v in (("image_size", image_size), ("window_size", window_size)) if v is not None}
     if "window_size" in geometry and "window_size" not in config_class.__dataclass_fields__:
         raise ValueError(f"{method} models have no attention window: --window-size applies to Swin backbones")
-    model = method_classes(method)["classification"].from_pretrained(
-        model_dir, num_labels=len(names), id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True, **extra, **geometry)
-    base = getattr(model, model.base_model_prefix, None)
-    if getattr(model.config, "use_shared_relative_position_bias", False) and getattr(base, "relative_position_bias", None) is not None \
-            and hasattr(base, "expand_relative_position_bias"):  # (a Swin has a table per block already)
-        base.expand_relative_position_bias()  # SimMIM's ViT fine-tunes with a relative position table per block
+    classifier = method_classes(method)["classification"]
+    load = classifier.load_at_geometry if geometry else classifier.from_pretrained  # (another geometry: position tables resized)
+    model = load(model_dir, num_labels=len(names), id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True, **extra, **geometry)
+    model.prepare_for_finetuning()  # the method's fine-tuning layout (SimMIM's ViT: a relative position table per block)
     if compile:  # per block, in place: parameter names (Trainer checkpoints, resume) unchanged
         compiled = compile_blocks(model, backend=compile_backend, mode=compile_mode)
         logger.info("--compile: %d blocks compiled (%s)", compiled, compile_backend)
@@ -232,7 +230,7 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
                                optimizer_factory=make_optimizer if fsdp else None, scheduler_factory=make_scheduler if fsdp else None)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     metrics = trainer.evaluate() if eval_data is not None else {}
-    from .pretrain import save_final
+    from .saving import save_final
 
     card_metrics = [{"dataset": eval_images.name, "type": "accuracy", "value": round(metrics["eval_accuracy"], 4), "name": "top-1"}] if metrics else None
     augment = ", ".join(a for a in (f"RandAugment {rand_augment}" if rand_augment else "", f"random erasing {reprob}" if reprob else "",

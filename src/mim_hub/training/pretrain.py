@@ -18,17 +18,17 @@ import time
 import numpy as np
 import torch
 
-from ..utils.atomic import OutputLock, atomic_folder, remove_stale_temporaries
+from ..utils.atomic import OutputLock, remove_stale_temporaries
 from .checkpointing import check_resume, latest_checkpoint, read_state, run_record, save_checkpoint
 from .compiling import add_compile_arguments, compile_from_args
 from .crash_points import pause_if_asked
 from .data import add_dataset_arguments, count_bad_images, dataset_from_args, default_num_workers
 from .optim import adamw, cosine_with_warmup, param_groups
 from .preprocessing import build_processor, input_statistics, saved_processor
-from .recipes import get_recipe
+from .recipes import build_recipe, get_recipe
+from .saving import save_final
 
 logger = logging.getLogger("mim_hub.pretrain")
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -113,7 +113,7 @@ class PretrainData(torch.utils.data.Dataset):
         epoch, index = item if isinstance(item, tuple) else (self.epoch, item)
         views, rng = self.images.with_image(index, lambda image: self.augment(image, np.random.default_rng([self.seed, epoch, index]))
                                             )[0]  # an unreadable image: the next readable one, same draws
-        return {**views, **self.recipe.sample_inputs(self.config, rng)}
+        return {**views, **self.recipe.sample_inputs(rng)}
 
     def augment(self, image, rng, label=None):
         if not getattr(self.transform, "accepts_lazy_images", False):
@@ -125,7 +125,7 @@ class PretrainData(torch.utils.data.Dataset):
     def stream_sample(self, image, rng, label=None) -> dict:
         """A sample of a streamed image (`streaming.ShardedStream`'s `sample_fn`)."""
         views, rng = self.augment(image, rng)
-        return {**views, **self.recipe.sample_inputs(self.config, rng)}
+        return {**views, **self.recipe.sample_inputs(rng)}
 
 
 def check_stream_resume(state: dict, args, num_processes: int) -> None:
@@ -191,10 +191,7 @@ def _run(args: argparse.Namespace, accelerator) -> int:
     if args.norm_pix_loss is not None:
         overrides["norm_pix_loss"] = args.norm_pix_loss == "true"
     method, model = load_model(args.model, "pretraining", method=args.method, config_overrides=overrides)
-    recipe = get_recipe(method)
-    recipe.configure_model(model, args)
     config = model.config
-    compiled = compile_from_args(model, args)  # per block, in place: parameter names (checkpoints) unchanged
 
     # data: indexed and decoded per item in the workers (or streamed, see streaming.py)
     bad_image_log = os.path.join(args.output_dir, "bad_images.tsv")
@@ -212,7 +209,9 @@ def _run(args: argparse.Namespace, accelerator) -> int:
         images = dataset_from_args(args)
         images.bad_image_log = bad_image_log
         mean, std = input_statistics(args, saved_preprocessing, images, lambda: dataset_statistics(images))
-    transform = recipe.train_transform(config, mean, std, min_crop_scale=args.crop_min_scale, flip=not args.no_flip)
+    recipe = build_recipe(method, model, args, mean=mean, std=std, device=accelerator.device)  # the run's options applied to the model
+    compiled = compile_from_args(model, args)  # per block, in place: parameter names (checkpoints) unchanged
+    transform = recipe.train_transform(min_crop_scale=args.crop_min_scale, flip=not args.no_flip)
     data = PretrainData(images, transform, recipe, config, args.seed)
     if args.streaming:
         stream = ShardedStream(source, data.stream_sample, seed=args.seed, shuffle_buffer=args.shuffle_buffer,
@@ -311,7 +310,7 @@ def _run(args: argparse.Namespace, accelerator) -> int:
                 stream_state.update(batch.pop("stream_position"))
                 batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
             with accelerator.accumulate(model):
-                loss = model(**batch).loss
+                loss = model(**recipe.model_inputs(batch)).loss
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and args.clip_grad:
                     accelerator.clip_grad_norm_(model.parameters(), args.clip_grad)
@@ -387,17 +386,6 @@ def _run(args: argparse.Namespace, accelerator) -> int:
         logger.info("saved the pre-trained model to %s", args.output_dir)
     accelerator.end_training()
     return 0
-
-
-def save_final(model, processor, folder: str, *, method: str, provenance: str, state_dict=None, **card) -> None:
-    """Write model, processor and card into `folder` atomically (one temporary folder, then each
-    file renamed into place), leaving checkpoints and logs beside them untouched."""
-    from ..hub import write_model_card
-
-    with atomic_folder(folder, merge=True) as tmp:
-        model.save_pretrained(tmp, **({"state_dict": state_dict} if state_dict is not None else {}))
-        processor.save_pretrained(tmp)
-        write_model_card(tmp, model, method=method, provenance=provenance, **card)
 
 
 def _tensorboard(folder: str):

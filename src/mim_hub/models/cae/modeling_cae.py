@@ -33,7 +33,7 @@ from ...layers.block import drop_path_rates
 from ...layers.mask_block import BlockMaskGenerator
 from ...layers.relative_position import RelativePositionBias, relative_position_attention_bias
 from ..features import EncoderFeaturesMixin
-from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel
+from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, hub_kwargs
 from .configuration_cae import CAEConfig
 
 
@@ -391,6 +391,12 @@ class CAEDecoder(nn.Module):
         return self.head(self.layernorm(hidden)), all_hidden, all_attn
 
 
+def cae_mask_generator(config: CAEConfig) -> BlockMaskGenerator:
+    """The block-wise generator `config` describes (CAE's pre-training masks; the recipe's too)."""
+    return BlockMaskGenerator(config.grid_size, config.num_masking_patches, min_num_patches=config.min_mask_patches_per_block,
+                              max_num_patches=config.max_mask_patches_per_block, min_aspect=config.mask_min_aspect)
+
+
 class CAEForPreTraining(CAEPreTrainedModel):
     """CAE pre-training.
 
@@ -426,16 +432,19 @@ class CAEForPreTraining(CAEPreTrainedModel):
         self.decoder_pos_embed = nn.Parameter(cae_sincos_table(config.decoder_hidden_size, self.grid_size), requires_grad=False)
         self.regressor = CAERegressor(config)
         self.decoder = CAEDecoder(config)
-        self.__dict__["_tokenizer"] = None  # not a submodule: never saved, never trained
+        object.__setattr__(self, "_tokenizer", None)  # not a submodule (see set_tokenizer)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
         return self.cae.embeddings.patch_embed
 
     def set_tokenizer(self, tokenizer) -> None:
-        """A callable mapping images [B, C, H', W'] to token ids [B, h, w] or [B, L] (e.g.
-        `DalleTokenizer`); used when `forward` gets no `labels`. Not saved with the model."""
-        self.__dict__["_tokenizer"] = tokenizer
+        """A convenience for calls without `labels`: a callable mapping images [B, C, H', W'] to
+        token ids [B, h, w] or [B, L] (e.g. `DalleTokenizer`), applied to `tokenizer_pixel_values`
+        where it lives (the model never moves it; its ids are moved to the logits). Not a
+        submodule: never saved, moved or trained with the model. The pre-trainer does not use it:
+        its recipe (`mim_hub.training.recipes.cae`) holds the tokenizer and passes `labels`."""
+        object.__setattr__(self, "_tokenizer", tokenizer)
 
     @property
     def tokenizer(self):
@@ -443,9 +452,7 @@ class CAEForPreTraining(CAEPreTrainedModel):
 
     def mask_generator(self) -> BlockMaskGenerator:
         """The block-wise generator this config describes (CAE's pre-training masks)."""
-        c = self.config
-        return BlockMaskGenerator(self.grid_size, c.num_masking_patches, min_num_patches=c.min_mask_patches_per_block,
-                                  max_num_patches=c.max_mask_patches_per_block, min_aspect=c.mask_min_aspect)
+        return cae_mask_generator(self.config)
 
     def draw_mask(self, batch_size: int, rng: random.Random | None = None, device=None) -> torch.Tensor:
         """[B, L] bool masks from the block generator; `rng` defaults to one seeded from torch's RNG."""
@@ -461,16 +468,13 @@ class CAEForPreTraining(CAEPreTrainedModel):
         return self.encoder_to_regressor_norm(self.encoder_to_regressor(latent))
 
     def _labels_from_tokenizer(self, pixels: torch.Tensor, bool_masked_pos: torch.Tensor) -> torch.Tensor:
-        tokenizer = self.tokenizer
-        if isinstance(tokenizer, nn.Module):
-            tokenizer.to(pixels.device)
         with torch.no_grad():
-            ids = tokenizer(pixels)
+            ids = self.tokenizer(pixels)
         ids = ids.reshape(ids.shape[0], -1)
         if ids.shape != bool_masked_pos.shape:
             raise ValueError(f"the tokenizer gave {ids.shape[1]} token ids per image but the model has {bool_masked_pos.shape[1]} patches; "
                              "feed it images whose token grid matches the patch grid (tokenizer_pixel_values)")
-        return ids[bool_masked_pos]
+        return ids[bool_masked_pos.to(ids.device)]
 
     def forward(
         self,
@@ -560,21 +564,24 @@ class CAEForImageClassification(ImageClassifierForwardMixin, CAEPreTrainedModel)
         """transformers' `from_pretrained`, plus CAE's fine-tuning start: when a checkpoint without
         mean pooling (a pre-trained encoder, whose final norm is `cae.layernorm`) is loaded with
         `use_mean_pooling=True`, that norm initialises `fc_norm`, as `run_class_finetuning.py`
-        renames `norm` to `fc_norm`. Relative position tables it lacks start at zero."""
+        renames `norm` to `fc_norm`. Relative position tables it lacks start at zero.
+
+        The rename is transformers' documented `key_mapping`. transformers records a key mapping
+        on the model to reverse it when saving (`save_original_format=True`, the default of every
+        `save_pretrained`, the Trainer's checkpoints included); this one is a one-way start, so
+        the record is cleared and the model saves (and resumes) under its own names, `cae.fc_norm`."""
         given = kwargs.get("config")
         wanted = kwargs.get("use_mean_pooling", getattr(given, "use_mean_pooling", None) if isinstance(given, CAEConfig) else None)
         if "key_mapping" not in kwargs and wanted:
             try:
-                saved = cls.config_class.from_pretrained(
-                    pretrained_model_name_or_path, **{k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
-                )
+                saved = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs(kwargs))
             except (OSError, ValueError, TypeError):
                 saved = None
             if saved is not None and not saved.use_mean_pooling:
-                kwargs["key_mapping"] = {r"^cae\.layernorm\.": "cae.fc_norm."}
+                kwargs["key_mapping"] = {r"^cae\.layernorm\.": "cae.fc_norm.", r"^layernorm\.": "fc_norm."}  # (a CAEModel's keys: no prefix)
                 loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
                 model = loaded[0] if isinstance(loaded, tuple) else loaded
-                model._weight_conversions = []  # save under our own names, not back as `layernorm`
+                model._weight_conversions = []  # (transformers' record of the mapping, see above)
                 return loaded
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 

@@ -26,7 +26,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ...conversion.loading import CheckpointError, _RestrictedUnpickler, _inert_class
+from ...utils.safe_pickle import CheckpointError, RestrictedPickleModule, RestrictedUnpickler, inert_class
 
 LOGIT_LAPLACE_EPS = 0.1
 
@@ -134,24 +134,19 @@ class DalleTokenizer(nn.Module):
 _MODULE_PREFIXES = ("dall_e.", "torch.nn.modules.")
 
 
-class _ModuleUnpickler(_RestrictedUnpickler):
+class _ModuleUnpickler(RestrictedUnpickler):
     """The project's restricted unpickler, plus inert stand-ins for the module classes a pickled
     `nn.Module` names (`dall_e.*`, `torch.nn.modules.*`). Everything else stays refused."""
 
     def find_class(self, module: str, name: str):
         if module.startswith(_MODULE_PREFIXES):
-            return _inert_class(module, name)
+            return inert_class(module, name)
         return super().find_class(module, name)
 
 
-class _ModulePickle:
+class _ModulePickle(RestrictedPickleModule):
     Unpickler = _ModuleUnpickler
-    UnpicklingError = pickle.UnpicklingError
     __name__ = "mim_hub_module_pickle"
-
-    @staticmethod
-    def load(file, **kwargs):
-        return _ModuleUnpickler(file, **kwargs).load()
 
 
 def _collect_parameters(module, prefix: str, out: dict, depth: int = 0) -> None:

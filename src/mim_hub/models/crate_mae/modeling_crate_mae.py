@@ -25,7 +25,7 @@ from transformers.modeling_outputs import ImageClassifierOutput
 from ... import initialization as init
 from ...layers import PatchEmbedding, gather_tokens, get_2d_sincos_pos_embed, interpolate_pos_embed, patchify, random_masking, unpatchify
 from ...layers.attention import InterfaceAttention
-from ..mae.modeling_mae import pixel_loss
+from ..mae.modeling_mae import PixelTargetsMixin, pixel_loss
 from ..features import ClassifierFeaturesMixin, EncoderFeaturesMixin
 from ..modeling_common import MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput, classification_loss
 from .configuration_crate_mae import CrateMAEConfig
@@ -282,6 +282,8 @@ class CrateMAEForPreTraining(CrateMAEPreTrainedModel):
             attentions=encoded.attentions + dec_attn if output_attentions else None,
         )
         return out if return_dict is not False else out.to_tuple()
+
+    reconstruction_of = PixelTargetsMixin.reconstruction_of  # (MAE's pixel targets)
 
 
 class CrateMAEForImageClassification(ClassifierFeaturesMixin, CrateMAEPreTrainedModel):

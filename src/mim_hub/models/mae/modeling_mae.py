@@ -23,8 +23,9 @@ from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPr
 from .configuration_mae import MAEConfig
 
 
-def pixel_loss(pixel_values, pred, mask, patch_size: int, norm_pix_loss: bool) -> torch.Tensor:
-    """MAE's loss: mean squared error per patch, averaged over the masked patches only.
+def pixel_loss(pixel_values, pred, mask, patch_size: int, norm_pix_loss: bool, per_image: bool = False) -> torch.Tensor:
+    """MAE's loss: mean squared error per patch, averaged over the masked patches only (of the
+    batch, or of each image with `per_image`: [B]).
 
     With `norm_pix_loss` the target is each patch normalised by its own mean and unbiased
     variance (+1e-6), as the original."""
@@ -34,6 +35,8 @@ def pixel_loss(pixel_values, pred, mask, patch_size: int, norm_pix_loss: bool) -
         var = target.var(dim=-1, keepdim=True)
         target = (target - mean) / (var + 1.0e-6) ** 0.5
     loss = ((pred - target) ** 2).mean(dim=-1)
+    if per_image:
+        return (loss * mask).sum(1) / mask.sum(1)
     return (loss * mask).sum() / mask.sum()
 
 
@@ -205,6 +208,13 @@ class PixelTargetsMixin:
 
     def forward_loss(self, pixel_values, logits, mask) -> torch.Tensor:
         return pixel_loss(pixel_values, logits, mask, self.config.patch_size, self.config.norm_pix_loss)
+
+    def reconstruction_of(self, pixel_values: torch.Tensor, outputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """What `mim_hub.reconstruction.reconstruct` draws, from this model's forward `outputs`:
+        (the predicted patches [B, L, p*p*C], per-patch normalised for `norm_pix_loss`; the loss of
+        each image [B] on its masked patches)."""
+        logits = outputs.logits.float()
+        return logits, pixel_loss(pixel_values, logits, outputs.mask.float(), self.config.patch_size, self.config.norm_pix_loss, per_image=True)
 
 
 class MAEForPreTraining(PixelTargetsMixin, MAEPreTrainedModel):

@@ -19,7 +19,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from ... import initialization as init
-from ...layers import Attention, LayerScale, PatchEmbedding, ViTEncoder, build_vit_blocks, interpolate_pos_embed
+from ...layers import Attention, LayerScale, PatchEmbedding, ViTEncoder, build_vit_blocks, interpolate_pos_embed, patchify
 from ...layers.relative_position import RelativePositionBias, relative_position_attention_bias, relative_position_index
 from ..features import EncoderFeaturesMixin, FeatureStage
 from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel
@@ -45,11 +45,15 @@ class SimMIMPreTrainingOutput(ModelOutput):
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
-def simmim_loss(pixel_values: torch.Tensor, reconstruction: torch.Tensor, mask: torch.Tensor, patch_size: int) -> torch.Tensor:
+def simmim_loss(pixel_values: torch.Tensor, reconstruction: torch.Tensor, mask: torch.Tensor, patch_size: int,
+                per_image: bool = False) -> torch.Tensor:
     """SimMIM's loss: L1 over the masked pixels, `sum(|x - x_rec| * m) / (sum(m) + 1e-5) / C`,
-    with the patch mask `mask` [B, h, w] upsampled by `patch_size` (sum(m) counts one channel)."""
+    with the patch mask `mask` [B, h, w] upsampled by `patch_size` (sum(m) counts one channel);
+    of the batch, or of each image with `per_image` ([B])."""
     pixels = mask.to(reconstruction.dtype).repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2).unsqueeze(1)
     l1 = F.l1_loss(pixel_values.to(reconstruction.dtype), reconstruction, reduction="none")
+    if per_image:
+        return (l1 * pixels).sum((1, 2, 3)) / (pixels.sum((1, 2, 3)) + 1e-5) / pixel_values.shape[1]
     return (l1 * pixels).sum() / (pixels.sum() + 1e-5) / pixel_values.shape[1]
 
 
@@ -362,6 +366,15 @@ class SimMIMForPreTraining(SimMIMPreTrainedModel):
         )
         return output if return_dict is not False else output.to_tuple()
 
+    def reconstruction_of(self, pixel_values: torch.Tensor, outputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """What `mim_hub.reconstruction.reconstruct` draws, from this model's forward `outputs`:
+        (the reconstructed image as patches [B, L, p*p*C]; the L1 loss of each image [B] on its
+        masked pixels)."""
+        p, reconstruction = self.config.patch_size, outputs.reconstruction.float()
+        grid = (pixel_values.shape[-2] // p, pixel_values.shape[-1] // p)
+        mask = outputs.mask.reshape(-1, *grid)
+        return patchify(reconstruction, p), simmim_loss(pixel_values, reconstruction, mask, p, per_image=True)
+
 
 class SimMIMForImageClassification(ImageClassifierForwardMixin, SimMIMPreTrainedModel):
     """SimMIM's fine-tuning models: the encoder's `pooler_output` into a linear `head` (ViT:
@@ -381,6 +394,14 @@ class SimMIMForImageClassification(ImageClassifierForwardMixin, SimMIMPreTrained
         super()._init_weights(module)
         if module is getattr(self, "head", None) and isinstance(module, nn.Linear) and self.config.backbone == "vit":
             init.trunc_normal_(module.weight, std=self.config.initializer_range * 1e-3)  # BEiT's init_scale 0.001
+
+    def prepare_for_finetuning(self) -> "SimMIMForImageClassification":
+        """SimMIM's ViT fine-tunes with a relative position table per block, each starting as the
+        pre-training's shared one (`SimMIMModel.expand_relative_position_bias`); a Swin, or a ViT
+        without a shared table, is already in its fine-tuning layout."""
+        if self.config.use_shared_relative_position_bias and getattr(self.simmim, "relative_position_bias", None) is not None:
+            self.simmim.expand_relative_position_bias()
+        return self
 
 
 __all__ = [

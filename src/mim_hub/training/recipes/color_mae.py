@@ -3,7 +3,9 @@
 Each batch's windows are drawn exactly as the original does for a batch (one crop and flip pair
 per pass over the pattern stack, sample b from pattern b mod P), from a generator seeded by the
 batch's first sample, so runs stay reproducible and resumable. `--noise-color` picks the colour,
-`--noise-patterns` the authors' `.npz` file."""
+`--noise-patterns` the authors' `.npz` file; both are written into the model's config, from
+which the recipe builds its own generator (the model builds the same one when it is called
+without `noise`)."""
 
 from __future__ import annotations
 
@@ -12,31 +14,33 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ...layers.mask_color_noise import COLORS
-from ...training.recipes import PretrainRecipe
+from ...layers.mask_color_noise import COLORS, ColorNoiseMaskGenerator
+from ...models.color_mae.modeling_color_mae import mask_generator_for
+from .base import PretrainRecipe
 
 
-@dataclass
+@dataclass(frozen=True)
 class ColorMAERecipe(PretrainRecipe):
-    method: str = "color_mae"
-    mask_generator: object = field(default=None, repr=False)
+    method = "color_mae"
+    mask_generator: ColorNoiseMaskGenerator = field(init=False, repr=False)
 
-    def add_arguments(self, parser) -> None:
+    def __post_init__(self):
+        object.__setattr__(self, "mask_generator", mask_generator_for(self.config))
+
+    @classmethod
+    def add_arguments(cls, parser) -> None:
         group = parser.add_argument_group("color_mae")
         group.add_argument("--noise-color", choices=COLORS, default=None, help="ColorMAE: colour of the masking noise (default: the model's, green)")
         group.add_argument("--noise-patterns", default=None, help="ColorMAE: the authors' <color>_noise_data_3072.npz (default: generated offline)")
 
-    def configure_model(self, model, args) -> None:
-        from .modeling_color_mae import mask_generator_for
-
+    @classmethod
+    def configure_model(cls, model, args, *, mean=None, std=None) -> None:
         if getattr(args, "noise_color", None):
             model.config.noise_color = args.noise_color
         if getattr(args, "noise_patterns", None):
             model.config.noise_pattern_path = args.noise_patterns
-        self.mask_generator = mask_generator_for(model.config)
-        model.mask_generator = self.mask_generator
 
-    def sample_inputs(self, config, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    def sample_inputs(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         return {"mask_seed": torch.tensor(int(rng.integers(0, 2**62)))}
 
     def collate(self, samples: list[dict]) -> dict[str, torch.Tensor]:
@@ -46,4 +50,4 @@ class ColorMAERecipe(PretrainRecipe):
         return batch
 
 
-RECIPE = ColorMAERecipe()
+RECIPE = ColorMAERecipe

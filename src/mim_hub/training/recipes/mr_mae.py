@@ -1,28 +1,30 @@
 """MR-MAE's pre-training recipe: MAE's (crop + flip, uniform masking noise, AdamW), plus frozen
 teachers to mimic. `--teacher PATH` (repeatable: CLIP and DINO in the paper) attaches
 transformers vision models by folder or Hub id; `--mimic-weight W` (repeatable, one per teacher)
-weighs their terms. The input normalisation of the run is recorded in the config so that each
-teacher can undo it before its own preprocessing."""
+weighs their terms. The input normalisation of the run is recorded in the model's config
+(`image_mean` / `image_std`) so that each teacher can undo it before its own preprocessing."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...training.recipes import PretrainRecipe
+from .base import PretrainRecipe
 
 
-@dataclass
+@dataclass(frozen=True)
 class MRMAERecipe(PretrainRecipe):
-    method: str = "mr_mae"
+    method = "mr_mae"
 
-    def add_arguments(self, parser) -> None:
+    @classmethod
+    def add_arguments(cls, parser) -> None:
         group = parser.add_argument_group("mr_mae")
         group.add_argument("--teacher", action="append", default=None, metavar="PATH",
                            help="MR-MAE: a frozen teacher to mimic (a transformers CLIP/ViT/DINOv2 model folder or Hub id); repeat for several")
         group.add_argument("--mimic-weight", action="append", type=float, default=None, metavar="W",
                            help="MR-MAE: weight of each --teacher's mimic loss, in the same order (default 1 each)")
 
-    def configure_model(self, model, args) -> None:
+    @classmethod
+    def configure_model(cls, model, args, *, mean=None, std=None) -> None:
         teachers = getattr(args, "teacher", None)
         weights = getattr(args, "mimic_weight", None)
         if weights and not teachers:
@@ -31,11 +33,8 @@ class MRMAERecipe(PretrainRecipe):
             if weights and len(weights) != len(teachers):
                 raise ValueError(f"{len(weights)} --mimic-weight values for {len(teachers)} --teacher paths")
             model.set_teachers(teachers, weights=weights)
-
-    def train_transform(self, config, mean, std, **kwargs):
-        # the teachers undo the student's normalisation before applying their own
-        config.image_mean, config.image_std = [float(m) for m in mean], [float(s) for s in std]
-        return super().train_transform(config, mean, std, **kwargs)
+        if mean is not None and std is not None:  # the teachers undo the student's normalisation before applying their own
+            model.config.image_mean, model.config.image_std = [float(m) for m in mean], [float(s) for s in std]
 
 
-RECIPE = MRMAERecipe()
+RECIPE = MRMAERecipe

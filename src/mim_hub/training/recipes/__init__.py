@@ -1,0 +1,55 @@
+"""Per-method pre-training recipes.
+
+A recipe tells the trainer what only the method knows: its augmentation, what each sample
+carries besides the image (MAE's `noise`, SimMIM's and CAE's `bool_masked_pos`, ...), the
+targets computed on the training device (CAE's token `labels`), its optimiser defaults, and any
+command-line options of its own.
+
+A recipe is a fresh, immutable object built for one model and one run:
+
+    recipe = build_recipe("cae", model, args, mean=mean, std=std, device=device)
+    transform = recipe.train_transform(min_crop_scale=0.08)     # image -> views
+    sample = recipe.sample_inputs(rng)                          # per-sample draws (masks)
+    batch = recipe.model_inputs(recipe.collate(samples))        # on the device: + targets
+    loss = model(**batch).loss
+
+`build_recipe` first applies the run's options to the model (`configure_model`: CAE's
+`--num-mask-patches`, ColorMAE's `--noise-color`, MR-MAE's teachers and the run's
+normalisation), then builds the recipe from the model's config. Nothing it holds changes
+afterwards, so two runs in one process (a notebook, the test suite) never see each other's
+settings, whatever their order.
+
+Adding a method: write `mim_hub/training/recipes/<method>.py` defining `RECIPE`, a subclass of
+`PretrainRecipe` overriding what differs (`add_arguments`, `configure_model`, `train_transform`,
+`sample_inputs`, `collate`, `model_inputs`; derived objects such as mask generators are built in
+`__post_init__`). `get_recipe(method)` imports it; methods without one use MAE's recipe, which
+fits every model whose pre-training forward takes `pixel_values` and `noise`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .base import IMAGENET_MEAN, IMAGENET_STD, PretrainRecipe
+
+
+def get_recipe(method: str) -> type[PretrainRecipe]:
+    """The recipe class of `method` (`PretrainRecipe`, MAE's, for methods without their own)."""
+    try:
+        module = importlib.import_module(f"{__name__}.{method}")
+    except ModuleNotFoundError as error:
+        if not (error.name or "").startswith(f"{__name__}.{method}"):
+            raise
+        return PretrainRecipe
+    return module.RECIPE
+
+
+def build_recipe(method: str, model, args=None, *, mean=IMAGENET_MEAN, std=IMAGENET_STD, device=None) -> PretrainRecipe:
+    """`method`'s recipe for `model` and the run's options `args` (an argparse namespace, or
+    None for the defaults), whose inputs are normalised with `mean` / `std`; what it computes on
+    the training device (CAE's tokenizer) is placed on `device`. Applies the options to the model
+    first (see the module docstring)."""
+    return get_recipe(method).for_model(model, args, mean=mean, std=std, device=device)
+
+
+__all__ = ["PretrainRecipe", "build_recipe", "get_recipe"]
