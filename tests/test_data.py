@@ -373,6 +373,56 @@ def test_pretrain_streams_webdataset_with_a_bad_image_and_resumes_exactly(tiny_m
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _launch_two_ranks(*args, env=None):
+    # accelerate 1.15's `--cpu --num_processes 2` starts ONE process (its simple launcher); `--multi_gpu` starts two
+    # (torchrun), which pretrain joins over gloo on a machine without an accelerator
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mim_hub", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**ENV, "PYTHONPATH": os.pathsep.join(sys.path), **(env or {})})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["webdataset", "parquet"])
+def test_pretrain_as_two_gloo_ranks_trains_on_disjoint_halves_of_a_streamed_epoch(tiny_mae, tmp_path, kind):
+    (tmp_path / "data").mkdir()
+    if kind == "webdataset":
+        _stream(tmp_path / "data", shards=4, per_shard=6)
+        spec = f"webdataset:{tmp_path / 'data'}"
+    else:
+        import datasets
+        import pyarrow.parquet as pq
+
+        features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["x", "y"])})
+        rows = datasets.Dataset.from_dict({"image": [_picture(v) for v in range(24)], "label": [v % 2 for v in range(24)]},
+                                          features=features)
+        rows.to_parquet(str(tmp_path / "data" / "train-00000.parquet"), batch_size=6)
+        assert pq.read_metadata(tmp_path / "data" / "train-00000.parquet").num_row_groups == 4  # the stream's 4 shards
+        spec = str(tmp_path / "data")
+    source = open_stream(spec)
+    epoch = [where for shard in source.shards for where, _, _ in source.records(shard)]
+    assert len(set(epoch)) == 24
+    # 2 ranks x 2 workers = 4 slots, one shard each; 2 ranks x batch 3 x 4 steps = 24 samples = one epoch
+    _launch_two_ranks("pretrain", "--model", tiny_mae, "--dataset", spec, "--streaming", "--shuffle-buffer", "4", "--batch-size", "3",
+                      "--max-steps", "4", "--save-every", "2", "--log-every", "1", "--num-workers", "2", "--lr", "1e-3",
+                      "--output-dir", str(tmp_path / "run"), env={"MIM_HUB_SAMPLE_LOG": str(tmp_path / "samples")})
+    trained = {}
+    for rank in (0, 1):
+        lines = [line.split("\t") for line in (tmp_path / "samples" / f"samples.rank{rank}.tsv").read_text().splitlines()]
+        assert [int(step) for step, _ in lines] == [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]
+        trained[rank] = [key for _, key in lines]
+        assert len(set(trained[rank])) == 12
+    assert not set(trained[0]) & set(trained[1])  # disjoint
+    assert sorted(trained[0] + trained[1]) == sorted(epoch)  # and together the whole epoch
+    state = json.loads((tmp_path / "run" / "checkpoints" / "step_00000002" / "state.json").read_text())
+    assert state["run"]["num_processes"] == 2 and state["run"]["total_batch"] == 6
+    assert state["stream"]["positions"] == {"0": 3, "1": 3, "2": 3, "3": 3}  # every rank's slots, gathered over gloo
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and (tmp_path / "run" / "model.safetensors").exists()
+
+
 @pytest.mark.slow
 def test_pretrain_and_eval_commands_on_a_saved_dataset_dict(tiny_mae, tmp_path):
     import datasets

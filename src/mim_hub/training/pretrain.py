@@ -28,6 +28,7 @@ from .recipes import get_recipe
 
 logger = logging.getLogger("mim_hub.pretrain")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+SAMPLE_LOG_ENV = "MIM_HUB_SAMPLE_LOG"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -169,7 +170,11 @@ def main(args: argparse.Namespace) -> int:
         from .distributed import fsdp_plugin
 
         plugin = fsdp_plugin()
-    accelerator = Accelerator(gradient_accumulation_steps=args.grad_accum, mixed_precision=args.mixed_precision, fsdp_plugin=plugin)
+    from .distributed import cpu_only
+
+    # cpu=True on a machine without an accelerator: several launched processes are gloo ranks of one run
+    accelerator = Accelerator(gradient_accumulation_steps=args.grad_accum, mixed_precision=args.mixed_precision, fsdp_plugin=plugin,
+                              cpu=cpu_only())
     os.makedirs(args.output_dir, exist_ok=True)
     lock = OutputLock(args.output_dir).acquire() if accelerator.is_main_process else None
     try:
@@ -305,6 +310,10 @@ def _run(args: argparse.Namespace, accelerator) -> int:
     model.train()
     started, seen, data_wait, first_step_s, compile_logged = time.time(), 0, 0.0, None, False
     stream_batches = iter(loader) if args.streaming else None  # one endless stream for the whole run
+    sample_log = None  # MIM_HUB_SAMPLE_LOG=FOLDER: each rank writes the keys of the samples it trains on (an audit)
+    if args.streaming and os.environ.get(SAMPLE_LOG_ENV):
+        os.makedirs(os.environ[SAMPLE_LOG_ENV], exist_ok=True)
+        sample_log = open(os.path.join(os.environ[SAMPLE_LOG_ENV], f"samples.rank{accelerator.process_index}.tsv"), "a", buffering=1)
     while step < total_steps:
         if args.streaming:
             import itertools
@@ -319,6 +328,9 @@ def _run(args: argparse.Namespace, accelerator) -> int:
             data_wait += time.perf_counter() - waiting
             if args.streaming:
                 stream_state.update(batch.pop("stream_position"))
+                keys = batch.pop("stream_keys")
+                if sample_log is not None:
+                    sample_log.write("".join(f"{step + 1}\t{key}\n" for key in keys))
                 batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
@@ -374,6 +386,8 @@ def _run(args: argparse.Namespace, accelerator) -> int:
         else:
             epoch, batch_in_epoch = epoch + 1, 0
     progress.close()
+    if sample_log is not None:
+        sample_log.close()
 
     # final model, processor and card
     accelerator.wait_for_everyone()

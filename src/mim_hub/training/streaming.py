@@ -33,6 +33,7 @@ from .data import (IMAGE_ERRORS, DatasetError, WDS_IMAGE_KEYS, canonical_split, 
 
 logger = logging.getLogger(__name__)
 POSITION_KEY = "stream_position"
+KEYS_KEY = "stream_keys"  # where each sample of a batch came from (shard and key, file and row)
 
 
 class StreamSource:
@@ -255,6 +256,7 @@ class ShardedStream(torch.utils.data.IterableDataset):
                     self._bad(where, error)
                     continue
                 sample[POSITION_KEY] = torch.tensor([slot, before + position + 1])
+                sample[KEYS_KEY] = where
                 yield sample
             if position < 0:
                 raise DatasetError(f"{self.source.name}: slot {slot} of {slots} (rank x worker) got no samples in epoch {epoch}; "
@@ -272,13 +274,14 @@ class ShardedStream(torch.utils.data.IterableDataset):
 
 
 def collate_with_positions(collate):
-    """`collate` that leaves the stream positions out of the samples and puts the batch's last
-    one (slot, consumed) beside the batch."""
+    """`collate` that leaves the stream positions and sample keys out of the samples and puts the
+    batch's last position (slot, consumed) and the list of its samples' keys beside the batch."""
 
     def wrapped(samples):
         positions = [s.pop(POSITION_KEY) for s in samples]
+        keys = [s.pop(KEYS_KEY) for s in samples]
         batch = collate(samples)
-        batch[POSITION_KEY] = positions[-1]
+        batch[POSITION_KEY], batch[KEYS_KEY] = positions[-1], keys
         return batch
 
     return wrapped
