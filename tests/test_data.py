@@ -3,6 +3,7 @@ bad images, streaming across ranks and workers with exact resume, prepare-shards
 decoding and chunked kNN."""
 
 import io
+import itertools
 import json
 import os
 import subprocess
@@ -165,6 +166,34 @@ def test_an_unreadable_image_is_skipped_named_and_the_batch_stays_full(tmp_path)
     strict = load_images(f"imagefolder:{root}", on_bad_image="error")
     with pytest.raises(DatasetError, match="3_bad.jpg.*truncated"):
         [strict.image(i) for i in range(len(strict))]
+
+
+def test_every_reader_reports_a_bad_image_the_same_way(tmp_path, caplog):
+    """Indexed datasets, streams and prepare-shards share one bookkeeping (data.bad_image)."""
+    from mim_hub.training.shards import prepare_shards
+
+    root = tmp_path / "images" / "a"
+    root.mkdir(parents=True)
+    for i in range(3):
+        _picture(i * 40, (40, 40)).save(root / f"{i}.png")
+    (root / "1_bad.jpg").write_bytes(_truncated_jpeg())
+    images = load_images(f"imagefolder:{tmp_path / 'images'}")
+    images.bad_image_log = str(tmp_path / "indexed.tsv")
+    [images.image(i) for i in range(len(images))]
+    (tmp_path / "shards").mkdir()
+    stream = ShardedStream(_stream(tmp_path / "shards", shards=1, per_shard=4, bad=2), _ids, seed=0, shuffle_buffer=1,
+                           bad_image_log=str(tmp_path / "streamed.tsv"))
+    assert len(list(itertools.islice(stream, 3))) == 3  # one epoch's readable samples (a buffer of 1 keeps k002 before k003)
+    for skipped, log, name in ((images.skipped, "indexed.tsv", "1_bad.jpg"), (stream.skipped, "streamed.tsv", "train-000.tar:k002")):
+        assert len(skipped) == 1 and skipped[0].endswith(name)
+        where, error = (tmp_path / log).read_text().splitlines()[0].split("\t")
+        assert where == skipped[0] and "truncated" in error
+    manifest = prepare_shards(f"imagefolder:{tmp_path / 'images'}", str(tmp_path / "out"), max_side=0, progress=False)
+    assert manifest["splits"]["train"]["skipped"] == 1 and manifest["splits"]["train"]["samples"] == 3
+    warnings = [r.getMessage() for r in caplog.records if "skipped unreadable image" in r.getMessage()]
+    assert len(warnings) == 3 and all("skipped so far in this process" in w for w in warnings)
+    with pytest.raises(DatasetError, match="unreadable image .*1_bad.jpg.*truncated"):
+        prepare_shards(f"imagefolder:{tmp_path / 'images'}", str(tmp_path / "strict"), max_side=0, progress=False, on_bad_image="error")
 
 
 def _stream(tmp_path, shards=4, per_shard=6, bad=None):

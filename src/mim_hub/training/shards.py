@@ -179,9 +179,7 @@ def write_shard(task) -> dict:
 
                 if not isinstance(error, IMAGE_ERRORS):
                     raise
-                if columns.get("on_bad_image") == "error":
-                    raise ValueError(f"unreadable image {data.describe(index)}: {error}") from None
-                logger.warning("skipped unreadable image %s: %s", data.describe(index), error)
+                data._bad(index, error)  # raises with --on-bad-image error; else counted and named
                 skipped += 1
                 continue
             key = f"{index:09d}"

@@ -28,7 +28,7 @@ import os
 import numpy as np
 import torch
 
-from .data import (IMAGE_ERRORS, DatasetError, WDS_IMAGE_KEYS, canonical_split, choose_split, group_files_by_split, read_manifest,
+from .data import (IMAGE_ERRORS, DatasetError, WDS_IMAGE_KEYS, bad_image, canonical_split, choose_split, group_files_by_split, read_manifest,
                    table_files, webdataset_shards)
 
 logger = logging.getLogger(__name__)
@@ -264,13 +264,7 @@ class ShardedStream(torch.utils.data.IterableDataset):
             before, consumed, epoch = before + position + 1, 0, epoch + 1
 
     def _bad(self, where: str, error: Exception) -> None:
-        if self.on_bad_image == "error":
-            raise DatasetError(f"unreadable image {where}: {error}") from None
-        self.skipped.append(where)
-        logger.warning("skipped unreadable image %s: %s (%d skipped so far in this worker)", where, error, len(self.skipped))
-        if self.bad_image_log:
-            with open(self.bad_image_log, "a") as handle:
-                handle.write(f"{where}\t{str(error)[:200]}\n")
+        bad_image(where, error, self.on_bad_image, self.skipped, self.bad_image_log)
 
 
 def collate_with_positions(collate):
