@@ -114,6 +114,9 @@ def run_pretrain(model: str, dataset: list[str], output: str, steps: int, env: d
     result = json.loads(out.stdout)
     if result["rc"] != 0:
         raise RuntimeError(f"{dataset}: {result['err']}")
+    with open(os.path.join(output, "log.jsonl")) as handle:  # the data layer's own share, as pretrain logs it
+        first = json.loads(handle.readline())
+    result["data_index_s"], result["data_first_batch_s"] = first.get("data_index_s"), first.get("data_first_batch_s")
     return result
 
 
@@ -147,7 +150,9 @@ def memory_and_startup(sizes, work: str) -> list[dict]:
                 first = run_pretrain(model, dataset, os.path.join(work, "run"), 3, env)
             three = run_pretrain(model, dataset, os.path.join(work, "run"), 3, env)
             row = {"format": name, "n": n, "peak_rss_mib": three["peak_rss_mib"], "first_step_s": three["first_step_s"],
-                   "wall_s": three["wall_s"], "first_run_first_step_s": first["first_step_s"] if first else None}
+                   "wall_s": three["wall_s"], "first_run_first_step_s": first["first_step_s"] if first else None,
+                   "data_index_s": three["data_index_s"], "data_first_batch_s": three["data_first_batch_s"],
+                   "first_run_data_s": (first["data_index_s"] + first["data_first_batch_s"]) if first else None}
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
@@ -206,8 +211,9 @@ def markdown(rows, decode) -> str:
                   "synthetic 32x32 JPEGs. Peak RSS and its ratio to the smallest N; seconds from launch to the first "
                   "optimizer step (logged), including Python, torch and model start-up.", "",
                   "| format | " + " | ".join(f"N={n:,} peak RSS MiB (x)" for n in sizes) + " | " +
-                  " | ".join(f"N={n:,} s to step 1" for n in sizes) + " |",
-                  "|---|" + "---|" * (2 * len(sizes))]
+                  " | ".join(f"N={n:,} s to step 1" for n in sizes) + " | " +
+                  " | ".join(f"N={n:,} data layer s (index + first batch)" for n in sizes) + " |",
+                  "|---|" + "---|" * (3 * len(sizes))]
         for name in dict.fromkeys(r["format"] for r in rows):
             mine = {r["n"]: r for r in rows if r["format"] == name}
             first = mine[sizes[0]]["peak_rss_mib"]
@@ -219,7 +225,15 @@ def markdown(rows, decode) -> str:
                     continue
                 extra = f" (first run, converting into the cache: {mine[n]['first_run_first_step_s']:.1f})" if mine[n]["first_run_first_step_s"] else ""
                 wall.append(f"{mine[n]['first_step_s']:.1f}{extra}")
-            lines.append(f"| {name} | " + " | ".join(rss) + " | " + " | ".join(wall) + " |")
+            own = []
+            for n in sizes:
+                r = mine.get(n)
+                if r is None or r.get("data_index_s") is None:
+                    own.append("n/m")
+                    continue
+                extra = f" (first run: {r['first_run_data_s']:.2f})" if r.get("first_run_data_s") else ""
+                own.append(f"{r['data_index_s'] + r['data_first_batch_s']:.2f} ({r['data_index_s']:.2f} + {r['data_first_batch_s']:.2f}){extra}")
+            lines.append(f"| {name} | " + " | ".join(rss) + " | " + " | ".join(wall) + " | " + " | ".join(own) + " |")
         lines.append("")
     if decode:
         lines += ["Decode + MAE pre-training augmentation (RandomResizedCropFlip to 224, torch resize), one core, 200 synthetic "
@@ -233,13 +247,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="2000,20000", help="comma-separated numbers of images")
     parser.add_argument("--work", default="/tmp/mim_hub_data_scale", help="scratch folder (reused between runs)")
-    parser.add_argument("--skip", default="", help="memory or decode")
+    parser.add_argument("--skip", default="", help="memory or decode (its results are kept from --output's last run)")
     parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "data_scale.json"), help="results as JSON")
     parser.add_argument("--markdown", default=None, help="also write the table into this file's data-at-scale section")
     args = parser.parse_args()
     os.makedirs(args.work, exist_ok=True)
-    rows = [] if "memory" in args.skip else memory_and_startup([int(s) for s in args.sizes.split(",")], args.work)
-    decode = {} if "decode" in args.skip else decode_speed(args.work)
+    before = {}
+    if os.path.exists(args.output):  # a skipped part keeps its last results
+        with open(args.output) as handle:
+            before = json.load(handle)
+    rows = before.get("memory_and_startup", []) if "memory" in args.skip else memory_and_startup([int(s) for s in args.sizes.split(",")], args.work)
+    decode = before.get("decode", {}) if "decode" in args.skip else decode_speed(args.work)
     with open(args.output, "w") as handle:
         json.dump({"memory_and_startup": rows, "decode": decode}, handle, indent=1)
     table = markdown(rows, decode)

@@ -90,7 +90,8 @@ class EpochPermutation(torch.utils.data.Sampler):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter([(self.epoch, i) for i in torch.randperm(self.length, generator=generator).tolist()])
+        order, epoch = torch.randperm(self.length, generator=generator).numpy(), self.epoch
+        return ((epoch, int(i)) for i in order)  # not a list of N tuples (1.28M of them: ~100 MB)
 
     def __len__(self) -> int:
         return self.length
@@ -211,6 +212,7 @@ def _run(args: argparse.Namespace, accelerator) -> int:
     compiled = compile_from_args(model, args)  # per block, in place: parameter names (checkpoints) unchanged
 
     # data: indexed and decoded per item in the workers (or streamed, see streaming.py)
+    data_started = time.perf_counter()  # the data layer's own start-up: spec -> index -> loader -> first batch
     bad_image_log = os.path.join(args.output_dir, "bad_images.tsv")
     loader_options = dict(batch_size=args.batch_size, num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
                           pin_memory=accelerator.device.type == "cuda")
@@ -245,6 +247,7 @@ def _run(args: argparse.Namespace, accelerator) -> int:
         if len(loader) == 0:
             raise ValueError(f"{len(data)} images are fewer than one batch of {args.batch_size}")
         batches_per_epoch = len(loader) // accelerator.num_processes
+    data_index_s = time.perf_counter() - data_started
 
     # optimiser and schedule
     total_batch = args.batch_size * args.grad_accum * accelerator.num_processes
@@ -308,7 +311,8 @@ def _run(args: argparse.Namespace, accelerator) -> int:
     writer = _tensorboard(args.output_dir) if accelerator.is_main_process else None
     progress = tqdm(total=total_steps, initial=step, disable=not accelerator.is_local_main_process, desc=f"pre-train {method}")
     model.train()
-    started, seen, data_wait, first_step_s, compile_logged = time.time(), 0, 0.0, None, False
+    started, seen, data_wait, first_step_s, compile_logged, first_batch_s = time.time(), 0, 0.0, None, False, None
+    data_logged = False
     stream_batches = iter(loader) if args.streaming else None  # one endless stream for the whole run
     sample_log = None  # MIM_HUB_SAMPLE_LOG=FOLDER: each rank writes the keys of the samples it trains on (an audit)
     if args.streaming and os.environ.get(SAMPLE_LOG_ENV):
@@ -326,6 +330,8 @@ def _run(args: argparse.Namespace, accelerator) -> int:
         waiting = time.perf_counter()
         for batch in batches:
             data_wait += time.perf_counter() - waiting
+            if first_batch_s is None:
+                first_batch_s = time.perf_counter() - waiting
             if args.streaming:
                 stream_state.update(batch.pop("stream_position"))
                 keys = batch.pop("stream_keys")
@@ -360,6 +366,8 @@ def _run(args: argparse.Namespace, accelerator) -> int:
                           "images_per_s": seen / max(1e-9, time.time() - started), "elapsed_s": time.time() - started,
                           "data_wait_fraction": round(data_wait / max(1e-9, time.time() - started), 4),
                           "bad_images": count_bad_images(bad_image_log)}
+                if not data_logged:  # the first record: what the data layer's start-up took (index + loader, first batch)
+                    record["data_index_s"], record["data_first_batch_s"], data_logged = round(data_index_s, 3), round(first_batch_s, 3), True
                 if compiled and not compile_logged:  # the first record of this process: the step that compiled
                     record["compiled_blocks"], record["first_step_s"], compile_logged = compiled, round(first_step_s, 3), True
                 progress.set_postfix(loss=f"{value:.4f}")
