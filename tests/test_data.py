@@ -305,6 +305,40 @@ def test_jpeg_draft_decoding_in_the_pretraining_crop(tmp_path):
     assert np.array_equal(transform(decoded, np.random.default_rng(0)), exact(decoded, np.random.default_rng(0)))
 
 
+def test_the_pretraining_crops_fast_paths_compute_what_they_replace():
+    """RandomResizedCropFlip's per-item path, made cheaper, gives the same numbers: the box from
+    `rng.random()` is `rng.uniform`'s (torchvision's sampling), the crop is cut in PIL before one
+    copy into NumPy, the normalisation writes straight into its output."""
+    import math
+
+    from mim_hub.models.image_processing_common import resize_uint8
+    from mim_hub.training.transforms import Normalize, RandomResizedCropFlip, random_resized_crop_box
+
+    def reference_box(width, height, rng, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
+        for _ in range(10):
+            target = width * height * rng.uniform(scale[0], scale[1])
+            aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+            w, h = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+                return left, top, left + w, top + h
+        return None
+
+    for seed in range(200):
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        expected = reference_box(500, 375, b)
+        assert random_resized_crop_box(500, 375, a) == expected and a.random() == b.random()
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    pixels = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    formula = ((pixels.transpose(2, 0, 1) / 255.0 - np.asarray(mean)[:, None, None]) / np.asarray(std)[:, None, None]).astype(np.float32)
+    assert np.array_equal(Normalize(mean, std)(pixels), formula)
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (75, 100, 3), dtype=np.uint8))
+    transform = RandomResizedCropFlip(32, mean, std)
+    for box in ((3, 5, 71, 60), (0, 0, 100, 75)):
+        cut = np.asarray(image)[box[1]:box[3], box[0]:box[2]]
+        assert np.array_equal(transform.crop_resize(image, box, False), resize_uint8(cut, 32, 32, Image.BICUBIC, "torch"))
+
+
 def test_chunked_knn_matches_the_full_similarity_matrix():
     from mim_hub.training.evaluate import knn_topk
 
@@ -390,6 +424,8 @@ def test_pretrain_streams_webdataset_with_a_bad_image_and_resumes_exactly(tiny_m
     log = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6] and log[-1]["bad_images"] >= 1
     assert 0 <= log[-1]["data_wait_fraction"] <= 1 and log[-1]["images_per_s"] > 0
+    assert log[0]["data_index_s"] >= 0 and log[0]["data_first_batch_s"] >= 0  # the data layer's own start-up, logged once
+    assert "data_index_s" not in log[1]
     state = json.loads((tmp_path / "a" / "checkpoints" / "step_00000003" / "state.json").read_text())
     assert state["stream"]["batches"] == 3 and state["stream"]["num_workers"] == 2
     # a crash after step 3: the checkpoint alone, resumed

@@ -15,10 +15,12 @@ from ..models.image_processing_common import RESIZE_BACKENDS, resize_uint8
 def random_resized_crop_box(width: int, height: int, rng: np.random.Generator, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
     """torchvision's RandomResizedCrop box sampling (10 tries, then a centre crop)."""
     area = width * height
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    low, high = math.log(ratio[0]), math.log(ratio[1])
     for _ in range(10):
-        target = area * rng.uniform(scale[0], scale[1])
-        aspect = math.exp(rng.uniform(*log_ratio))
+        # `low + (high - low) * rng.random()` is what `rng.uniform(low, high)` computes (the same draws, bit for bit),
+        # without its argument handling: ~25x cheaper per call
+        target = area * (scale[0] + (scale[1] - scale[0]) * rng.random())
+        aspect = math.exp(low + (high - low) * rng.random())
         w, h = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
         if 0 < w <= width and 0 < h <= height:
             top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
@@ -64,7 +66,10 @@ class Normalize:
     def __call__(self, image: Image.Image | np.ndarray) -> np.ndarray:
         array = image if isinstance(image, np.ndarray) else np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
         chw = np.ascontiguousarray(array.transpose(2, 0, 1))
-        return np.stack([self.table[c].take(chw[c]) for c in range(3)])
+        out = np.empty(chw.shape, dtype=np.float32)
+        for c in range(3):  # straight into the output (no stacking copy)
+            self.table[c].take(chw[c], out=out[c])
+        return out
 
 
 class RandomResizedCropFlip:
@@ -96,9 +101,10 @@ class RandomResizedCropFlip:
     def crop_resize(self, image: Image.Image, box, flip: bool):
         """The crop `box` resampled to `size`, flipped when asked (uint8: an array or a PIL image)."""
         if self.backend == "torch":
-            left, top, right, bottom = box
-            array = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
-            out = resize_uint8(array[top:bottom, left:right], self.size, self.size, self.resample, "torch")
+            rgb = image.convert("RGB") if image.mode != "RGB" else image
+            # cut out in PIL, then one copy into NumPy (not the whole image, then the crop again to make it contiguous)
+            array = np.asarray(rgb.crop(box) if tuple(box) != (0, 0, *rgb.size) else rgb)
+            out = resize_uint8(array, self.size, self.size, self.resample, "torch")
             return out[:, ::-1] if flip else out
         out = image.resize((self.size, self.size), self.resample, box=box)
         return out.transpose(Image.FLIP_LEFT_RIGHT) if flip else out
