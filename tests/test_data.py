@@ -337,6 +337,27 @@ def test_the_pretraining_crops_fast_paths_compute_what_they_replace():
     for box in ((3, 5, 71, 60), (0, 0, 100, 75)):
         cut = np.asarray(image)[box[1]:box[3], box[0]:box[2]]
         assert np.array_equal(transform.crop_resize(image, box, False), resize_uint8(cut, 32, 32, Image.BICUBIC, "torch"))
+    # uint8 crops normalised a batch at a time (on the GPU, in pretrain) are the per-image values, bit for bit
+    crops = RandomResizedCropFlip(32, mean, std, uint8=True)
+    per_image = [transform(image, np.random.default_rng(seed)) for seed in range(4)]
+    as_uint8 = torch.from_numpy(np.stack([crops(image, np.random.default_rng(seed)) for seed in range(4)]))
+    assert as_uint8.dtype == torch.uint8 and torch.equal(transform.normalize.batch(as_uint8), torch.from_numpy(np.stack(per_image)))
+
+
+@pytest.mark.slow
+def test_pretrain_normalising_uint8_batches_on_the_device_trains_exactly_the_same(tiny_mae, tmp_path):
+    from safetensors.torch import load_file
+
+    common = ["pretrain", "--model", tiny_mae, "--dataset", "digits", "--batch-size", "8", "--max-steps", "3", "--save-every", "0",
+              "--num-workers", "1", "--lr", "1e-3"]
+    _cli(*common, "--output-dir", str(tmp_path / "workers"))
+    proc = subprocess.run([sys.executable, "-m", "mim_hub", *common, "--output-dir", str(tmp_path / "device")], capture_output=True,
+                          text=True, timeout=300,
+                          env={**ENV, "PYTHONPATH": os.pathsep.join(sys.path), "MIM_HUB_NORMALIZE_ON_DEVICE": "1"})  # as on a GPU
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "hand over uint8 crops, normalised on cpu" in proc.stderr  # the device path was taken
+    a, b = load_file(tmp_path / "workers" / "model.safetensors"), load_file(tmp_path / "device" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_chunked_knn_matches_the_full_similarity_matrix():

@@ -29,6 +29,7 @@ from .recipes import get_recipe
 logger = logging.getLogger("mim_hub.pretrain")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SAMPLE_LOG_ENV = "MIM_HUB_SAMPLE_LOG"
+NORMALIZE_ON_DEVICE_ENV = "MIM_HUB_NORMALIZE_ON_DEVICE"  # "1": also on CPU (where it only moves the work; for tests)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,6 +77,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     for method in available_methods():
         get_recipe(method).add_arguments(parser)
+
+
+def normalizes_on_device(recipe, transform, device) -> bool:
+    """Whether the workers hand over uint8 crops, normalised on the device (the same values, bit for
+    bit; see `RandomResizedCropFlip(uint8=True)`): on a GPU, for the plain crop-and-flip
+    augmentation and collation (a recipe with its own transform or collate keeps its float
+    pixels: it may compute from them). Sets the transform so."""
+    from .recipes import PretrainRecipe
+    from .transforms import RandomResizedCropFlip
+
+    plain = type(transform) is RandomResizedCropFlip and type(recipe).collate is PretrainRecipe.collate
+    wanted = plain and (device.type != "cpu" or os.environ.get(NORMALIZE_ON_DEVICE_ENV) == "1")
+    if wanted:
+        transform.uint8 = True
+    return wanted
 
 
 class EpochPermutation(torch.utils.data.Sampler):
@@ -230,6 +246,9 @@ def _run(args: argparse.Namespace, accelerator) -> int:
         images.bad_image_log = bad_image_log
         mean, std = dataset_statistics(images) if normalization == "dataset" else (IMAGENET_MEAN, IMAGENET_STD)
     transform = recipe.train_transform(config, mean, std, min_crop_scale=args.crop_min_scale, flip=not args.no_flip)
+    normalize_on_device = normalizes_on_device(recipe, transform, accelerator.device)
+    if normalize_on_device:
+        logger.info("the data workers hand over uint8 crops, normalised on %s (the same values)", accelerator.device)
     data = PretrainData(images, transform, recipe, config, args.seed)
     if args.streaming:
         stream = ShardedStream(source, data.stream_sample, seed=args.seed, shuffle_buffer=args.shuffle_buffer,
@@ -338,6 +357,8 @@ def _run(args: argparse.Namespace, accelerator) -> int:
                 if sample_log is not None:
                     sample_log.write("".join(f"{step + 1}\t{key}\n" for key in keys))
                 batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+            if normalize_on_device:  # uint8 from the workers, the same table's values here
+                batch["pixel_values"] = transform.normalize.batch(batch["pixel_values"])
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
