@@ -274,6 +274,18 @@ def test_prepare_shards_writes_bounded_images_labels_manifest_and_resumes(tmp_pa
         "train-000000.tar", "train-000001.tar", "train-000002.tar"]
     data = load_images(f"webdataset:{out}")
     assert len(data) == 10 and data.labels.tolist() == [0] * 5 + [1] * 5 and data.label_names == ["a", "b"]
+    # the receipts hold the member index (no tar header read at start-up); it is the one the headers give
+    from mim_hub.training import shards as shards_module
+
+    shards = sorted(str(p) for p in out.glob("train-*.tar"))
+    assert all(shards_module._receipt_index(shard) is not None for shard in shards)
+    scanned = {"shard": [], "offset": [], "size": [], "label": []}
+    for number, shard in enumerate(shards):
+        for _, _, offset, size, label, _ in shards_module.iter_samples(shard):
+            for key, value in zip(scanned, (number, offset, size, label)):
+                scanned[key].append(value)
+    indexed = shards_module.index_webdataset(shards)
+    assert all(indexed[key].tolist() == scanned[key] for key in scanned)
     assert data.image(0).size == (100, 75)
     assert abs(_value(data.image(3)) - 60) <= 3
     stream = open_stream(f"webdataset:{out}", split="test")
