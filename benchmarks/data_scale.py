@@ -61,23 +61,24 @@ def write_formats(n: int, work: str) -> dict:
         shutil.rmtree(base, ignore_errors=True)
         for c in range(10):
             os.makedirs(os.path.join(folder, f"class{c}"))
-        for i, blob in enumerate(synthetic_jpegs(n)):
+        blobs = list(synthetic_jpegs(n))  # encoded once (32x32: ~1 kB each), written as every format
+        for i, blob in enumerate(blobs):
             with open(os.path.join(folder, f"class{i % 10}", f"{i:07d}.jpg"), "wb") as handle:
                 handle.write(blob)
+        import pyarrow as pa
+
         features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=[f"class{c}" for c in range(10)])})
-
-        def rows():
-            for i, blob in enumerate(synthetic_jpegs(n)):
-                yield {"image": {"bytes": blob, "path": None}, "label": i % 10}
-
-        data = datasets.Dataset.from_generator(rows, features=features, cache_dir=os.path.join(base, "cache"))
+        table = pa.table({"image": pa.array([{"bytes": b, "path": None} for b in blobs], type=features.arrow_schema.field("image").type),
+                          "label": pa.array([i % 10 for i in range(n)], type=pa.int64())})
+        data = datasets.Dataset(table, info=datasets.DatasetInfo(features=features))
         data.save_to_disk(saved)
+        del blobs, table
         os.makedirs(parquet)
         per_file = 50_000
         for k, start in enumerate(range(0, n, per_file)):
             data.select(range(start, min(n, start + per_file))).to_parquet(os.path.join(parquet, f"train-{k:05d}.parquet"))
         subprocess.run([sys.executable, "-m", "mim_hub", "prepare-shards", "--dataset", f"imagefolder:{folder}", "--output",
-                        os.path.join(base, "wds"), "--max-side", "0", "--num-workers", "1"], check=True, env=ENV, capture_output=True)
+                        os.path.join(base, "wds"), "--max-side", "0", "--num-workers", "2"], check=True, env=ENV, capture_output=True)
         shutil.rmtree(os.path.join(base, "cache"), ignore_errors=True)
         os.makedirs(os.path.join(base, "done"))
     return {"imagefolder": [f"imagefolder:{folder}"], "save_to_disk": [saved], "parquet": [parquet],
@@ -114,6 +115,9 @@ def run_pretrain(model: str, dataset: list[str], output: str, steps: int, env: d
     result = json.loads(out.stdout)
     if result["rc"] != 0:
         raise RuntimeError(f"{dataset}: {result['err']}")
+    with open(os.path.join(output, "log.jsonl")) as handle:  # the data layer's own share, as pretrain logs it
+        first = json.loads(handle.readline())
+    result["data_index_s"], result["data_first_batch_s"] = first.get("data_index_s"), first.get("data_first_batch_s")
     return result
 
 
@@ -147,13 +151,33 @@ def memory_and_startup(sizes, work: str) -> list[dict]:
                 first = run_pretrain(model, dataset, os.path.join(work, "run"), 3, env)
             three = run_pretrain(model, dataset, os.path.join(work, "run"), 3, env)
             row = {"format": name, "n": n, "peak_rss_mib": three["peak_rss_mib"], "first_step_s": three["first_step_s"],
-                   "wall_s": three["wall_s"], "first_run_first_step_s": first["first_step_s"] if first else None}
+                   "wall_s": three["wall_s"], "first_run_first_step_s": first["first_step_s"] if first else None,
+                   "data_index_s": three["data_index_s"], "data_first_batch_s": three["data_first_batch_s"],
+                   "first_run_data_s": (first["data_index_s"] + first["data_first_batch_s"]) if first else None}
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
 
 
-def decode_speed(work: str, count: int = 200, repeats: int = 5) -> dict:
+def transforms_at(commit: str):
+    """`mim_hub.training.transforms` as it was at `commit` (git), to time today's path against it."""
+    import importlib.util
+
+    source = subprocess.run(["git", "-C", ROOT, "show", f"{commit}:src/mim_hub/training/transforms.py"], capture_output=True,
+                            text=True, check=True).stdout.replace("from ..models", "from mim_hub.models")
+    path = os.path.join(ROOT, "benchmarks", f".transforms_{commit[:12]}.py")
+    with open(path, "w") as handle:
+        handle.write(source)
+    try:
+        spec = importlib.util.spec_from_file_location(f"transforms_{commit[:12]}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        os.remove(path)
+    return module
+
+
+def decode_speed(work: str, count: int = 200, repeats: int = 5, against: str | None = None) -> dict:
     import torch
 
     from mim_hub.training.data import load_images
@@ -184,9 +208,23 @@ def decode_speed(work: str, count: int = 200, repeats: int = 5) -> dict:
         for i in range(len(images)):
             images.with_image(i, lambda image: transform(image, rng))
 
+    crops = RandomResizedCropFlip(224, mean, std, uint8=True)  # what a worker does when the GPU normalises (pretrain on a GPU)
     contenders = {"originals 500x375, decoded in full (today)": lambda: today(originals),
                   "originals 500x375, draft decoding": lambda: lazy(originals, drafting),
-                  "prepare-shards --max-side 320": lambda: lazy(shards, drafting)}
+                  "prepare-shards --max-side 320": lambda: lazy(shards, drafting),
+                  "originals 500x375, uint8 crops (normalised on the GPU)": lambda: lazy(originals, crops),
+                  "prepare-shards --max-side 320, uint8 crops (normalised on the GPU)": lambda: lazy(shards, crops)}
+    if against:  # the same paths with the augmentation code of another commit, side by side
+        previous = transforms_at(against)
+        old_exact, old_drafting = previous.RandomResizedCropFlip(224, mean, std, draft=False), previous.RandomResizedCropFlip(224, mean, std)
+
+        def old_today(images):
+            rng = np.random.default_rng(0)
+            for i in range(len(images)):
+                old_exact(images.image(i), rng)
+
+        contenders[f"originals 500x375, decoded in full, transforms of {against[:10]}"] = lambda: old_today(originals)
+        contenders[f"prepare-shards --max-side 320, transforms of {against[:10]}"] = lambda: lazy(shards, old_drafting)
     times = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, run in contenders.items():
@@ -195,7 +233,12 @@ def decode_speed(work: str, count: int = 200, repeats: int = 5) -> dict:
             times[name].append(time.perf_counter() - started)
     result = {name: count / float(np.median(t)) for name, t in times.items()}
     base = result["originals 500x375, decoded in full (today)"]
-    return {name: {"images_per_s": v, "ratio_to_today": v / base} for name, v in result.items()}
+    out = {name: {"images_per_s": v, "ratio_to_today": v / base} for name, v in result.items()}
+    if against:
+        previous = result[f"originals 500x375, decoded in full, transforms of {against[:10]}"]
+        for name, v in result.items():
+            out[name]["ratio_to_previous"] = v / previous
+    return out
 
 
 def markdown(rows, decode) -> str:
@@ -206,8 +249,9 @@ def markdown(rows, decode) -> str:
                   "synthetic 32x32 JPEGs. Peak RSS and its ratio to the smallest N; seconds from launch to the first "
                   "optimizer step (logged), including Python, torch and model start-up.", "",
                   "| format | " + " | ".join(f"N={n:,} peak RSS MiB (x)" for n in sizes) + " | " +
-                  " | ".join(f"N={n:,} s to step 1" for n in sizes) + " |",
-                  "|---|" + "---|" * (2 * len(sizes))]
+                  " | ".join(f"N={n:,} s to step 1" for n in sizes) + " | " +
+                  " | ".join(f"N={n:,} data layer s (index + first batch)" for n in sizes) + " |",
+                  "|---|" + "---|" * (3 * len(sizes))]
         for name in dict.fromkeys(r["format"] for r in rows):
             mine = {r["n"]: r for r in rows if r["format"] == name}
             first = mine[sizes[0]]["peak_rss_mib"]
@@ -219,12 +263,26 @@ def markdown(rows, decode) -> str:
                     continue
                 extra = f" (first run, converting into the cache: {mine[n]['first_run_first_step_s']:.1f})" if mine[n]["first_run_first_step_s"] else ""
                 wall.append(f"{mine[n]['first_step_s']:.1f}{extra}")
-            lines.append(f"| {name} | " + " | ".join(rss) + " | " + " | ".join(wall) + " |")
+            own = []
+            for n in sizes:
+                r = mine.get(n)
+                if r is None or r.get("data_index_s") is None:
+                    own.append("n/m")
+                    continue
+                extra = f" (first run: {r['first_run_data_s']:.2f})" if r.get("first_run_data_s") else ""
+                own.append(f"{r['data_index_s'] + r['data_first_batch_s']:.2f} ({r['data_index_s']:.2f} + {r['data_first_batch_s']:.2f}){extra}")
+            lines.append(f"| {name} | " + " | ".join(rss) + " | " + " | ".join(wall) + " | " + " | ".join(own) + " |")
         lines.append("")
     if decode:
         lines += ["Decode + MAE pre-training augmentation (RandomResizedCropFlip to 224, torch resize), one core, 200 synthetic "
                   "JPEGs of 500x375, median of 5 alternating rounds:", "", "| source | images/s | vs today |", "|---|---|---|"]
-        lines += [f"| {name} | {r['images_per_s']:.0f} | {r['ratio_to_today']:.2f} |" for name, r in decode.items()]
+        if all("ratio_to_previous" in r for r in decode.values()):
+            previous = next(n for n in decode if "transforms of" in n).split("transforms of ")[1]
+            lines[-2:] = [f"| source | images/s | vs today | vs the originals with the transforms of {previous} |", "|---|---|---|---|"]
+            lines += [f"| {name} | {r['images_per_s']:.0f} | {r['ratio_to_today']:.2f} | {r['ratio_to_previous']:.2f} |"
+                      for name, r in decode.items()]
+        else:
+            lines += [f"| {name} | {r['images_per_s']:.0f} | {r['ratio_to_today']:.2f} |" for name, r in decode.items()]
         lines.append("")
     return "\n".join(lines)
 
@@ -233,13 +291,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="2000,20000", help="comma-separated numbers of images")
     parser.add_argument("--work", default="/tmp/mim_hub_data_scale", help="scratch folder (reused between runs)")
-    parser.add_argument("--skip", default="", help="memory or decode")
+    parser.add_argument("--skip", default="", help="memory or decode (its results are kept from --output's last run)")
+    parser.add_argument("--against-commit", default=None,
+                        help="decode: also time the augmentation code of this git commit, side by side (e.g. before a change)")
     parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "data_scale.json"), help="results as JSON")
     parser.add_argument("--markdown", default=None, help="also write the table into this file's data-at-scale section")
     args = parser.parse_args()
     os.makedirs(args.work, exist_ok=True)
-    rows = [] if "memory" in args.skip else memory_and_startup([int(s) for s in args.sizes.split(",")], args.work)
-    decode = {} if "decode" in args.skip else decode_speed(args.work)
+    before = {}
+    if os.path.exists(args.output):  # a skipped part keeps its last results
+        with open(args.output) as handle:
+            before = json.load(handle)
+    rows = before.get("memory_and_startup", []) if "memory" in args.skip else memory_and_startup([int(s) for s in args.sizes.split(",")], args.work)
+    decode = before.get("decode", {}) if "decode" in args.skip else decode_speed(args.work, against=args.against_commit)
     with open(args.output, "w") as handle:
         json.dump({"memory_and_startup": rows, "decode": decode}, handle, indent=1)
     table = markdown(rows, decode)

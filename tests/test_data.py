@@ -3,6 +3,7 @@ bad images, streaming across ranks and workers with exact resume, prepare-shards
 decoding and chunked kNN."""
 
 import io
+import itertools
 import json
 import os
 import subprocess
@@ -168,6 +169,34 @@ def test_an_unreadable_image_is_skipped_named_and_the_batch_stays_full(tmp_path)
         [strict.image(i) for i in range(len(strict))]
 
 
+def test_every_reader_reports_a_bad_image_the_same_way(tmp_path, caplog):
+    """Indexed datasets, streams and prepare-shards share one bookkeeping (data.bad_image)."""
+    from mim_hub.training.shards import prepare_shards
+
+    root = tmp_path / "images" / "a"
+    root.mkdir(parents=True)
+    for i in range(3):
+        _picture(i * 40, (40, 40)).save(root / f"{i}.png")
+    (root / "1_bad.jpg").write_bytes(_truncated_jpeg())
+    images = load_images(f"imagefolder:{tmp_path / 'images'}")
+    images.bad_image_log = str(tmp_path / "indexed.tsv")
+    [images.image(i) for i in range(len(images))]
+    (tmp_path / "shards").mkdir()
+    stream = ShardedStream(_stream(tmp_path / "shards", shards=1, per_shard=4, bad=2), _ids, seed=0, shuffle_buffer=1,
+                           bad_image_log=str(tmp_path / "streamed.tsv"))
+    assert len(list(itertools.islice(stream, 3))) == 3  # one epoch's readable samples (a buffer of 1 keeps k002 before k003)
+    for skipped, log, name in ((images.skipped, "indexed.tsv", "1_bad.jpg"), (stream.skipped, "streamed.tsv", "train-000.tar:k002")):
+        assert len(skipped) == 1 and skipped[0].endswith(name)
+        where, error = (tmp_path / log).read_text().splitlines()[0].split("\t")
+        assert where == skipped[0] and "truncated" in error
+    manifest = prepare_shards(f"imagefolder:{tmp_path / 'images'}", str(tmp_path / "out"), max_side=0, progress=False)
+    assert manifest["splits"]["train"]["skipped"] == 1 and manifest["splits"]["train"]["samples"] == 3
+    warnings = [r.getMessage() for r in caplog.records if "skipped unreadable image" in r.getMessage()]
+    assert len(warnings) == 3 and all("skipped so far in this process" in w for w in warnings)
+    with pytest.raises(DatasetError, match="unreadable image .*1_bad.jpg.*truncated"):
+        prepare_shards(f"imagefolder:{tmp_path / 'images'}", str(tmp_path / "strict"), max_side=0, progress=False, on_bad_image="error")
+
+
 def _stream(tmp_path, shards=4, per_shard=6, bad=None):
     for s in range(shards):
         _write_tar(tmp_path / f"train-{s:03d}.tar",
@@ -246,6 +275,18 @@ def test_prepare_shards_writes_bounded_images_labels_manifest_and_resumes(tmp_pa
         "train-000000.tar", "train-000001.tar", "train-000002.tar"]
     data = load_images(f"webdataset:{out}")
     assert len(data) == 10 and data.labels.tolist() == [0] * 5 + [1] * 5 and data.label_names == ["a", "b"]
+    # the receipts hold the member index (no tar header read at start-up); it is the one the headers give
+    from mim_hub.training import shards as shards_module
+
+    shards = sorted(str(p) for p in out.glob("train-*.tar"))
+    assert all(shards_module._receipt_index(shard) is not None for shard in shards)
+    scanned = {"shard": [], "offset": [], "size": [], "label": []}
+    for number, shard in enumerate(shards):
+        for _, _, offset, size, label, _ in shards_module.iter_samples(shard):
+            for key, value in zip(scanned, (number, offset, size, label)):
+                scanned[key].append(value)
+    indexed = shards_module.index_webdataset(shards)
+    assert all(indexed[key].tolist() == scanned[key] for key in scanned)
     assert data.image(0).size == (100, 75)
     assert abs(_value(data.image(3)) - 60) <= 3
     stream = open_stream(f"webdataset:{out}", split="test")
@@ -275,6 +316,61 @@ def test_jpeg_draft_decoding_in_the_pretraining_crop(tmp_path):
     assert np.abs(fast - full).mean() < 0.05  # the same region, within a pixel of the reduced image
     decoded = Image.open(tmp_path / "big.jpg").convert("RGB")  # a decoded image is never drafted
     assert np.array_equal(transform(decoded, np.random.default_rng(0)), exact(decoded, np.random.default_rng(0)))
+
+
+def test_the_pretraining_crops_fast_paths_compute_what_they_replace():
+    """RandomResizedCropFlip's per-item path, made cheaper, gives the same numbers: the box from
+    `rng.random()` is `rng.uniform`'s (torchvision's sampling), the crop is cut in PIL before one
+    copy into NumPy, the normalisation writes straight into its output."""
+    import math
+
+    from mim_hub.models.image_processing_common import resize_uint8
+    from mim_hub.training.transforms import Normalize, RandomResizedCropFlip, random_resized_crop_box
+
+    def reference_box(width, height, rng, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
+        for _ in range(10):
+            target = width * height * rng.uniform(scale[0], scale[1])
+            aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+            w, h = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+                return left, top, left + w, top + h
+        return None
+
+    for seed in range(200):
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        expected = reference_box(500, 375, b)
+        assert random_resized_crop_box(500, 375, a) == expected and a.random() == b.random()
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    pixels = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    formula = ((pixels.transpose(2, 0, 1) / 255.0 - np.asarray(mean)[:, None, None]) / np.asarray(std)[:, None, None]).astype(np.float32)
+    assert np.array_equal(Normalize(mean, std)(pixels), formula)
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (75, 100, 3), dtype=np.uint8))
+    transform = RandomResizedCropFlip(32, mean, std)
+    for box in ((3, 5, 71, 60), (0, 0, 100, 75)):
+        cut = np.asarray(image)[box[1]:box[3], box[0]:box[2]]
+        assert np.array_equal(transform.crop_resize(image, box, False), resize_uint8(cut, 32, 32, Image.BICUBIC, "torch"))
+    # uint8 crops normalised a batch at a time (on the GPU, in pretrain) are the per-image values, bit for bit
+    crops = RandomResizedCropFlip(32, mean, std, uint8=True)
+    per_image = [transform(image, np.random.default_rng(seed)) for seed in range(4)]
+    as_uint8 = torch.from_numpy(np.stack([crops(image, np.random.default_rng(seed)) for seed in range(4)]))
+    assert as_uint8.dtype == torch.uint8 and torch.equal(transform.normalize.batch(as_uint8), torch.from_numpy(np.stack(per_image)))
+
+
+@pytest.mark.slow
+def test_pretrain_normalising_uint8_batches_on_the_device_trains_exactly_the_same(tiny_mae, tmp_path):
+    from safetensors.torch import load_file
+
+    common = ["pretrain", "--model", tiny_mae, "--dataset", "digits", "--batch-size", "8", "--max-steps", "3", "--save-every", "0",
+              "--num-workers", "1", "--lr", "1e-3"]
+    _cli(*common, "--output-dir", str(tmp_path / "workers"))
+    proc = subprocess.run([sys.executable, "-m", "mim_hub", *common, "--output-dir", str(tmp_path / "device")], capture_output=True,
+                          text=True, timeout=300,
+                          env={**ENV, "PYTHONPATH": os.pathsep.join(sys.path), "MIM_HUB_NORMALIZE_ON_DEVICE": "1"})  # as on a GPU
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "hand over uint8 crops, normalised on cpu" in proc.stderr  # the device path was taken
+    a, b = load_file(tmp_path / "workers" / "model.safetensors"), load_file(tmp_path / "device" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_chunked_knn_matches_the_full_similarity_matrix():
@@ -362,6 +458,8 @@ def test_pretrain_streams_webdataset_with_a_bad_image_and_resumes_exactly(tiny_m
     log = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6] and log[-1]["bad_images"] >= 1
     assert 0 <= log[-1]["data_wait_fraction"] <= 1 and log[-1]["images_per_s"] > 0
+    assert log[0]["data_index_s"] >= 0 and log[0]["data_first_batch_s"] >= 0  # the data layer's own start-up, logged once
+    assert "data_index_s" not in log[1]
     state = json.loads((tmp_path / "a" / "checkpoints" / "step_00000003" / "state.json").read_text())
     assert state["stream"]["batches"] == 3 and state["stream"]["num_workers"] == 2
     # a crash after step 3: the checkpoint alone, resumed
@@ -372,6 +470,56 @@ def test_pretrain_streams_webdataset_with_a_bad_image_and_resumes_exactly(tiny_m
     _cli(*common, "--output-dir", str(tmp_path / "b"), "--resume")
     a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _launch_two_ranks(*args, env=None):
+    # accelerate 1.15's `--cpu --num_processes 2` starts ONE process (its simple launcher); `--multi_gpu` starts two
+    # (torchrun), which pretrain joins over gloo on a machine without an accelerator
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mim_hub", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**ENV, "PYTHONPATH": os.pathsep.join(sys.path), **(env or {})})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["webdataset", "parquet"])
+def test_pretrain_as_two_gloo_ranks_trains_on_disjoint_halves_of_a_streamed_epoch(tiny_mae, tmp_path, kind):
+    (tmp_path / "data").mkdir()
+    if kind == "webdataset":
+        _stream(tmp_path / "data", shards=4, per_shard=6)
+        spec = f"webdataset:{tmp_path / 'data'}"
+    else:
+        import datasets
+        import pyarrow.parquet as pq
+
+        features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["x", "y"])})
+        rows = datasets.Dataset.from_dict({"image": [_picture(v) for v in range(24)], "label": [v % 2 for v in range(24)]},
+                                          features=features)
+        rows.to_parquet(str(tmp_path / "data" / "train-00000.parquet"), batch_size=6)
+        assert pq.read_metadata(tmp_path / "data" / "train-00000.parquet").num_row_groups == 4  # the stream's 4 shards
+        spec = str(tmp_path / "data")
+    source = open_stream(spec)
+    epoch = [where for shard in source.shards for where, _, _ in source.records(shard)]
+    assert len(set(epoch)) == 24
+    # 2 ranks x 2 workers = 4 slots, one shard each; 2 ranks x batch 3 x 4 steps = 24 samples = one epoch
+    _launch_two_ranks("pretrain", "--model", tiny_mae, "--dataset", spec, "--streaming", "--shuffle-buffer", "4", "--batch-size", "3",
+                      "--max-steps", "4", "--save-every", "2", "--log-every", "1", "--num-workers", "2", "--lr", "1e-3",
+                      "--output-dir", str(tmp_path / "run"), env={"MIM_HUB_SAMPLE_LOG": str(tmp_path / "samples")})
+    trained = {}
+    for rank in (0, 1):
+        lines = [line.split("\t") for line in (tmp_path / "samples" / f"samples.rank{rank}.tsv").read_text().splitlines()]
+        assert [int(step) for step, _ in lines] == [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]
+        trained[rank] = [key for _, key in lines]
+        assert len(set(trained[rank])) == 12
+    assert not set(trained[0]) & set(trained[1])  # disjoint
+    assert sorted(trained[0] + trained[1]) == sorted(epoch)  # and together the whole epoch
+    state = json.loads((tmp_path / "run" / "checkpoints" / "step_00000002" / "state.json").read_text())
+    assert state["run"]["num_processes"] == 2 and state["run"]["total_batch"] == 6
+    assert state["stream"]["positions"] == {"0": 3, "1": 3, "2": 3, "3": 3}  # every rank's slots, gathered over gloo
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and (tmp_path / "run" / "model.safetensors").exists()
 
 
 @pytest.mark.slow

@@ -80,7 +80,9 @@ def test_resume_after_sigkill_gives_identical_weights(tiny_model_dir, tmp_path):
 @pytest.mark.slow
 def test_two_processes_under_accelerate_launch(tiny_model_dir, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+    # `--multi_gpu` starts two processes (torchrun), which pretrain joins over gloo on a CPU machine; `--cpu
+    # --num_processes 2` would start one (accelerate's simple launcher)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mim_hub", "pretrain", "--model", tiny_model_dir,
            "--output-dir", str(out), "--max-steps", "4", "--save-every", "2", *PRETRAIN]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
@@ -88,6 +90,8 @@ def test_two_processes_under_accelerate_launch(tiny_model_dir, tmp_path):
     assert (out / "model.safetensors").exists() and (out / "checkpoints" / "step_00000002").is_dir()
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4]  # logged once, by the main process
+    run = json.loads((out / "checkpoints" / "step_00000002" / "state.json").read_text())["run"]
+    assert run["num_processes"] == 2 and run["total_batch"] == 32  # two ranks of one run, not two runs of one
 
 
 def test_eval_and_reconstruct_commands(tiny_model_dir, tmp_path):

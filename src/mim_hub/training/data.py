@@ -108,17 +108,24 @@ class ImageDataset:
         return self.with_image(index, lambda image: to_rgb(image).copy() if image.mode == "RGB" else to_rgb(image))[0]
 
     def _bad(self, index: int, error: Exception) -> None:
-        where = self.describe(index)
-        if self.on_bad_image == "error":
-            raise DatasetError(f"unreadable image {where}: {error}") from None
-        self.skipped.append(where)
-        logger.warning("skipped unreadable image %s: %s (%d skipped so far in this process)", where, error, len(self.skipped))
-        if self.bad_image_log:
-            with open(self.bad_image_log, "a") as handle:
-                handle.write(f"{where}\t{str(error)[:200]}\n")
+        bad_image(self.describe(index), error, self.on_bad_image, self.skipped, self.bad_image_log)
 
     def subset(self, indices) -> "ImageDataset":
         return SubsetImages(self, indices)
+
+
+def bad_image(where: str, error: Exception, on_bad_image: str, skipped: list, log_path: str | None = None) -> None:
+    """What every reader (indexed datasets, streams, prepare-shards) does with an unreadable image:
+    with `on_bad_image="error"` raise `DatasetError` naming it; else skip it: append `where` to
+    `skipped` (this process's list), warn naming it, and append `where<TAB>error` to `log_path`
+    (a file every process appends to; `count_bad_images` counts its lines)."""
+    if on_bad_image == "error":
+        raise DatasetError(f"unreadable image {where}: {error}") from None
+    skipped.append(where)
+    logger.warning("skipped unreadable image %s: %s (%d skipped so far in this process)", where, error, len(skipped))
+    if log_path:
+        with open(log_path, "a") as handle:
+            handle.write(f"{where}\t{str(error)[:200]}\n")
 
 
 def count_bad_images(path: str | None) -> int:

@@ -16,6 +16,17 @@ FSDP needs GPUs (or an explicit CPU device mesh with gloo, as the test does); th
 from __future__ import annotations
 
 
+def cpu_only() -> bool:
+    """True when torch sees no accelerator (CUDA, XPU, MPS, ...). The processes of a launch
+    (`torchrun`, `accelerate launch --multi_gpu`) then run on CPU and join one another over gloo:
+    Accelerate does that only when told `cpu=True`; without it every process trains alone, as a
+    world of one, on the same output folder."""
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)
+    return not (accelerator.is_available() if accelerator is not None else torch.cuda.is_available())
+
+
 def block_classes(model) -> set[type]:
     """The classes of the model's transformer blocks (its `_no_split_modules`)."""
     names = set(getattr(model, "_no_split_modules", None) or [])

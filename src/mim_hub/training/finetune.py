@@ -171,7 +171,9 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
     train_data = ClassificationData(train_images, train_transform, seed, True)
     eval_data = ClassificationData(eval_images, _eval_transform(processor), seed, False) if eval_images is not None else None
 
-    state = PartialState()
+    from .distributed import cpu_only
+
+    state = PartialState(cpu=cpu_only())  # on CPU, launched processes are gloo ranks (see distributed.cpu_only)
     if grad_accum < 1:
         raise ValueError(f"--grad-accum must be at least 1, got {grad_accum}")
     effective_batch = batch_size * grad_accum * state.num_processes
@@ -215,7 +217,7 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
         save_total_limit=2, seed=seed, report_to="none", remove_unused_columns=False,
         logging_steps=max(1, steps // 20), dataloader_num_workers=num_workers, disable_tqdm=not log_to_console,
         dataloader_persistent_workers=num_workers > 0, dataloader_pin_memory=torch.cuda.is_available(),
-        push_to_hub=bool(push_to_hub), hub_model_id=push_to_hub, **fsdp_arguments,
+        push_to_hub=bool(push_to_hub), hub_model_id=push_to_hub, use_cpu=cpu_only(), **fsdp_arguments,
     )
     ema = None
     callbacks = []
@@ -285,7 +287,9 @@ def resolve_settings(args: argparse.Namespace) -> dict:
     if recipe is not None and args.grad_accum is None and "effective_batch" in from_recipe:
         from accelerate import PartialState
 
-        per_step = settings["batch_size"] * PartialState().num_processes
+        from .distributed import cpu_only
+
+        per_step = settings["batch_size"] * PartialState(cpu=cpu_only()).num_processes
         settings["grad_accum"] = max(1, int(round(from_recipe["effective_batch"] / per_step)))
     if recipe is not None:
         settings["recipe"] = recipe.name

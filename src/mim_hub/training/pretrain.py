@@ -29,6 +29,8 @@ from .recipes import build_recipe, get_recipe
 from .saving import save_final
 
 logger = logging.getLogger("mim_hub.pretrain")
+SAMPLE_LOG_ENV = "MIM_HUB_SAMPLE_LOG"
+NORMALIZE_ON_DEVICE_ENV = "MIM_HUB_NORMALIZE_ON_DEVICE"  # "1": also on CPU (where it only moves the work; for tests)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,6 +81,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         get_recipe(method).add_arguments(parser)
 
 
+def normalizes_on_device(recipe, transform, device) -> bool:
+    """Whether the workers hand over uint8 crops, normalised on the device (the same values, bit for
+    bit; see `RandomResizedCropFlip(uint8=True)`): on a GPU, for the plain crop-and-flip
+    augmentation and collation (a recipe with its own transform or collate keeps its float
+    pixels: it may compute from them). Sets the transform so."""
+    from .recipes import PretrainRecipe
+    from .transforms import RandomResizedCropFlip
+
+    plain = type(transform) is RandomResizedCropFlip and type(recipe).collate is PretrainRecipe.collate
+    wanted = plain and (device.type != "cpu" or os.environ.get(NORMALIZE_ON_DEVICE_ENV) == "1")
+    if wanted:
+        transform.uint8 = True
+    return wanted
+
+
 class EpochPermutation(torch.utils.data.Sampler):
     """A fresh permutation each epoch, a function of (seed, epoch) only. Yields (epoch, index)
     pairs, so that persistent workers know the epoch without being told."""
@@ -91,7 +108,8 @@ class EpochPermutation(torch.utils.data.Sampler):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter([(self.epoch, i) for i in torch.randperm(self.length, generator=generator).tolist()])
+        order, epoch = torch.randperm(self.length, generator=generator).numpy(), self.epoch
+        return ((epoch, int(i)) for i in order)  # not a list of N tuples (1.28M of them: ~100 MB)
 
     def __len__(self) -> int:
         return self.length
@@ -160,7 +178,11 @@ def main(args: argparse.Namespace) -> int:
         from .distributed import fsdp_plugin
 
         plugin = fsdp_plugin()
-    accelerator = Accelerator(gradient_accumulation_steps=args.grad_accum, mixed_precision=args.mixed_precision, fsdp_plugin=plugin)
+    from .distributed import cpu_only
+
+    # cpu=True on a machine without an accelerator: several launched processes are gloo ranks of one run
+    accelerator = Accelerator(gradient_accumulation_steps=args.grad_accum, mixed_precision=args.mixed_precision, fsdp_plugin=plugin,
+                              cpu=cpu_only())
     os.makedirs(args.output_dir, exist_ok=True)
     lock = OutputLock(args.output_dir).acquire() if accelerator.is_main_process else None
     try:
@@ -194,6 +216,7 @@ def _run(args: argparse.Namespace, accelerator) -> int:
     config = model.config
 
     # data: indexed and decoded per item in the workers (or streamed, see streaming.py)
+    data_started = time.perf_counter()  # the data layer's own start-up: spec -> index -> loader -> first batch
     bad_image_log = os.path.join(args.output_dir, "bad_images.tsv")
     loader_options = dict(batch_size=args.batch_size, num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
                           pin_memory=accelerator.device.type == "cuda")
@@ -212,6 +235,9 @@ def _run(args: argparse.Namespace, accelerator) -> int:
     recipe = build_recipe(method, model, args, mean=mean, std=std, device=accelerator.device)  # the run's options applied to the model
     compiled = compile_from_args(model, args)  # per block, in place: parameter names (checkpoints) unchanged
     transform = recipe.train_transform(min_crop_scale=args.crop_min_scale, flip=not args.no_flip)
+    normalize_on_device = normalizes_on_device(recipe, transform, accelerator.device)
+    if normalize_on_device:
+        logger.info("the data workers hand over uint8 crops, normalised on %s (the same values)", accelerator.device)
     data = PretrainData(images, transform, recipe, config, args.seed)
     if args.streaming:
         stream = ShardedStream(source, data.stream_sample, seed=args.seed, shuffle_buffer=args.shuffle_buffer,
@@ -229,6 +255,7 @@ def _run(args: argparse.Namespace, accelerator) -> int:
         if len(loader) == 0:
             raise ValueError(f"{len(data)} images are fewer than one batch of {args.batch_size}")
         batches_per_epoch = len(loader) // accelerator.num_processes
+    data_index_s = time.perf_counter() - data_started
 
     # optimiser and schedule
     total_batch = args.batch_size * args.grad_accum * accelerator.num_processes
@@ -292,8 +319,13 @@ def _run(args: argparse.Namespace, accelerator) -> int:
     writer = _tensorboard(args.output_dir) if accelerator.is_main_process else None
     progress = tqdm(total=total_steps, initial=step, disable=not accelerator.is_local_main_process, desc=f"pre-train {method}")
     model.train()
-    started, seen, data_wait, first_step_s, compile_logged = time.time(), 0, 0.0, None, False
+    started, seen, data_wait, first_step_s, compile_logged, first_batch_s = time.time(), 0, 0.0, None, False, None
+    data_logged = False
     stream_batches = iter(loader) if args.streaming else None  # one endless stream for the whole run
+    sample_log = None  # MIM_HUB_SAMPLE_LOG=FOLDER: each rank writes the keys of the samples it trains on (an audit)
+    if args.streaming and os.environ.get(SAMPLE_LOG_ENV):
+        os.makedirs(os.environ[SAMPLE_LOG_ENV], exist_ok=True)
+        sample_log = open(os.path.join(os.environ[SAMPLE_LOG_ENV], f"samples.rank{accelerator.process_index}.tsv"), "a", buffering=1)
     while step < total_steps:
         if args.streaming:
             import itertools
@@ -306,9 +338,16 @@ def _run(args: argparse.Namespace, accelerator) -> int:
         waiting = time.perf_counter()
         for batch in batches:
             data_wait += time.perf_counter() - waiting
+            if first_batch_s is None:
+                first_batch_s = time.perf_counter() - waiting
             if args.streaming:
                 stream_state.update(batch.pop("stream_position"))
+                keys = batch.pop("stream_keys")
+                if sample_log is not None:
+                    sample_log.write("".join(f"{step + 1}\t{key}\n" for key in keys))
                 batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+            if normalize_on_device:  # uint8 from the workers, the same table's values here
+                batch["pixel_values"] = transform.normalize.batch(batch["pixel_values"])
             with accelerator.accumulate(model):
                 loss = model(**recipe.model_inputs(batch)).loss
                 accelerator.backward(loss)
@@ -337,6 +376,8 @@ def _run(args: argparse.Namespace, accelerator) -> int:
                           "images_per_s": seen / max(1e-9, time.time() - started), "elapsed_s": time.time() - started,
                           "data_wait_fraction": round(data_wait / max(1e-9, time.time() - started), 4),
                           "bad_images": count_bad_images(bad_image_log)}
+                if not data_logged:  # the first record: what the data layer's start-up took (index + loader, first batch)
+                    record["data_index_s"], record["data_first_batch_s"], data_logged = round(data_index_s, 3), round(first_batch_s, 3), True
                 if compiled and not compile_logged:  # the first record of this process: the step that compiled
                     record["compiled_blocks"], record["first_step_s"], compile_logged = compiled, round(first_step_s, 3), True
                 progress.set_postfix(loss=f"{value:.4f}")
@@ -363,6 +404,8 @@ def _run(args: argparse.Namespace, accelerator) -> int:
         else:
             epoch, batch_in_epoch = epoch + 1, 0
     progress.close()
+    if sample_log is not None:
+        sample_log.close()
 
     # final model, processor and card
     accelerator.wait_for_everyone()

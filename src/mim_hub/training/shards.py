@@ -110,10 +110,34 @@ def iter_samples(path: str, *, image_key=None, label_key=None, read_images: bool
         yield done
 
 
+def _receipt_index(shard: str) -> dict | None:
+    """The member index `prepare-shards` put in the shard's receipt (`<shard>.json`), if it has
+    one and the shard is still the size it wrote."""
+    path = shard + ".json"
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as handle:
+            receipt = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(receipt, dict) or receipt.get("bytes") != os.path.getsize(shard) or not all(
+            isinstance(receipt.get(k), list) for k in ("offsets", "sizes", "labels")):
+        return None
+    return receipt
+
+
 def index_webdataset(shards: list[str], *, image_key=None, label_key=None) -> dict:
     """{"shard", "offset", "size", "label"} arrays over every sample of `shards`, and "count"."""
     shard_ids, offsets, sizes, labels = [], [], [], []
     for number, shard in enumerate(shards):
+        known = _receipt_index(shard) if image_key in (None, "jpg") and label_key in (None, "cls") else None
+        if known is not None:  # written by prepare-shards: its receipt holds the index, no header to read
+            shard_ids += [number] * len(known["offsets"])
+            offsets += known["offsets"]
+            sizes += known["sizes"]
+            labels += known["labels"]
+            continue
         for _, _, offset, size, label, _ in iter_samples(shard, image_key=image_key, label_key=label_key):
             shard_ids.append(number)
             offsets.append(offset)
@@ -169,6 +193,7 @@ def write_shard(task) -> dict:
     final = os.path.join(output, f"{split}-{number:06d}.tar")
     tmp = final + ".tmp"
     written, skipped = 0, 0
+    offsets, sizes, labels = [], [], []  # the index of the image members, kept in the receipt
     with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
         for index in range(start, stop):
             try:
@@ -179,9 +204,7 @@ def write_shard(task) -> dict:
 
                 if not isinstance(error, IMAGE_ERRORS):
                     raise
-                if columns.get("on_bad_image") == "error":
-                    raise ValueError(f"unreadable image {data.describe(index)}: {error}") from None
-                logger.warning("skipped unreadable image %s: %s", data.describe(index), error)
+                data._bad(index, error)  # raises with --on-bad-image error; else counted and named
                 skipped += 1
                 continue
             key = f"{index:09d}"
@@ -192,9 +215,14 @@ def write_shard(task) -> dict:
                 info = tarfile.TarInfo(name)
                 info.size, info.mtime, info.mode = len(blob), 0, 0o644
                 tar.addfile(info, io.BytesIO(blob))
+                if name.endswith(".jpg"):  # its data ends the member, padded to whole blocks
+                    offsets.append(tar.offset - (len(blob) + tarfile.BLOCKSIZE - 1) // tarfile.BLOCKSIZE * tarfile.BLOCKSIZE)
+                    sizes.append(len(blob))
+            labels.append(int(data.labels[index]) if data.labels[index] >= 0 else -1)
             written += 1
     os.replace(tmp, final)
-    summary = {"shard": os.path.basename(final), "samples": written, "skipped": skipped}
+    summary = {"shard": os.path.basename(final), "samples": written, "skipped": skipped, "bytes": os.path.getsize(final),
+               "offsets": offsets, "sizes": sizes, "labels": labels}
     with open(final + ".json", "w") as handle:  # the shard's receipt: done, and what it holds
         json.dump(summary, handle)
     return summary

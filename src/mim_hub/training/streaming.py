@@ -28,11 +28,12 @@ import os
 import numpy as np
 import torch
 
-from .data import (IMAGE_ERRORS, DatasetError, WDS_IMAGE_KEYS, canonical_split, choose_split, group_files_by_split, read_manifest,
+from .data import (IMAGE_ERRORS, DatasetError, WDS_IMAGE_KEYS, bad_image, canonical_split, choose_split, group_files_by_split, read_manifest,
                    table_files, webdataset_shards)
 
 logger = logging.getLogger(__name__)
 POSITION_KEY = "stream_position"
+KEYS_KEY = "stream_keys"  # where each sample of a batch came from (shard and key, file and row)
 
 
 class StreamSource:
@@ -255,6 +256,7 @@ class ShardedStream(torch.utils.data.IterableDataset):
                     self._bad(where, error)
                     continue
                 sample[POSITION_KEY] = torch.tensor([slot, before + position + 1])
+                sample[KEYS_KEY] = where
                 yield sample
             if position < 0:
                 raise DatasetError(f"{self.source.name}: slot {slot} of {slots} (rank x worker) got no samples in epoch {epoch}; "
@@ -262,23 +264,18 @@ class ShardedStream(torch.utils.data.IterableDataset):
             before, consumed, epoch = before + position + 1, 0, epoch + 1
 
     def _bad(self, where: str, error: Exception) -> None:
-        if self.on_bad_image == "error":
-            raise DatasetError(f"unreadable image {where}: {error}") from None
-        self.skipped.append(where)
-        logger.warning("skipped unreadable image %s: %s (%d skipped so far in this worker)", where, error, len(self.skipped))
-        if self.bad_image_log:
-            with open(self.bad_image_log, "a") as handle:
-                handle.write(f"{where}\t{str(error)[:200]}\n")
+        bad_image(where, error, self.on_bad_image, self.skipped, self.bad_image_log)
 
 
 def collate_with_positions(collate):
-    """`collate` that leaves the stream positions out of the samples and puts the batch's last
-    one (slot, consumed) beside the batch."""
+    """`collate` that leaves the stream positions and sample keys out of the samples and puts the
+    batch's last position (slot, consumed) and the list of its samples' keys beside the batch."""
 
     def wrapped(samples):
         positions = [s.pop(POSITION_KEY) for s in samples]
+        keys = [s.pop(KEYS_KEY) for s in samples]
         batch = collate(samples)
-        batch[POSITION_KEY] = positions[-1]
+        batch[POSITION_KEY], batch[KEYS_KEY] = positions[-1], keys
         return batch
 
     return wrapped

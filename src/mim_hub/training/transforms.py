@@ -15,10 +15,12 @@ from ..models.image_processing_common import RESIZE_BACKENDS, resize_uint8
 def random_resized_crop_box(width: int, height: int, rng: np.random.Generator, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
     """torchvision's RandomResizedCrop box sampling (10 tries, then a centre crop)."""
     area = width * height
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    low, high = math.log(ratio[0]), math.log(ratio[1])
     for _ in range(10):
-        target = area * rng.uniform(scale[0], scale[1])
-        aspect = math.exp(rng.uniform(*log_ratio))
+        # `low + (high - low) * rng.random()` is what `rng.uniform(low, high)` computes (the same draws, bit for bit),
+        # without its argument handling: ~25x cheaper per call
+        target = area * (scale[0] + (scale[1] - scale[0]) * rng.random())
+        aspect = math.exp(low + (high - low) * rng.random())
         w, h = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
         if 0 < w <= width and 0 < h <= height:
             top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
@@ -64,7 +66,21 @@ class Normalize:
     def __call__(self, image: Image.Image | np.ndarray) -> np.ndarray:
         array = image if isinstance(image, np.ndarray) else np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
         chw = np.ascontiguousarray(array.transpose(2, 0, 1))
-        return np.stack([self.table[c].take(chw[c]) for c in range(3)])
+        out = np.empty(chw.shape, dtype=np.float32)
+        for c in range(3):  # straight into the output (no stacking copy)
+            self.table[c].take(chw[c], out=out[c])
+        return out
+
+    def batch(self, pixels):
+        """A batch of uint8 [B, 3, H, W] tensors (on any device) normalised by the same table: the
+        same float32 values `__call__` gives per image, bit for bit."""
+        import torch
+
+        table = torch.from_numpy(self.table).to(pixels.device)
+        out = torch.empty(pixels.shape, dtype=torch.float32, device=pixels.device)
+        for c in range(3):
+            out[:, c] = table[c][pixels[:, c].long()]
+        return out
 
 
 class RandomResizedCropFlip:
@@ -77,15 +93,20 @@ class RandomResizedCropFlip:
 
     Given a JPEG opened but not yet decoded (as the data layer hands them over), it decodes it
     at 1/2, 1/4 or 1/8 scale when the crop is downscaled by that much anyway (`draft_for_crop`;
-    `draft=False` turns that off). The box and flip are drawn from the full-size image either way."""
+    `draft=False` turns that off). The box and flip are drawn from the full-size image either way.
+
+    `uint8=True`: return the crop as uint8 CHW, not normalised; `normalize.batch` then normalises a
+    batch of them to exactly the same values (the trainer does that on the GPU, so that workers
+    decode more images per second and hand over a quarter of the bytes)."""
 
     accepts_lazy_images = True  # the data layer may pass an opened, not yet decoded, image
 
     def __init__(self, size: int, mean, std, scale=(0.2, 1.0), flip: bool = True, resample=Image.BICUBIC, backend: str = "torch",
-                 draft: bool = True):
+                 draft: bool = True, uint8: bool = False):
         if backend not in RESIZE_BACKENDS:
             raise ValueError(f"backend must be one of {RESIZE_BACKENDS}, got {backend!r}")
         self.size, self.scale, self.flip, self.resample, self.backend, self.draft = size, scale, flip, resample, backend, draft
+        self.uint8 = uint8
         self.normalize = Normalize(mean, std)
 
     def draw(self, image: Image.Image, rng: np.random.Generator):
@@ -96,9 +117,10 @@ class RandomResizedCropFlip:
     def crop_resize(self, image: Image.Image, box, flip: bool):
         """The crop `box` resampled to `size`, flipped when asked (uint8: an array or a PIL image)."""
         if self.backend == "torch":
-            left, top, right, bottom = box
-            array = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
-            out = resize_uint8(array[top:bottom, left:right], self.size, self.size, self.resample, "torch")
+            rgb = image.convert("RGB") if image.mode != "RGB" else image
+            # cut out in PIL, then one copy into NumPy (not the whole image, then the crop again to make it contiguous)
+            array = np.asarray(rgb.crop(box) if tuple(box) != (0, 0, *rgb.size) else rgb)
+            out = resize_uint8(array, self.size, self.size, self.resample, "torch")
             return out[:, ::-1] if flip else out
         out = image.resize((self.size, self.size), self.resample, box=box)
         return out.transpose(Image.FLIP_LEFT_RIGHT) if flip else out
@@ -107,7 +129,10 @@ class RandomResizedCropFlip:
         box, flip = self.draw(image, rng)
         if self.draft:
             image, box = draft_for_crop(image, box, self.size)
-        return self.normalize(self.crop_resize(image.convert("RGB") if image.mode != "RGB" else image, box, flip))
+        crop = self.crop_resize(image.convert("RGB") if image.mode != "RGB" else image, box, flip)
+        if self.uint8:
+            return np.ascontiguousarray(np.asarray(crop).transpose(2, 0, 1))
+        return self.normalize(crop)
 
 
 class RandomResizedCropTwoViews(RandomResizedCropFlip):
