@@ -122,50 +122,21 @@ class CratePatchEmbedding(nn.Module):
         return self.norm_out(self.projection(self.norm_in(patchify(pixel_values, self.patch_size))))
 
 
-class CrateMAEPreTrainedModel(MIMPreTrainedModel):
-    config_class = CrateMAEConfig
-    base_model_prefix = "crate"
-    _no_split_modules = ["CrateEncoderLayer", "CrateDecoderLayer"]
-    _can_record_outputs = block_recorders(CrateEncoderLayer, CrateDecoderLayer)
-
-    @torch.no_grad()
-    def _init_weights(self, module):
-        super()._init_weights(module)
-        if isinstance(module, (ISTA,)):
-            init.kaiming_uniform_(module.weight)
-        elif isinstance(module, CrateDecoderLayer):
-            init.kaiming_uniform_(module.dictionary)
-        elif isinstance(module, CrateEmbeddings):
-            init.normal_(module.cls_token, std=0.02)
-            if module.mask_token is not None:
-                init.normal_(module.mask_token, std=0.02)
-            if self.config.variant == "crate_mae":
-                init.copy_(module.pos_embed, get_2d_sincos_pos_embed(self.config.hidden_size, module.grid_size, cls_token=True)[None])
-            else:
-                init.normal_(module.pos_embed, std=0.02)
-
-
 class CrateEmbeddings(nn.Module):
-    """Patches, cls token, mask token (CRATE-MAE) and position table.
+    """Patches, cls token, mask token (CRATE-MAE) and position table, added in the same way by
+    both variants (`CrateMAEEmbeddings`, `CrateClassifierEmbeddings`), which differ in what they hold.
 
     At another input size (`interpolate_pos_encoding=True`) the position table is resampled
     bicubically to the input's patch grid, as MAE's and ViT's are (the cls row kept)."""
 
-    def __init__(self, config: CrateMAEConfig):
+    final_norm: bool  # whether the encoder ends with a LayerNorm
+
+    def __init__(self, config: CrateMAEConfig, patch_embed: nn.Module, use_mask_token: bool):
         super().__init__()
-        if config.variant == "crate_mae":
-            self.patch_embed = PatchEmbedding(config.image_size, config.patch_size, config.num_channels, config.hidden_size)
-        else:
-            self.patch_embed = CratePatchEmbedding(config)
+        self.patch_embed = patch_embed
         self.grid_size = (config.image_size // config.patch_size,) * 2
-        length = self.grid_size[0] * self.grid_size[1] + 1
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size)) if config.variant == "crate_mae" else None
-        if config.variant == "crate_mae":  # the fixed table the original adds (its `decoder_pos_embed`)
-            table = get_2d_sincos_pos_embed(config.hidden_size, self.grid_size, cls_token=True)[None]
-            self.pos_embed = nn.Parameter(table, requires_grad=False)
-        else:  # CRATE's learned `pos_embedding`
-            self.pos_embed = nn.Parameter(torch.zeros(1, length, config.hidden_size))
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size)) if use_mask_token else None
 
     def forward(self, pixel_values, noise=None, mask_ratio: float = 0.75, interpolate_pos_encoding: bool = False):
         """(cls + patch tokens with positions [B, 1 + L, D], mask, ids_restore); with `noise` [B, L]
@@ -187,6 +158,56 @@ class CrateEmbeddings(nn.Module):
         return torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1) + pos, mask, ids_restore
 
 
+class CrateMAEEmbeddings(CrateEmbeddings):
+    """CRATE-MAE's: a conv patch embedding, a mask token, and the fixed sin-cos table the original
+    adds (its `decoder_pos_embed`); its encoder ends with a final norm."""
+
+    final_norm = True
+
+    def __init__(self, config: CrateMAEConfig):
+        patch_embed = PatchEmbedding(config.image_size, config.patch_size, config.num_channels, config.hidden_size)
+        super().__init__(config, patch_embed, use_mask_token=True)
+        self.pos_embed = nn.Parameter(get_2d_sincos_pos_embed(config.hidden_size, self.grid_size, cls_token=True)[None], requires_grad=False)
+
+
+class CrateClassifierEmbeddings(CrateEmbeddings):
+    """The CRATE classifiers': channel-last patch vectors -> LayerNorm -> Linear -> LayerNorm, and
+    a learned `pos_embedding`; no mask token, and no final norm (the head has its own)."""
+
+    final_norm = False
+
+    def __init__(self, config: CrateMAEConfig):
+        super().__init__(config, CratePatchEmbedding(config), use_mask_token=False)
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid_size[0] * self.grid_size[1] + 1, config.hidden_size))
+
+
+# config.variant -> embeddings: the one place the variant is chosen
+VARIANTS = {"crate_mae": CrateMAEEmbeddings, "crate": CrateClassifierEmbeddings}
+
+
+class CrateMAEPreTrainedModel(MIMPreTrainedModel):
+    config_class = CrateMAEConfig
+    base_model_prefix = "crate"
+    _no_split_modules = ["CrateEncoderLayer", "CrateDecoderLayer"]
+    _can_record_outputs = block_recorders(CrateEncoderLayer, CrateDecoderLayer)
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, (ISTA,)):
+            init.kaiming_uniform_(module.weight)
+        elif isinstance(module, CrateDecoderLayer):
+            init.kaiming_uniform_(module.dictionary)
+        elif isinstance(module, CrateEmbeddings):
+            init.normal_(module.cls_token, std=0.02)
+            if module.mask_token is not None:
+                init.normal_(module.mask_token, std=0.02)
+            if isinstance(module, CrateMAEEmbeddings):
+                init.copy_(module.pos_embed, get_2d_sincos_pos_embed(self.config.hidden_size, module.grid_size, cls_token=True)[None])
+            else:
+                init.normal_(module.pos_embed, std=0.02)
+
+
 class CrateMAEModel(EncoderFeaturesMixin, CrateMAEPreTrainedModel):
     """The CRATE-MAE (or CRATE) encoder.
 
@@ -202,9 +223,9 @@ class CrateMAEModel(EncoderFeaturesMixin, CrateMAEPreTrainedModel):
 
     def __init__(self, config: CrateMAEConfig):
         super().__init__(config)
-        self.embeddings = CrateEmbeddings(config)
+        self.embeddings = VARIANTS[config.variant](config)
         self.layers = nn.ModuleList([CrateEncoderLayer(config) for _ in range(config.num_hidden_layers)])
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.final_layer_norm_eps) if config.variant == "crate_mae" else None
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.final_layer_norm_eps) if self.embeddings.final_norm else None
         self.post_init()
 
     def get_input_embeddings(self):
@@ -244,9 +265,9 @@ class CrateMAEForPreTraining(CrateMAEPreTrainedModel):
 
     def __init__(self, config: CrateMAEConfig):
         super().__init__(config)
-        if config.variant != "crate_mae":
-            raise ValueError("CrateMAEForPreTraining needs variant='crate_mae' (the CRATE classifier has no decoder)")
         self.crate = CrateMAEModel(config)
+        if self.crate.embeddings.mask_token is None:
+            raise ValueError("CrateMAEForPreTraining needs variant='crate_mae' (the CRATE classifier has no decoder)")
         self.decoder = CrateMAEDecoder(config)
         self.post_init()
 
