@@ -85,12 +85,11 @@ def block_recorders(*block_classes: type[nn.Module]) -> dict[str, list[OutputRec
     }
 
 
-def flags(config, output_attentions: bool | None, output_hidden_states: bool | None) -> tuple[bool, bool]:
-    """The output flags, None meaning the config's value."""
-    return (
-        bool(config.output_attentions if output_attentions is None else output_attentions),
-        bool(config.output_hidden_states if output_hidden_states is None else output_hidden_states),
-    )
+def flags(config, output_attentions: bool | None, output_hidden_states=None) -> tuple[bool, bool | int | list[int]]:
+    """The output flags, None meaning the config's value (`output_hidden_states` may also be
+    transformers' selection of indices, passed on as it is)."""
+    hidden = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+    return bool(config.output_attentions if output_attentions is None else output_attentions), hidden
 
 
 @dataclass
