@@ -218,7 +218,8 @@ class SimMIMModel(FinalNormMixin, EncoderFeaturesMixin, SimMIMPreTrainedModel):
         # patches (masked ones as the mask token), positions
         tokens, grid = self.embeddings(pixel_values, mask, interpolate_pos_encoding)
         # encode, final norm, the feature the classifier head receives
-        hidden = self.encoder(tokens, grid, self.relative_position_bias, output_attentions=output_attentions)
+        shared = self.relative_position_bias(grid) if self.relative_position_bias is not None else None  # (ViT pre-training)
+        hidden = self.encoder(tokens, grid, shared, output_attentions=output_attentions)
         hidden, pooled = self._normalize_and_pool(hidden)
         mask = mask.float() if mask is not None else None
         return MIMModelOutput(last_hidden_state=hidden, pooler_output=pooled, mask=mask)

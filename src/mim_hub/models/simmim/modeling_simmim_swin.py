@@ -199,7 +199,8 @@ class SwinEncoder(nn.Module):
         return None
 
     def forward(self, hidden: torch.Tensor, grid: tuple[int, int], shared_bias: None = None, output_attentions: bool = False) -> torch.Tensor:
-        """The last stage's tokens [B, h'*w', C'] (on `output_grid(grid)`)."""
+        """The last stage's tokens [B, h'*w', C'] (on `output_grid(grid)`); `shared_bias` is always
+        None (see `shared_relative_position_bias`)."""
         resolution = tuple(grid)
         for stage in self.layers:
             for block in stage.blocks:

@@ -6,8 +6,9 @@ q/v biases with a zero k bias, and mean pooling + `fc_norm` in fine-tuning.
 
 The architecture interface `SimMIMModel` relies on (`modeling_simmim_swin.py` has the other):
 `num_prefix_tokens`, `head_init_scale`, `final_norms`, `shared_relative_position_bias`,
-`forward(tokens, grid, shared_bias, output_attentions)`, `output_grid`, `pool`, `layer_id`,
-`feature_stages`, `expand_relative_position_bias`.
+`forward(tokens, grid, shared_bias, output_attentions)` (`shared_bias`: the bias tensor of the
+model's shared table), `output_grid`, `pool`, `layer_id`, `feature_stages`,
+`expand_relative_position_bias`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from ...layers import PatchEmbedding, ViTEncoder, build_vit_blocks, interpolate_pos_embed
-from ...layers.relative_position import RelativePositionBias, relative_position_attention_bias
+from ...layers.relative_position import RelativePositionBias
 from ..features import FeatureStage
 from ..modeling_common import MIMPreTrainedModel
 from .configuration_simmim import SimMIMConfig
@@ -77,10 +78,15 @@ class SimMIMViTEncoder(ViTEncoder):
     def shared_relative_position_bias(config: SimMIMConfig, grid: tuple[int, int]) -> RelativePositionBias | None:
         return RelativePositionBias(grid, config.num_attention_heads) if config.use_shared_relative_position_bias else None
 
-    def forward(self, tokens: torch.Tensor, grid: tuple[int, int], shared_bias: RelativePositionBias | None = None,
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int], shared_bias: torch.Tensor | None = None,
                 output_attentions: bool = False) -> torch.Tensor:
-        per_block = [layer.relative_position_bias for layer in self.layers] if self.per_block_bias else None
-        bias = relative_position_attention_bias(grid, shared_bias, per_block)  # None, a tensor, or per block
+        """`shared_bias`: [heads, N, N] from the model's shared table (pre-training), or None;
+        with per-block tables each block gets its own (+ the shared one)."""
+        bias = shared_bias
+        if self.per_block_bias:
+            def bias(index: int) -> torch.Tensor:
+                own = self.layers[index].relative_position_bias(grid)
+                return own if shared_bias is None else own + shared_bias
         return super().forward(tokens, attention_bias=bias, output_attentions=output_attentions)
 
     def output_grid(self, grid: tuple[int, int]) -> tuple[int, int]:
