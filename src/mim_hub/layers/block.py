@@ -103,11 +103,12 @@ class ViTBlock(GradientCheckpointingLayer):
 
 
 class ViTEncoder(nn.Module):
-    """A stack of blocks (`layers`) that collects hidden states and attention weights on request.
+    """A stack of blocks (`layers`); returns the last block's output.
 
     `attention_bias` may be one tensor shared by all blocks or a callable `i -> tensor` for
     per-block biases (SimMIM/CAE fine-tuning use a relative position table per block).
-    `hidden_states` holds the input to the first block and every block's output.
+    `output_attentions` makes each block compute its attention weights (the eager path); the
+    model records them and the hidden states with hooks (`models/encoder.py`), not here.
     """
 
     def __init__(self, blocks: list[nn.Module]):
@@ -120,18 +121,11 @@ class ViTEncoder(nn.Module):
         *,
         attention_bias: torch.Tensor | Callable[[int], torch.Tensor] | None = None,
         output_attentions: bool = False,
-        output_hidden_states: bool = False,
-    ):
-        all_hidden = (hidden_states,) if output_hidden_states else None
-        all_attn = () if output_attentions else None
+    ) -> torch.Tensor:
         for index, layer in enumerate(self.layers):
             bias = attention_bias(index) if callable(attention_bias) else attention_bias
-            hidden_states, weights = layer(hidden_states, bias, output_attentions)
-            if output_hidden_states:
-                all_hidden = all_hidden + (hidden_states,)
-            if output_attentions:
-                all_attn = all_attn + (weights,)
-        return hidden_states, all_hidden, all_attn
+            hidden_states = layer(hidden_states, bias, output_attentions)[0]
+        return hidden_states
 
 
 def drop_path_rates(drop_path_rate: float, num_layers: int) -> list[float]:

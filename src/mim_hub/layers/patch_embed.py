@@ -54,9 +54,12 @@ class PatchEmbedding(nn.Module):
             )
         return height // self.patch_size[0], width // self.patch_size[1]
 
-    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
-        self.check_input(pixel_values, interpolate_pos_encoding)
-        return self.projection(pixel_values).flatten(2).transpose(1, 2)
+    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False, return_grid: bool = False):
+        """[B, h*w, D] patch tokens (the input cast to the projection's dtype: float32 images
+        into a bf16 model), and with `return_grid` also the patch grid (h, w)."""
+        grid = self.check_input(pixel_values, interpolate_pos_encoding)
+        tokens = self.projection(pixel_values.to(self.projection.weight.dtype)).flatten(2).transpose(1, 2)
+        return (tokens, grid) if return_grid else tokens
 
 
 def patchify(pixel_values: torch.Tensor, patch_size: int) -> torch.Tensor:

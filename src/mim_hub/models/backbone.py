@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from transformers.backbone_utils import BackboneMixin
 from transformers.modeling_outputs import BackboneOutput
+from transformers.utils.generic import can_return_tuple
 
 from .. import initialization as init
 
@@ -118,12 +119,12 @@ class MIMBackboneMixin(BackboneMixin):
             init.ones_(module.running_var)
             init.zeros_(module.num_batches_tracked)
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> BackboneOutput:
         """`feature_maps`: a [B, C, h, w] map per stage of `config.out_features` (after the
@@ -141,12 +142,11 @@ class MIMBackboneMixin(BackboneMixin):
         else:
             maps = [stage.as_map() for stage in chosen]
             feature_maps = self.neck(maps) if self.neck is not None else tuple(maps)
-        output = BackboneOutput(
+        return BackboneOutput(
             feature_maps=tuple(feature_maps),
             hidden_states=encoded.hidden_states if output_hidden_states else None,
             attentions=encoded.attentions if output_attentions else None,
         )
-        return output if return_dict is not False else output.to_tuple()
 
 
 __all__ = ["MIMBackboneMixin", "FeaturePyramidNeck"]

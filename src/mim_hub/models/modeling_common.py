@@ -18,7 +18,9 @@ from transformers.utils import ModelOutput
 
 from .. import initialization as init
 from ..layers.attention import Attention, InterfaceAttention
+from ..layers.block import ViTBlock
 from ..layers.relative_position import RelativePositionBias, relative_position_index
+from .encoder import RecordedStackMixin, block_recorders, can_return_tuple
 from .features import ClassifierFeaturesMixin
 from ..utils.atomic import atomic_folder, is_atomic_temporary
 from .geometry import GEOMETRY_FIELDS, adapt_geometry, geometry_changes
@@ -130,10 +132,11 @@ def offload_whole_blocks(model: nn.Module) -> None:
         regrouped.append(name)
 
 
-class MIMPreTrainedModel(PreTrainedModel):
+class MIMPreTrainedModel(RecordedStackMixin, PreTrainedModel):
     """Base of every mim_hub model, with the hooks one trainer and one optimizer rely on:
     `no_weight_decay()`, `layer_id(name)` / `num_layers_for_decay()` (layer-wise lr decay),
-    and transformers' gradient checkpointing."""
+    and transformers' gradient checkpointing. Hidden states and attention weights are recorded
+    from the blocks `_can_record_outputs` names (see `models/encoder.py`)."""
 
     main_input_name = "pixel_values"
     input_modalities = ("image",)
@@ -146,6 +149,7 @@ class MIMPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_attention_backend = True
     _no_split_modules = ["ViTBlock"]
+    _can_record_outputs = block_recorders(ViTBlock)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """transformers' `save_pretrained`, made crash-safe: everything is written to a temporary
@@ -362,6 +366,7 @@ class ImageClassifierForwardMixin(ClassifierFeaturesMixin):
     pooled output (`pooler_output`) through `self.head`: put it before the method's
     PreTrainedModel in the bases. (The timm-style hooks come with it: `ClassifierFeaturesMixin`.)"""
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -369,7 +374,6 @@ class ImageClassifierForwardMixin(ClassifierFeaturesMixin):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> ImageClassifierOutput:
         encoded = getattr(self, self.base_model_prefix)(
@@ -378,5 +382,4 @@ class ImageClassifierForwardMixin(ClassifierFeaturesMixin):
         )
         logits = self.head(encoded.pooler_output)
         loss = classification_loss(logits, labels, self.config) if labels is not None else None
-        output = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions)
-        return output if return_dict is not False else output.to_tuple()
+        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions)

@@ -22,6 +22,7 @@ from ...layers import (
     DropPath,
     LayerScale,
     PatchEmbedding,
+    ViTBlock,
     ViTEncoder,
     build_vit_blocks,
     gather_tokens,
@@ -32,6 +33,7 @@ from ...layers.attention import InterfaceAttention, linear_with_output_scale
 from ...layers.block import drop_path_rates
 from ...layers.mask_block import BlockMaskGenerator
 from ...layers.relative_position import RelativePositionBias, relative_position_attention_bias
+from ..encoder import FinalNormMixin, block_recorders, can_return_tuple, flags, joined, record_outputs
 from ..features import EncoderFeaturesMixin
 from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, hub_kwargs
 from .configuration_cae import CAEConfig
@@ -124,9 +126,7 @@ class CAEEmbeddings(nn.Module):
                 num_masked: int = 0):
         """Returns ([cls, (visible) patches] with positions [B, 1 + K, D], grid); `num_masked` is
         the per-sample count of `bool_masked_pos`."""
-        grid = self.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
-        weight = self.patch_embed.projection.weight
-        tokens = self.patch_embed.projection(pixel_values.to(weight.dtype)).flatten(2).transpose(1, 2)
+        tokens, grid = self.patch_embed(pixel_values, interpolate_pos_encoding, return_grid=True)
         batch = tokens.shape[0]
         cls = self.cls_token.expand(batch, -1, -1)
         if self.pos_embed is not None:
@@ -138,133 +138,9 @@ class CAEEmbeddings(nn.Module):
         return torch.cat([cls, tokens], dim=1), grid
 
 
-class CAEPreTrainedModel(MIMPreTrainedModel):
-    config_class = CAEConfig
-    base_model_prefix = "cae"
-    _no_split_modules = ["ViTBlock", "CAERegressorBlock"]
-
-    @torch.no_grad()
-    def _init_weights(self, module):
-        super()._init_weights(module)
-        std = self.config.initializer_range
-        if isinstance(module, CAEEmbeddings):
-            if module.pos_embed is not None:
-                init.copy_(module.pos_embed, cae_sincos_table(module.pos_embed.shape[-1], module.patch_embed.grid_size))
-            init.trunc_normal_(module.cls_token, std=std, a=-std, b=std)
-            init.trunc_normal_(module.patch_embed.projection.weight, std=std, a=-std, b=std)
-        elif isinstance(module, RelativePositionBias):  # (its index buffer: the base class)
-            init.zeros_(module.relative_position_bias_table)
-        elif isinstance(module, CAEForPreTraining):
-            init.copy_(module.decoder_pos_embed, cae_sincos_table(module.decoder_pos_embed.shape[-1], module.grid_size))
-            init.trunc_normal_(module.mask_token, std=std, a=-std, b=std)
-
-    _rel_pos_pattern = re.compile(r"relative_position_bias\.(\d+)\.")
-
-    def layer_id(self, name: str) -> int:
-        """As the base, plus BEiT's rule for relative position tables (block i's table with block
-        i; a shared table with the head, as BEiT's `rel_pos_bias`) and the pre-training heads after
-        the encoder."""
-        match = self._rel_pos_pattern.search(name)
-        if match:
-            return int(match.group(1)) + 1
-        if name.startswith(("regressor.", "decoder.", "encoder_to_regressor")):
-            return self.num_layers_for_decay()
-        return super().layer_id(name)
-
-
 def _attention_head_size(width: int, heads: int) -> int:
     """CAE's head width: `width // heads` (the attention may be narrower than the model)."""
     return width // heads
-
-
-class CAEModel(EncoderFeaturesMixin, CAEPreTrainedModel):
-    """CAE's encoder (BEiT-style ViT).
-
-    Without `bool_masked_pos` it encodes every patch in order: `last_hidden_state` [B, 1 + L, D].
-    With `bool_masked_pos` [B, L] (True = masked, the same count per sample) it encodes the cls
-    token and the visible patches only, as in pre-training. `pooler_output` is what CAE's
-    classifier head receives: `fc_norm` of the mean patch token when `config.use_mean_pooling`
-    (no final norm then), else the normed cls token.
-    """
-
-    _keys_to_ignore_on_load_unexpected = [r"^regressor\.", r"^decoder\.", r"^head\.", r"^mask_token", r"^decoder_pos_embed", r"^encoder_to_regressor"]
-    num_prefix_tokens = 1  # the cls token
-
-    def __init__(self, config: CAEConfig, add_pooling_layer: bool = True, add_final_norm: bool | None = None,
-                 use_relative_position_bias: bool | None = None):
-        super().__init__(config)
-        self.embeddings = CAEEmbeddings(config)
-        grid = self.embeddings.patch_embed.grid_size
-        self.encoder = ViTEncoder(
-            build_vit_blocks(
-                config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.intermediate_size,
-                drop_path_rate=config.drop_path_rate, qkv_bias="qv" if config.qkv_bias else False,
-                layer_norm_eps=config.layer_norm_eps, hidden_act=config.hidden_act,
-                layer_scale_init_value=config.layer_scale_init_value,
-                attention_head_size=_attention_head_size(config.hidden_size, config.num_attention_heads),
-                attention_dropout=config.attention_probs_dropout_prob, hidden_dropout=config.hidden_dropout_prob,
-            )
-        )
-        # relative position biases (fine-tuning only; `use_relative_position_bias=False` turns both off)
-        per_block = config.use_relative_position_bias if use_relative_position_bias is None else use_relative_position_bias
-        shared = config.use_shared_relative_position_bias and use_relative_position_bias is not False
-        self.relative_position_bias = (
-            nn.ModuleList([RelativePositionBias(grid, config.num_attention_heads) for _ in range(config.num_hidden_layers)])
-            if per_block else None
-        )
-        self.shared_relative_position_bias = RelativePositionBias(grid, config.num_attention_heads) if shared else None
-        if add_final_norm is None:
-            add_final_norm = not config.use_mean_pooling
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if add_final_norm else None
-        use_fc_norm = add_pooling_layer and config.use_mean_pooling
-        self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if use_fc_norm else None
-        self.post_init()
-
-    def get_input_embeddings(self) -> nn.Module:
-        return self.embeddings.patch_embed
-
-    def _attention_bias(self, grid: tuple[int, int]):
-        """Per-block (plus shared) relative position bias for `grid`, or None."""
-        return relative_position_attention_bias(grid, self.shared_relative_position_bias, self.relative_position_bias)
-
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        bool_masked_pos: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        interpolate_pos_encoding: bool = False,
-        return_dict: bool | None = None,
-        num_masked_patches: int | None = None,
-        **kwargs,
-    ) -> MIMModelOutput:
-        """`num_masked_patches`: the per-sample count of `bool_masked_pos`, read from the mask
-        unless given (it must be given under torch.compile, where shapes cannot depend on data)."""
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        mask, num_masked = None, 0
-        if bool_masked_pos is not None:
-            grid = self.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
-            bool_masked_pos, num_masked = check_bool_masked_pos(bool_masked_pos, pixel_values.shape[0], grid[0] * grid[1], num_masked_patches)
-            mask = bool_masked_pos.float()
-            if self.relative_position_bias is not None or self.shared_relative_position_bias is not None:
-                raise ValueError("bool_masked_pos cannot be combined with a relative position bias (fine-tuning models see every patch)")
-        # patches (visible only when masked), positions, cls
-        hidden, grid = self.embeddings(pixel_values, bool_masked_pos, interpolate_pos_encoding, num_masked)
-        # encode
-        hidden, all_hidden, all_attn = self.encoder(
-            hidden, attention_bias=self._attention_bias(grid), output_attentions=bool(output_attentions),
-            output_hidden_states=bool(output_hidden_states),
-        )
-        if self.layernorm is not None:
-            hidden = self.layernorm(hidden)
-        # the feature the classifier head receives
-        if self.fc_norm is not None:
-            pooled = self.fc_norm(hidden[:, 1:].mean(dim=1))
-        else:
-            pooled = hidden[:, 0]
-        output = MIMModelOutput(last_hidden_state=hidden, pooler_output=pooled, mask=mask, hidden_states=all_hidden, attentions=all_attn)
-        return output if return_dict is not False else output.to_tuple()
 
 
 class CAECrossAttention(InterfaceAttention):
@@ -341,6 +217,117 @@ class CAERegressorBlock(GradientCheckpointingLayer):
         return hidden, weights
 
 
+class CAEPreTrainedModel(MIMPreTrainedModel):
+    config_class = CAEConfig
+    base_model_prefix = "cae"
+    _no_split_modules = ["ViTBlock", "CAERegressorBlock"]
+    _can_record_outputs = block_recorders(ViTBlock, CAERegressorBlock)
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        std = self.config.initializer_range
+        if isinstance(module, CAEEmbeddings):
+            if module.pos_embed is not None:
+                init.copy_(module.pos_embed, cae_sincos_table(module.pos_embed.shape[-1], module.patch_embed.grid_size))
+            init.trunc_normal_(module.cls_token, std=std, a=-std, b=std)
+            init.trunc_normal_(module.patch_embed.projection.weight, std=std, a=-std, b=std)
+        elif isinstance(module, RelativePositionBias):  # (its index buffer: the base class)
+            init.zeros_(module.relative_position_bias_table)
+        elif isinstance(module, CAEForPreTraining):
+            init.copy_(module.decoder_pos_embed, cae_sincos_table(module.decoder_pos_embed.shape[-1], module.grid_size))
+            init.trunc_normal_(module.mask_token, std=std, a=-std, b=std)
+
+    _rel_pos_pattern = re.compile(r"relative_position_bias\.(\d+)\.")
+
+    def layer_id(self, name: str) -> int:
+        """As the base, plus BEiT's rule for relative position tables (block i's table with block
+        i; a shared table with the head, as BEiT's `rel_pos_bias`) and the pre-training heads after
+        the encoder."""
+        match = self._rel_pos_pattern.search(name)
+        if match:
+            return int(match.group(1)) + 1
+        if name.startswith(("regressor.", "decoder.", "encoder_to_regressor")):
+            return self.num_layers_for_decay()
+        return super().layer_id(name)
+
+
+class CAEModel(FinalNormMixin, EncoderFeaturesMixin, CAEPreTrainedModel):
+    """CAE's encoder (BEiT-style ViT).
+
+    Without `bool_masked_pos` it encodes every patch in order: `last_hidden_state` [B, 1 + L, D].
+    With `bool_masked_pos` [B, L] (True = masked, the same count per sample) it encodes the cls
+    token and the visible patches only, as in pre-training. `pooler_output` is what CAE's
+    classifier head receives: `fc_norm` of the mean patch token when `config.use_mean_pooling`
+    (no final norm then), else the normed cls token.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^regressor\.", r"^decoder\.", r"^head\.", r"^mask_token", r"^decoder_pos_embed", r"^encoder_to_regressor"]
+    num_prefix_tokens = 1  # the cls token
+
+    def __init__(self, config: CAEConfig, add_pooling_layer: bool = True, add_final_norm: bool | None = None,
+                 use_relative_position_bias: bool | None = None):
+        super().__init__(config)
+        self.embeddings = CAEEmbeddings(config)
+        grid = self.embeddings.patch_embed.grid_size
+        self.encoder = ViTEncoder(
+            build_vit_blocks(
+                config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.intermediate_size,
+                drop_path_rate=config.drop_path_rate, qkv_bias="qv" if config.qkv_bias else False,
+                layer_norm_eps=config.layer_norm_eps, hidden_act=config.hidden_act,
+                layer_scale_init_value=config.layer_scale_init_value,
+                attention_head_size=_attention_head_size(config.hidden_size, config.num_attention_heads),
+                attention_dropout=config.attention_probs_dropout_prob, hidden_dropout=config.hidden_dropout_prob,
+            )
+        )
+        # relative position biases (fine-tuning only; `use_relative_position_bias=False` turns both off)
+        per_block = config.use_relative_position_bias if use_relative_position_bias is None else use_relative_position_bias
+        shared = config.use_shared_relative_position_bias and use_relative_position_bias is not False
+        self.relative_position_bias = (
+            nn.ModuleList([RelativePositionBias(grid, config.num_attention_heads) for _ in range(config.num_hidden_layers)])
+            if per_block else None
+        )
+        self.shared_relative_position_bias = RelativePositionBias(grid, config.num_attention_heads) if shared else None
+        self._build_final_norms(config, add_final_norm, add_pooling_layer)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.patch_embed
+
+    def _attention_bias(self, grid: tuple[int, int]):
+        """Per-block (plus shared) relative position bias for `grid`, or None."""
+        return relative_position_attention_bias(grid, self.shared_relative_position_bias, self.relative_position_bias)
+
+    @record_outputs
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        bool_masked_pos: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+        num_masked_patches: int | None = None,
+        **kwargs,
+    ) -> MIMModelOutput:
+        """`num_masked_patches`: the per-sample count of `bool_masked_pos`, read from the mask
+        unless given (it must be given under torch.compile, where shapes cannot depend on data)."""
+        output_attentions, _ = flags(self.config, output_attentions, output_hidden_states)
+        mask, num_masked = None, 0
+        if bool_masked_pos is not None:
+            grid = self.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
+            bool_masked_pos, num_masked = check_bool_masked_pos(bool_masked_pos, pixel_values.shape[0], grid[0] * grid[1], num_masked_patches)
+            mask = bool_masked_pos.float()
+            if self.relative_position_bias is not None or self.shared_relative_position_bias is not None:
+                raise ValueError("bool_masked_pos cannot be combined with a relative position bias (fine-tuning models see every patch)")
+        # patches (visible only when masked), positions, cls
+        hidden, grid = self.embeddings(pixel_values, bool_masked_pos, interpolate_pos_encoding, num_masked)
+        # encode
+        hidden = self.encoder(hidden, attention_bias=self._attention_bias(grid), output_attentions=output_attentions)
+        # final norm, the feature the classifier head receives
+        hidden, pooled = self._normalize_and_pool(hidden)
+        return MIMModelOutput(last_hidden_state=hidden, pooler_output=pooled, mask=mask)
+
+
 class CAERegressor(nn.Module):
     """Latent contextual regressor: mask-token queries (+ positions) attend to the visible latents
     and to themselves; a final LayerNorm gives `latent_predict`."""
@@ -352,17 +339,11 @@ class CAERegressor(nn.Module):
         self.layers = nn.ModuleList([CAERegressorBlock(config, rate) for rate in rates])
         self.layernorm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, queries, visible, pos_masked, pos_visible, output_attentions=False, output_hidden_states=False):
-        all_hidden = (queries,) if output_hidden_states else None
-        all_attn = () if output_attentions else None
+    def forward(self, queries, visible, pos_masked, pos_visible, output_attentions: bool = False) -> torch.Tensor:
         pos_context = torch.cat([pos_visible, pos_masked], dim=1)
         for layer in self.layers:
-            queries, weights = layer(queries, torch.cat([visible, queries], dim=1), pos_masked, pos_context, output_attentions)
-            if output_hidden_states:
-                all_hidden = all_hidden + (queries,)
-            if output_attentions:
-                all_attn = all_attn + (weights,)
-        return self.layernorm(queries), all_hidden, all_attn
+            queries = layer(queries, torch.cat([visible, queries], dim=1), pos_masked, pos_context, output_attentions)[0]
+        return self.layernorm(queries)
 
 
 class CAEDecoder(nn.Module):
@@ -384,11 +365,9 @@ class CAEDecoder(nn.Module):
         self.layernorm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
         self.head = nn.Linear(config.decoder_hidden_size, config.vocab_size)
 
-    def forward(self, latent_predict, pos_masked, output_attentions=False, output_hidden_states=False):
-        hidden, all_hidden, all_attn = self.transformer(
-            latent_predict + pos_masked, output_attentions=output_attentions, output_hidden_states=output_hidden_states
-        )
-        return self.head(self.layernorm(hidden)), all_hidden, all_attn
+    def forward(self, latent_predict, pos_masked, output_attentions: bool = False) -> torch.Tensor:
+        hidden = self.transformer(latent_predict + pos_masked, output_attentions=output_attentions)
+        return self.head(self.layernorm(hidden))
 
 
 def cae_mask_generator(config: CAEConfig) -> BlockMaskGenerator:
@@ -476,6 +455,7 @@ class CAEForPreTraining(CAEPreTrainedModel):
                              "feed it images whose token grid matches the patch grid (tokenizer_pixel_values)")
         return ids[bool_masked_pos.to(ids.device)]
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -485,11 +465,9 @@ class CAEForPreTraining(CAEPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> CAEPreTrainingOutput:
-        output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
-        output_hidden_states = bool(output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states)
+        output_attentions, output_hidden_states = flags(self.config, output_attentions, output_hidden_states)
         grid = self.cae.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
         batch, length = pixel_values.shape[0], grid[0] * grid[1]
         if bool_masked_pos is None:
@@ -514,14 +492,12 @@ class CAEForPreTraining(CAEPreTrainedModel):
         pos_visible, pos_masked = split_by_mask(pos.to(visible.dtype), bool_masked_pos, num_masked)
         queries = self.mask_token.to(visible.dtype).expand(batch, pos_masked.shape[1], -1)
         # regress the masked latents
-        latent_predict, reg_hidden, reg_attn = self.regressor(
-            queries, visible, pos_masked, pos_visible, output_attentions=output_attentions, output_hidden_states=output_hidden_states
-        )
+        recorded = dict(output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        regressed = self.run_recorded(self.regressor, queries, visible, pos_masked, pos_visible, **recorded)
+        latent_predict = regressed.last_hidden_state
         # decode token ids of the masked patches
-        logits, dec_hidden, dec_attn = self.decoder(
-            latent_predict, pos_masked, output_attentions=output_attentions, output_hidden_states=output_hidden_states
-        )
-        logits = logits.reshape(-1, logits.shape[-1])
+        decoded = self.run_recorded(self.decoder, latent_predict, pos_masked, **recorded)
+        logits = decoded.last_hidden_state.reshape(-1, decoded.last_hidden_state.shape[-1])
         # losses
         if labels is None and self.tokenizer is not None:
             tok_pixels = pixel_values if tokenizer_pixel_values is None else tokenizer_pixel_values
@@ -535,14 +511,13 @@ class CAEForPreTraining(CAEPreTrainedModel):
             loss_main = F.cross_entropy(logits.float(), labels)
             loss = loss_main + loss_align
             mlm_acc = (logits.detach().argmax(-1) == labels).float().mean()
-        hidden_states = encoded.hidden_states + reg_hidden + dec_hidden if output_hidden_states else None
-        attentions = encoded.attentions + reg_attn + dec_attn if output_attentions else None
-        output = CAEPreTrainingOutput(
+        return CAEPreTrainingOutput(
             loss=loss, loss_main=loss_main, loss_align=loss_align, logits=logits, latent_predict=latent_predict,
             latent_target=latent_target, mlm_acc=mlm_acc, bool_masked_pos=bool_masked_pos,
-            last_hidden_state=encoded.last_hidden_state, hidden_states=hidden_states, attentions=attentions,
+            last_hidden_state=encoded.last_hidden_state,
+            hidden_states=joined(encoded.hidden_states, regressed.hidden_states, decoded.hidden_states),
+            attentions=joined(encoded.attentions, regressed.attentions, decoded.attentions),
         )
-        return output if return_dict is not False else output.to_tuple()
 
 
 class CAEForImageClassification(ImageClassifierForwardMixin, CAEPreTrainedModel):

@@ -26,6 +26,7 @@ from ... import initialization as init
 from ...layers import PatchEmbedding, gather_tokens, get_2d_sincos_pos_embed, interpolate_pos_embed, patchify, random_masking, unpatchify
 from ...layers.attention import InterfaceAttention
 from ..mae.modeling_mae import PixelTargetsMixin, pixel_loss
+from ..encoder import block_recorders, can_return_tuple, flags, joined, record_outputs
 from ..features import ClassifierFeaturesMixin, EncoderFeaturesMixin
 from ..modeling_common import MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput, classification_loss
 from .configuration_crate_mae import CrateMAEConfig
@@ -94,16 +95,10 @@ class CrateDecoderLayer(GradientCheckpointingLayer):
         return y - attn_out, weights
 
 
-def _run(layers, hidden, output_attentions, output_hidden_states):
-    all_hidden = (hidden,) if output_hidden_states else None
-    all_attn = () if output_attentions else None
+def _run(layers, hidden, output_attentions: bool) -> torch.Tensor:
     for layer in layers:
-        hidden, weights = layer(hidden, output_attentions)
-        if output_hidden_states:
-            all_hidden += (hidden,)
-        if output_attentions:
-            all_attn += (weights,)
-    return hidden, all_hidden, all_attn
+        hidden = layer(hidden, output_attentions)[0]
+    return hidden
 
 
 class CratePatchEmbedding(nn.Module):
@@ -127,49 +122,21 @@ class CratePatchEmbedding(nn.Module):
         return self.norm_out(self.projection(self.norm_in(patchify(pixel_values, self.patch_size))))
 
 
-class CrateMAEPreTrainedModel(MIMPreTrainedModel):
-    config_class = CrateMAEConfig
-    base_model_prefix = "crate"
-    _no_split_modules = ["CrateEncoderLayer", "CrateDecoderLayer"]
-
-    @torch.no_grad()
-    def _init_weights(self, module):
-        super()._init_weights(module)
-        if isinstance(module, (ISTA,)):
-            init.kaiming_uniform_(module.weight)
-        elif isinstance(module, CrateDecoderLayer):
-            init.kaiming_uniform_(module.dictionary)
-        elif isinstance(module, CrateEmbeddings):
-            init.normal_(module.cls_token, std=0.02)
-            if module.mask_token is not None:
-                init.normal_(module.mask_token, std=0.02)
-            if self.config.variant == "crate_mae":
-                init.copy_(module.pos_embed, get_2d_sincos_pos_embed(self.config.hidden_size, module.grid_size, cls_token=True)[None])
-            else:
-                init.normal_(module.pos_embed, std=0.02)
-
-
 class CrateEmbeddings(nn.Module):
-    """Patches, cls token, mask token (CRATE-MAE) and position table.
+    """Patches, cls token, mask token (CRATE-MAE) and position table, added in the same way by
+    both variants (`CrateMAEEmbeddings`, `CrateClassifierEmbeddings`), which differ in what they hold.
 
     At another input size (`interpolate_pos_encoding=True`) the position table is resampled
     bicubically to the input's patch grid, as MAE's and ViT's are (the cls row kept)."""
 
-    def __init__(self, config: CrateMAEConfig):
+    final_norm: bool  # whether the encoder ends with a LayerNorm
+
+    def __init__(self, config: CrateMAEConfig, patch_embed: nn.Module, use_mask_token: bool):
         super().__init__()
-        if config.variant == "crate_mae":
-            self.patch_embed = PatchEmbedding(config.image_size, config.patch_size, config.num_channels, config.hidden_size)
-        else:
-            self.patch_embed = CratePatchEmbedding(config)
+        self.patch_embed = patch_embed
         self.grid_size = (config.image_size // config.patch_size,) * 2
-        length = self.grid_size[0] * self.grid_size[1] + 1
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size)) if config.variant == "crate_mae" else None
-        if config.variant == "crate_mae":  # the fixed table the original adds (its `decoder_pos_embed`)
-            table = get_2d_sincos_pos_embed(config.hidden_size, self.grid_size, cls_token=True)[None]
-            self.pos_embed = nn.Parameter(table, requires_grad=False)
-        else:  # CRATE's learned `pos_embedding`
-            self.pos_embed = nn.Parameter(torch.zeros(1, length, config.hidden_size))
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size)) if use_mask_token else None
 
     def forward(self, pixel_values, noise=None, mask_ratio: float = 0.75, interpolate_pos_encoding: bool = False):
         """(cls + patch tokens with positions [B, 1 + L, D], mask, ids_restore); with `noise` [B, L]
@@ -191,6 +158,56 @@ class CrateEmbeddings(nn.Module):
         return torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1) + pos, mask, ids_restore
 
 
+class CrateMAEEmbeddings(CrateEmbeddings):
+    """CRATE-MAE's: a conv patch embedding, a mask token, and the fixed sin-cos table the original
+    adds (its `decoder_pos_embed`); its encoder ends with a final norm."""
+
+    final_norm = True
+
+    def __init__(self, config: CrateMAEConfig):
+        patch_embed = PatchEmbedding(config.image_size, config.patch_size, config.num_channels, config.hidden_size)
+        super().__init__(config, patch_embed, use_mask_token=True)
+        self.pos_embed = nn.Parameter(get_2d_sincos_pos_embed(config.hidden_size, self.grid_size, cls_token=True)[None], requires_grad=False)
+
+
+class CrateClassifierEmbeddings(CrateEmbeddings):
+    """The CRATE classifiers': channel-last patch vectors -> LayerNorm -> Linear -> LayerNorm, and
+    a learned `pos_embedding`; no mask token, and no final norm (the head has its own)."""
+
+    final_norm = False
+
+    def __init__(self, config: CrateMAEConfig):
+        super().__init__(config, CratePatchEmbedding(config), use_mask_token=False)
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid_size[0] * self.grid_size[1] + 1, config.hidden_size))
+
+
+# config.variant -> embeddings: the one place the variant is chosen
+VARIANTS = {"crate_mae": CrateMAEEmbeddings, "crate": CrateClassifierEmbeddings}
+
+
+class CrateMAEPreTrainedModel(MIMPreTrainedModel):
+    config_class = CrateMAEConfig
+    base_model_prefix = "crate"
+    _no_split_modules = ["CrateEncoderLayer", "CrateDecoderLayer"]
+    _can_record_outputs = block_recorders(CrateEncoderLayer, CrateDecoderLayer)
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, (ISTA,)):
+            init.kaiming_uniform_(module.weight)
+        elif isinstance(module, CrateDecoderLayer):
+            init.kaiming_uniform_(module.dictionary)
+        elif isinstance(module, CrateEmbeddings):
+            init.normal_(module.cls_token, std=0.02)
+            if module.mask_token is not None:
+                init.normal_(module.mask_token, std=0.02)
+            if isinstance(module, CrateMAEEmbeddings):
+                init.copy_(module.pos_embed, get_2d_sincos_pos_embed(self.config.hidden_size, module.grid_size, cls_token=True)[None])
+            else:
+                init.normal_(module.pos_embed, std=0.02)
+
+
 class CrateMAEModel(EncoderFeaturesMixin, CrateMAEPreTrainedModel):
     """The CRATE-MAE (or CRATE) encoder.
 
@@ -206,9 +223,9 @@ class CrateMAEModel(EncoderFeaturesMixin, CrateMAEPreTrainedModel):
 
     def __init__(self, config: CrateMAEConfig):
         super().__init__(config)
-        self.embeddings = CrateEmbeddings(config)
+        self.embeddings = VARIANTS[config.variant](config)
         self.layers = nn.ModuleList([CrateEncoderLayer(config) for _ in range(config.num_hidden_layers)])
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.final_layer_norm_eps) if config.variant == "crate_mae" else None
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.final_layer_norm_eps) if self.embeddings.final_norm else None
         self.post_init()
 
     def get_input_embeddings(self):
@@ -217,20 +234,17 @@ class CrateMAEModel(EncoderFeaturesMixin, CrateMAEPreTrainedModel):
     def _pool(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden[:, 1:].mean(1) if self.config.pooling == "mean" else hidden[:, 0]
 
+    @record_outputs
     def forward(self, pixel_values, noise=None, mask_ratio=None, output_attentions=None, output_hidden_states=None,
-                interpolate_pos_encoding: bool = False, return_dict=None, **kwargs):
-        output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
-        output_hidden_states = bool(output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states)
+                interpolate_pos_encoding: bool = False, **kwargs):
+        output_attentions, _ = flags(self.config, output_attentions, output_hidden_states)
         # mask tokens replace the masked patches in place (the encoder sees every position)
         ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
         hidden, mask, ids_restore = self.embeddings(pixel_values, noise, ratio, interpolate_pos_encoding)
-        hidden, all_hidden, all_attn = _run(self.layers, hidden, output_attentions, output_hidden_states)
+        hidden = _run(self.layers, hidden, output_attentions)
         if self.layernorm is not None:
             hidden = self.layernorm(hidden)
-        pooled = hidden[:, 1:].mean(1) if self.config.pooling == "mean" else hidden[:, 0]
-        out = MIMModelOutput(last_hidden_state=hidden, pooler_output=pooled, mask=mask, ids_restore=ids_restore,
-                             hidden_states=all_hidden, attentions=all_attn)
-        return out if return_dict is not False else out.to_tuple()
+        return MIMModelOutput(last_hidden_state=hidden, pooler_output=self._pool(hidden), mask=mask, ids_restore=ids_restore)
 
 
 class CrateMAEDecoder(nn.Module):
@@ -240,9 +254,8 @@ class CrateMAEDecoder(nn.Module):
         self.decoder_norm = nn.LayerNorm(config.hidden_size, eps=config.final_layer_norm_eps)
         self.decoder_pred = nn.Linear(config.hidden_size, config.patch_size**2 * config.num_channels)
 
-    def forward(self, latent, output_attentions=False, output_hidden_states=False):
-        hidden, all_hidden, all_attn = _run(self.layers, latent, output_attentions, output_hidden_states)
-        return self.decoder_pred(self.decoder_norm(hidden))[:, 1:], all_hidden, all_attn
+    def forward(self, latent, output_attentions: bool = False) -> torch.Tensor:
+        return self.decoder_pred(self.decoder_norm(_run(self.layers, latent, output_attentions)))[:, 1:]
 
 
 class CrateMAEForPreTraining(CrateMAEPreTrainedModel):
@@ -252,9 +265,9 @@ class CrateMAEForPreTraining(CrateMAEPreTrainedModel):
 
     def __init__(self, config: CrateMAEConfig):
         super().__init__(config)
-        if config.variant != "crate_mae":
-            raise ValueError("CrateMAEForPreTraining needs variant='crate_mae' (the CRATE classifier has no decoder)")
         self.crate = CrateMAEModel(config)
+        if self.crate.embeddings.mask_token is None:
+            raise ValueError("CrateMAEForPreTraining needs variant='crate_mae' (the CRATE classifier has no decoder)")
         self.decoder = CrateMAEDecoder(config)
         self.post_init()
 
@@ -264,8 +277,10 @@ class CrateMAEForPreTraining(CrateMAEPreTrainedModel):
     def unpatchify(self, logits, grid=None):
         return unpatchify(logits, self.config.patch_size, self.config.num_channels, grid)
 
+    @can_return_tuple
     def forward(self, pixel_values, noise=None, mask_ratio=None, output_attentions=None, output_hidden_states=None,
-                interpolate_pos_encoding: bool = False, return_dict=None, **kwargs):
+                interpolate_pos_encoding: bool = False, **kwargs):
+        output_attentions, output_hidden_states = flags(self.config, output_attentions, output_hidden_states)
         if noise is None:
             grid = self.crate.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
             noise = torch.rand(pixel_values.shape[0], grid[0] * grid[1], device=pixel_values.device)
@@ -273,15 +288,15 @@ class CrateMAEForPreTraining(CrateMAEPreTrainedModel):
         encoded = self.crate(pixel_values, noise=noise, mask_ratio=mask_ratio, output_attentions=output_attentions,
                              output_hidden_states=output_hidden_states, interpolate_pos_encoding=interpolate_pos_encoding)
         # decode, predict pixels
-        logits, dec_hidden, dec_attn = self.decoder(encoded.last_hidden_state, bool(output_attentions), bool(output_hidden_states))
+        decoded = self.run_recorded(self.decoder, encoded.last_hidden_state, output_attentions=output_attentions,
+                                    output_hidden_states=output_hidden_states)
+        logits = decoded.last_hidden_state
         # loss on masked patches only
         loss = pixel_loss(pixel_values, logits.float(), encoded.mask, self.config.patch_size, self.config.norm_pix_loss)
-        out = MIMPreTrainingOutput(
+        return MIMPreTrainingOutput(
             loss=loss, logits=logits, mask=encoded.mask, ids_restore=encoded.ids_restore, last_hidden_state=encoded.last_hidden_state,
-            hidden_states=encoded.hidden_states + dec_hidden if output_hidden_states else None,
-            attentions=encoded.attentions + dec_attn if output_attentions else None,
+            hidden_states=joined(encoded.hidden_states, decoded.hidden_states), attentions=joined(encoded.attentions, decoded.attentions),
         )
-        return out if return_dict is not False else out.to_tuple()
 
     reconstruction_of = PixelTargetsMixin.reconstruction_of  # (MAE's pixel targets)
 
@@ -303,14 +318,14 @@ class CrateMAEForImageClassification(ClassifierFeaturesMixin, CrateMAEPreTrained
     def _pre_logits(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.head_norm(pooled)
 
+    @can_return_tuple
     def forward(self, pixel_values, labels=None, output_attentions=None, output_hidden_states=None, interpolate_pos_encoding: bool = False,
-                return_dict=None, **kwargs):
+                **kwargs):
         encoded = self.crate(pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
                              interpolate_pos_encoding=interpolate_pos_encoding)
         logits = self.head(self.head_norm(encoded.pooler_output))
         loss = classification_loss(logits, labels, self.config) if labels is not None else None
-        out = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions)
-        return out if return_dict is not False else out.to_tuple()
+        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions)
 
 
 __all__ = ["CrateMAEPreTrainedModel", "CrateMAEModel", "CrateMAEForPreTraining", "CrateMAEForImageClassification", "MSSA", "ISTA"]

@@ -18,6 +18,7 @@ from ...layers import (
     random_masking,
     unpatchify,
 )
+from ..encoder import FinalNormMixin, can_return_tuple, flags, joined, record_outputs
 from ..features import EncoderFeaturesMixin
 from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput
 from .configuration_mae import MAEConfig
@@ -59,8 +60,7 @@ class MAEEmbeddings(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False):
         """Returns (patch tokens with positions [B, L, D], cls token with position [B, 1, D], grid)."""
-        grid = self.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
-        tokens = self.patch_embed.projection(pixel_values.to(self.patch_embed.projection.weight.dtype)).flatten(2).transpose(1, 2)
+        tokens, grid = self.patch_embed(pixel_values, interpolate_pos_encoding, return_grid=True)
         pos = self.position_table(grid)
         tokens = tokens + pos[:, 1:]
         cls = (self.cls_token + pos[:, :1]).expand(tokens.shape[0], -1, -1)
@@ -91,7 +91,7 @@ def _encoder_blocks(config: MAEConfig, hidden_size: int, num_layers: int, heads:
     )
 
 
-class MAEModel(EncoderFeaturesMixin, MAEPreTrainedModel):
+class MAEModel(FinalNormMixin, EncoderFeaturesMixin, MAEPreTrainedModel):
     """MAE's ViT encoder.
 
     Called without `noise` it encodes every patch in its original order (no masking, no
@@ -114,16 +114,13 @@ class MAEModel(EncoderFeaturesMixin, MAEPreTrainedModel):
             _encoder_blocks(config, config.hidden_size, config.num_hidden_layers, config.num_attention_heads,
                             config.intermediate_size, config.drop_path_rate)
         )
-        if add_final_norm is None:
-            add_final_norm = not config.use_mean_pooling
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if add_final_norm else None
-        use_fc_norm = add_pooling_layer and config.use_mean_pooling
-        self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if use_fc_norm else None
+        self._build_final_norms(config, add_final_norm, add_pooling_layer)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embed
 
+    @record_outputs
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -132,11 +129,9 @@ class MAEModel(EncoderFeaturesMixin, MAEPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> MIMModelOutput:
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        output_attentions, _ = flags(self.config, output_attentions, output_hidden_states)
         # patches, positions
         tokens, cls, _ = self.embeddings(pixel_values, interpolate_pos_encoding)
         mask = ids_restore = None
@@ -149,19 +144,10 @@ class MAEModel(EncoderFeaturesMixin, MAEPreTrainedModel):
             tokens = gather_tokens(tokens, ids_keep)
         # encode cls + visible patches (rebinding `tokens` frees the patch tokens once copied: peak memory)
         tokens = torch.cat([cls, tokens], dim=1)
-        hidden, all_hidden, all_attn = self.encoder(tokens, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
-        if self.layernorm is not None:
-            hidden = self.layernorm(hidden)
-        # the feature the classifier head receives
-        if self.fc_norm is not None:
-            pooled = self.fc_norm(hidden[:, 1:].mean(dim=1))
-        else:
-            pooled = hidden[:, 0]
-        output = MIMModelOutput(
-            last_hidden_state=hidden, pooler_output=pooled, mask=mask, ids_restore=ids_restore,
-            hidden_states=all_hidden, attentions=all_attn,
-        )
-        return output if return_dict is not False else output.to_tuple()
+        hidden = self.encoder(tokens, output_attentions=output_attentions)
+        # final norm, the feature the classifier head receives
+        hidden, pooled = self._normalize_and_pool(hidden)
+        return MIMModelOutput(last_hidden_state=hidden, pooler_output=pooled, mask=mask, ids_restore=ids_restore)
 
 
 class MAEDecoder(nn.Module):
@@ -182,7 +168,7 @@ class MAEDecoder(nn.Module):
         self.decoder_norm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
         self.decoder_pred = nn.Linear(config.decoder_hidden_size, config.patch_size**2 * config.num_channels)
 
-    def forward(self, latent, ids_restore, grid, output_attentions=False, output_hidden_states=False):
+    def forward(self, latent, ids_restore, grid, output_attentions: bool = False) -> torch.Tensor:
         hidden = self.decoder_embed(latent)
         batch, length = ids_restore.shape
         # append mask tokens and put every token back in its place
@@ -191,9 +177,8 @@ class MAEDecoder(nn.Module):
         hidden = torch.cat([hidden[:, :1], gather_tokens(torch.cat([hidden[:, 1:], mask_tokens], dim=1), ids_restore)], dim=1)
         hidden = hidden + interpolate_pos_embed(self.decoder_pos_embed, grid, old_grid=self.grid_size)
         # decode, predict pixels, drop cls
-        hidden, all_hidden, all_attn = self.transformer(hidden, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
-        pred = self.decoder_pred(self.decoder_norm(hidden))[:, 1:]
-        return pred, all_hidden, all_attn
+        hidden = self.transformer(hidden, output_attentions=output_attentions)
+        return self.decoder_pred(self.decoder_norm(hidden))[:, 1:]
 
 
 class PixelTargetsMixin:
@@ -239,6 +224,7 @@ class MAEForPreTraining(PixelTargetsMixin, MAEPreTrainedModel):
     def num_layers_for_decay(self) -> int:
         return self.config.num_hidden_layers + 1
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -247,9 +233,9 @@ class MAEForPreTraining(PixelTargetsMixin, MAEPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> MIMPreTrainingOutput:
+        output_attentions, output_hidden_states = flags(self.config, output_attentions, output_hidden_states)
         if noise is None:
             grid = self.mae.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
             noise = torch.rand(pixel_values.shape[0], grid[0] * grid[1], device=pixel_values.device)
@@ -260,19 +246,18 @@ class MAEForPreTraining(PixelTargetsMixin, MAEPreTrainedModel):
         )
         grid = self.mae.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
         # decode every patch
-        logits, dec_hidden, dec_attn = self.decoder(
-            encoded.last_hidden_state, encoded.ids_restore, grid,
-            output_attentions=bool(output_attentions), output_hidden_states=bool(output_hidden_states),
+        decoded = self.run_recorded(
+            self.decoder, encoded.last_hidden_state, encoded.ids_restore, grid,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
         )
+        logits = decoded.last_hidden_state
         # loss on masked patches only
         loss = self.forward_loss(pixel_values, logits.float(), encoded.mask)
-        hidden_states = encoded.hidden_states + dec_hidden if output_hidden_states else None
-        attentions = encoded.attentions + dec_attn if output_attentions else None
-        output = MIMPreTrainingOutput(
+        return MIMPreTrainingOutput(
             loss=loss, logits=logits, mask=encoded.mask, ids_restore=encoded.ids_restore,
-            last_hidden_state=encoded.last_hidden_state, hidden_states=hidden_states, attentions=attentions,
+            last_hidden_state=encoded.last_hidden_state, hidden_states=joined(encoded.hidden_states, decoded.hidden_states),
+            attentions=joined(encoded.attentions, decoded.attentions),
         )
-        return output if return_dict is not False else output.to_tuple()
 
 
 class MAEForImageClassification(ImageClassifierForwardMixin, MAEPreTrainedModel):

@@ -119,6 +119,8 @@ class ConvViTEmbeddings(nn.Module):
     stages 1-2 and (with fusion) the projections of both stage maps onto the token grid.
     """
 
+    num_stem_stages = 3  # conv1, conv2, then the token stem (`_feature_stages` before the first block)
+
     def __init__(self, config: MRMAEConfig, add_fusion: bool):
         super().__init__()
         self.config = config
@@ -168,15 +170,23 @@ class ConvViTEmbeddings(nn.Module):
                              "resize it (the image processor does) or pass interpolate_pos_encoding=True")
         return height // p, width // p
 
+    @staticmethod
+    def transformer_drop_path_rates(config: MRMAEConfig) -> list[float]:
+        """The transformer stage's share of the rates rising over all three stages."""
+        return stage_drop_paths(config)[2]
+
+    def input_embeddings(self) -> nn.Module:
+        return self.stages[0].patch_embed
+
     def position_table(self, grid: tuple[int, int]) -> torch.Tensor:
         return interpolate_pos_embed(self.pos_embed, grid, num_prefix_tokens=self.num_prefix_tokens, old_grid=self.grid_size)
 
     def forward(self, pixel_values: torch.Tensor, mask: torch.Tensor | None = None, interpolate_pos_encoding: bool = False,
                 output_stage_maps: bool = False):
         """Returns (patch tokens with positions [B, L, D], cls token with position [B, 1, D] or
-        None, grid, the fused stage features [[B, L, D], [B, L, D]] or None), and with
-        `output_stage_maps` also the convolution stages' outputs ([B, C1, H/p1, W/p1],
-        [B, C2, H/(p1 p2), W/(p1 p2)])."""
+        None, the fused stage features [[B, L, D], [B, L, D]] or None, and with
+        `output_stage_maps` the convolution stages' outputs ([B, C1, H/p1, W/p1],
+        [B, C2, H/(p1 p2), W/(p1 p2)]), else None)."""
         grid = self.check_input(pixel_values, interpolate_pos_encoding)
         dtype = self.patch_proj.weight.dtype
         hidden = pixel_values.to(dtype)
@@ -199,9 +209,7 @@ class ConvViTEmbeddings(nn.Module):
         cls = None
         if self.cls_token is not None:
             cls = (self.cls_token + pos[:, :1]).expand(tokens.shape[0], -1, -1)
-        if output_stage_maps:
-            return tokens, cls, grid, fused, tuple(maps)
-        return tokens, cls, grid, fused
+        return tokens, cls, fused, tuple(maps) if output_stage_maps else None
 
 
 __all__ = ["ConvViTEmbeddings", "ConvBlock", "ConvPatchEmbed", "ConvStage", "upsample_mask", "stage_drop_paths"]

@@ -1,8 +1,11 @@
 """MR-MAE: mimic before reconstruct. The encoder's visible tokens mimic frozen teachers (CLIP,
 DINO) through one head per teacher; the decoder reconstructs the masked patches' pixels as MAE.
 
-Backbones: MAE's plain ViT (its modules, shared) or ConvMAE's hybrid (`modeling_convvit.py`).
-With no teachers the objective is exactly ConvMAE's (hybrid) or MAE's (ViT).
+The stem before the transformer blocks is chosen once, when the model is built, by
+`config.backbone`: MAE's plain ViT embeddings (`modeling_mr_mae_vit.py`) or ConvMAE's hybrid
+(`modeling_convvit.py`: masked convolution stages and their multi-scale fusion). Both answer the
+same interface; the blocks, decoder and losses below serve both. With no teachers the objective
+is exactly ConvMAE's (hybrid) or MAE's (ViT).
 """
 
 from __future__ import annotations
@@ -14,13 +17,17 @@ from torch import nn
 
 from ... import initialization as init
 from ...layers import ViTBlock, ViTEncoder, gather_tokens, get_2d_sincos_pos_embed, interpolate_pos_embed, random_masking
-from ...layers.block import drop_path_rates
 from ..mae.modeling_mae import MAEDecoder, MAEEmbeddings, PixelTargetsMixin
+from ..encoder import FinalNormMixin, can_return_tuple, flags, joined, record_outputs
 from ..features import EncoderFeaturesMixin, FeatureStage
 from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput
 from .configuration_mr_mae import MRMAEConfig
-from .modeling_convvit import ConvViTEmbeddings, stage_drop_paths
+from .modeling_convvit import ConvViTEmbeddings
+from .modeling_mr_mae_vit import MRMAEViTEmbeddings
 from .teachers import MimicHead, Teacher, mimic_loss, visible_targets
+
+# config.backbone -> the stem before the transformer blocks: the one place the architecture is chosen
+STEMS = {"vit": MRMAEViTEmbeddings, "convvit": ConvViTEmbeddings}
 
 
 @dataclass
@@ -55,7 +62,7 @@ class ConvMAEDecoder(MAEDecoder):
         table = get_2d_sincos_pos_embed(config.decoder_hidden_size, grid_size, cls_token=False)
         self.decoder_pos_embed = nn.Parameter(table.unsqueeze(0), requires_grad=False)
 
-    def forward(self, latent, ids_restore, grid, output_attentions=False, output_hidden_states=False):
+    def forward(self, latent, ids_restore, grid, output_attentions: bool = False) -> torch.Tensor:
         hidden = self.decoder_embed(latent)
         batch, length = ids_restore.shape
         # append mask tokens and put every token back in its place
@@ -63,8 +70,8 @@ class ConvMAEDecoder(MAEDecoder):
         hidden = gather_tokens(torch.cat([hidden, mask_tokens], dim=1), ids_restore)
         hidden = hidden + interpolate_pos_embed(self.decoder_pos_embed, grid, num_prefix_tokens=0, old_grid=self.grid_size)
         # decode, predict pixels
-        hidden, all_hidden, all_attn = self.transformer(hidden, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
-        return self.decoder_pred(self.decoder_norm(hidden)), all_hidden, all_attn
+        hidden = self.transformer(hidden, output_attentions=output_attentions)
+        return self.decoder_pred(self.decoder_norm(hidden))
 
 
 class MRMAEPreTrainedModel(MIMPreTrainedModel):
@@ -105,7 +112,7 @@ def _transformer_blocks(config: MRMAEConfig, rates: list[float]) -> list[ViTBloc
     ]
 
 
-class MRMAEModel(EncoderFeaturesMixin, MRMAEPreTrainedModel):
+class MRMAEModel(FinalNormMixin, EncoderFeaturesMixin, MRMAEPreTrainedModel):
     """MR-MAE's encoder (plain ViT or ConvMAE hybrid).
 
     Without `noise` it encodes every patch in order, as the fine-tuning model
@@ -124,17 +131,10 @@ class MRMAEModel(EncoderFeaturesMixin, MRMAEPreTrainedModel):
 
     def __init__(self, config: MRMAEConfig, add_pooling_layer: bool = True, add_final_norm: bool | None = None, add_fusion: bool | None = None):
         super().__init__(config)
-        rates = stage_drop_paths(config)[2] if config.backbone == "convvit" else drop_path_rates(config.drop_path_rate, config.num_hidden_layers)
-        if config.backbone == "vit":
-            self.embeddings = MAEEmbeddings(config)
-        else:
-            self.embeddings = ConvViTEmbeddings(config, add_fusion=config.use_multiscale_fusion if add_fusion is None else add_fusion)
-        self.encoder = ViTEncoder(_transformer_blocks(config, rates))
-        if add_final_norm is None:
-            add_final_norm = not config.use_mean_pooling
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if add_final_norm else None
-        use_fc_norm = add_pooling_layer and config.use_mean_pooling
-        self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if use_fc_norm else None
+        stem = STEMS[config.backbone]
+        self.embeddings = stem(config, add_fusion=config.use_multiscale_fusion if add_fusion is None else add_fusion)
+        self.encoder = ViTEncoder(_transformer_blocks(config, stem.transformer_drop_path_rates(config)))
+        self._build_final_norms(config, add_final_norm, add_pooling_layer)
         self.post_init()
 
     @property
@@ -143,7 +143,7 @@ class MRMAEModel(EncoderFeaturesMixin, MRMAEPreTrainedModel):
 
     @property
     def _num_stem_stages(self) -> int:
-        return 3 if self.config.backbone == "convvit" else 1  # conv1, conv2, stem
+        return self.embeddings.num_stem_stages
 
     def _feature_stages(self, pixel_values, interpolate_pos_encoding: bool = False, output_attentions: bool = False):
         """The hybrid's convolution stages, then the embeddings and every transformer block."""
@@ -152,15 +152,13 @@ class MRMAEModel(EncoderFeaturesMixin, MRMAEPreTrainedModel):
         return maps + stages, output
 
     def get_input_embeddings(self) -> nn.Module:
-        if self.config.backbone == "vit":
-            return self.embeddings.patch_embed
-        return self.embeddings.stages[0].patch_embed
+        return self.embeddings.input_embeddings()
 
     def token_grid(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> tuple[int, int]:
         """The token grid of `pixel_values` (validated)."""
-        embeddings = self.embeddings.patch_embed if self.config.backbone == "vit" else self.embeddings
-        return embeddings.check_input(pixel_values, interpolate_pos_encoding)
+        return self.embeddings.check_input(pixel_values, interpolate_pos_encoding)
 
+    @record_outputs
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -169,11 +167,9 @@ class MRMAEModel(EncoderFeaturesMixin, MRMAEPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> MRMAEModelOutput:
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        output_attentions, output_hidden_states = flags(self.config, output_attentions, output_hidden_states)
         grid = self.token_grid(pixel_values, interpolate_pos_encoding)
         mask = ids_restore = ids_keep = None
         # choose the visible patches
@@ -183,18 +179,12 @@ class MRMAEModel(EncoderFeaturesMixin, MRMAEPreTrainedModel):
             ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
             ids_keep, mask, ids_restore = random_masking(noise, ratio)
         # patches (masked convolution in the hybrid's stages), positions
-        fused = conv_hidden = None
-        if self.config.backbone == "vit":
-            tokens, cls, _ = self.embeddings(pixel_values, interpolate_pos_encoding)
-        elif output_hidden_states:
-            tokens, cls, _, fused, conv_hidden = self.embeddings(pixel_values, mask, interpolate_pos_encoding, output_stage_maps=True)
-        else:
-            tokens, cls, _, fused = self.embeddings(pixel_values, mask, interpolate_pos_encoding)
+        tokens, cls, fused, conv_hidden = self.embeddings(pixel_values, mask, interpolate_pos_encoding, output_stage_maps=output_hidden_states)
         if ids_keep is not None:
             tokens = gather_tokens(tokens, ids_keep)
         hidden = tokens if cls is None else torch.cat([cls, tokens], dim=1)
         # transformer stage
-        hidden, all_hidden, all_attn = self.encoder(hidden, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        hidden = self.encoder(hidden, output_attentions=output_attentions)
         # multi-scale fusion of the stage-1/2 features at the visible tokens
         if fused is not None:
             prefix = self.num_prefix_tokens
@@ -202,18 +192,12 @@ class MRMAEModel(EncoderFeaturesMixin, MRMAEPreTrainedModel):
             for stage in fused:
                 patches = patches + (gather_tokens(stage, ids_keep) if ids_keep is not None else stage)
             hidden = torch.cat([hidden[:, :prefix], patches], dim=1) if prefix else patches
-        if self.layernorm is not None:
-            hidden = self.layernorm(hidden)
-        # the feature the classifier head receives
-        if self.fc_norm is not None:
-            pooled = self.fc_norm(hidden[:, self.num_prefix_tokens:].mean(dim=1))
-        else:
-            pooled = hidden[:, 0]
-        output = MRMAEModelOutput(
+        # final norm, the feature the classifier head receives
+        hidden, pooled = self._normalize_and_pool(hidden)
+        return MRMAEModelOutput(
             last_hidden_state=hidden, pooler_output=pooled, mask=mask, ids_restore=ids_restore, ids_keep=ids_keep,
-            hidden_states=all_hidden, attentions=all_attn, conv_hidden_states=conv_hidden,
+            conv_hidden_states=conv_hidden,
         )
-        return output if return_dict is not False else output.to_tuple()
 
 
 class MRMAEForPreTraining(PixelTargetsMixin, MRMAEPreTrainedModel):
@@ -233,9 +217,8 @@ class MRMAEForPreTraining(PixelTargetsMixin, MRMAEPreTrainedModel):
 
     def __init__(self, config: MRMAEConfig):
         super().__init__(config)
-        add_fusion = config.backbone == "convvit" and config.use_multiscale_fusion
-        self.mr_mae = MRMAEModel(config, add_pooling_layer=False, add_final_norm=True, add_fusion=add_fusion)
-        grid = self.mr_mae.embeddings.patch_embed.grid_size if config.backbone == "vit" else self.mr_mae.embeddings.grid_size
+        self.mr_mae = MRMAEModel(config, add_pooling_layer=False, add_final_norm=True, add_fusion=config.use_multiscale_fusion)
+        grid = self.mr_mae.embeddings.grid_size
         self.decoder = MAEDecoder(config, grid) if config.use_cls_token else ConvMAEDecoder(config, grid)
         self.mimic_heads = nn.ModuleList(MimicHead(config.hidden_size, size, config.mimic_head) for size in config.teacher_hidden_sizes)
         self._teachers: list[Teacher] | None = None
@@ -314,6 +297,7 @@ class MRMAEForPreTraining(PixelTargetsMixin, MRMAEPreTrainedModel):
         terms = torch.stack(losses)
         return (terms * torch.tensor(weights, device=terms.device, dtype=terms.dtype)).sum(), terms
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -322,9 +306,9 @@ class MRMAEForPreTraining(PixelTargetsMixin, MRMAEPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> MRMAEPreTrainingOutput:
+        output_attentions, output_hidden_states = flags(self.config, output_attentions, output_hidden_states)
         grid = self.mr_mae.token_grid(pixel_values, interpolate_pos_encoding)
         if noise is None:
             noise = torch.rand(pixel_values.shape[0], grid[0] * grid[1], device=pixel_values.device)
@@ -334,10 +318,11 @@ class MRMAEForPreTraining(PixelTargetsMixin, MRMAEPreTrainedModel):
             output_hidden_states=output_hidden_states, interpolate_pos_encoding=interpolate_pos_encoding,
         )
         # decode every patch
-        logits, dec_hidden, dec_attn = self.decoder(
-            encoded.last_hidden_state, encoded.ids_restore, grid,
-            output_attentions=bool(output_attentions), output_hidden_states=bool(output_hidden_states),
+        decoded = self.run_recorded(
+            self.decoder, encoded.last_hidden_state, encoded.ids_restore, grid,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
         )
+        logits = decoded.last_hidden_state
         # reconstruct the masked patches
         reconstruction = self.forward_loss(pixel_values, logits.float(), encoded.mask)
         # mimic the teachers on the visible tokens
@@ -345,14 +330,12 @@ class MRMAEForPreTraining(PixelTargetsMixin, MRMAEPreTrainedModel):
         if self.uses_teachers:
             mimic_total, mimic_terms = self._mimic(pixel_values, encoded.last_hidden_state, encoded.ids_keep, grid)
         loss = reconstruction + mimic_total if self.uses_teachers else reconstruction
-        hidden_states = encoded.hidden_states + dec_hidden if output_hidden_states else None
-        attentions = encoded.attentions + dec_attn if output_attentions else None
-        output = MRMAEPreTrainingOutput(
+        return MRMAEPreTrainingOutput(
             loss=loss, logits=logits, mask=encoded.mask, ids_restore=encoded.ids_restore,
-            last_hidden_state=encoded.last_hidden_state, hidden_states=hidden_states, attentions=attentions,
+            last_hidden_state=encoded.last_hidden_state, hidden_states=joined(encoded.hidden_states, decoded.hidden_states),
+            attentions=joined(encoded.attentions, decoded.attentions),
             reconstruction_loss=reconstruction, mimic_loss=mimic_total, mimic_losses=mimic_terms,
         )
-        return output if return_dict is not False else output.to_tuple()
 
 
 class MRMAEForImageClassification(ImageClassifierForwardMixin, MRMAEPreTrainedModel):

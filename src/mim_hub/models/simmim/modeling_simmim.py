@@ -1,11 +1,11 @@
 """SimMIM: mask tokens replace masked patches, the whole image is encoded, and a one-layer
 decoder (1x1 conv + PixelShuffle) regresses raw pixels with an L1 loss on the masked ones
-(microsoft/SimMIM, `models/simmim.py`, `models/vision_transformer.py`).
+(microsoft/SimMIM, `models/simmim.py`).
 
-The ViT backbone is BEiT's: no absolute positions by default, a relative position bias (one
-table shared by every block in pre-training, one per block in fine-tuning, each with three cls
-entries), layer scale, learned q/v biases with a zero k bias, and mean pooling + `fc_norm` in
-fine-tuning. The Swin backbone lives in `modeling_simmim_swin.py`.
+The encoder is chosen once, when the model is built, by `config.backbone`: BEiT's ViT
+(`modeling_simmim_vit.py`) or Swin (`modeling_simmim_swin.py`). Each encoder module answers the
+questions that differ between them (its prefix tokens, pooling, output grid, layer ids for lr
+decay, feature stages); the model, the decoder and the loss below are the same for both.
 """
 
 from __future__ import annotations
@@ -19,12 +19,17 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from ... import initialization as init
-from ...layers import Attention, LayerScale, PatchEmbedding, ViTEncoder, build_vit_blocks, interpolate_pos_embed, patchify
-from ...layers.relative_position import RelativePositionBias, relative_position_attention_bias, relative_position_index
-from ..features import EncoderFeaturesMixin, FeatureStage
+from ...layers import Attention, LayerScale, ViTBlock, patchify
+from ...layers.relative_position import RelativePositionBias, relative_position_index
+from ..encoder import FinalNormMixin, block_recorders, can_return_tuple, flags, record_outputs
+from ..features import EncoderFeaturesMixin
 from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel
 from .configuration_simmim import SimMIMConfig
-from .modeling_simmim_swin import SwinEmbeddings, SwinEncoder, swin_layer_id
+from .modeling_simmim_swin import SwinBlock, SwinEmbeddings, SwinEncoder
+from .modeling_simmim_vit import SimMIMViTEmbeddings, SimMIMViTEncoder
+
+# config.backbone -> (embeddings, encoder): the one place the architecture is chosen
+ARCHITECTURES = {"vit": (SimMIMViTEmbeddings, SimMIMViTEncoder), "swin": (SwinEmbeddings, SwinEncoder)}
 
 
 @dataclass
@@ -71,49 +76,22 @@ def random_block_mask(batch: int, grid: tuple[int, int], config: SimMIMConfig, d
     return blocks[:, : grid[0], : grid[1]].reshape(batch, -1)
 
 
-class SimMIMViTEmbeddings(nn.Module):
-    """Patch embedding, SimMIM's mask-token substitution, cls token, optional absolute positions."""
-
-    def __init__(self, config: SimMIMConfig, use_mask_token: bool = True):
-        super().__init__()
-        self.patch_embed = PatchEmbedding(config.image_size, config.patch_size, config.num_channels, config.hidden_size)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size)) if use_mask_token else None
-        if config.use_absolute_position_embeddings:
-            self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, config.hidden_size))
-        else:
-            self.pos_embed = None
-
-    def forward(self, pixel_values, bool_masked_pos=None, interpolate_pos_encoding: bool = False):
-        grid = self.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
-        weight = self.patch_embed.projection.weight
-        tokens = self.patch_embed.projection(pixel_values.to(weight.dtype)).flatten(2).transpose(1, 2)
-        # mask tokens replace the masked patches
-        if bool_masked_pos is not None:
-            w = bool_masked_pos.reshape(tokens.shape[0], -1).unsqueeze(-1).to(tokens.dtype)
-            tokens = tokens * (1 - w) + self.mask_token.to(tokens.dtype) * w
-        # cls token, positions
-        tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens], dim=1)
-        if self.pos_embed is not None:
-            tokens = tokens + interpolate_pos_embed(self.pos_embed, grid, old_grid=self.patch_embed.grid_size)
-        return tokens, grid
-
-
 class SimMIMPreTrainedModel(MIMPreTrainedModel):
     config_class = SimMIMConfig
     base_model_prefix = "simmim"
     _no_split_modules = ["ViTBlock", "SwinBlock"]
+    _can_record_outputs = block_recorders(ViTBlock, SwinBlock)
 
     def num_layers_for_decay(self) -> int:
         return self.config.num_hidden_layers + 1
 
     def layer_id(self, name: str) -> int:
-        if self.config.backbone == "swin":
-            if any(key in name for key in ("patch_embed", "pos_embed", "mask_token", "embeddings")):
-                return 0
-            found = None if name.startswith("decoder") else swin_layer_id(name, list(self.config.depths))
-            return self.num_layers_for_decay() if found is None else found
-        return super().layer_id(name)
+        """0 for the embeddings, the encoder's id for its blocks (ViT: 1 + the block index; Swin:
+        SimMIM's `get_swin_layer`), `num_layers_for_decay()` for the rest (final norm, head)."""
+        if any(key in name for key in ("patch_embed", "pos_embed", "cls_token", "mask_token", "embeddings")):
+            return 0
+        found = None if name.startswith("decoder") else self.base_model.encoder.layer_id(name)
+        return self.num_layers_for_decay() if found is None else found
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -152,13 +130,13 @@ class SimMIMPreTrainedModel(MIMPreTrainedModel):
                 init.trunc_normal_(module.mask_token, std=std)
             if module.pos_embed is not None:
                 init.trunc_normal_(module.pos_embed, std=std)
-        elif isinstance(module, SimMIMModel) and module.config.backbone == "vit":
-            for index, layer in enumerate(module.encoder.layers):  # BEiT's fix_init_weight
+        elif isinstance(module, SimMIMViTEncoder):
+            for index, layer in enumerate(module.layers):  # BEiT's fix_init_weight
                 init.trunc_normal_(layer.attn.o_proj.weight, std=std / math.sqrt(2.0 * (index + 1)))
                 init.trunc_normal_(layer.mlp.fc2.weight, std=std / math.sqrt(2.0 * (index + 1)))
 
 
-class SimMIMModel(EncoderFeaturesMixin, SimMIMPreTrainedModel):
+class SimMIMModel(FinalNormMixin, EncoderFeaturesMixin, SimMIMPreTrainedModel):
     """SimMIM's encoder (ViT or Swin, by `config.backbone`).
 
     Called without `bool_masked_pos` it encodes every patch. With `bool_masked_pos` ([B, L] or
@@ -176,34 +154,12 @@ class SimMIMModel(EncoderFeaturesMixin, SimMIMPreTrainedModel):
     def __init__(self, config: SimMIMConfig, add_pooling_layer: bool = True, use_mask_token: bool = False):
         super().__init__(config)
         self.use_mask_token = use_mask_token
-        if config.backbone == "swin":
-            self.embeddings = SwinEmbeddings(config)
-            if not use_mask_token:
-                self.embeddings.mask_token = None
-            self.encoder = SwinEncoder(config, self.embeddings.patch_embed.grid_size)
-            self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-            self.relative_position_bias = None
-            self.fc_norm = None
-        else:
-            self.embeddings = SimMIMViTEmbeddings(config, use_mask_token=use_mask_token)
-            grid = self.embeddings.patch_embed.grid_size
-            qkv_bias = "qv" if config.qkv_bias else False
-            blocks = build_vit_blocks(
-                config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.intermediate_size,
-                qkv_bias=qkv_bias, layer_norm_eps=config.layer_norm_eps, hidden_act=config.hidden_act,
-                layer_scale_init_value=config.layer_scale_init_value, drop_path_rate=config.drop_path_rate,
-                attention_dropout=config.attention_probs_dropout_prob, hidden_dropout=config.hidden_dropout_prob,
-            )
-            if config.use_relative_position_bias:  # one table per block (fine-tuning)
-                for block in blocks:
-                    block.relative_position_bias = RelativePositionBias(grid, config.num_attention_heads)
-            self.encoder = ViTEncoder(blocks)
-            self.relative_position_bias = (
-                RelativePositionBias(grid, config.num_attention_heads) if config.use_shared_relative_position_bias else None
-            )
-            self.layernorm = None if config.use_mean_pooling else nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-            use_fc_norm = add_pooling_layer and config.use_mean_pooling
-            self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if use_fc_norm else None
+        embeddings, encoder = ARCHITECTURES[config.backbone]
+        self.embeddings = embeddings(config, use_mask_token=use_mask_token)
+        grid = self.embeddings.patch_embed.grid_size
+        self.encoder = encoder(config, grid)
+        self.relative_position_bias = encoder.shared_relative_position_bias(config, grid)  # (ViT pre-training)
+        self._build_final_norms(config, *encoder.final_norms(config, add_pooling_layer))
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -212,51 +168,30 @@ class SimMIMModel(EncoderFeaturesMixin, SimMIMPreTrainedModel):
     @property
     def num_prefix_tokens(self) -> int:
         """ViT: the cls token; Swin has none."""
-        return 0 if self.config.backbone == "swin" else 1
+        return self.encoder.num_prefix_tokens
 
     def _feature_stages(self, pixel_values, interpolate_pos_encoding: bool = False, output_attentions: bool = False):
-        """Swin: the embeddings, then each stage's last block (before its patch merging) at the
-        stage's resolution; ViT: every block."""
-        if self.config.backbone != "swin":
-            return super()._feature_stages(pixel_values, interpolate_pos_encoding, output_attentions)
+        """ViT: the embeddings and every block; Swin: the embeddings, then each stage's last block."""
         kwargs = {"interpolate_pos_encoding": True} if interpolate_pos_encoding else {}
         output = self(pixel_values, output_hidden_states=True, output_attentions=output_attentions, **kwargs)
         grid = (pixel_values.shape[-2] // self.config.patch_size, pixel_values.shape[-1] // self.config.patch_size)
-        stages = [FeatureStage(output.hidden_states[0], grid)]
-        end = 0
-        for stage, depth in enumerate(self.config.depths):
-            end += depth
-            stages.append(FeatureStage(output.hidden_states[end], (grid[0] // 2**stage, grid[1] // 2**stage)))
-        return stages, output
+        return self.encoder.feature_stages(output.hidden_states, grid), output
 
     def _pool(self, hidden: torch.Tensor) -> torch.Tensor:
-        if self.config.backbone == "swin":
-            return hidden.mean(dim=1)
-        return super()._pool(hidden)
+        return self.encoder.pool(hidden, self.fc_norm)
 
     @torch.no_grad()
     def expand_relative_position_bias(self) -> "SimMIMModel":
         """Switch a ViT from the pre-training layout (one relative position table shared by all
         blocks) to SimMIM's fine-tuning one (a table per block, each starting as a copy of the
         shared one, as the original's `load_pretrained` does). Updates the config; returns self."""
-        shared = self.relative_position_bias
-        if self.config.backbone != "vit" or shared is None:
+        if self.relative_position_bias is None:
             raise ValueError("expand_relative_position_bias needs a ViT with a shared relative position table")
-        table = shared.relative_position_bias_table
-        for layer in self.encoder.layers:
-            own = RelativePositionBias(shared.window_size, shared.num_heads).to(device=table.device, dtype=table.dtype)
-            previous = getattr(layer, "relative_position_bias", None)
-            own.relative_position_bias_table.copy_(table if previous is None else table + previous.relative_position_bias_table)
-            layer.relative_position_bias = own
+        self.encoder.expand_relative_position_bias(self.relative_position_bias)
         self.relative_position_bias = None
         self.config.use_relative_position_bias = True
         self.config.use_shared_relative_position_bias = False
         return self
-
-    def _vit_attention_bias(self, grid: tuple[int, int]):
-        """None, one [heads, N, N] tensor, or a per-block callable (shared + the block's own)."""
-        per_block = [layer.relative_position_bias for layer in self.encoder.layers] if self.config.use_relative_position_bias else None
-        return relative_position_attention_bias(grid, self.relative_position_bias, per_block)
 
     def _check_mask(self, bool_masked_pos: torch.Tensor | None, batch: int, grid: tuple[int, int]):
         if bool_masked_pos is None:
@@ -271,26 +206,7 @@ class SimMIMModel(EncoderFeaturesMixin, SimMIMPreTrainedModel):
             )
         return bool_masked_pos.reshape(batch, length)
 
-    def encode(self, pixel_values, bool_masked_pos=None, output_attentions=False, output_hidden_states=False, interpolate_pos_encoding=False):
-        """(last_hidden_state, pooler_output, final grid (h, w), hidden states, attentions)."""
-        patch_embed = self.embeddings.patch_embed
-        grid = patch_embed.check_input(pixel_values, interpolate_pos_encoding)
-        mask = self._check_mask(bool_masked_pos, pixel_values.shape[0], grid)
-        if self.config.backbone == "swin":
-            tokens, grid = self.embeddings(pixel_values, mask, interpolate_pos_encoding)
-            hidden, final_grid, all_hidden, all_attn = self.encoder(tokens, grid, output_attentions, output_hidden_states)
-            hidden = self.layernorm(hidden)
-            return hidden, hidden.mean(dim=1), final_grid, all_hidden, all_attn
-        tokens, grid = self.embeddings(pixel_values, mask, interpolate_pos_encoding)
-        hidden, all_hidden, all_attn = self.encoder(
-            tokens, attention_bias=self._vit_attention_bias(grid), output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-        )
-        if self.layernorm is not None:
-            hidden = self.layernorm(hidden)
-        pooled = self.fc_norm(hidden[:, 1:].mean(dim=1)) if self.fc_norm is not None else hidden[:, 0]
-        return hidden, pooled, grid, all_hidden, all_attn
-
+    @record_outputs
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -298,17 +214,19 @@ class SimMIMModel(EncoderFeaturesMixin, SimMIMPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> MIMModelOutput:
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        hidden, pooled, _, all_hidden, all_attn = self.encode(
-            pixel_values, bool_masked_pos, bool(output_attentions), bool(output_hidden_states), interpolate_pos_encoding
-        )
-        mask = bool_masked_pos.reshape(hidden.shape[0], -1).float() if bool_masked_pos is not None else None
-        output = MIMModelOutput(last_hidden_state=hidden, pooler_output=pooled, mask=mask, hidden_states=all_hidden, attentions=all_attn)
-        return output if return_dict is not False else output.to_tuple()
+        output_attentions, _ = flags(self.config, output_attentions, output_hidden_states)
+        grid = self.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
+        mask = self._check_mask(bool_masked_pos, pixel_values.shape[0], grid)
+        # patches (masked ones as the mask token), positions
+        tokens, grid = self.embeddings(pixel_values, mask, interpolate_pos_encoding)
+        # encode, final norm, the feature the classifier head receives
+        shared = self.relative_position_bias(grid) if self.relative_position_bias is not None else None  # (ViT pre-training)
+        hidden = self.encoder(tokens, grid, shared, output_attentions=output_attentions)
+        hidden, pooled = self._normalize_and_pool(hidden)
+        mask = mask.float() if mask is not None else None
+        return MIMModelOutput(last_hidden_state=hidden, pooler_output=pooled, mask=mask)
 
 
 class SimMIMForPreTraining(SimMIMPreTrainedModel):
@@ -333,6 +251,7 @@ class SimMIMForPreTraining(SimMIMPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.simmim.embeddings.patch_embed
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -340,7 +259,6 @@ class SimMIMForPreTraining(SimMIMPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> SimMIMPreTrainingOutput:
         grid = self.simmim.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
@@ -348,11 +266,13 @@ class SimMIMForPreTraining(SimMIMPreTrainedModel):
         if bool_masked_pos is None:
             bool_masked_pos = random_block_mask(batch, grid, self.config, device=pixel_values.device)
         # encode every patch, masked ones as the mask token
-        hidden, _, final_grid, all_hidden, all_attn = self.simmim.encode(
-            pixel_values, bool_masked_pos, bool(output_attentions), bool(output_hidden_states), interpolate_pos_encoding
+        encoded = self.simmim(
+            pixel_values, bool_masked_pos=bool_masked_pos, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, interpolate_pos_encoding=interpolate_pos_encoding,
         )
-        patches = hidden[:, 1:] if self.config.backbone == "vit" else hidden
-        feature_map = patches.transpose(1, 2).reshape(batch, -1, final_grid[0], final_grid[1])
+        hidden = encoded.last_hidden_state
+        final_grid = self.simmim.encoder.output_grid(grid)
+        feature_map = hidden[:, self.simmim.num_prefix_tokens:].transpose(1, 2).reshape(batch, -1, final_grid[0], final_grid[1])
         # decode all pixels
         reconstruction = self.decoder(feature_map)
         # (a Swin stage of odd size is padded before patch merging: the padding is cut off)
@@ -360,11 +280,10 @@ class SimMIMForPreTraining(SimMIMPreTrainedModel):
         # L1 on masked pixels
         mask = bool_masked_pos.reshape(batch, grid[0], grid[1])
         loss = simmim_loss(pixel_values, reconstruction, mask, self.config.patch_size)
-        output = SimMIMPreTrainingOutput(
+        return SimMIMPreTrainingOutput(
             loss=loss, reconstruction=reconstruction, logits=reconstruction, mask=mask.reshape(batch, -1).float(),
-            last_hidden_state=hidden, hidden_states=all_hidden, attentions=all_attn,
+            last_hidden_state=hidden, hidden_states=encoded.hidden_states, attentions=encoded.attentions,
         )
-        return output if return_dict is not False else output.to_tuple()
 
     def reconstruction_of(self, pixel_values: torch.Tensor, outputs) -> tuple[torch.Tensor, torch.Tensor]:
         """What `mim_hub.reconstruction.reconstruct` draws, from this model's forward `outputs`:
@@ -392,8 +311,9 @@ class SimMIMForImageClassification(ImageClassifierForwardMixin, SimMIMPreTrained
     @torch.no_grad()
     def _init_weights(self, module):
         super()._init_weights(module)
-        if module is getattr(self, "head", None) and isinstance(module, nn.Linear) and self.config.backbone == "vit":
-            init.trunc_normal_(module.weight, std=self.config.initializer_range * 1e-3)  # BEiT's init_scale 0.001
+        scale = self.simmim.encoder.head_init_scale if hasattr(self, "simmim") else None
+        if module is getattr(self, "head", None) and isinstance(module, nn.Linear) and scale is not None:
+            init.trunc_normal_(module.weight, std=self.config.initializer_range * scale)  # (ViT: BEiT's init_scale)
 
     def prepare_for_finetuning(self) -> "SimMIMForImageClassification":
         """SimMIM's ViT fine-tunes with a relative position table per block, each starting as the

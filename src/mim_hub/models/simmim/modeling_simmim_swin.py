@@ -1,4 +1,5 @@
-"""SimMIM's Swin Transformer encoder (Swin-V1, microsoft/SimMIM `models/swin_transformer.py`).
+"""SimMIM's Swin Transformer encoder (Swin-V1, microsoft/SimMIM `models/swin_transformer.py`),
+with the architecture interface `SimMIMModel` relies on (see `modeling_simmim_vit.py`).
 
 Shifted-window attention is the shared `Attention` with an additive bias: the window's relative
 position bias, plus the -100 mask between regions that the cyclic shift brought together. A stage
@@ -18,6 +19,7 @@ from ...layers import MLP, DropPath, PatchEmbedding, interpolate_pos_embed
 from ...layers.attention import Attention
 from ...layers.relative_position import RelativePositionBias
 from ...layers.block import drop_path_rates
+from ..features import FeatureStage
 from .configuration_simmim import SimMIMConfig
 
 
@@ -170,10 +172,14 @@ class SwinStage(nn.Module):
 
 
 class SwinEncoder(nn.Module):
-    """The stages (`layers`), collecting hidden states (each block's output) and attentions."""
+    """The stages (`layers`); the model records each block's output and attention weights."""
+
+    num_prefix_tokens = 0  # no cls token
+    head_init_scale = None  # the classifier head keeps the model's init
 
     def __init__(self, config: SimMIMConfig, grid: tuple[int, int]):
         super().__init__()
+        self.depths = list(config.depths)
         rates = drop_path_rates(config.drop_path_rate, sum(config.depths))
         self.layers = nn.ModuleList()
         start = 0
@@ -182,41 +188,72 @@ class SwinEncoder(nn.Module):
             self.layers.append(SwinStage(config, stage, resolution, rates[start:start + depth]))
             start += depth
 
-    def forward(self, hidden: torch.Tensor, grid: tuple[int, int], output_attentions: bool = False, output_hidden_states: bool = False):
-        all_hidden = (hidden,) if output_hidden_states else None
-        all_attn = () if output_attentions else None
+    @staticmethod
+    def final_norms(config: SimMIMConfig, add_pooling_layer: bool) -> tuple[bool | None, bool]:
+        """(add_final_norm, add_pooling_layer): Swin always norms its last stage; no `fc_norm`."""
+        return True, False
+
+    @staticmethod
+    def shared_relative_position_bias(config: SimMIMConfig, grid: tuple[int, int]) -> None:
+        """Swin's tables are per block (in its window attention): the model holds none."""
+        return None
+
+    def forward(self, hidden: torch.Tensor, grid: tuple[int, int], shared_bias: None = None, output_attentions: bool = False) -> torch.Tensor:
+        """The last stage's tokens [B, h'*w', C'] (on `output_grid(grid)`); `shared_bias` is always
+        None (see `shared_relative_position_bias`)."""
         resolution = tuple(grid)
         for stage in self.layers:
             for block in stage.blocks:
-                hidden, weights = block(hidden, resolution, output_attentions)
-                if output_hidden_states:
-                    all_hidden = all_hidden + (hidden,)
-                if output_attentions:
-                    all_attn = all_attn + (weights,)
+                hidden = block(hidden, resolution, output_attentions)[0]
             if stage.downsample is not None:
                 hidden = stage.downsample(hidden, resolution)
                 resolution = ((resolution[0] + 1) // 2, (resolution[1] + 1) // 2)
-        return hidden, resolution, all_hidden, all_attn
+        return hidden
+
+    def output_grid(self, grid: tuple[int, int]) -> tuple[int, int]:
+        """The last stage's resolution for an input patch grid (each merging halves it, rounding up)."""
+        resolution = tuple(grid)
+        for _ in self.layers[:-1]:
+            resolution = ((resolution[0] + 1) // 2, (resolution[1] + 1) // 2)
+        return resolution
+
+    @staticmethod
+    def pool(hidden: torch.Tensor, fc_norm: None = None) -> torch.Tensor:
+        """The mean token of the normed last stage (SimMIM's Swin `avgpool`)."""
+        return hidden.mean(dim=1)
+
+    def layer_id(self, name: str) -> int | None:
+        return swin_layer_id(name, self.depths)
+
+    def feature_stages(self, hidden_states: tuple[torch.Tensor, ...], grid: tuple[int, int]) -> list[FeatureStage]:
+        """The embeddings, then each stage's last block (before its patch merging) at the stage's resolution."""
+        stages = [FeatureStage(hidden_states[0], grid)]
+        end = 0
+        for stage, depth in enumerate(self.depths):
+            end += depth
+            stages.append(FeatureStage(hidden_states[end], (grid[0] // 2**stage, grid[1] // 2**stage)))
+        return stages
+
+    def expand_relative_position_bias(self, shared) -> None:
+        raise ValueError("expand_relative_position_bias needs a ViT with a shared relative position table")
 
 
 class SwinEmbeddings(nn.Module):
     """Patch embedding + LayerNorm (`patch_norm`), SimMIM's mask-token substitution, and the
     optional absolute position table (`ape`, no cls token)."""
 
-    def __init__(self, config: SimMIMConfig):
+    def __init__(self, config: SimMIMConfig, use_mask_token: bool = True):
         super().__init__()
         self.patch_embed = PatchEmbedding(config.image_size, config.patch_size, config.num_channels, config.embed_dim)
         self.norm = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps) if config.patch_norm else None
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.embed_dim))
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.embed_dim)) if use_mask_token else None
         if config.use_absolute_position_embeddings:
             self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches, config.embed_dim))
         else:
             self.pos_embed = None
 
     def forward(self, pixel_values, bool_masked_pos=None, interpolate_pos_encoding: bool = False):
-        grid = self.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
-        weight = self.patch_embed.projection.weight
-        tokens = self.patch_embed.projection(pixel_values.to(weight.dtype)).flatten(2).transpose(1, 2)
+        tokens, grid = self.patch_embed(pixel_values, interpolate_pos_encoding, return_grid=True)
         if self.norm is not None:
             tokens = self.norm(tokens)
         # mask tokens replace the masked patches

@@ -1,0 +1,145 @@
+"""What every base encoder here shares, written once: how hidden states and attention weights are
+recorded (transformers' output capture), and the final norm / `fc_norm` pooling.
+
+Recording. A model class declares what it can record in `_can_record_outputs` (transformers'
+convention: `{"hidden_states": BlockClass, "attentions": OutputRecorder(BlockClass, index=1)}`),
+and the method that runs the blocks is decorated with `record_outputs`. Forward hooks on the
+blocks, installed the first time anything is asked for and idle otherwise, then collect the
+input of the first block and every block's output (`hidden_states`, before any final norm) and
+every block's attention weights (`attentions`). A nested model (the base model inside a
+pre-training model) records its own blocks; the outer model's `record_outputs` methods record
+the blocks outside it (a decoder, CAE's regressor), so a pre-training model returns the
+encoder's tuple followed by each decoder stack's, each starting with that stack's input.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from functools import wraps
+
+import torch
+from torch import nn
+from transformers.utils import ModelOutput
+from transformers.utils.generic import can_return_tuple
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
+
+_FLAGS = ("output_attentions", "output_hidden_states")
+
+
+def record_outputs(func):
+    """transformers' `capture_outputs` (hidden states before the final norm: not tied to
+    `last_hidden_state`), with our arguments' conventions: an output flag given as None (or not
+    at all) means the config's value, flags given by position count as well, and the recorded
+    fields keep their place in the output (and in its `return_dict=False` tuple). Only an
+    explicit `return_dict=False` gives a tuple: a base model is also called inside the other
+    models, which read its output by name whatever `config.return_dict` says."""
+    captured = capture_outputs(tie_last_hidden_states=False)(func)
+    signature = inspect.signature(func)
+    names = list(signature.parameters)
+    positional = [names.index(f) - 1 for f in _FLAGS
+                  if f in signature.parameters and signature.parameters[f].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    first_flag = min(positional) if positional else None
+
+    @wraps(func)
+    def wrapper(self, *args, **kwargs):
+        if first_flag is not None and len(args) > first_flag:  # (rare) flags by position: capture reads keywords
+            bound = signature.bind(self, *args, **kwargs).arguments
+            bound.pop("self")
+            extra = bound.pop("kwargs", {})
+            args, kwargs = (), {**bound, **extra}
+        for flag in _FLAGS:
+            if flag in kwargs and kwargs[flag] is None:
+                del kwargs[flag]
+        return_dict = kwargs.pop("return_dict", None)
+        recording = any(kwargs.get(flag, getattr(self.config, flag, False)) for flag in _FLAGS)
+        if recording and not getattr(self, "_output_capturing_hooks_installed", False):
+            _drop_nested_hooks(self)
+        output = captured(self, *args, return_dict=True, **kwargs)
+        if recording:  # the recorded fields were added last: back into the output's field order
+            output = type(output)(**output)
+        return output if return_dict is not False else output.to_tuple()
+
+    return wrapper
+
+
+def _drop_nested_hooks(model: nn.Module) -> None:
+    """Before `model` installs its recording hooks: remove those a nested model (its base model)
+    installed when it recorded on its own, since transformers installs every nested model's hooks
+    again with the outer model's (they would then record twice)."""
+    for sub in model.modules():
+        if sub is model or not getattr(sub, "_output_capturing_hooks_installed", False):
+            continue
+        for module in sub.modules():
+            for key, hook in list(module._forward_hooks.items()):
+                if getattr(hook, "__name__", "") == "output_capturing_hook":
+                    del module._forward_hooks[key]
+        sub._output_capturing_hooks_installed = False
+
+
+def block_recorders(*block_classes: type[nn.Module]) -> dict[str, list[OutputRecorder]]:
+    """`_can_record_outputs` for blocks returning `(hidden_states, attention_weights)`."""
+    return {
+        "hidden_states": [OutputRecorder(cls, index=0) for cls in block_classes],
+        "attentions": [OutputRecorder(cls, index=1) for cls in block_classes],
+    }
+
+
+def flags(config, output_attentions: bool | None, output_hidden_states=None) -> tuple[bool, bool | int | list[int]]:
+    """The output flags, None meaning the config's value (`output_hidden_states` may also be
+    transformers' selection of indices, passed on as it is)."""
+    hidden = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+    return bool(config.output_attentions if output_attentions is None else output_attentions), hidden
+
+
+@dataclass
+class StackOutput(ModelOutput):
+    """What a recorded stack outside the base model returns: its result (`last_hidden_state`,
+    e.g. a decoder's predictions) and, when asked for, its recorded `hidden_states` and `attentions`."""
+
+    last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+def joined(*parts: tuple | None) -> tuple | None:
+    """The recorded tuples of several stacks, in order (None when nothing was recorded)."""
+    present = [part for part in parts if part is not None]
+    return sum(present, ()) if present else None
+
+
+class RecordedStackMixin:
+    """For a model that runs block stacks outside its base model (a decoder, CAE's regressor)."""
+
+    @record_outputs
+    def run_recorded(self, stack: nn.Module, *inputs, output_attentions: bool = False, **kwargs) -> StackOutput:
+        """`stack(*inputs, output_attentions=...)` with its blocks recorded as the model's
+        `_can_record_outputs` says (pass `output_hidden_states` / `output_attentions`)."""
+        return StackOutput(last_hidden_state=stack(*inputs, output_attentions=output_attentions))
+
+
+class FinalNormMixin:
+    """The final norm and the pooled feature of a ViT-style base model (cls token first, unless
+    `num_prefix_tokens` is 0), as MAE, BEiT and their descendants build them:
+
+    - `layernorm`: the final norm on every token; by default only without mean pooling;
+    - `fc_norm`: with mean pooling (and a pooling layer), the norm of the mean patch token.
+
+    `pooler_output` is `fc_norm(mean of the patch tokens)` when there is an `fc_norm`, else token 0.
+    """
+
+    def _build_final_norms(self, config, add_final_norm: bool | None = None, add_pooling_layer: bool = True) -> None:
+        if add_final_norm is None:
+            add_final_norm = not config.use_mean_pooling
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if add_final_norm else None
+        use_fc_norm = add_pooling_layer and config.use_mean_pooling
+        self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if use_fc_norm else None
+
+    def _normalize_and_pool(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(last_hidden_state, pooler_output) from the last block's output."""
+        if self.layernorm is not None:
+            hidden = self.layernorm(hidden)
+        return hidden, self._pool(hidden)
+
+
+__all__ = ["record_outputs", "can_return_tuple", "block_recorders", "flags", "StackOutput", "joined", "RecordedStackMixin", "FinalNormMixin"]
