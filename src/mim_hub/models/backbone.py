@@ -55,7 +55,13 @@ class FeaturePyramidNeck(nn.Module):
 
 class MIMBackboneMixin(BackboneMixin):
     """Put first in the bases of `<Method>Backbone(MIMBackboneMixin, <Method>PreTrainedModel)`;
-    the subclass names its encoder class (`encoder_class`) and the arguments it is built with."""
+    the subclass names its encoder class (`encoder_class`) and the arguments it is built with.
+
+    The backbone returns `feature_maps` [B, C, h, w] for `config.out_features` (stage names in
+    `config.stage_names`; the last stage by default), with BEiT's feature pyramid when
+    `config.add_fpn`. It loads from any saved model of its method:
+    `<Method>Backbone.from_pretrained(dir, out_indices=[...])`; `AutoBackbone.from_config(config)`
+    builds it."""
 
     encoder_class: type | None = None
     encoder_kwargs: dict = {"add_pooling_layer": False}

@@ -7,10 +7,7 @@ from .modeling_cae import CAEModel, CAEPreTrainedModel
 
 
 class CAEBackbone(MIMBackboneMixin, CAEPreTrainedModel):
-    """CAE's ViT encoder, returning `feature_maps` [B, C, h, w] for `config.out_features` (stage names in
-    `config.stage_names`; the last stage by default), with BEiT's feature pyramid when
-    `config.add_fpn`. Loads from any saved CAE model: `CAEBackbone.from_pretrained(dir,
-    out_indices=[...])`; `AutoBackbone.from_config(config)` builds it."""
+    """CAE's encoder as a transformers backbone: `MIMBackboneMixin`'s `feature_maps`, loading and pyramid."""
 
     encoder_class = CAEModel
 

@@ -7,10 +7,7 @@ from .modeling_mae import MAEModel, MAEPreTrainedModel
 
 
 class MAEBackbone(MIMBackboneMixin, MAEPreTrainedModel):
-    """MAE's ViT encoder, returning `feature_maps` [B, C, h, w] for `config.out_features` (stage names in
-    `config.stage_names`; the last stage by default), with BEiT's feature pyramid when
-    `config.add_fpn`. Loads from any saved MAE model: `MAEBackbone.from_pretrained(dir,
-    out_indices=[...])`; `AutoBackbone.from_config(config)` builds it."""
+    """MAE's encoder as a transformers backbone: `MIMBackboneMixin`'s `feature_maps`, loading and pyramid."""
 
     encoder_class = MAEModel
 
