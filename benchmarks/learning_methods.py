@@ -22,8 +22,9 @@ import time
 
 import torch
 
+from mim_hub.models.catalogue import METHODS
+
 _RAW: dict[int, dict] = {}
-METHODS = ("mae", "simmim", "cae", "mr_mae", "color_mae", "crate_mae")
 VIT = dict(image_size=32, patch_size=4, hidden_size=64, num_hidden_layers=4, num_attention_heads=2, intermediate_size=128)
 DECODER = dict(decoder_hidden_size=64, decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=128)
 

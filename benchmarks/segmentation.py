@@ -8,7 +8,7 @@ Pass the demo's pre-trained MAE (`mim-hub demo --output-dir OUT` writes it to `O
 as `--pretrained`; without it the script pre-trains a small MAE on the bundled digits with
 `mim-hub pretrain` once and keeps it in `--work` (reused by later runs). `--jobs N` runs N of the
 fine-tuning runs (one per seed and init) at a time, each in its own process on one thread. Writes
-`benchmarks/segmentation.json`, `benchmarks/segmentation.md` and, per seed,
+`--output` (default `benchmarks/segmentation.json`), the report beside it (`segmentation.md`) and, per seed,
 `benchmarks/segmentation/seed<S>-{pretrained,scratch}.png` (image | ground truth | prediction
 for test items).
 """
@@ -209,7 +209,8 @@ def main() -> int:
               "runs": runs, "summary": summary, "pretrained_wins": f"{wins}/{len(runs['pretrained'])}", "notes": NOTES}
     with open(args.output, "w") as handle:
         json.dump(report, handle, indent=2)
-    write_markdown(report, os.path.join(HERE, "segmentation.md"), os.path.relpath(args.pictures, HERE))
+    markdown = os.path.splitext(args.output)[0] + ".md"  # beside the json (benchmarks/segmentation.md by default)
+    write_markdown(report, markdown, os.path.relpath(args.pictures, os.path.dirname(os.path.abspath(markdown))))
     print(json.dumps(summary, indent=2), f"pre-trained better in {wins} of {len(runs['pretrained'])} seeds")
     return 0
 

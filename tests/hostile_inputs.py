@@ -12,6 +12,8 @@ import zipfile
 
 import torch
 
+from mim_hub.models.catalogue import METHODS as CATALOGUE_METHODS
+
 MARKER = "/tmp/mim_hub_hostile_payload_ran"
 
 
@@ -296,7 +298,7 @@ HOSTILE = HOSTILE + [m for makers in ROUND_TWO.values() for m in makers]
 # way. The others are MAE-layout state dicts (or name their method).
 _LAYOUT_LEVEL = (missing_tensor, unexpected_tensor, misshaped_tensor, integer_weights, boolean_weights, huge_window_table)
 FILE_LEVEL = [m for m in HOSTILE if m not in _LAYOUT_LEVEL]
-METHODS = ["mae", "simmim", "cae", "mr_mae", "color_mae", "crate_mae"]
+METHODS = list(CATALOGUE_METHODS)
 
 
 def try_one(maker, folder, method: str = "mae") -> tuple[bool, str]:

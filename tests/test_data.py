@@ -6,6 +6,7 @@ import io
 import itertools
 import json
 import os
+import pickle
 import subprocess
 import sys
 import tarfile
@@ -355,6 +356,11 @@ def test_the_pretraining_crops_fast_paths_compute_what_they_replace():
     per_image = [transform(image, np.random.default_rng(seed)) for seed in range(4)]
     as_uint8 = torch.from_numpy(np.stack([crops(image, np.random.default_rng(seed)) for seed in range(4)]))
     assert as_uint8.dtype == torch.uint8 and torch.equal(transform.normalize.batch(as_uint8), torch.from_numpy(np.stack(per_image)))
+    # the table goes to the batch's device once, not every step, and never travels to workers
+    first = transform.normalize._device_table(as_uint8.device)
+    assert transform.normalize._device_table(as_uint8.device) is first
+    assert torch.equal(transform.normalize.batch(as_uint8), torch.from_numpy(np.stack(per_image)))
+    assert "_device_tables" not in pickle.loads(pickle.dumps(transform.normalize)).__dict__
 
 
 @pytest.mark.slow

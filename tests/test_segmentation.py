@@ -278,6 +278,7 @@ def test_finetune_semantic_segmentation_slide_eval_cli(tmp_path, capsys):
 
 
 def test_slide_eval_runs_in_the_epoch_evaluations(tmp_path):
+    from mim_hub.training.distributed import cpu_only
     from mim_hub.training.segmentation import finetune_segmentation
 
     config = mim_hub.MAEConfig(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
@@ -292,5 +293,7 @@ def test_slide_eval_runs_in_the_epoch_evaluations(tmp_path):
     evaluations = [h for h in trainer.state.log_history if "eval_mean_iou" in h]
     assert len(evaluations) == 2 and evaluations[0]["epoch"] == 1  # the epoch's and the final one, both sliding-window
     assert metrics["eval_mean_iou"] == evaluations[-1]["eval_mean_iou"] and "eval_iou_right" in metrics
+    # without an accelerator the arguments say so, as finetune's do: launched processes then join as gloo ranks
+    assert trainer.args.use_cpu is cpu_only() and trainer.args.use_cpu == (not torch.cuda.is_available())
     with pytest.raises(ValueError, match="eval_mode"):
         finetune_segmentation(str(tmp_path / "mae"), data, data, output_dir=str(tmp_path / "bad"), eval_mode="tiles")

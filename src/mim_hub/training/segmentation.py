@@ -424,6 +424,7 @@ def finetune_segmentation(model_dir: str, train: SegmentationDataset, evaluation
     thirds of the crop) on each evaluation image at its own resolution (see `slide_logits`)."""
     from transformers import TrainingArguments, set_seed
 
+    from .distributed import cpu_only
     from .optim import adamw, cosine_with_warmup
 
     if schedule not in ("poly", "cosine"):
@@ -463,6 +464,7 @@ def finetune_segmentation(model_dir: str, train: SegmentationDataset, evaluation
         per_device_eval_batch_size=batch_size, eval_strategy="epoch" if eval_data is not None and max_steps <= 0 else "no",
         save_strategy="no", seed=seed, report_to="none", remove_unused_columns=False, batch_eval_metrics=True,
         logging_steps=max(1, steps // 20), dataloader_num_workers=num_workers, dataloader_pin_memory=torch.cuda.is_available(), disable_tqdm=not log_to_console,
+        use_cpu=cpu_only(),  # on CPU, launched processes join as gloo ranks (see distributed.cpu_only)
     )
     trainer = _segmentation_trainer_class()(model=model, args=arguments, train_dataset=train_data, eval_dataset=eval_data,
                                             compute_metrics=metric, optimizers=(optimizer, scheduler))

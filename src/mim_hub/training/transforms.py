@@ -71,12 +71,25 @@ class Normalize:
             self.table[c].take(chw[c], out=out[c])
         return out
 
+    def _device_table(self, device):
+        """The table as a tensor on `device`, copied there once (not on every batch)."""
+        import torch
+
+        cache = self.__dict__.setdefault("_device_tables", {})
+        key = str(torch.device(device))
+        if key not in cache:
+            cache[key] = torch.from_numpy(self.table).to(device)
+        return cache[key]
+
+    def __getstate__(self):  # workers get the numpy table only, not device copies
+        return {k: v for k, v in self.__dict__.items() if k != "_device_tables"}
+
     def batch(self, pixels):
         """A batch of uint8 [B, 3, H, W] tensors (on any device) normalised by the same table: the
         same float32 values `__call__` gives per image, bit for bit."""
         import torch
 
-        table = torch.from_numpy(self.table).to(pixels.device)
+        table = self._device_table(pixels.device)
         out = torch.empty(pixels.shape, dtype=torch.float32, device=pixels.device)
         for c in range(3):
             out[:, c] = table[c][pixels[:, c].long()]
