@@ -187,3 +187,21 @@ def test_recording_under_gradient_checkpointing():
     out.loss.backward()
     assert len(out.hidden_states) == config.num_hidden_layers + 1 + config.decoder_num_hidden_layers + 1
     assert model.mae.embeddings.patch_embed.projection.weight.grad is not None
+
+
+@pytest.mark.parametrize("key", sorted(TINY))
+def test_every_model_finds_its_patch_embedding(key):
+    """transformers' `get_input_embeddings` (via `_input_embed_layer`): the base model's patch
+    embedding, the same module from every model that wraps the base model."""
+    from torch import nn
+
+    config, _ = tiny(key)
+    torch.manual_seed(0)
+    base = getattr(mim_hub, _PREFIX[method_of(key)] + "Model")(config)
+    embedding = base.get_input_embeddings()
+    first_conv = next(m for m in embedding.modules() if isinstance(m, nn.Conv2d))
+    assert first_conv.in_channels == config.num_channels, key
+    for kind in ("ForPreTraining", "ForImageClassification", "Backbone"):
+        model = getattr(mim_hub, _PREFIX[method_of(key)] + kind)(config)
+        wrapped = model.base_model.get_input_embeddings()
+        assert model.get_input_embeddings() is wrapped and type(wrapped) is type(embedding), (key, kind)

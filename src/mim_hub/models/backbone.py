@@ -108,9 +108,6 @@ class MIMBackboneMixin(BackboneMixin):
     def encoder(self) -> nn.Module:
         return getattr(self, self.base_model_prefix)
 
-    def get_input_embeddings(self) -> nn.Module:
-        return self.encoder.get_input_embeddings()
-
     @torch.no_grad()
     def _init_weights(self, module):
         super()._init_weights(module)

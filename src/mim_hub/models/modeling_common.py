@@ -72,6 +72,12 @@ class MIMPreTrainingOutput(ModelOutput):
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
+def classification_head(config) -> nn.Module:
+    """The classifiers' final layer: Linear(`hidden_size` -> `num_labels`), or `nn.Identity` for
+    `num_labels=0` (features only, as timm's `num_classes=0`)."""
+    return nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+
+
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config) -> torch.Tensor:
     """transformers' convention: regression, single-label or multi-label by `config.problem_type`."""
     if config.problem_type is None:
@@ -140,6 +146,9 @@ class MIMPreTrainedModel(RecordedStackMixin, PreTrainedModel):
 
     main_input_name = "pixel_values"
     input_modalities = ("image",)
+    # transformers' `get_input_embeddings` then finds `embeddings.patch_embed` on a base model and
+    # asks the base model from any model that wraps one (pre-training, classifier, backbone)
+    _input_embed_layer = "patch_embed"
     supports_gradient_checkpointing = True
     # attention runs through transformers' interface (layers/attention.py), keyed by
     # `config._attn_implementation`; flash attention takes no additive bias, so a model with

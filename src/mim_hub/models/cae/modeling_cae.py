@@ -35,7 +35,7 @@ from ...layers.mask_block import BlockMaskGenerator
 from ...layers.relative_position import RelativePositionBias, relative_position_attention_bias
 from ..encoder import FinalNormMixin, block_recorders, can_return_tuple, flags, joined, record_outputs
 from ..features import EncoderFeaturesMixin
-from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, hub_kwargs
+from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, classification_head, hub_kwargs
 from .configuration_cae import CAEConfig
 
 
@@ -291,9 +291,6 @@ class CAEModel(FinalNormMixin, EncoderFeaturesMixin, CAEPreTrainedModel):
         self._build_final_norms(config, add_final_norm, add_pooling_layer)
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Module:
-        return self.embeddings.patch_embed
-
     def _attention_bias(self, grid: tuple[int, int]):
         """Per-block (plus shared) relative position bias for `grid`, or None."""
         return relative_position_attention_bias(grid, self.shared_relative_position_bias, self.relative_position_bias)
@@ -414,9 +411,6 @@ class CAEForPreTraining(CAEPreTrainedModel):
         object.__setattr__(self, "_tokenizer", None)  # not a submodule (see set_tokenizer)
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Module:
-        return self.cae.embeddings.patch_embed
-
     def set_tokenizer(self, tokenizer) -> None:
         """A convenience for calls without `labels`: a callable mapping images [B, C, H', W'] to
         token ids [B, h, w] or [B, L] (e.g. `DalleTokenizer`), applied to `tokenizer_pixel_values`
@@ -528,11 +522,8 @@ class CAEForImageClassification(ImageClassifierForwardMixin, CAEPreTrainedModel)
     def __init__(self, config: CAEConfig):
         super().__init__(config)
         self.cae = CAEModel(config)
-        self.head = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.head = classification_head(config)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Module:
-        return self.cae.embeddings.patch_embed
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):

@@ -28,7 +28,7 @@ from ...layers.attention import InterfaceAttention
 from ..mae.modeling_mae import PixelTargetsMixin, pixel_loss
 from ..encoder import block_recorders, can_return_tuple, flags, joined, record_outputs
 from ..features import ClassifierFeaturesMixin, EncoderFeaturesMixin
-from ..modeling_common import MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput, classification_loss
+from ..modeling_common import MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput, classification_head, classification_loss
 from .configuration_crate_mae import CrateMAEConfig
 
 
@@ -228,9 +228,6 @@ class CrateMAEModel(EncoderFeaturesMixin, CrateMAEPreTrainedModel):
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.final_layer_norm_eps) if self.embeddings.final_norm else None
         self.post_init()
 
-    def get_input_embeddings(self):
-        return self.embeddings.patch_embed
-
     def _pool(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden[:, 1:].mean(1) if self.config.pooling == "mean" else hidden[:, 0]
 
@@ -271,9 +268,6 @@ class CrateMAEForPreTraining(CrateMAEPreTrainedModel):
         self.decoder = CrateMAEDecoder(config)
         self.post_init()
 
-    def get_input_embeddings(self):
-        return self.crate.embeddings.patch_embed
-
     def unpatchify(self, logits, grid=None):
         return unpatchify(logits, self.config.patch_size, self.config.num_channels, grid)
 
@@ -309,11 +303,8 @@ class CrateMAEForImageClassification(ClassifierFeaturesMixin, CrateMAEPreTrained
         super().__init__(config)
         self.crate = CrateMAEModel(config)
         self.head_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.head = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.head = classification_head(config)
         self.post_init()
-
-    def get_input_embeddings(self):
-        return self.crate.embeddings.patch_embed
 
     def _pre_logits(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.head_norm(pooled)

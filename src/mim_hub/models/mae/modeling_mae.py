@@ -20,7 +20,7 @@ from ...layers import (
 )
 from ..encoder import FinalNormMixin, can_return_tuple, flags, joined, record_outputs
 from ..features import EncoderFeaturesMixin
-from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput
+from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput, classification_head
 from .configuration_mae import MAEConfig
 
 
@@ -116,9 +116,6 @@ class MAEModel(FinalNormMixin, EncoderFeaturesMixin, MAEPreTrainedModel):
         )
         self._build_final_norms(config, add_final_norm, add_pooling_layer)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Module:
-        return self.embeddings.patch_embed
 
     @record_outputs
     def forward(
@@ -218,9 +215,6 @@ class MAEForPreTraining(PixelTargetsMixin, MAEPreTrainedModel):
         self.decoder = MAEDecoder(config, self.mae.embeddings.patch_embed.grid_size)
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Module:
-        return self.mae.embeddings.patch_embed
-
     def num_layers_for_decay(self) -> int:
         return self.config.num_hidden_layers + 1
 
@@ -268,11 +262,8 @@ class MAEForImageClassification(ImageClassifierForwardMixin, MAEPreTrainedModel)
     def __init__(self, config: MAEConfig):
         super().__init__(config)
         self.mae = MAEModel(config)
-        self.head = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.head = classification_head(config)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Module:
-        return self.mae.embeddings.patch_embed
 
     @torch.no_grad()
     def _init_weights(self, module):

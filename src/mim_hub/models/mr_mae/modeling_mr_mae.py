@@ -20,7 +20,7 @@ from ...layers import ViTBlock, ViTEncoder, gather_tokens, get_2d_sincos_pos_emb
 from ..mae.modeling_mae import MAEDecoder, MAEEmbeddings, PixelTargetsMixin
 from ..encoder import FinalNormMixin, can_return_tuple, flags, joined, record_outputs
 from ..features import EncoderFeaturesMixin, FeatureStage
-from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput
+from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput, classification_head
 from .configuration_mr_mae import MRMAEConfig
 from .modeling_convvit import ConvViTEmbeddings
 from .modeling_mr_mae_vit import MRMAEViTEmbeddings
@@ -230,9 +230,6 @@ class MRMAEForPreTraining(PixelTargetsMixin, MRMAEPreTrainedModel):
         self.mr_mae.embeddings.pos_embed.requires_grad_(False)
         self.decoder.decoder_pos_embed.requires_grad_(False)
 
-    def get_input_embeddings(self) -> nn.Module:
-        return self.mr_mae.get_input_embeddings()
-
     # teachers -------------------------------------------------------------------------------
     def set_teachers(self, teachers, weights: list[float] | None = None) -> None:
         """Attach frozen teachers: paths / Hub ids, `Teacher`s or transformers vision models.
@@ -348,11 +345,8 @@ class MRMAEForImageClassification(ImageClassifierForwardMixin, MRMAEPreTrainedMo
         config.use_multiscale_fusion = False  # a classifier has no fusion layers (its saved config says so)
         super().__init__(config)
         self.mr_mae = MRMAEModel(config, add_fusion=False)
-        self.head = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.head = classification_head(config)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Module:
-        return self.mr_mae.get_input_embeddings()
 
     @torch.no_grad()
     def _init_weights(self, module):

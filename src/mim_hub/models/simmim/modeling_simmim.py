@@ -23,7 +23,7 @@ from ...layers import Attention, LayerScale, ViTBlock, patchify
 from ...layers.relative_position import RelativePositionBias, relative_position_index
 from ..encoder import FinalNormMixin, block_recorders, can_return_tuple, flags, record_outputs
 from ..features import EncoderFeaturesMixin
-from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel
+from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, classification_head
 from .configuration_simmim import SimMIMConfig
 from .modeling_simmim_swin import SwinBlock, SwinEmbeddings, SwinEncoder
 from .modeling_simmim_vit import SimMIMViTEmbeddings, SimMIMViTEncoder
@@ -162,9 +162,6 @@ class SimMIMModel(FinalNormMixin, EncoderFeaturesMixin, SimMIMPreTrainedModel):
         self._build_final_norms(config, *encoder.final_norms(config, add_pooling_layer))
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Module:
-        return self.embeddings.patch_embed
-
     @property
     def num_prefix_tokens(self) -> int:
         """ViT: the cls token; Swin has none."""
@@ -248,9 +245,6 @@ class SimMIMForPreTraining(SimMIMPreTrainedModel):
         )
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Module:
-        return self.simmim.embeddings.patch_embed
-
     @can_return_tuple
     def forward(
         self,
@@ -302,11 +296,8 @@ class SimMIMForImageClassification(ImageClassifierForwardMixin, SimMIMPreTrained
     def __init__(self, config: SimMIMConfig):
         super().__init__(config)
         self.simmim = SimMIMModel(config)
-        self.head = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.head = classification_head(config)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Module:
-        return self.simmim.embeddings.patch_embed
 
     @torch.no_grad()
     def _init_weights(self, module):
