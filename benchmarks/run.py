@@ -395,8 +395,15 @@ def write_markdown(report: dict, path: str) -> None:
         lines += [f"| {n} | {' '.join('x'.join(map(str, s)) for s in r['feature_maps'])} | {r['ours_s']:.3f} | {r['transformers_s']:.3f} | "
                   f"{r['speedup_vs_transformers']:.2f} ({r['q1']:.2f}-{r['q3']:.2f}) |" for n, r in report["backbone"].items()]
         lines.append("")
+    # sections other scripts write into the file (`## ...`: benchmarks/data_scale.py's) are kept as they are
+    kept = ""
+    if os.path.isfile(path):
+        with open(path) as handle:
+            text = handle.read()
+        start = text.find("\n## ")
+        kept = text[start:] if start >= 0 else ""
     with open(path, "w") as handle:
-        handle.write("\n".join(lines))
+        handle.write("\n".join(lines).rstrip("\n") + "\n" + kept)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,22 @@ def test_a_method_s_rows_carry_ratios_quartiles_peak_memory_and_the_bf16_step(tm
     assert f"| ours eager | {compiled['ours eager']['ms']:.1f}" in table
 
 
+def test_the_table_keeps_the_sections_other_scripts_wrote_into_it(tmp_path):
+    import run
+
+    path = tmp_path / "B.md"
+    path.write_text("# Benchmarks\n\nold table\n\n## Data at scale (`benchmarks/data_scale.py`)\n\n| format |\n\n## Later\n\nkept\n")
+    report = {"machine": {"processor": "x", "threads": 2, "platform": "p", "torch": "t", "device": "cpu"}, "batch": 2, "repeats": 2,
+              "matmul_ceiling_flops": {"fp32": 1e11},
+              "backbone": {"b": {"ours_s": 1.0, "transformers_s": 1.1, "speedup_vs_transformers": 1.1, "q1": 1.0, "q3": 1.2, "feature_maps": [[8, 4, 4]]}}}
+    run.write_markdown(report, str(path))
+    text = path.read_text()
+    assert "old table" not in text and "| b | 8x4x4 | 1.000 | 1.100 | 1.10 (1.00-1.20) |" in text
+    assert text.endswith("\n## Data at scale (`benchmarks/data_scale.py`)\n\n| format |\n\n## Later\n\nkept\n")
+    run.write_markdown(report, str(path))  # again: the same file, nothing doubled
+    assert path.read_text() == text
+
+
 def test_measures_filter_runs_only_the_rows_asked_for():
     import run
     from pairs import COMPILED_STEP
