@@ -91,8 +91,8 @@ def main() -> int:
     gpu = torch.cuda.is_available() and not args.dry_run
     if not args.dry_run and not gpu:
         raise SystemExit("data: no GPU (use --dry-run on a CPU)")
-    count, size = (24, (64, 48)) if args.dry_run else (6144, (500, 375))
-    batch, steps, log_every = (4, 3, 1) if args.dry_run else (256, 60, 10)
+    count, size = (24, (64, 48)) if args.dry_run else (3072, (500, 375))
+    batch, steps, log_every = (4, 3, 1) if args.dry_run else (256, 40, 10)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "PYTHONPATH": os.path.join(ROOT, "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     result = {"images": count, "image_size": list(size), "batch_size": batch, "steps": steps, "cpus": os.cpu_count(), "runs": []}
@@ -102,10 +102,12 @@ def main() -> int:
         started = time.time()
         write_imagefolder(os.path.join(work, "images"), count, size)
         result["write_jpegs_s"] = round(time.time() - started, 1)
+        print(f"wrote {count} JPEGs in {result['write_jpegs_s']} s", flush=True)
         shards = os.path.join(work, "shards")
         result["prepare_shards_s"] = round(cli(["prepare-shards", "--dataset", f"imagefolder:{os.path.join(work, 'images')}", "--output", shards,
                                                 "--max-side", "320", "--num-workers", "1" if args.dry_run else str(max(1, (os.cpu_count() or 2) - 1))],
                                                env, log_path), 1)
+        print(f"prepare-shards: {result['prepare_shards_s']} s", flush=True)
         model_dir = os.path.join(work, "mae")
         dims = {} if not args.dry_run else dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                                                 decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,

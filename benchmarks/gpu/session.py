@@ -31,9 +31,9 @@ from report import write_report  # noqa: E402
 # name -> (script, seconds on the GPU, what it does). Together 9 minutes less the install and the report.
 STEPS = {
     "tests": ("cuda_tests.py", 120, "pytest -m cuda (tests/test_cuda.py)"),
-    "throughput": ("throughput.py", 160, "every method's pre-training step, bf16 autocast, batch 64/128/256, eager and compiled"),
-    "data": ("data_bound.py", 50, "MAE ViT-B bf16 from prepare-shards webdataset shards: the data-wait fraction"),
-    "segmentation": ("digits_seg.py", 200, "digits-seg: UperNet on the pre-trained MAE against random init, 3 seeds"),
+    "throughput": ("throughput.py", 150, "every method's pre-training step, bf16 autocast, batch 64/128/256, eager and compiled"),
+    "data": ("data_bound.py", 90, "MAE ViT-B bf16 from prepare-shards webdataset shards: the data-wait fraction"),
+    "segmentation": ("digits_seg.py", 170, "digits-seg: UperNet on the pre-trained MAE against random init, 3 seeds"),
 }
 DRY_RUN_BUDGET = 600  # per step, on a loaded 2-core CPU: generous, the dry run's sizes finish far inside it
 
