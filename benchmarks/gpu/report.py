@@ -75,6 +75,10 @@ def markdown(results: dict) -> str:
         lines.append(f"| {name} | {step['status']} | {step['seconds']:.0f} ({step['budget_s']:.0f}) | {step['what']} |")
     lines += [""] + tests_section(results["tests"]) + throughput_section(results["throughput"]) + data_section(results["data"])
     lines += segmentation_section(results["segmentation"])
+    notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "NOTES.md")
+    if os.path.isfile(notes) and not session.get("dry_run"):  # the reading of the last GPU session, written by hand
+        with open(notes) as handle:
+            lines += ["## Notes", "", handle.read().strip(), ""]
     return "\n".join(lines) + "\n"
 
 

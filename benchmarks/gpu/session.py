@@ -30,10 +30,10 @@ from report import write_report  # noqa: E402
 
 # name -> (script, seconds on the GPU, what it does). Together 9 minutes less the install and the report.
 STEPS = {
-    "tests": ("cuda_tests.py", 120, "pytest -m cuda (tests/test_cuda.py)"),
-    "throughput": ("throughput.py", 150, "every method's pre-training step, bf16 autocast, batch 64/128/256, eager and compiled"),
-    "data": ("data_bound.py", 90, "MAE ViT-B bf16 from prepare-shards webdataset shards: the data-wait fraction"),
-    "segmentation": ("digits_seg.py", 170, "digits-seg: UperNet on the pre-trained MAE against random init, 3 seeds"),
+    "tests": ("cuda_tests.py", 95, "pytest -m cuda (tests/test_cuda.py)"),
+    "throughput": ("throughput.py", 140, "every method's pre-training step, bf16 autocast, batch 64/128/256, eager and compiled"),
+    "data": ("data_bound.py", 85, "MAE ViT-B bf16 from prepare-shards webdataset shards: the data-wait fraction"),
+    "segmentation": ("digits_seg.py", 220, "digits-seg: UperNet on the pre-trained MAE against random init, 3 seeds"),
 }
 DRY_RUN_BUDGET = 600  # per step, on a loaded 2-core CPU: generous, the dry run's sizes finish far inside it
 
@@ -146,7 +146,7 @@ def main() -> int:
     parser.add_argument("--out", default=os.environ.get("OUT") or os.path.join(HERE, "out"), help="where the results go")
     parser.add_argument("--work", default=None, help="the steps' scratch folder (default: OUT/../mim-gpu-work, else a temporary one)")
     parser.add_argument("--budget", type=float, default=None,
-                        help="seconds for the steps together (default: their budgets, 530 s in all); each keeps its share")
+                        help="seconds for the steps together (default: their budgets, 540 s in all); each keeps its share")
     parser.add_argument("--backbone", default=os.path.join(ROOT, "outputs", "gpu-carry", "mae-digits"),
                         help="a carried pre-trained digits MAE for the segmentation step (default: pre-trained there if absent)")
     parser.add_argument("--commit", default=None, help="the commit measured (default: git's HEAD; the device copy has no .git)")
