@@ -318,3 +318,41 @@ def test_recipe_draws_hard_patch_masks_from_the_teacher():
         model.decoder.loss_pred.weight.add_(1.0)
     state.step_end(model, epoch=0)
     assert torch.allclose(state.teacher.decoder.loss_pred.weight, before + 1e-3 * 1.0, atol=1e-6)
+
+
+def test_pretrain_command_resumes_to_the_uninterrupted_model_and_teacher(tmp_path):
+    """`mim-hub pretrain --method hpm`: hard-patch masks from the teacher from the first step (a
+    run shorter than an epoch is at the schedule's end), the teacher in every checkpoint, and a
+    resumed run ends with the same model and teacher as the uninterrupted one."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from mim_hub.cli import main
+
+    folder = tmp_path / "tiny"
+    torch.manual_seed(0)
+    HPMForPreTraining(HPMConfig(**{**TINY, "patch_size": 8, "num_hidden_layers": 1})).save_pretrained(folder)
+
+    def pretrain(out, *extra, status=0):
+        assert main(["pretrain", "--model", str(folder), "--output-dir", str(out), "--dataset", "digits", "--batch-size", "16",
+                     "--max-steps", "4", "--save-every", "2", "--keep-checkpoints", "5", "--lr", "1e-3", "--num-workers", "0", *extra]) == status
+
+    full = tmp_path / "full"
+    pretrain(full)
+    checkpoint = full / "checkpoints" / "step_00000002"
+    assert (checkpoint / "hpm_teacher.safetensors").exists()
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copytree(checkpoint, resumed / "checkpoints" / checkpoint.name)
+    pretrain(resumed, "--resume")
+    for name in ("model.safetensors", "ema/model.safetensors"):
+        expected, got = load_file(str(full / name)), load_file(str(resumed / name))
+        assert expected.keys() == got.keys()
+        for key in expected:
+            assert torch.equal(expected[key], got[key]), (name, key)
+    teacher, model = load_file(str(full / "ema" / "model.safetensors")), load_file(str(full / "model.safetensors"))
+    assert any(not torch.equal(teacher[k], model[k]) for k in model)  # the teacher lags behind the model
+    assert type(AutoModelForPreTraining.from_pretrained(full / "ema")) is HPMForPreTraining
+    pretrain(tmp_path / "ema-twice", "--model-ema", status=2)  # HPM keeps its own EMA (a clear error, exit code 2)
+    assert not (tmp_path / "ema-twice" / "model.safetensors").exists()

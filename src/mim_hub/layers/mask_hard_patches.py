@@ -28,9 +28,11 @@ import torch
 
 def hard_patch_count(num_patches: int, mask_ratio: float, epoch: int | float, total_epochs: int | float, max_hard_share: float = 0.5) -> int:
     """How many of the masked patches are chosen by predicted loss at `epoch` (0-based) of
-    `total_epochs`: `int((L - len_keep) * (epoch + 1) / total_epochs * max_hard_share)`."""
+    `total_epochs`: `int((L - len_keep) * (epoch + 1) / total_epochs * max_hard_share)`. (A run
+    shorter than its first epoch, `total_epochs` < 1, is at the end of the schedule: the share
+    is at most `max_hard_share`.)"""
     len_keep = int(num_patches * (1 - mask_ratio))
-    share = float((epoch + 1) / total_epochs) * max_hard_share
+    share = min(float((epoch + 1) / total_epochs), 1.0) * max_hard_share
     return max(0, int((num_patches - len_keep) * share))
 
 

@@ -7,6 +7,7 @@ that a teacher's predictions choose are a mask source of the pre-training recipe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -18,9 +19,10 @@ from ..modeling_common import MIMPreTrainingOutput
 from .configuration_hpm import HPMConfig
 
 
-def check_bool_masked_pos(bool_masked_pos: torch.Tensor, batch: int, length: int) -> tuple[torch.Tensor, int]:
+def check_bool_masked_pos(bool_masked_pos: torch.Tensor, batch: int, length: int, expected: int | None = None) -> tuple[torch.Tensor, int]:
     """A [B, L] mask (True = masked; a [B, H, W] grid is flattened row-major) and its per-sample
-    count, which HPM's encoder (`x[~mask].reshape(B, -1, D)`) needs to be the same in every sample."""
+    count, which HPM's encoder (`x[~mask].reshape(B, -1, D)`) needs to be the same in every sample.
+    Under torch.compile the count cannot be read from the data: `expected` (the mask ratio's) is used."""
     if bool_masked_pos.is_floating_point():
         raise ValueError(f"bool_masked_pos must be boolean (True = masked), got {bool_masked_pos.dtype}; MAE-style noise goes to `noise`")
     if bool_masked_pos.dim() == 3 and bool_masked_pos.shape[0] == batch and bool_masked_pos.shape[1] * bool_masked_pos.shape[2] == length:
@@ -28,6 +30,8 @@ def check_bool_masked_pos(bool_masked_pos: torch.Tensor, batch: int, length: int
     if tuple(bool_masked_pos.shape) != (batch, length):
         raise ValueError(f"bool_masked_pos must be [batch, num_patches] = {(batch, length)}, got {tuple(bool_masked_pos.shape)}")
     bool_masked_pos = bool_masked_pos.bool()
+    if torch.compiler.is_compiling() and expected is not None:
+        return bool_masked_pos, expected
     counts = bool_masked_pos.sum(dim=1)
     low, high = int(counts.min()), int(counts.max())
     if low != high:
@@ -98,9 +102,10 @@ class HPMModel(MAEModel):
 
 
 class HPMDecoder(MAEDecoder):
-    """MAE's decoder (HPM's reconstructor) and, on the same input sequence, the loss predictor: a
-    second block stack of the decoder's size whose `p*p*C` outputs per patch are averaged into one
-    predicted loss."""
+    """MAE's decoder (HPM's reconstructor) and, on the same input sequence (`embed`), the loss
+    predictor: a second block stack of the decoder's size whose `p*p*C` outputs per patch are
+    averaged into one predicted loss. `head` picks which one a call runs (each is recorded as its
+    own stack)."""
 
     def __init__(self, config: HPMConfig, grid_size: tuple[int, int]):
         super().__init__(config, grid_size)
@@ -111,13 +116,14 @@ class HPMDecoder(MAEDecoder):
         self.loss_norm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
         self.loss_pred = nn.Linear(config.decoder_hidden_size, config.patch_size**2 * config.num_channels)
 
-    def reconstruct(self, hidden: torch.Tensor, output_attentions: bool = False) -> torch.Tensor:
-        """[B, L, p*p*C]: each patch's pixels, from `embed`'s sequence."""
-        return self.decoder_pred(self.decoder_norm(self.transformer(hidden, output_attentions=output_attentions)))[:, 1:]
-
-    def predict_loss(self, hidden: torch.Tensor, output_attentions: bool = False) -> torch.Tensor:
-        """[B, L]: each patch's predicted reconstruction loss, from `embed`'s sequence."""
-        return self.loss_pred(self.loss_norm(self.loss_transformer(hidden, output_attentions=output_attentions)))[:, 1:].mean(dim=-1)
+    def forward(self, latent, ids_restore, grid, output_attentions: bool = False, head: str = "pixels") -> torch.Tensor:
+        """"pixels": [B, L, p*p*C], each patch's pixels (MAE's decoder); "loss": [B, L], each patch's
+        predicted reconstruction loss."""
+        if head == "pixels":
+            return super().forward(latent, ids_restore, grid, output_attentions=output_attentions)
+        hidden = self.embed(latent, ids_restore, grid)
+        hidden = self.loss_transformer(hidden, output_attentions=output_attentions)
+        return self.loss_pred(self.loss_norm(hidden))[:, 1:].mean(dim=-1)
 
 
 class HPMForPreTraining(MAEForPreTraining):
@@ -139,7 +145,7 @@ class HPMForPreTraining(MAEForPreTraining):
         grid = self.mae.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
         latent = self.mae(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding).last_hidden_state
         in_place = torch.arange(grid[0] * grid[1], device=latent.device).expand(latent.shape[0], -1)
-        return self.decoder.predict_loss(self.decoder.embed(latent, in_place, grid))
+        return self.decoder(latent, in_place, grid, head="loss")
 
     @can_return_tuple
     def forward(
@@ -157,17 +163,19 @@ class HPMForPreTraining(MAEForPreTraining):
         grid = self.mae.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
         batch, length = pixel_values.shape[0], grid[0] * grid[1]
         # the mask: given, or from noise (given or drawn)
+        ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
         noise_ids_restore = None
         if bool_masked_pos is None or noise is not None:
             if noise is None:
                 noise = torch.rand(batch, length, device=pixel_values.device)
             if tuple(noise.shape) != (batch, length):
                 raise ValueError(f"noise must be [batch, num_patches] = {(batch, length)}, got {tuple(noise.shape)}")
-            _, noise_mask, noise_ids_restore = random_masking(noise, self.config.mask_ratio if mask_ratio is None else mask_ratio)
+            _, noise_mask, noise_ids_restore = random_masking(noise, ratio)
             if bool_masked_pos is not None and not torch.equal(check_bool_masked_pos(bool_masked_pos, batch, length)[0], noise_mask.bool()):
                 raise ValueError("bool_masked_pos and noise give different masks; pass one of them")
-            bool_masked_pos = noise_mask.bool()
-        bool_masked_pos, num_masked = check_bool_masked_pos(bool_masked_pos, batch, length)
+            bool_masked_pos, num_masked = noise_mask.bool(), length - int(length * (1 - ratio))
+        else:
+            bool_masked_pos, num_masked = check_bool_masked_pos(bool_masked_pos, batch, length, expected=length - int(length * (1 - ratio)))
         # encode cls + the visible patches, in ascending order
         order_noise, keep_ratio = visible_first_noise(bool_masked_pos, num_masked) if num_masked else (None, None)
         encoded = self.mae(
@@ -176,10 +184,9 @@ class HPMForPreTraining(MAEForPreTraining):
         )
         in_place = encoded.ids_restore if num_masked else torch.arange(length, device=pixel_values.device).expand(batch, -1)
         # one decoder sequence, two heads: the pixels and the predicted loss of every patch
-        hidden = self.decoder.embed(encoded.last_hidden_state, in_place, grid)
         recorded = dict(output_attentions=output_attentions, output_hidden_states=output_hidden_states)
-        reconstructed = self.run_recorded(self.decoder.reconstruct, hidden, **recorded)
-        predicted = self.run_recorded(self.decoder.predict_loss, hidden, **recorded)
+        reconstructed = self.run_recorded(partial(self.decoder, head="pixels"), encoded.last_hidden_state, in_place, grid, **recorded)
+        predicted = self.run_recorded(partial(self.decoder, head="loss"), encoded.last_hidden_state, in_place, grid, **recorded)
         logits, predicted_loss = reconstructed.last_hidden_state, predicted.last_hidden_state
         mask = bool_masked_pos.to(torch.float32)
         # losses on the masked patches: pixels, and the predictor against the (detached) pixel errors
@@ -187,7 +194,8 @@ class HPMForPreTraining(MAEForPreTraining):
         if num_masked:
             errors = patch_errors(pixel_values, logits.float(), self.config.patch_size, self.config.norm_pix_loss)
             reconstruction_loss = (errors * mask).sum() / mask.sum()
-            masked = lambda values: values[bool_masked_pos].reshape(batch, num_masked)  # noqa: E731 (ascending patch order)
+            masked_ids = torch.argsort(bool_masked_pos.to(torch.uint8), dim=1, stable=True)[:, length - num_masked:]  # ascending
+            masked = lambda values: torch.gather(values, 1, masked_ids)  # noqa: E731
             prediction_loss = loss_prediction_loss(masked(predicted_loss.float()), masked(errors.detach()), self.config.loss_prediction_objective)
             loss = reconstruction_loss + prediction_loss
         return HPMPreTrainingOutput(
