@@ -3,8 +3,6 @@ bit for bit, conversion of every checkpoint kind, the public surface, the pre-tr
 
 import argparse
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -231,14 +229,14 @@ def test_every_kind_converts_and_strict_keys_are_enforced(tmp_path):
         convert_checkpoint("hpm", str(tmp_path / "encoder.pth"), {"num_attention_heads": 4, "ema": True})
 
 
-def test_cli_writes_the_model_and_its_teacher_and_refuses_bad_files(tmp_path):
+def test_cli_writes_the_model_and_its_teacher_and_refuses_bad_files(tmp_path, capsys):
+    from mim_hub.cli import main
+
     path, inputs, expected, meta = load_fixture("hpm", "pretrain-full")
     out = tmp_path / "converted"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.join(os.path.dirname(mim_hub.__file__), ".."), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "mim_hub", "convert", "--method", "hpm", "--checkpoint", path, "--output", str(out),
-           "--config", '{"num_attention_heads": 4, "decoder_num_attention_heads": 4}']
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    args = ["convert", "--method", "hpm", "--checkpoint", path, "--output", str(out),
+            "--config", '{"num_attention_heads": 4, "decoder_num_attention_heads": 4}']
+    assert main(args) == 0
     assert isinstance(AutoConfig.from_pretrained(out), HPMConfig)
     online = AutoModelForPreTraining.from_pretrained(out).eval()
     teacher = AutoModelForPreTraining.from_pretrained(out / "ema").eval()
@@ -248,8 +246,9 @@ def test_cli_writes_the_model_and_its_teacher_and_refuses_bad_files(tmp_path):
         assert_close(online(inputs["pixel_values"], bool_masked_pos=inputs["bool_masked_pos"]).loss, expected["loss"], "loss via the CLI")
     bad = tmp_path / "bad.pth"
     torch.save({"state_dict": {"module.cls_token": torch.zeros(1, 1, 8)}, "ema_state_dict": {}}, bad)
-    proc = subprocess.run(cmd[:7] + [str(bad), "--output", str(tmp_path / "nothing")], capture_output=True, text=True, env=env)
-    assert proc.returncode == 2 and "missing keys" in proc.stderr
+    capsys.readouterr()
+    assert main(args[:4] + [str(bad), "--output", str(tmp_path / "nothing")]) == 2
+    assert "missing keys" in capsys.readouterr().err
     assert not (tmp_path / "nothing").exists()
 
 
