@@ -355,3 +355,21 @@ def test_pretrain_command_resumes_to_the_uninterrupted_model_and_teacher(tmp_pat
     assert type(AutoModelForPreTraining.from_pretrained(full / "ema")) is HPMForPreTraining
     pretrain(tmp_path / "ema-twice", "--model-ema", status=2)  # HPM keeps its own EMA (a clear error, exit code 2)
     assert not (tmp_path / "ema-twice" / "model.safetensors").exists()
+
+
+def test_a_run_continuing_a_converted_folder_starts_its_teacher_from_its_ema(tmp_path):
+    """`mim-hub convert` writes an original checkpoint's teacher to `ema/`; pre-training that
+    folder continues with it (and without one, the teacher starts as a copy of the model)."""
+    from mim_hub.training.recipes import build_recipe
+
+    torch.manual_seed(0)
+    HPMForPreTraining(HPMConfig(**TINY)).save_pretrained(tmp_path / "m")
+    teacher = HPMForPreTraining(HPMConfig(**TINY))
+    teacher.save_pretrained(tmp_path / "m" / "ema")
+    model = HPMForPreTraining.from_pretrained(tmp_path / "m")
+    state = build_recipe("hpm", model, None).training_state(model, total_epochs=1)
+    assert all(torch.equal(a, b) for a, b in zip(state.teacher.state_dict().values(), teacher.state_dict().values()))
+    assert not torch.equal(state.teacher.decoder.loss_pred.weight, model.decoder.loss_pred.weight)
+    fresh = HPMForPreTraining(HPMConfig(**TINY))
+    state = build_recipe("hpm", fresh, None).training_state(fresh, total_epochs=1)
+    assert torch.equal(state.teacher.decoder.loss_pred.weight, fresh.decoder.loss_pred.weight)

@@ -121,6 +121,8 @@ class HPMDecoder(MAEDecoder):
         predicted reconstruction loss."""
         if head == "pixels":
             return super().forward(latent, ids_restore, grid, output_attentions=output_attentions)
+        if head != "loss":
+            raise ValueError(f"head must be 'pixels' or 'loss', got {head!r}")
         hidden = self.embed(latent, ids_restore, grid)
         hidden = self.loss_transformer(hidden, output_attentions=output_attentions)
         return self.loss_pred(self.loss_norm(hidden))[:, 1:].mean(dim=-1)

@@ -218,7 +218,7 @@ class MAEForPreTraining(PixelTargetsMixin, MAEPreTrainedModel):
     turns predictions into images (in normalised-pixel space for `norm_pix_loss` models).
     """
 
-    decoder_class = MAEDecoder  # (a method whose decoder adds to MAE's names its own: HPM)
+    decoder_class = MAEDecoder  # a subclass whose decoder adds parts of its own names it (HPM)
 
     def __init__(self, config: MAEConfig):
         super().__init__(config)
