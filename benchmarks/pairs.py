@@ -175,7 +175,23 @@ def crate_mae_pairs(batch: int, device: str, size: str = "base") -> dict:
     return _eager_vs_sdpa(model, device, encoder, x, {"noise": noise})
 
 
-PAIRS.update({"color_mae": color_mae_pairs, "crate_mae": crate_mae_pairs})
+def hpm_pairs(batch: int, device: str, size: str = "base") -> dict:
+    """No transformers counterpart: HPM at base size (MAE's encoder, the reconstructor and the
+    loss predictor, both 8 layers 512 wide) against its eager formulation, masked by uniform noise
+    (the hard-patch masks change which patches, not how many)."""
+    from mim_hub import HPMConfig, HPMForPreTraining, HPMModel
+
+    dims = {"base": {}, "tiny": dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, decoder_hidden_size=192,
+                                     decoder_num_hidden_layers=2, decoder_num_attention_heads=3, decoder_intermediate_size=768)}[size]
+    torch.manual_seed(0)
+    model = HPMForPreTraining(HPMConfig(**dims)).to(device)
+    encoder = HPMModel(model.config).to(device).eval()
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    noise = torch.rand(batch, 196, device=device)
+    return _eager_vs_sdpa(model, device, encoder, x, {"noise": noise})
+
+
+PAIRS.update({"color_mae": color_mae_pairs, "crate_mae": crate_mae_pairs, "hpm": hpm_pairs})
 
 
 def _eager_vs_sdpa(model, device: str, encoder, x, step_inputs: dict) -> dict:

@@ -15,7 +15,7 @@ from mim_hub.auto import METHODS, method_classes
 from mim_hub.models.size_bounds import MAX_PARAMETER_RATIO, check_config_fits_weights, estimated_parameters, weights_parameters
 
 TINY = {"mae": tiny_models._mae, "simmim": tiny_models._simmim, "cae": tiny_models._cae, "mr_mae": tiny_models._mr_mae,
-        "color_mae": tiny_models._color_mae, "crate_mae": tiny_models._crate_mae}
+        "color_mae": tiny_models._color_mae, "crate_mae": tiny_models._crate_mae, "hpm": tiny_models._hpm}
 
 
 @pytest.fixture

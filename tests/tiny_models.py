@@ -22,6 +22,13 @@ def _color_mae():
     return config, {"noise": torch.rand(2, 64)}
 
 
+def _hpm():
+    config = mim_hub.HPMConfig(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=64, decoder_hidden_size=32, decoder_num_hidden_layers=1,
+                               decoder_num_attention_heads=2, decoder_intermediate_size=64, num_labels=3)
+    return config, {"noise": torch.rand(2, 64)}
+
+
 # method -> () -> (config, extra pre-training inputs for a batch of 2 images of 32x32)
 def _crate_mae():
     config = mim_hub.CrateMAEConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -59,7 +66,7 @@ def _simmim_swin():
     return config, {"bool_masked_pos": torch.rand(2, 256, generator=torch.Generator().manual_seed(0)) < 0.5}
 
 
-TINY = {"mae": _mae, "simmim": _simmim, "simmim_swin": _simmim_swin, "color_mae": _color_mae, "crate_mae": _crate_mae, "cae": _cae, "mr_mae": _mr_mae}
+TINY = {"mae": _mae, "simmim": _simmim, "simmim_swin": _simmim_swin, "color_mae": _color_mae, "crate_mae": _crate_mae, "cae": _cae, "mr_mae": _mr_mae, "hpm": _hpm}
 
 
 def tiny(method: str):

@@ -114,8 +114,9 @@ def check_resume(state: dict, current: dict, checkpoint: str, *, with_changes: b
     return changed
 
 
-def save_checkpoint(accelerator, folder: str, state: dict, keep: int, ema=None) -> None:
-    """accelerate state + our counters (+ the model EMA), written to a temporary folder and renamed into place. A
+def save_checkpoint(accelerator, folder: str, state: dict, keep: int, ema=None, recipe_state=None) -> None:
+    """accelerate state + our counters (+ the model EMA, + the recipe's state over the run: HPM's
+    teacher), written to a temporary folder and renamed into place. A
     failed write removes the temporary folder and raises `CheckpointSaveError` naming the step
     that could not be written and the previous checkpoint, which is intact."""
     root = os.path.join(folder, "checkpoints")
@@ -133,6 +134,8 @@ def save_checkpoint(accelerator, folder: str, state: dict, keep: int, ema=None) 
         if accelerator.is_main_process:
             if ema is not None:
                 ema.save(tmp)
+            if recipe_state is not None:
+                recipe_state.save(tmp)
             pause_if_asked("checkpoint-written", state["step"])
             with open(os.path.join(tmp, "state.json"), "w") as handle:
                 json.dump(state, handle)

@@ -24,6 +24,7 @@ SIMMIM = "microsoft/SimMIM"
 CAE = "lxtGH/CAE (PaddlePaddle/VIMER CAE, PyTorch port)"
 CONVMAE = "Alpha-VL/ConvMAE FINETUNE.md"
 CRATE = "Ma-Lab-Berkeley/CRATE"
+HPM = "Haochen-Wang409/HPM"
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,35 @@ def _crate() -> FinetuneRecipe:
     }, note="CRATE's released classifiers were trained from scratch; this is its transfer fine-tuning")
 
 
+def _hpm(name, script, batch, epochs, release) -> FinetuneRecipe:
+    """HPM's scripts/finetune_*.sh on its main_finetune.py (MAE's, with HPM's layer decay 0.8)."""
+    sh = f"{HPM} scripts/{script}:"
+    args = f"{HPM} main_finetune.py:"
+    return FinetuneRecipe(name, "hpm", release, {
+        "epochs": V(epochs, f"{sh} '--epochs {epochs}'"),
+        "per_device_batch": V(batch, f"{sh} '--batch_size {batch}'"),
+        "effective_batch": V(batch * 8, f"{sh} '--nproc_per_node=8' x '--batch_size {batch}' x '--accum_iter 1' (one node)"),
+        "base_lr": V(5e-4, f"{sh} '--blr 5e-4'"),
+        "lr_rule": V("blr/256", f"{args} 'args.lr = args.blr * eff_batch_size / 256'"),
+        "min_lr": V(1e-6, f"{args} \"parser.add_argument('--min_lr', type=float, default=1e-6\""),
+        "warmup_epochs": V(5, f"{sh} '--warmup_epochs 5'"),
+        "layer_decay": V(0.8, f"{sh} '--layer_decay 0.8'"),
+        "weight_decay": V(0.05, f"{sh} '--weight_decay 0.05'"),
+        "drop_path": V(0.1, f"{sh} '--drop_path 0.1'"),
+        "label_smoothing": V(0.1, f"{args} \"parser.add_argument('--smoothing', type=float, default=0.1\""),
+        "rand_augment": V("rand-m9-mstd0.5-inc1", f"{args} \"parser.add_argument('--aa', type=str, default='rand-m9-mstd0.5-inc1'\""),
+        "reprob": V(0.25, f"{sh} '--reprob 0.25'"),
+        "remode": V("pixel", f"{args} \"parser.add_argument('--remode', type=str, default='pixel'\""),
+        "mixup": V(0.8, f"{sh} '--mixup 0.8'"),
+        "cutmix": V(1.0, f"{sh} '--cutmix 1.0'"),
+        "mixup_prob": V(1.0, f"{args} \"parser.add_argument('--mixup_prob', type=float, default=1.0\""),
+        "mixup_switch_prob": V(0.5, f"{args} \"parser.add_argument('--mixup_switch_prob', type=float, default=0.5\""),
+        "crop_min_scale": V(0.08, f"{HPM} util/datasets.py build_transform -> timm create_transform (scale default (0.08, 1.0))", False),
+        "pooling": V("mean", f"{args} \"parser.add_argument('--global_pool', action='store_true')\", 'parser.set_defaults(global_pool=True)'"),
+        "model_ema": V(False, f"{args} no EMA of the fine-tuned weights"),
+    }, note="the reported accuracy is the README's results table, after 800 pre-training epochs")
+
+
 RECIPES: dict[str, FinetuneRecipe] = {r.name: r for r in (
     _mae("mae-vit-base", "vit_base_patch16", "ViT-Base", 32, 4, 100, 5e-4, 0.65, 0.1,
          "mae_finetuned_vit_base.pth: 83.664 top-1 (FINETUNE.md 'reference ImageNet accuracy')"),
@@ -212,6 +242,8 @@ RECIPES: dict[str, FinetuneRecipe] = {r.name: r for r in (
     _cae("cae-large", "cae_large_finetune.sh", 64, 2, 2e-3, 50, 0.75, 0.2, "CAE-L fine-tuned (paper: 86.3 top-1)"),
     _convmae(),
     _crate(),
+    _hpm("hpm-vit-base", "finetune_base.sh", 48, 100, "HPM ViT-B/16, 800 pre-training epochs: 84.2 top-1 (README results table)"),
+    _hpm("hpm-vit-large", "finetune_large.sh", 64, 50, "HPM ViT-L/16, 800 pre-training epochs: 85.8 top-1 (README results table)"),
 )}
 
 # MAE's linear-probe protocol (`mim-hub eval --protocol linear --probe mae`), with its sources.

@@ -34,7 +34,7 @@ NORMALIZE_ON_DEVICE_ENV = "MIM_HUB_NORMALIZE_ON_DEVICE"  # "1": also on CPU (whe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", default=None, help="method key (mae, simmim, cae, mr_mae, color_mae, crate_mae); default: from --model")
+    parser.add_argument("--method", default=None, help="method key (mae, simmim, cae, mr_mae, color_mae, crate_mae, hpm); default: from --model")
     parser.add_argument("--model", default="mae-tiny-digits", help="a saved model folder to continue from, or a preset name")
     parser.add_argument("--output-dir", required=True, help="where checkpoints, logs and the final model go")
     add_dataset_arguments(parser)
@@ -275,6 +275,8 @@ def _run(args: argparse.Namespace, accelerator) -> int:
         from .ema import ModelEma
 
         ema = ModelEma(accelerator.unwrap_model(model), args.model_ema_decay)
+    # what the recipe keeps over the run besides the model (HPM: the EMA teacher choosing its masks), or None
+    recipe_state = recipe.training_state(accelerator.unwrap_model(model), total_epochs=total_steps / steps_per_epoch)
 
     # resume
     step, epoch, batch_in_epoch = 0, 0, 0
@@ -312,6 +314,8 @@ def _run(args: argparse.Namespace, accelerator) -> int:
                 stream_state = StreamState(state["stream"]["positions"], state["stream"]["batches"])
             if ema is not None:
                 ema.load(checkpoint)
+            if recipe_state is not None:
+                recipe_state.load(checkpoint)
             logger.info("resumed from %s (step %d)", checkpoint, step)
 
     # loop
@@ -349,7 +353,10 @@ def _run(args: argparse.Namespace, accelerator) -> int:
             if normalize_on_device:  # uint8 from the workers, the same table's values here
                 batch["pixel_values"] = transform.normalize.batch(batch["pixel_values"])
             with accelerator.accumulate(model):
-                loss = model(**recipe.model_inputs(batch)).loss
+                inputs = recipe.model_inputs(batch)
+                if recipe_state is not None:
+                    inputs = recipe_state.model_inputs(inputs, epoch=epoch)
+                loss = model(**inputs).loss
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and args.clip_grad:
                     accelerator.clip_grad_norm_(model.parameters(), args.clip_grad)
@@ -364,6 +371,8 @@ def _run(args: argparse.Namespace, accelerator) -> int:
             batch_in_epoch += 1
             if ema is not None:
                 ema.update(model)
+            if recipe_state is not None:
+                recipe_state.step_end(model, epoch=epoch)
             progress.update(1)
             if first_step_s is None:  # with --compile, the first step holds the compilation
                 first_step_s = time.time() - started
@@ -397,7 +406,7 @@ def _run(args: argparse.Namespace, accelerator) -> int:
                                        "num_workers": args.num_workers,
                                        "num_processes": accelerator.num_processes, "batch_size": args.batch_size, "seed": args.seed,
                                        "shuffle_buffer": args.shuffle_buffer}
-                save_checkpoint(accelerator, args.output_dir, state, args.keep_checkpoints, ema=ema)
+                save_checkpoint(accelerator, args.output_dir, state, args.keep_checkpoints, ema=ema, recipe_state=recipe_state)
             if step >= total_steps:
                 break
             waiting = time.perf_counter()
@@ -420,6 +429,9 @@ def _run(args: argparse.Namespace, accelerator) -> int:
             save_final(ema.module, processor, os.path.join(args.output_dir, "ema"), method=method, datasets=[args.dataset],
                        provenance=f"Exponential moving average (decay {args.model_ema_decay}) of the weights of `mim-hub pretrain "
                        f"--method {method}` on `{args.dataset}` for {total_steps} steps.")
+        for name, part in (recipe_state.final_models() if recipe_state is not None else {}).items():  # (HPM: its teacher, at ema/)
+            save_final(part, processor, os.path.join(args.output_dir, name), method=method, datasets=[args.dataset],
+                       provenance=f"The `{name}` model kept by `mim-hub pretrain --method {method}` on `{args.dataset}` for {total_steps} steps.")
         if writer is not None:
             writer.close()
         if args.push_to_hub:
