@@ -164,6 +164,9 @@ def own_eager(method: str, tiny: bool, device: str) -> dict:
                         decoder_intermediate_size=32) if tiny else {}
             ours = mim_hub.MRMAEForPreTraining(mim_hub.MRMAEConfig(**dims, norm_pix_loss=True))
             description = "ConvMAE-B hybrid 224 px (no teachers)" if not tiny else "MR-MAE tiny"
+        elif method == "hpm":
+            ours = mim_hub.HPMForPreTraining(mim_hub.HPMConfig(**vit_dims(tiny)))
+            description = "HPM ViT-B/16 224 px, reconstructor and loss predictor 8x512" if not tiny else "HPM tiny"
         else:
             dims = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, decoder_num_hidden_layers=1,
                         decoder_num_attention_heads=2) if tiny else {}
@@ -188,6 +191,7 @@ BUILDERS = {
     "cae": lambda tiny, device: own_eager("cae", tiny, device),
     "mr_mae": lambda tiny, device: own_eager("mr_mae", tiny, device),
     "crate_mae": lambda tiny, device: own_eager("crate_mae", tiny, device),
+    "hpm": lambda tiny, device: own_eager("hpm", tiny, device),  # masked by uniform noise: hard patches change which, not how many
 }
 
 
