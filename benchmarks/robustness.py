@@ -25,7 +25,7 @@ from hostile_inputs_models import WRONG, run_cases, summary  # noqa: E402
 from kill_loop import kill_loop  # noqa: E402
 
 # modules of other case classes (each defines CLASSES like EXTRA_CLASSES above); absent ones are skipped
-EXTRA_CLASS_MODULES = ("hostile_configs",)
+EXTRA_CLASS_MODULES = ("hostile_configs", "hostile_data")  # hostile_data: round three, the data layer (issue 34)
 from hostile_inputs import RUN_CLASSES  # noqa: E402
 
 
@@ -40,6 +40,14 @@ def _extra_classes():
             raise
         classes += list(getattr(module, "CLASSES", []))
     return classes
+
+
+def _data_classes() -> list[str]:
+    try:
+        from hostile_data import CLASSES
+    except ModuleNotFoundError:
+        return []
+    return [name for name, _ in CLASSES]
 
 
 def main() -> int:
@@ -82,6 +90,11 @@ def main() -> int:
     print(f"hostile inputs tried / refused cleanly: {refused}/{tried_inputs} ({len(METHODS)} converters); kills survived / tried: {survived}/{tried}; "
           f"resumed run identical to an uninterrupted one: {identical}; nothing written half-way; {summary(model_results)}")
     print(f"round two, cases tried / refused clearly / wrong: {classes}; wrong in all: {wrong}")
+    data = _data_classes()
+    data_wrong = sum(counts[name][2] for name in data if name in counts)
+    print("round three (the data layer), cases tried / ok / wrong: "
+          + "; ".join(f"{name} {counts[name][0]}/{counts[name][1]}/{counts[name][2]}" for name in data if name in counts)
+          + f"; wrong in all: {data_wrong}")
     model_ok = not any(r[2] == WRONG for r in model_results)
     return 0 if refused == tried_inputs and survived == tried and identical and wrong == 0 and model_ok else 1
 

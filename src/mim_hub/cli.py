@@ -102,12 +102,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_values(args)
         return int(args.func(args) or 0)
     except (ValueError, FileExistsError, FileNotFoundError, OSError) as error:
         if args.verbose:
             raise
         print(f"mim-hub {args.command}: error: {error}", file=sys.stderr)
         return 2
+
+
+def _check_values(args: argparse.Namespace) -> None:
+    """Every numeric option in its range before anything runs (training/validation.py)."""
+    try:
+        from .training.validation import check_values
+    except ModuleNotFoundError:  # a build without training
+        return
+    check_values(args, args.command)
 
 
 if __name__ == "__main__":

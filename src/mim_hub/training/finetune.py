@@ -126,6 +126,10 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
     import mim_hub  # noqa: F401
     from transformers import AutoImageProcessor, Trainer, TrainingArguments
 
+    from .validation import check_finite_model, check_values
+
+    check_values(dict(locals()), "finetune")  # the keywords in their ranges, as the CLI's options are
+
     from ..auto import method_classes
     from .modelio import method_of_folder
 
@@ -231,6 +235,8 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
                                compute_loss_func=soft_target_loss(label_smoothing),
                                optimizer_factory=make_optimizer if fsdp else None, scheduler_factory=make_scheduler if fsdp else None)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    if not fsdp:
+        check_finite_model(trainer.model, f"fine-tuning {model_dir}")
     metrics = trainer.evaluate() if eval_data is not None else {}
     from .saving import save_final
 

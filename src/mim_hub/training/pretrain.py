@@ -27,6 +27,7 @@ from .optim import adamw, cosine_with_warmup, param_groups
 from .preprocessing import build_processor, input_statistics, saved_processor
 from .recipes import build_recipe, get_recipe
 from .saving import save_final
+from .validation import check_finite_loss, check_finite_model
 
 logger = logging.getLogger("mim_hub.pretrain")
 SAMPLE_LOG_ENV = "MIM_HUB_SAMPLE_LOG"
@@ -372,6 +373,7 @@ def _run(args: argparse.Namespace, accelerator) -> int:
                                 compiled, args.compile_backend, first_step_s)
             if step % args.log_every == 0 or step == total_steps:
                 value = accelerator.gather(loss.detach().float().reshape(1)).mean().item()
+                check_finite_loss(value, step)  # every rank sees the same value: every rank stops
                 record = {"step": step, "epoch": epoch, "loss": value, "lr": scheduler.get_last_lr()[0],
                           "images_per_s": seen / max(1e-9, time.time() - started), "elapsed_s": time.time() - started,
                           "data_wait_fraction": round(data_wait / max(1e-9, time.time() - started), 4),
@@ -412,6 +414,7 @@ def _run(args: argparse.Namespace, accelerator) -> int:
     full_state = accelerator.get_state_dict(model) if args.fsdp else None  # gathered from the shards (every process takes part)
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(model)
+        check_finite_model(final, f"pre-training {method} for {total_steps} steps", full_state)
         processor = build_processor(method, final.config, mean, std, args.model, saved_preprocessing)
         save_final(final, processor, args.output_dir, method=method, state_dict=full_state,
                    provenance=f"Pre-trained with `mim-hub pretrain --method {method}` on `{args.dataset}` for {total_steps} steps "
