@@ -177,6 +177,141 @@ def _finetune_keywords(folder):
 VALUES += [("pretrain --lr 1e30 (diverges)", _diverging_run), ("finetune(batch_size=0)", _finetune_keywords)]
 
 
+# ---------------------------------------------------------------- 2: indexes that verify what they trust
+
+@contextlib.contextmanager
+def captured_log(name: str = "mim_hub"):
+    """The messages logged under `name` inside the block (a list, filled as they come)."""
+    import logging
+
+    messages = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    logger, handler = logging.getLogger(name), Keep(level=logging.DEBUG)
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+
+def prepared_shards(folder: str, per_class: int = 3, shard_size: int = 4) -> str:
+    """Shards written by prepare-shards from a two-class image folder (pictures of distinct values)."""
+    from mim_hub.training.shards import prepare_shards
+
+    source = image_folder(os.path.join(folder, "images"), per_class=per_class)
+    output = os.path.join(folder, "shards")
+    prepare_shards(f"imagefolder:{source}", output, max_side=0, shard_size=shard_size, progress=False, command="test")
+    return output
+
+
+def red(image) -> int:
+    return int(np.asarray(image.convert("RGB"))[..., 0].mean().round())
+
+
+def _tar_truth(shards: str) -> list[tuple[int, int]]:
+    """(label, picture value) of every sample, read from the tar members themselves."""
+    from mim_hub.training.data import webdataset_shards
+    from mim_hub.training.shards import iter_samples
+
+    truth = []
+    for shard in webdataset_shards(shards):
+        for _, _, _, _, label, data in iter_samples(shard, read_images=True):
+            truth.append((label, red(Image.open(io.BytesIO(data)))))
+    return truth
+
+
+def _receipt_case(tamper, phrase="does not match the shard"):
+    """Tamper with the shards or their receipts; the map-style index must still give each image
+    its own label (the receipt re-checked, the shard indexed from its tar), and say so."""
+    def case(folder):
+        from mim_hub.training.data import load_images
+
+        shards = prepared_shards(folder)
+        tamper(os.path.join(shards, "train-000000.tar"))
+        truth = _tar_truth(shards)
+        with captured_log() as log:
+            data = load_images(f"webdataset:{shards}")
+            got = [(int(data.labels[i]), red(data.image(i))) for i in range(len(data))]
+        said = any(phrase in m for m in log)
+        ok = got == truth and said
+        return ok, f"{'labels and images as in the tar' if got == truth else f'wrong: {got} != {truth}'}; " + (
+            next((m for m in log if phrase in m), "no warning")[:200])
+    return case
+
+
+def _edit_receipt(change):
+    def tamper(shard):
+        path = shard + ".json"
+        receipt = json.load(open(path))
+        change(receipt)
+        with open(path, "w") as handle:
+            json.dump(receipt, handle)
+    return tamper
+
+
+def _relabel_in_place(shard):
+    """Flip one .cls member's digit in place: the same size, another label."""
+    from mim_hub.training.shards import iter_tar
+
+    for name, offset, size, _ in iter_tar(shard):
+        if name.endswith(".cls"):
+            with open(shard, "r+b") as handle:
+                handle.seek(offset)
+                digit = handle.read(1)
+                handle.seek(offset)
+                handle.write(b"1" if digit == b"0" else b"0")
+            return
+
+
+def _relabel_keeping_mtime(shard):
+    """Relabel in place and put the old modification time back: the labels are then re-read."""
+    stat = os.stat(shard)
+    _relabel_in_place(shard)
+    os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+
+
+def _empty_receipt(shard):
+    open(shard + ".json", "w").close()
+
+
+def _tar_claiming_a_tebibyte(folder):
+    from mim_hub.training.data import DatasetError, load_images
+
+    path = write_tar(os.path.join(folder, "train-000000.tar"), samples(2))
+    with open(path, "r+b") as handle:  # the first member's size field: 1 TiB, checksum fixed up
+        header = bytearray(handle.read(512))
+        header[124:136] = bytes([0x80]) + (1 << 40).to_bytes(11, "big")  # GNU base-256
+        header[148:156] = b" " * 8
+        header[148:156] = b"%06o\0 " % sum(header)
+        handle.seek(0)
+        handle.write(header)
+    return raises(lambda: load_images(f"webdataset:{folder}"), "claims 1099511627776 bytes, but the file ends", DatasetError)
+
+
+RECEIPTS = [
+    ("labels permuted", _receipt_case(_edit_receipt(lambda r: r.update(labels=r["labels"][::-1])))),
+    ("fewer labels than offsets", _receipt_case(_edit_receipt(lambda r: r.update(labels=r["labels"][:-1])))),
+    ("every offset at one member", _receipt_case(_edit_receipt(lambda r: r.update(offsets=[r["offsets"][0]] * len(r["offsets"]),
+                                                                                  sizes=[r["sizes"][0]] * len(r["sizes"]))))),
+    ("offset at a label member", _receipt_case(_edit_receipt(lambda r: r.update(offsets=[o + 1024 if i == 1 else o for i, o in
+                                                                                         enumerate(r["offsets"])])))),
+    ("claimed size 1 TiB", _receipt_case(_edit_receipt(lambda r: r.update(sizes=[1 << 40] + r["sizes"][1:])))),
+    ("offsets not integers", _receipt_case(_edit_receipt(lambda r: r.update(offsets=[str(o) for o in r["offsets"]])))),
+    ("relabelled in place, same size", _receipt_case(_relabel_in_place)),
+    ("relabelled in place, mtime kept", _receipt_case(_relabel_keeping_mtime)),
+    ("empty receipt (full disk)", _receipt_case(_empty_receipt, phrase="unreadable")),
+    ("tar member claiming 1 TiB", _tar_claiming_a_tebibyte),
+]
+
+
 CLASSES = [
     ("values", VALUES),
+    ("receipts", RECEIPTS),
 ]

@@ -107,8 +107,18 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileExistsError, FileNotFoundError, OSError) as error:
         if args.verbose:
             raise
-        print(f"mim-hub {args.command}: error: {error}", file=sys.stderr)
+        print(f"mim-hub {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's own message: a DataLoader worker's error arrives as "Caught X in DataLoader
+    worker process N. Original Traceback ...": the message is its last line."""
+    text = str(error)
+    if "Original Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 def _check_values(args: argparse.Namespace) -> None:

@@ -44,6 +44,8 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from .files import open_regular
+
 logger = logging.getLogger(__name__)
 
 DIGITS_SIZE = 32
@@ -531,7 +533,7 @@ class WebDatasetImages(ImageDataset):
         shard = int(self.shard_ids[index])
         handle = self._handles.get(shard)
         if handle is None:
-            handle = self._handles[shard] = open(self.shards[shard], "rb")
+            handle = self._handles[shard] = open_regular(self.shards[shard])
         handle.seek(int(self.offsets[index]))
         data = handle.read(int(self.sizes[index]))
         if len(data) != int(self.sizes[index]):

@@ -21,32 +21,44 @@ import time
 
 import numpy as np
 
+from .files import open_regular
+from .receipts import headers_digest, read_receipt, verified_index, write_receipt
+
 logger = logging.getLogger("mim_hub.shards")
 BLOCK = 512
 
 
-def _number(field: bytes) -> int:
-    if field and field[0] & 0x80:  # GNU base-256
-        return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
-    text = field.split(b"\0", 1)[0].strip()
-    return int(text, 8) if text else 0
+COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
 
 
 def iter_tar(path: str, *, read_data=lambda name, size: False):
     """(member name, data offset, size, data or None) of every regular file of a tar, from its
-    headers; `read_data(name, size)` says which members' bytes to read as well."""
-    with open(path, "rb") as handle:
+    headers; `read_data(name, size)` says which members' bytes to read as well. A file that is not
+    a plain tar (compressed, garbage, a header with a wrong checksum) or whose member claims more
+    bytes than the file has is a `DatasetError` naming the file, the byte and the member."""
+    from .data import DatasetError
+    from .receipts import header_fields
+
+    with open_regular(path) as handle:
+        total = os.fstat(handle.fileno()).st_size
         position, long_name = 0, None
         while True:
             handle.seek(position)
             header = handle.read(BLOCK)
             if len(header) < BLOCK or header == b"\0" * BLOCK:
                 return
-            size, kind = _number(header[124:136]), header[156:157]
-            name = header[0:100].split(b"\0", 1)[0]
-            if header[257:262] == b"ustar" and header[345:500].strip(b"\0"):
-                name = header[345:500].split(b"\0", 1)[0] + b"/" + name
+            fields = header_fields(header)
+            if fields is None:
+                kind = next((k for magic, k in COMPRESSED.items() if position == 0 and header.startswith(magic)), None)
+                if kind:
+                    raise DatasetError(f"{path}: a {kind}-compressed file, not a plain tar; decompress it (shards are read by "
+                                       "seeking to members, which a compressed stream does not allow)")
+                raise DatasetError(f"{path}: not a tar file, or corrupt: the block at byte {position} is not a valid tar header")
+            name, size, kind = fields
             start = position + BLOCK
+            if start + size > total:
+                raise DatasetError(f"{path}: member {name!r} at byte {position} claims {size} bytes, but the file ends at byte "
+                                   f"{total}: the shard is truncated or corrupt")
             if kind in (b"L", b"x"):  # GNU long name / pax header: the next member's name
                 payload = handle.read(size)
                 if kind == b"L":
@@ -56,7 +68,7 @@ def iter_tar(path: str, *, read_data=lambda name, size: False):
                         if b" path=" in record:
                             long_name = record.split(b" path=", 1)[1]
             elif kind in (b"0", b"\0", b"7"):
-                text = (long_name or name).decode("utf-8", "replace")
+                text = long_name.decode("utf-8", "replace") if long_name else name
                 long_name = None
                 data = handle.read(size) if read_data(text, size) else None
                 yield text, start, size, data
@@ -110,29 +122,13 @@ def iter_samples(path: str, *, image_key=None, label_key=None, read_images: bool
         yield done
 
 
-def _receipt_index(shard: str) -> dict | None:
-    """The member index `prepare-shards` put in the shard's receipt (`<shard>.json`), if it has
-    one and the shard is still the size it wrote."""
-    path = shard + ".json"
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path) as handle:
-            receipt = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(receipt, dict) or receipt.get("bytes") != os.path.getsize(shard) or not all(
-            isinstance(receipt.get(k), list) for k in ("offsets", "sizes", "labels")):
-        return None
-    return receipt
-
-
 def index_webdataset(shards: list[str], *, image_key=None, label_key=None) -> dict:
     """{"shard", "offset", "size", "label"} arrays over every sample of `shards`, and "count"."""
     shard_ids, offsets, sizes, labels = [], [], [], []
     for number, shard in enumerate(shards):
-        known = _receipt_index(shard) if image_key in (None, "jpg") and label_key in (None, "cls") else None
-        if known is not None:  # written by prepare-shards: its receipt holds the index, no header to read
+        # written by prepare-shards: its receipt holds the index, trusted once checked against the shard
+        known = verified_index(shard) if image_key in (None, "jpg") and label_key in (None, "cls") else None
+        if known is not None:
             shard_ids += [number] * len(known["offsets"])
             offsets += known["offsets"]
             sizes += known["sizes"]
@@ -220,12 +216,11 @@ def write_shard(task) -> dict:
                     sizes.append(len(blob))
             labels.append(int(data.labels[index]) if data.labels[index] >= 0 else -1)
             written += 1
+    summary = {"shard": os.path.basename(final), "samples": written, "skipped": skipped,
+               "offsets": offsets, "sizes": sizes, "labels": labels, "headers_blake2b": headers_digest(tmp, offsets)}
     os.replace(tmp, final)
-    summary = {"shard": os.path.basename(final), "samples": written, "skipped": skipped, "bytes": os.path.getsize(final),
-               "offsets": offsets, "sizes": sizes, "labels": labels}
-    with open(final + ".json", "w") as handle:  # the shard's receipt: done, and what it holds
-        json.dump(summary, handle)
-    return summary
+    write_receipt(final, summary)  # the shard's receipt: done, and what it holds (atomically)
+    return read_receipt(final)
 
 
 def prepare_shards(spec: str, output: str, *, splits=("train",), image_column=None, label_column=None, max_side: int = 320,
