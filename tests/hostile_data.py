@@ -311,7 +311,106 @@ RECEIPTS = [
 ]
 
 
+# ---------------------------------------------------------------- 3: one label space per dataset
+
+def hf_split(values, labels, column="label"):
+    """A datasets.Dataset of pictures (an Image column) and a plain label column."""
+    import datasets
+
+    data = datasets.Dataset.from_dict({"image": [{"bytes": png(v), "path": None} for v in values], column: labels})
+    return data.cast_column("image", datasets.Image())
+
+
+def _write_splits(folder, kind, splits):
+    """`splits` {name: (values, labels)} written as parquet files, arrow files or a save_to_disk DatasetDict."""
+    import datasets
+
+    root = os.path.join(folder, kind)
+    os.makedirs(root, exist_ok=True)
+    made = {name: hf_split(*data) for name, data in splits.items()}
+    if kind == "saved":
+        datasets.DatasetDict(made).save_to_disk(root)
+    for name, data in made.items():
+        if kind == "parquet":
+            data.to_parquet(os.path.join(root, f"{name}-0.parquet"))
+        elif kind == "arrow":
+            data.flatten_indices().save_to_disk(os.path.join(folder, f"tmp-{name}"))
+            arrow = [f for f in os.listdir(os.path.join(folder, f"tmp-{name}")) if f.endswith(".arrow")][0]
+            os.replace(os.path.join(folder, f"tmp-{name}", arrow), os.path.join(root, f"{name}-0.arrow"))
+    return root
+
+
+def _label_space_case(kind):
+    """Strings in the training split, a class missing from the test split: one numbering."""
+    def case(folder):
+        from mim_hub.training.data import load_images
+
+        root = _write_splits(folder, kind, {"train": ([10, 20, 30, 40], ["cat", "dog", "eel", "cat"]),
+                                            "test": ([50, 60], ["eel", "cat"])})
+        train, test = load_images(root, split="train"), load_images(root, split="test")
+        ok = (train.label_names == test.label_names == ["cat", "dog", "eel"] and train.labels.tolist() == [0, 1, 2, 0]
+              and test.labels.tolist() == [2, 0])
+        return ok, f"train {train.label_names} {train.labels.tolist()}, test {test.label_names} {test.labels.tolist()}"
+    return case
+
+
+def _null_label(folder):
+    """A null in an int label column: unlabelled (-1) and counted, never a class "nan"; names stay ints."""
+    from mim_hub.training.data import load_images
+
+    root = _write_splits(folder, "parquet", {"train": ([10, 20, 30], [3, None, 7])})
+    with captured_log() as log:
+        data = load_images(root)
+    said = any("1 of 3 rows have no 'label'" in m for m in log)
+    ok = data.label_names == ["3", "7"] and data.labels.tolist() == [0, -1, 1] and said
+    return ok, f"names {data.label_names}, labels {data.labels.tolist()}, counted: {said}"
+
+
+def _null_label_refused_by_finetune(folder):
+    from mim_hub.training.data import load_images
+    from mim_hub.training.labels import LabelError, check_labelled
+
+    root = _write_splits(folder, "parquet", {"train": ([10, 20, 30], [3, None, 7])})
+    return raises(lambda: check_labelled(load_images(root), None, "fine-tuning"), "1 without a label of 3 items", LabelError)
+
+
+def _labels_beyond_manifest(folder):
+    """A .cls beyond the manifest's classes: fine-tuning is refused before it starts."""
+    shards = os.path.join(folder, "shards")
+    os.makedirs(shards)
+    write_tar(os.path.join(shards, "train-000000.tar"), samples(4, label=lambda i: 5 if i == 2 else i % 2))
+    with open(os.path.join(shards, "manifest.json"), "w") as handle:
+        json.dump({"classes": ["a", "b"], "splits": {}}, handle)
+    model, output = tiny_mae(folder), os.path.join(folder, "out")
+    code, message = cli("finetune", "--model", model, "--output-dir", output, "--dataset", f"webdataset:{shards}",
+                        "--epochs", "1", "--num-workers", "0")
+    return refused(code, message, "1 with a class id >= 2 (the number of classes) of 4 items", os.path.join(output, "model.safetensors"))
+
+
+def _string_labels_streamed(folder):
+    """String labels in parquet under --streaming: the same label space as without it."""
+    from mim_hub.training.streaming import open_stream
+
+    root = _write_splits(folder, "parquet", {"train": ([10, 20, 30], ["eel", "cat", "dog"]), "test": ([40], ["ant"])})
+    stream = open_stream(root, split="train")
+    labels = [label for shard in stream.shards for _, _, label in stream.records(shard)]
+    ok = stream.label_names == ["ant", "cat", "dog", "eel"] and labels == [3, 1, 2]
+    return ok, f"names {stream.label_names}, labels {labels}"
+
+
+LABELS = [
+    ("parquet --streaming: string labels", _string_labels_streamed),
+    ("parquet: test split lacks a class", _label_space_case("parquet")),
+    ("arrow: test split lacks a class", _label_space_case("arrow")),
+    ("save_to_disk: test split lacks a class", _label_space_case("saved")),
+    ("null in an int label column", _null_label),
+    ("missing labels refused by fine-tuning", _null_label_refused_by_finetune),
+    ("webdataset label beyond the manifest", _labels_beyond_manifest),
+]
+
+
 CLASSES = [
     ("values", VALUES),
     ("receipts", RECEIPTS),
+    ("labels", LABELS),
 ]

@@ -349,14 +349,16 @@ def find_columns(features, image_column, label_column, name: str):
 
 
 def label_ids(values, feature=None):
-    """(int64 ids, names or None): ClassLabel ids as they are, other values numbered in sorted order."""
-    import datasets
+    """(int64 ids, names or None) of one column's values alone (see `labels.label_space` for the
+    space of a dataset's every split): ClassLabel ids as they are, other values numbered in sorted
+    order, missing values -1."""
+    import pyarrow as pa
 
-    if isinstance(feature, datasets.ClassLabel):
-        return np.asarray(values, dtype=np.int64), list(feature.names)
-    values = np.asarray(values)
-    unique, ids = np.unique(values, return_inverse=True)
-    return ids.astype(np.int64), [str(v) for v in unique.tolist()]
+    from .labels import label_space
+
+    column = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(list(np.asarray(values).tolist()))
+    space = label_space([column], feature)
+    return space.ids(column)[0], space.names
 
 
 def open_image_value(value) -> Image.Image:
@@ -401,17 +403,34 @@ class ArrowImages(ImageDataset):
 
 
 def from_hf_dataset(data, *, image_column: str | None = None, label_column: str | None = None, name: str = "dataset",
-                    on_bad_image: str = "skip") -> ImageDataset:
+                    on_bad_image: str = "skip", splits=None) -> ImageDataset:
     """An `ImageDataset` over a `datasets.Dataset` with an image column (auto-detected): the label
-    column is read whole (an int per row), images stay in the Arrow table until asked for."""
-    image_column, label_column = find_columns(data.features, image_column, label_column, name)
-    if label_column:
-        values = data.select_columns([label_column]).with_format("arrow")[:].column(0).to_numpy(zero_copy_only=False)
-        labels, names = label_ids(values, data.features[label_column])
-    else:
-        labels, names = np.full(len(data), -1, dtype=np.int64), None
+    column is read whole (an int per row), images stay in the Arrow table until asked for.
+    `splits`: every split of the dataset (`datasets.Dataset`s, or a function of the label column
+    giving its Arrow arrays), over which the label space is computed (`labels.label_space`)."""
+    from .labels import LabelError, label_space
+
     if len(data) == 0:
         raise DatasetError(f"{name}: the dataset has no rows")
+    image_column, label_column = find_columns(data.features, image_column, label_column, name)
+    if label_column:
+        column = data.select_columns([label_column]).with_format("arrow")[:].column(0)
+        if callable(splits):
+            every = splits(label_column)
+        else:
+            every = [s.select_columns([label_column]).with_format("arrow")[:].column(0) for s in (splits or [data])
+                     if len(s) and label_column in s.column_names]
+        try:
+            space = label_space(every or [column], data.features[label_column], f"{name}: column {label_column!r}")
+            labels, missing = space.ids(column)
+        except LabelError as error:
+            raise DatasetError(str(error)) from None
+        names = space.names
+        if missing:
+            logger.warning("%s: %d of %d rows have no %r (null or NaN): they are unlabelled (-1), never a class", name, missing,
+                           len(data), label_column)
+    else:
+        labels, names = np.full(len(data), -1, dtype=np.int64), None
     return ArrowImages(data, image_column, labels, names, name, on_bad_image)
 
 
@@ -423,14 +442,16 @@ def load_saved_dataset(path: str, split: str, **columns) -> ImageDataset:
     import datasets
 
     data = datasets.load_from_disk(path)
+    every = None
     if isinstance(data, datasets.DatasetDict):
+        every = list(data.values())
         data = choose_split(dict(data), split, path)
         name = f"{path}:{split}"
     elif split not in ("train", data.split and str(data.split)):
         raise DatasetError(f"{path}: a single Dataset (no splits) was saved here, its one split is 'train'; got {split!r}")
     else:
         name = path
-    return from_hf_dataset(data, name=name, **columns)
+    return from_hf_dataset(data, name=name, splits=every, **columns)
 
 
 def table_files(spec: str) -> list[str]:
@@ -447,7 +468,8 @@ def load_table_files(spec: str, split: str, **columns) -> ImageDataset:
     cache (Arrow), the one-off cost of random access to parquet."""
     import datasets
 
-    files = choose_split(group_files_by_split(table_files(spec), spec), split, spec)
+    groups = group_files_by_split(table_files(spec), spec)
+    files = choose_split(groups, split, spec)
     kinds = {os.path.splitext(f)[1] for f in files}
     if kinds == {".arrow"}:
         data = datasets.concatenate_datasets([datasets.Dataset.from_file(f) for f in files])
@@ -455,7 +477,26 @@ def load_table_files(spec: str, split: str, **columns) -> ImageDataset:
         data = datasets.load_dataset("parquet", data_files={"train": files}, split="train")
     else:
         raise DatasetError(f"{spec}: mixes parquet and arrow files; give one kind")
-    return from_hf_dataset(data, name=spec + (f":{split}" if split != "train" else ""), **columns)
+    every_file = [f for group in groups.values() for f in group]
+    return from_hf_dataset(data, name=spec + (f":{split}" if split != "train" else ""), splits=lambda column: table_column(every_file, column),
+                           **columns)
+
+
+def table_column(files: list[str], column: str) -> list:
+    """The Arrow arrays of one column of parquet or arrow files (that column alone is read)."""
+    import datasets
+    import pyarrow.parquet as pq
+
+    arrays = []
+    for file in files:
+        if file.endswith(".parquet"):
+            if column in pq.read_schema(file).names:
+                arrays.append(pq.read_table(file, columns=[column]).column(0))
+        else:
+            table = datasets.Dataset.from_file(file).data
+            if column in table.column_names:
+                arrays.append(table.column(column))
+    return arrays
 
 
 def load_hub_dataset(name: str, *, config: str | None = None, split: str = "train", image_column: str | None = None,
@@ -468,7 +509,28 @@ def load_hub_dataset(name: str, *, config: str | None = None, split: str = "trai
         data = datasets.load_dataset(name, config, split=split)
     except Exception as error:
         raise DatasetError(_hub_error(name, config, split, error)) from None
-    return from_hf_dataset(data, image_column=image_column, label_column=label_column, name=name, on_bad_image=on_bad_image)
+    return from_hf_dataset(data, image_column=image_column, label_column=label_column, name=name, on_bad_image=on_bad_image,
+                           splits=_hub_splits(name, config, data, label_column))
+
+
+def _hub_splits(name, config, data, label_column):
+    """Every split of a Hub dataset whose labels are not a ClassLabel (their label space spans
+    the splits); None when they are, or when the other splits cannot be had (then this split's
+    labels alone are numbered, with a warning)."""
+    import datasets
+
+    try:
+        _, column = find_columns(data.features, None, label_column, name)
+    except DatasetError:
+        return None
+    if column is None or isinstance(data.features[column], datasets.ClassLabel):
+        return None
+    try:
+        return list(datasets.load_dataset(name, config).values())
+    except Exception as error:  # noqa: BLE001 - the split alone is still usable
+        logger.warning("%s: its labels are not a ClassLabel and its other splits could not be read (%s): the label ids are "
+                       "numbered over this split alone, and may differ from another split's", name, str(error)[:200])
+        return None
 
 
 def _hub_error(name, config, split, error) -> str:

@@ -17,6 +17,7 @@ import logging
 import torch
 from torch import nn
 
+from .labels import check_labelled
 from .data import IMAGE_ERRORS, DatasetError, add_dataset_arguments, dataset_from_args, default_num_workers, evaluation_split
 
 logger = logging.getLogger("mim_hub.eval")
@@ -331,10 +332,7 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.dataset} has no split to evaluate on besides the training split {args.split!r}; "
                          "give --eval-split (e.g. --eval-split test)")
     test = dataset_from_args(args, split=eval_split)
-    for images in (train, test):
-        if not images.has_labels:
-            raise ValueError(f"{images.name} has no labels (or not for every image): kNN and linear probes need a labelled dataset; "
-                             "pass --label-column if the labels are in another column")
+    check_labelled(train, test, "kNN and linear probes")  # one label space, every id in range (training/labels.py)
     results = evaluate_model(model, processor, train, test, protocol=args.protocol, k=args.k, temperature=args.temperature,
                              linear_epochs=args.linear_epochs or (90 if args.probe == "mae" else 100),
                              linear_weight_decay=args.linear_weight_decay, pooling=args.pooling or ("cls" if args.probe == "mae" else "mean"),

@@ -20,6 +20,7 @@ import torch
 from .compiling import add_compile_arguments, compile_blocks
 from .data import add_dataset_arguments, dataset_from_args, default_num_workers, evaluation_split
 from .evaluate import check_labels
+from .labels import check_labelled
 from .optim import adamw, cosine_with_warmup, param_groups_lrd
 from .transforms import RandomResizedCropFlip
 
@@ -134,12 +135,9 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
     from .modelio import method_of_folder
 
     method = method_of_folder(model_dir)
-    for images in (train_images, eval_images):
-        if images is not None and not images.has_labels:
-            raise ValueError(f"{images.name} has no labels (or not for every image): fine-tuning needs a labelled dataset; "
-                             "pass --label-column if the labels are in another column")
+    num_classes = check_labelled(train_images, eval_images, "fine-tuning")  # every id in [0, classes) (training/labels.py)
     check_labels(train_images.labels, f"the training split of {train_images.name}")  # one class: a num_labels 1 regression
-    names = train_images.label_names or [str(i) for i in range(max(train_images.labels) + 1)]
+    names = train_images.label_names or [str(i) for i in range(num_classes)]
     id2label, label2id = {i: n for i, n in enumerate(names)}, {n: i for i, n in enumerate(names)}
     config_class = method_classes(method)["config"]
     extra = {"drop_path_rate": drop_path} if "drop_path_rate" in config_class.__dataclass_fields__ else {}  # (CRATE has none)

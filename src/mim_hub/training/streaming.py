@@ -96,7 +96,8 @@ class ParquetStream(StreamSource):
 
         from .data import find_columns
 
-        files = [f for f in choose_split(group_files_by_split(table_files(spec), spec), split, spec) if f.endswith(".parquet")]
+        groups = group_files_by_split(table_files(spec), spec)
+        files = [f for f in choose_split(groups, split, spec) if f.endswith(".parquet")]
         if not files:
             raise DatasetError(f"{spec}: --streaming reads parquet files; none found (arrow files are memory-mapped without it)")
         first = pq.ParquetFile(files[0])
@@ -104,6 +105,17 @@ class ParquetStream(StreamSource):
         self.image_column, self.label_column = find_columns(features, image_column, label_column, spec)
         feature = features.get(self.label_column) if self.label_column else None
         self.label_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+        self.space = None  # the label space over every split's files (training/labels.py): string labels become ids
+        if self.label_column:
+            from .data import table_column
+            from .labels import LabelError, label_space
+
+            every = [f for group in groups.values() for f in group if f.endswith(".parquet")]
+            try:
+                self.space = label_space(table_column(every, self.label_column), feature, f"{spec}: column {self.label_column!r}")
+            except LabelError as error:
+                raise DatasetError(str(error)) from None
+            self.label_names = self.space.names or self.label_names
         self.shards, self.total = [], 0
         for file in files:
             meta = pq.read_metadata(file)
@@ -121,9 +133,9 @@ class ParquetStream(StreamSource):
         # a few hundred rows at a time: memory is bounded by that, not by the row group's size
         for batch in pq.ParquetFile(file).iter_batches(batch_size=256, row_groups=[group], columns=columns):
             images = batch.column(self.image_column).to_pylist()
-            labels = batch.column(self.label_column).to_pylist() if self.label_column else [-1] * len(images)
+            labels = self.space.ids(batch.column(self.label_column))[0].tolist() if self.space else [-1] * len(images)
             for image, label in zip(images, labels):
-                yield f"{os.path.basename(file)} row group {group} row {row}", image, int(label) if label is not None else -1
+                yield f"{os.path.basename(file)} row group {group} row {row}", image, label
                 row += 1
 
     def count(self, shard) -> int:
@@ -150,6 +162,13 @@ class HubStream(StreamSource):
             data = data.cast_column(self.image_column, datasets.Image(decode=False))
         feature = features.get(self.label_column) if self.label_column else None
         self.label_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+        if feature is not None and not (isinstance(feature, datasets.ClassLabel) or
+                                        (isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint")))):
+            # a label space over a streamed Hub dataset's every split would read them all: its labels are not read
+            # (streams feed pre-training, which does not use them)
+            logger.info("%s: the label column %r holds %s values, not class ids: the stream carries no labels", name,
+                        self.label_column, feature)
+            self.label_column = None
         self.data, self.name = data, name
         self.shards = list(range(data.num_shards))
         splits = getattr(data.info, "splits", None) or {}
@@ -158,7 +177,7 @@ class HubStream(StreamSource):
     def records(self, shard):
         for row, item in enumerate(self.data.shard(len(self.shards), shard, contiguous=True)):
             label = item.get(self.label_column, -1) if self.label_column else -1
-            yield f"{self.name} shard {shard} row {row}", item[self.image_column], int(label)
+            yield f"{self.name} shard {shard} row {row}", item[self.image_column], -1 if label is None else int(label)
 
 
 def open_stream(spec: str, *, split: str = "train", config=None, image_column=None, label_column=None) -> StreamSource:
