@@ -409,7 +409,140 @@ LABELS = [
 ]
 
 
+# ---------------------------------------------------------------- 1: prepare-shards outputs that know what made them
+
+def shard_values(shards: str, split: str = "train") -> list[int]:
+    from mim_hub.training.data import load_images
+
+    data = load_images(f"webdataset:{shards}", split=split)
+    return [red(data.image(i)) for i in range(len(data))]
+
+
+def close(values, indices) -> bool:
+    """Pictures `indices` of `image_folder` (JPEG re-encoding moves a flat value by a step or two)."""
+    expected = [i * 10 % 256 for i in indices]
+    return len(values) == len(expected) and all(abs(a - b) <= 3 for a, b in zip(values, expected))
+
+
+def _prepare(source, output, *extra):
+    return cli("prepare-shards", "--dataset", f"imagefolder:{source}", "--output", output, "--max-side", "0", "--shard-size", "4",
+               "--num-workers", "0", *extra)
+
+
+def _other_source_into_folder(folder):
+    """Dataset B into dataset A's folder: refused, A's shards untouched; --overwrite replaces them."""
+    a = image_folder(os.path.join(folder, "a"), per_class=3, start=0)
+    b = image_folder(os.path.join(folder, "b"), per_class=2, start=10)
+    output = os.path.join(folder, "shards")
+    _prepare(a, output)
+    before = shard_values(output)
+    code, message = _prepare(b, output)
+    ok, why = refused(code, message, "holds shards of another run")
+    kept = shard_values(output) == before
+    code2, _ = _prepare(b, output, "--overwrite")
+    manifest = json.load(open(os.path.join(output, "manifest.json")))
+    replaced = code2 == 0 and manifest["source"] == f"imagefolder:{b}" and close(shard_values(output), range(10, 14))
+    return ok and kept and replaced, f"{why}; A kept: {kept}; --overwrite wrote B: {replaced}"
+
+
+def _rerun_with_other(option, value, check):
+    def case(folder):
+        source = image_folder(os.path.join(folder, "images"), per_class=9, classes=("a", "b"))
+        output = os.path.join(folder, "shards")
+        _prepare(source, output)
+        code, message = _prepare(source, output, option, value)
+        ok, why = refused(code, message, option.lstrip("-").replace("-", "_"))
+        code2, _ = cli("prepare-shards", "--dataset", f"imagefolder:{source}", "--output", output, "--num-workers", "0",
+                       *{"--shard-size": ["--max-side", "0"], "--max-side": ["--shard-size", "4"]}[option], option, value, "--overwrite")
+        result = check(output)
+        return ok and code2 == 0 and result[0], f"{why}; after --overwrite: {result[1]}"
+    return case
+
+
+def _count_is_18(output):
+    manifest = json.load(open(os.path.join(output, "manifest.json")))
+    values = shard_values(output)
+    return (manifest["splits"]["train"]["samples"] == 18 and len(values) == 18), f"{len(values)} samples for 18 images"
+
+
+def _sides_at_most_8(output):
+    from mim_hub.training.data import load_images
+
+    data = load_images(f"webdataset:{output}")
+    sides = {max(data.image(i).size) for i in range(len(data))}
+    return sides == {8}, f"longer sides {sorted(sides)}"
+
+
+def _one_split_regenerated(folder):
+    """Writing one split again keeps the other splits in the manifest."""
+    source = os.path.join(folder, "images")
+    image_folder(os.path.join(source, "train"), per_class=2)
+    image_folder(os.path.join(source, "test"), per_class=1, start=20)
+    output = os.path.join(folder, "shards")
+    _prepare(source, output)  # every split
+    code, message = _prepare(source, output, "--split", "test")
+    splits = sorted(json.load(open(os.path.join(output, "manifest.json")))["splits"])
+    return code == 0 and splits == ["test", "train"], f"exit {code}, manifest splits {splits}"
+
+
+def _empty_receipt_rerun(folder):
+    """A receipt left empty (a full disk): the rerun writes that shard again."""
+    source = image_folder(os.path.join(folder, "images"), per_class=3)
+    output = os.path.join(folder, "shards")
+    _prepare(source, output)
+    open(os.path.join(output, "train-000001.tar.json"), "w").close()
+    code, message = _prepare(source, output)
+    values = shard_values(output) if code == 0 else []
+    return code == 0 and close(values, range(6)), f"exit {code}: {message[-120:]}; values {values}"
+
+
+def _receipt_of_other_range(folder):
+    """The same settings on a source that grew: shards whose range differs are written again."""
+    source = image_folder(os.path.join(folder, "images"), classes=("a",), per_class=3)
+    output = os.path.join(folder, "shards")
+    _prepare(source, output)
+    image_folder(source, classes=("b",), per_class=3, start=3)
+    code, _ = _prepare(source, output)
+    values = shard_values(output)
+    return code == 0 and close(values, range(6)), f"exit {code}, values {values}"
+
+
+def _output_inside_input(folder):
+    source = image_folder(os.path.join(folder, "images"))
+    output = os.path.join(source, "shards")
+    return refused(*_prepare(source, output), "is inside the source", output)
+
+
+def _dead_worker(folder):
+    """A writer process killed (as by the OOM killer): an error at once, not a hang; a rerun resumes."""
+    source = image_folder(os.path.join(folder, "images"), per_class=6)
+    output = os.path.join(folder, "shards")
+    os.environ["MIM_HUB_DIE_AT"] = "shard:1"
+    try:
+        code, message = cli("prepare-shards", "--dataset", f"imagefolder:{source}", "--output", output, "--max-side", "0",
+                            "--shard-size", "4", "--num-workers", "2")
+    finally:
+        del os.environ["MIM_HUB_DIE_AT"]
+    ok, why = refused(code, message, "worker process died", os.path.join(output, "manifest.json"))
+    code2, _ = _prepare(source, output)
+    values = shard_values(output) if code2 == 0 else []
+    return ok and close(values, range(12)), f"{why}; rerun: {len(values)} samples"
+
+
+PROVENANCE = [
+    ("another source into the folder", _other_source_into_folder),
+    ("rerun with another --shard-size", _rerun_with_other("--shard-size", "5", _count_is_18)),
+    ("rerun with another --max-side", _rerun_with_other("--max-side", "8", _sides_at_most_8)),
+    ("one split written again", _one_split_regenerated),
+    ("empty receipt (full disk)", _empty_receipt_rerun),
+    ("source grew between runs", _receipt_of_other_range),
+    ("--output inside the input", _output_inside_input),
+    ("a writer process killed", _dead_worker),
+]
+
+
 CLASSES = [
+    ("prepare-shards", PROVENANCE),
     ("values", VALUES),
     ("receipts", RECEIPTS),
     ("labels", LABELS),

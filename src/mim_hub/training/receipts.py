@@ -164,19 +164,19 @@ def _member_problem(descriptor: int, offsets, sizes, labels, image_keys, check_l
     return None
 
 
-def verified_index(shard: str, *, image_keys=("jpg",), check_labels: bool = True) -> dict | None:
+def verified_index(shard: str, *, image_keys=("jpg",), check_labels: bool = True,
+                   instead: str = "indexing the shard from its tar headers instead") -> dict | None:
     """The member index in `shard`'s receipt ({"offsets", "sizes", "labels"}) once it is checked
     against the shard (see the module docstring), or None: no receipt, or one that does not
     match (then a warning names the shard and why, and the caller indexes the tar itself)."""
     receipt = read_receipt(shard)
     if receipt is None:
         if os.path.exists(receipt_path(shard)):
-            logger.warning("%s: its receipt %s is unreadable (empty or not JSON); indexing the shard from its tar headers",
-                           shard, receipt_path(shard))
+            logger.warning("%s: its receipt %s is unreadable (empty or not JSON); %s", shard, receipt_path(shard), instead)
         return None
     problem = _problem(shard, receipt, image_keys, check_labels)
     if problem is not None:
-        logger.warning("%s: its receipt does not match the shard (%s); indexing the shard from its tar headers instead", shard, problem)
+        logger.warning("%s: its receipt does not match the shard (%s); %s", shard, problem, instead)
         return None
     return receipt
 
@@ -188,3 +188,124 @@ def headers_digest(shard: str, offsets) -> str:
         for offset in offsets:
             hasher.update(os.pread(handle.fileno(), BLOCK, offset - BLOCK))
     return hasher.hexdigest()
+
+
+# ---------------------------------------------------------------- what made a shard folder (prepare-shards)
+
+SHARD_NAME = r"^(?P<split>.+)-(?P<number>\d{6})\.tar$"
+
+
+def run_settings(spec: str, *, image_column, label_column, max_side: int, quality: int, shard_size: int) -> dict:
+    """What decides a prepare-shards run's bytes: the source (as an absolute path when it is a
+    local one) and the options. Two runs with equal settings write equal shards."""
+    return {"source": _source_identity(spec), "image_column": image_column, "label_column": label_column, "max_side": max_side,
+            "quality": quality, "shard_size": shard_size, "image_key": "jpg", "label_key": "cls"}
+
+
+def _source_identity(spec: str) -> str:
+    prefix, _, path = spec.rpartition(":") if spec.startswith(("imagefolder:", "webdataset:")) else ("", "", spec)
+    if os.path.exists(path):
+        path = os.path.realpath(path)
+    return f"{prefix}:{path}" if prefix else path
+
+
+def local_input_path(spec: str) -> str | None:
+    """The folder or file a `--dataset` spec reads, when it is local (else None)."""
+    import glob as globlib
+
+    path = spec.split(":", 1)[1] if spec.startswith(("imagefolder:", "webdataset:")) else spec
+    if any(c in path for c in "*?[{"):
+        path = path[:min(path.index(c) for c in "*?[{" if c in path)]
+        path = path if path.endswith(os.sep) else os.path.dirname(path)
+    if not path or not os.path.exists(path) or globlib.has_magic(path):
+        return None
+    return os.path.realpath(path)
+
+
+def check_output_outside_input(spec: str, output: str) -> None:
+    """Refuse an output folder that is the source's folder, or inside an image folder it is written
+    from (its shards would join the source: more shards of a webdataset folder, a phantom class
+    or split of an image folder)."""
+    source = local_input_path(spec)
+    target = os.path.realpath(output)
+    if source is None or not os.path.isdir(source):
+        return
+    # an image folder reads every subfolder (a class, or a split); the other kinds read their own files in the folder
+    inside = target.startswith(source.rstrip(os.sep) + os.sep) and spec.startswith("imagefolder:")
+    if target == source or inside:
+        raise ValueError(f"--output {output} is inside the source {source}: what is written there would be read as part of the "
+                         "dataset (a class or split of its own); write the shards outside it")
+
+
+def shard_files(output: str) -> dict[str, list[str]]:
+    """{split: [shard file names]} of the `<split>-NNNNNN.tar` files in `output`."""
+    import re
+
+    found: dict[str, list[str]] = {}
+    for name in sorted(os.listdir(output)) if os.path.isdir(output) else []:
+        match = re.match(SHARD_NAME, name)
+        if match:
+            found.setdefault(match.group("split"), []).append(name)
+    return found
+
+
+def _differences(saved: dict | None, settings: dict) -> list[str]:
+    if not isinstance(saved, dict):
+        return ["written without a record of its settings (by another tool or an older version)"]
+    return [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in settings.items() if saved.get(key) != value]
+
+
+def check_output_folder(output: str, settings: dict, overwrite: bool) -> dict | None:
+    """Refuse (`FileExistsError`, naming the differences) an `output` folder that holds another
+    run's shards or manifest, unless `overwrite`, which then removes them; returns the folder's
+    manifest when it is this run's (its other splits are kept), else None."""
+    manifest_path = os.path.join(output, "manifest.json")
+    manifest, foreign = None, []
+    if os.path.isfile(manifest_path):
+        try:
+            with open(manifest_path) as handle:
+                manifest = json.load(handle)
+        except (OSError, ValueError):
+            manifest = None
+        foreign = _differences(manifest.get("settings") if isinstance(manifest, dict) else None, settings)
+        if foreign:
+            foreign = [f"manifest.json: {d}" for d in foreign]
+    for split, names in shard_files(output).items():
+        for name in names:
+            receipt = read_receipt(os.path.join(output, name))
+            if receipt is None:
+                continue  # a shard without its receipt is unfinished: written again, whoever began it
+            difference = _differences(receipt.get("settings"), settings)
+            if difference:
+                foreign.append(f"{name}: {difference[0]}")
+                break
+    if not foreign:
+        return manifest if isinstance(manifest, dict) else None
+    if not overwrite:
+        raise FileExistsError(f"--output {output} holds shards of another run ({'; '.join(foreign[:3])}); give an empty folder, "
+                              "the same settings to resume that run, or --overwrite to replace its shards")
+    logger.warning("--overwrite: removing the shards and manifest of another run from %s (%s)", output, foreign[0])
+    for names in shard_files(output).values():
+        for name in names:
+            for path in (os.path.join(output, name), receipt_path(os.path.join(output, name)), os.path.join(output, name + ".tmp")):
+                if os.path.exists(path):
+                    os.remove(path)
+    if os.path.exists(manifest_path):
+        os.remove(manifest_path)
+    return None
+
+
+def finished_shard(shard: str, expected: dict) -> dict | None:
+    """The receipt of `shard` when this run may keep it: written with the same settings, split
+    and sample range (`expected`), and still matching the shard; else None (written again)."""
+    if not os.path.isfile(shard):
+        return None
+    receipt = read_receipt(shard)
+    if receipt is None or not isinstance(receipt.get("settings"), dict):
+        if os.path.exists(receipt_path(shard)):
+            logger.warning("%s: its receipt is unreadable (empty or not JSON); writing the shard again", shard)
+        return None
+    if any(receipt.get(key) != value for key, value in expected.items() if key != "settings") or _differences(
+            receipt["settings"], expected["settings"]):
+        return None
+    return receipt if verified_index(shard, instead="writing it again") is not None else None
