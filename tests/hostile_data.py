@@ -541,9 +541,91 @@ PROVENANCE = [
 ]
 
 
+# ---------------------------------------------------------------- 4: streamed resume checks its world
+
+def stream_shards(folder: str, shards: int = 3, per_shard: int = 8) -> str:
+    root = os.path.join(folder, "stream")
+    os.makedirs(root, exist_ok=True)
+    for s in range(shards):
+        write_tar(os.path.join(root, f"train-{s:06d}.tar"), samples(per_shard, start=s * per_shard))
+    return root
+
+
+def _stopped_stream_run(folder, shards):
+    """A streamed pre-training run stopped after its step-3 checkpoint (the checkpoint alone)."""
+    import shutil
+
+    model = tiny_mae(folder)
+    argv = ["pretrain", "--model", model, "--dataset", f"webdataset:{shards}", "--streaming", "--shuffle-buffer", "4", "--batch-size", "4",
+            "--max-steps", "6", "--save-every", "3", "--log-every", "1", "--num-workers", "0", "--lr", "1e-3"]
+    full, stopped = os.path.join(folder, "full"), os.path.join(folder, "stopped")
+    code, message = cli(*argv, "--output-dir", full)
+    if code != 0:
+        raise RuntimeError(message)
+    os.makedirs(os.path.join(stopped, "checkpoints"))
+    shutil.copytree(os.path.join(full, "checkpoints", "step_00000003"), os.path.join(stopped, "checkpoints", "step_00000003"))
+    return argv + ["--output-dir", stopped, "--resume"], stopped
+
+
+def _resume_after(change, phrase):
+    def case(folder):
+        shards = stream_shards(folder)
+        argv, stopped = _stopped_stream_run(folder, shards)
+        change(shards)
+        return refused(*cli(*argv), phrase, os.path.join(stopped, "model.safetensors"))
+    return case
+
+
+def _add_shard(shards):
+    write_tar(os.path.join(shards, "train-000003.tar"), samples(8, start=24))
+
+
+def _grow_shard(shards):
+    write_tar(os.path.join(shards, "train-000001.tar"), samples(9, start=8))
+
+
+def _remove_shard(shards):
+    os.remove(os.path.join(shards, "train-000002.tar"))
+
+
+def _wrong_manifest_counts(folder):
+    """A manifest whose counts are wrong: a resume that skips whole epochs by them is refused."""
+    from mim_hub.training.data import DatasetError
+    from mim_hub.training.streaming import ShardedStream, open_stream
+
+    shards = stream_shards(folder)
+    with open(os.path.join(shards, "manifest.json"), "w") as handle:
+        json.dump({"splits": {"train": {"shards": [f"train-{s:06d}.tar" for s in range(3)], "shard_samples": [8, 6, 8]}}}, handle)
+    stream = ShardedStream(open_stream(f"webdataset:{shards}"), lambda image, rng, label: {"x": label}, seed=0, shuffle_buffer=4)
+    stream.resume({"0": 30}, 7)  # past the first epoch (24 samples; the manifest says 22)
+    return raises(lambda: next(iter(stream)), "manifest.json says 6 samples, the shard holds 8", DatasetError)
+
+
+def _wrong_manifest_counts_read(folder):
+    """Reading a shard whose manifest count is wrong is an error at the shard's end, not a skew."""
+    from mim_hub.training.data import DatasetError
+    from mim_hub.training.streaming import open_stream
+
+    shards = stream_shards(folder)
+    with open(os.path.join(shards, "manifest.json"), "w") as handle:
+        json.dump({"splits": {"train": {"shards": [f"train-{s:06d}.tar" for s in range(3)], "shard_samples": [8, 9, 8]}}}, handle)
+    source = open_stream(f"webdataset:{shards}")
+    return raises(lambda: list(source.records(source.shards[1])), "manifest.json says 9 samples, the shard holds 8", DatasetError)
+
+
+RESUME = [
+    ("a shard added", _resume_after(_add_shard, "shards added: train-000003.tar")),
+    ("a shard rewritten larger", _resume_after(_grow_shard, "shards changed: train-000001.tar")),
+    ("a shard removed", _resume_after(_remove_shard, "shards removed: train-000002.tar")),
+    ("wrong manifest counts, skipped by", _wrong_manifest_counts),
+    ("wrong manifest counts, read", _wrong_manifest_counts_read),
+]
+
+
 CLASSES = [
     ("prepare-shards", PROVENANCE),
     ("values", VALUES),
     ("receipts", RECEIPTS),
     ("labels", LABELS),
+    ("streamed resume", RESUME),
 ]

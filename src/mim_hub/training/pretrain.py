@@ -147,7 +147,7 @@ class PretrainData(torch.utils.data.Dataset):
         return {**views, **self.recipe.sample_inputs(rng)}
 
 
-def check_stream_resume(state: dict, args, num_processes: int) -> None:
+def check_stream_resume(state: dict, args, num_processes: int, world: dict | None = None) -> None:
     """A streamed run resumes exactly only with the stream it was interrupted in."""
     saved = state.get("stream")
     if saved is None:
@@ -158,6 +158,17 @@ def check_stream_resume(state: dict, args, num_processes: int) -> None:
     if changed:
         raise ValueError("--resume --streaming needs the interrupted run's stream settings; changed: "
                          + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
+    if world is not None:
+        from .streaming import world_differences
+
+        differences = world_differences(saved.get("world"), world)
+        if differences and getattr(args, "resume_with_changes", False):
+            logger.warning("--resume-with-changes: the stream's data changed since the checkpoint (%s): the resumed stream is "
+                           "not the interrupted one's (some samples are seen twice, others never)", "; ".join(differences))
+        elif differences:
+            raise ValueError(f"--resume --streaming: {args.dataset} is not the data the interrupted run streamed; "
+                             + "; ".join(differences) + " (resuming would see some samples twice and others never; "
+                             "--resume-with-changes continues anyway)")
 
 
 def dataset_statistics(images, limit: int = 2000) -> tuple[tuple, tuple]:
@@ -223,7 +234,8 @@ def _run(args: argparse.Namespace, accelerator) -> int:
                           pin_memory=accelerator.device.type == "cuda")
     saved_preprocessing = saved_processor(method, args.model)  # a continued folder's image processor, or None
     if args.streaming:
-        from .streaming import ShardedStream, StreamState, collate_with_positions, open_stream, stream_images_for_statistics
+        from .streaming import (ShardedStream, StreamState, collate_with_positions, open_stream, stream_images_for_statistics,
+                                stream_world)
 
         source = open_stream(args.dataset, split=args.split, config=args.dataset_config, image_column=args.image_column,
                              label_column=args.label_column)
@@ -308,7 +320,7 @@ def _run(args: argparse.Namespace, accelerator) -> int:
                     group["initial_lr"], group["lr"] = lr, lr * factor
                 logger.warning("--resume-with-changes: continuing %s with %s", checkpoint, "; ".join(changed))
             if args.streaming:
-                check_stream_resume(state, args, accelerator.num_processes)
+                check_stream_resume(state, args, accelerator.num_processes, stream_world(source))
                 stream.resume(state["stream"]["positions"], state["stream"]["batches"])
                 stream_state = StreamState(state["stream"]["positions"], state["stream"]["batches"])
             if ema is not None:
@@ -398,7 +410,7 @@ def _run(args: argparse.Namespace, accelerator) -> int:
                     state["stream"] = {"positions": stream_state.gathered(accelerator, slots_per_rank), "batches": stream_state.batches,
                                        "num_workers": args.num_workers,
                                        "num_processes": accelerator.num_processes, "batch_size": args.batch_size, "seed": args.seed,
-                                       "shuffle_buffer": args.shuffle_buffer}
+                                       "shuffle_buffer": args.shuffle_buffer, "world": stream_world(source)}
                 save_checkpoint(accelerator, args.output_dir, state, args.keep_checkpoints, ema=ema)
             if step >= total_steps:
                 break

@@ -52,6 +52,10 @@ class StreamSource:
     def count(self, shard) -> int:
         return sum(1 for _ in self.records(shard))
 
+    def world(self) -> dict:
+        """What a resumed run must find again: the shards (names, sizes) and their counts."""
+        return {"name": self.name, "shards": len(self.shards), "total": self.total}
+
     def open(self, payload):
         from .data import open_image_value
 
@@ -77,14 +81,38 @@ class WebDatasetStream(StreamSource):
     def records(self, shard):
         from .shards import iter_samples
 
+        read = 0
         for key, _, _, _, label, data in iter_samples(shard, image_key=self.image_key, label_key=self.label_key, read_images=True):
+            read += 1
             yield f"{shard}:{key}", data, label
+        known = self._counts.get(os.path.basename(shard))
+        if known is not None and known != read:  # the counts a resume skips by must be true
+            raise DatasetError(_count_error(shard, known, read))
 
     def count(self, shard) -> int:
+        """Samples in `shard` (what a resumed stream skips by): the manifest's count, checked once
+        against the shard (its verified receipt, else its headers)."""
+        from .receipts import verified_index
         from .shards import iter_samples
 
-        known = self._counts.get(os.path.basename(shard))
-        return known if known is not None else sum(1 for _ in iter_samples(shard, image_key=self.image_key, label_key=self.label_key))
+        cache = self.__dict__.setdefault("_checked", {})
+        if shard not in cache:
+            receipt = verified_index(shard) if self.image_key in (None, "jpg") else None
+            cache[shard] = len(receipt["offsets"]) if receipt is not None else sum(
+                1 for _ in iter_samples(shard, image_key=self.image_key, label_key=self.label_key))
+            known = self._counts.get(os.path.basename(shard))
+            if known is not None and known != cache[shard]:
+                raise DatasetError(_count_error(shard, known, cache[shard]))
+        return cache[shard]
+
+    def world(self) -> dict:
+        return {"shards": [[os.path.basename(s), os.stat(s).st_size, os.stat(s).st_mtime_ns] for s in self.shards],
+                "counts": [self._counts.get(os.path.basename(s)) for s in self.shards]}
+
+
+def _count_error(shard: str, known: int, actual: int) -> str:
+    return (f"{shard}: manifest.json says {known} samples, the shard holds {actual}; the manifest does not describe these "
+            "shards (write them again with prepare-shards, or remove manifest.json to count them from the shards)")
 
 
 class ParquetStream(StreamSource):
@@ -140,6 +168,10 @@ class ParquetStream(StreamSource):
 
     def count(self, shard) -> int:
         return shard[2]
+
+    def world(self) -> dict:
+        return {"shards": [[f"{os.path.basename(file)} row group {group}", rows, os.stat(file).st_size, os.stat(file).st_mtime_ns]
+                           for file, group, rows in self.shards]}
 
 
 class HubStream(StreamSource):
@@ -284,6 +316,40 @@ class ShardedStream(torch.utils.data.IterableDataset):
 
     def _bad(self, where: str, error: Exception) -> None:
         bad_image(where, error, self.on_bad_image, self.skipped, self.bad_image_log)
+
+
+def stream_world(source: StreamSource) -> dict:
+    """The stream's world, saved with a streamed run's checkpoints (see `world_differences`)."""
+    return {"kind": type(source).__name__, **source.world()}
+
+
+def world_differences(saved: dict | None, now: dict) -> list[str]:
+    """How the world a checkpoint was written in differs from the one a resume finds: shards
+    added, removed, resized or modified, counts changed (empty: the same world)."""
+    if not saved:
+        return []  # a checkpoint written before worlds were recorded: nothing to compare
+    changes = []
+    if saved.get("kind") != now.get("kind"):
+        changes.append(f"source {saved.get('kind')} -> {now.get('kind')}")
+    old, new = saved.get("shards"), now.get("shards")
+    if isinstance(old, list) and isinstance(new, list):
+        old_names = {str(s[0]): s for s in old}
+        new_names = {str(s[0]): s for s in new}
+        added, removed = sorted(set(new_names) - set(old_names)), sorted(set(old_names) - set(new_names))
+        if added:
+            changes.append(f"shards added: {', '.join(added[:3])}{' ...' if len(added) > 3 else ''}")
+        if removed:
+            changes.append(f"shards removed: {', '.join(removed[:3])}{' ...' if len(removed) > 3 else ''}")
+        resized = [n for n in sorted(set(old_names) & set(new_names)) if list(old_names[n]) != list(new_names[n])]
+        if resized:
+            changes.append("shards changed: " + ", ".join(f"{n} (size, rows or modification time {old_names[n][1:]} -> {new_names[n][1:]})"
+                                                          for n in resized[:3]) + (" ..." if len(resized) > 3 else ""))
+    elif old != new:
+        changes.append(f"shards {old} -> {new}")
+    for key in sorted((set(saved) | set(now)) - {"kind", "shards"}):
+        if saved.get(key) != now.get(key):
+            changes.append(f"{key} {saved.get(key)} -> {now.get(key)}")
+    return changes
 
 
 def collate_with_positions(collate):
