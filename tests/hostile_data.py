@@ -537,7 +537,6 @@ PROVENANCE = [
     ("empty receipt (full disk)", _empty_receipt_rerun),
     ("source grew between runs", _receipt_of_other_range),
     ("--output inside the input", _output_inside_input),
-    ("a writer process killed", _dead_worker),
 ]
 
 
@@ -622,10 +621,119 @@ RESUME = [
 ]
 
 
+# ---------------------------------------------------------------- 5: hangs
+
+def without_hanging(function, fifo: str):
+    """`function()` run in a thread; if it blocks on the FIFO, the FIFO's writer end is opened
+    (so the test itself cannot hang) and the case fails."""
+    import threading
+
+    result = {}
+
+    def run():
+        try:
+            result["value"] = function()
+        except Exception as error:  # noqa: BLE001 - reported to the case
+            result["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(120)  # generous: the work itself takes well under a second
+    if thread.is_alive():
+        descriptor = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK) if os.path.exists(fifo) else None
+        if descriptor is not None:
+            os.close(descriptor)
+        thread.join(10)
+        return False, "blocked on the FIFO"
+    if "error" in result:
+        return False, f"{type(result['error']).__name__}: {str(result['error'])[:200]}"
+    return True, result["value"]
+
+
+def _fifo_in_image_folder(folder):
+    """A FIFO named x.png among the images: an unreadable image, skipped and named, not a hang."""
+    from mim_hub.training.data import load_images
+
+    source = image_folder(os.path.join(folder, "images"), per_class=2)
+    fifo = os.path.join(source, "a", "x.png")
+    os.mkfifo(fifo)
+    data = load_images(f"imagefolder:{source}")
+
+    def read_all():
+        with captured_log() as log:
+            values = [red(data.image(i)) for i in range(len(data))]
+        return values, log
+
+    ok, value = without_hanging(read_all, fifo)
+    if not ok:
+        return ok, value
+    values, log = value
+    named = any("x.png is a FIFO" in m for m in log)
+    return named and len(values) == len(data), f"{len(values)} items read; skipped and named: {named}"
+
+
+def _fifo_in_path_column(folder):
+    """A parquet path column naming a FIFO: an unreadable image, skipped and named."""
+    import datasets
+
+    from mim_hub.training.data import load_images
+
+    fifo = os.path.join(folder, "pipe.png")
+    os.mkfifo(fifo)
+    good = os.path.join(folder, "good.png")
+    picture(40).save(good)
+    data = datasets.Dataset.from_dict({"image": [{"bytes": None, "path": fifo}, {"bytes": None, "path": good}], "label": [0, 1]})
+    data.cast_column("image", datasets.Image()).to_parquet(os.path.join(folder, "train-0.parquet"))
+    images = load_images(os.path.join(folder, "train-0.parquet"))
+
+    def read_all():
+        with captured_log() as log:
+            return [red(images.image(i)) for i in range(len(images))], log
+
+    ok, value = without_hanging(read_all, fifo)
+    if not ok:
+        return ok, value
+    values, log = value
+    named = any("pipe.png is a FIFO" in m for m in log)
+    return named and values == [40, 40], f"values {values}; named: {named}"
+
+
+def _fifo_shard(folder):
+    from mim_hub.training.data import DatasetError, load_images
+
+    root = stream_shards(folder, shards=1)
+    fifo = os.path.join(root, "train-000001.tar")
+    os.mkfifo(fifo)
+    ok, value = without_hanging(lambda: raises(lambda: load_images(f"webdataset:{root}"), "train-000001.tar is a FIFO", DatasetError),
+                                fifo)
+    return value if ok else (ok, value)
+
+
+def _fifo_table(folder):
+    from mim_hub.training.data import DatasetError, load_images
+
+    _write_splits(folder, "parquet", {"train": ([10], [0])})
+    fifo = os.path.join(folder, "parquet", "train-1.parquet")
+    os.mkfifo(fifo)
+    ok, value = without_hanging(lambda: raises(lambda: load_images(os.path.join(folder, "parquet", "*.parquet")),
+                                               "train-1.parquet is a FIFO", DatasetError), fifo)
+    return value if ok else (ok, value)
+
+
+HANGS = [
+    ("FIFO named x.png in an image folder", _fifo_in_image_folder),
+    ("FIFO named by a parquet path column", _fifo_in_path_column),
+    ("FIFO named like a shard", _fifo_shard),
+    ("FIFO named like a parquet file", _fifo_table),
+    ("a prepare-shards writer killed", _dead_worker),
+]
+
+
 CLASSES = [
     ("prepare-shards", PROVENANCE),
     ("values", VALUES),
     ("receipts", RECEIPTS),
     ("labels", LABELS),
     ("streamed resume", RESUME),
+    ("hangs", HANGS),
 ]

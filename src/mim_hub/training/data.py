@@ -44,7 +44,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from .files import open_regular
+from .files import check_regular, only_regular, open_regular
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +164,7 @@ class ImageList(ImageDataset):
         if isinstance(item, Image.Image):
             return item.copy()
         if isinstance(item, (str, os.PathLike)):
+            check_regular(item)
             return Image.open(item)
         return Image.fromarray(np.asarray(item))
 
@@ -269,6 +270,7 @@ class FileImages(ImageDataset):
         super().__init__(labels, label_names, name, on_bad_image)
 
     def _open(self, index):
+        check_regular(self.files[index])  # a FIFO named x.png would block the open forever
         return Image.open(self.files[index])
 
     def describe(self, index):
@@ -367,11 +369,13 @@ def open_image_value(value) -> Image.Image:
         if value.get("bytes"):
             return Image.open(io.BytesIO(value["bytes"]))
         if value.get("path"):
+            check_regular(value["path"])
             return Image.open(value["path"])
         raise ValueError("empty image entry")
     if isinstance(value, (bytes, bytearray)):
         return Image.open(io.BytesIO(value))
     if isinstance(value, str):
+        check_regular(value)
         return Image.open(value)
     if isinstance(value, Image.Image):
         return value
@@ -460,7 +464,7 @@ def table_files(spec: str) -> list[str]:
         found = [os.path.join(root, f) for root, _, files in os.walk(spec) for f in files if f.endswith((".parquet", ".arrow"))]
     else:
         found = [f for f in globlib.glob(spec, recursive=True) if f.endswith((".parquet", ".arrow"))]
-    return sorted(found)
+    return only_regular(sorted(found), spec)
 
 
 def load_table_files(spec: str, split: str, **columns) -> ImageDataset:
@@ -547,16 +551,30 @@ WDS_LABEL_KEYS = ("cls", "label", "json")
 
 
 def webdataset_shards(spec: str) -> list[str]:
-    """Tar shards of a folder or glob (`{000..099}` ranges as in webdataset URLs expand too)."""
+    """Tar shards of a folder or glob (`{000..099}` ranges as in webdataset URLs expand too): the
+    regular files named `*.tar` (a glob such as `train-*` does not pick up the `.tar.json`
+    receipts beside them). A shard a brace range names that does not exist is an error naming it."""
     if os.path.isdir(spec):
-        return sorted(os.path.join(spec, f) for f in os.listdir(spec) if f.endswith(".tar"))
+        return only_regular(sorted(os.path.join(spec, f) for f in os.listdir(spec) if f.endswith(".tar")), f"webdataset:{spec}")
     patterns = [spec]
-    match = re.search(r"\{(\d+)\.\.(\d+)\}", spec)
-    if match:
-        width = len(match.group(1))
-        patterns = [spec[:match.start()] + str(i).zfill(width) + spec[match.end():]
-                    for i in range(int(match.group(1)), int(match.group(2)) + 1)]
-    return sorted(f for p in patterns for f in globlib.glob(p))
+    while any(re.search(r"\{(\d+)\.\.(\d+)\}", p) for p in patterns):
+        expanded = []
+        for pattern in patterns:
+            match = re.search(r"\{(\d+)\.\.(\d+)\}", pattern)
+            if match is None:
+                expanded.append(pattern)
+                continue
+            width = len(match.group(1))
+            expanded += [pattern[:match.start()] + str(i).zfill(width) + pattern[match.end():]
+                         for i in range(int(match.group(1)), int(match.group(2)) + 1)]
+        patterns = expanded
+    if len(patterns) > 1 or patterns[0] != spec:  # a brace range names its shards: each must exist
+        missing = [p for p in patterns if not globlib.has_magic(p) and not os.path.exists(p)]
+        if missing:
+            raise DatasetError(f"webdataset:{spec}: {len(missing)} of the {len(patterns)} shards the range names do not exist: "
+                               f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+    found = sorted({f for p in patterns for f in globlib.glob(p) if f.endswith(".tar")})
+    return only_regular(found, f"webdataset:{spec}")
 
 
 def read_manifest(spec: str) -> dict:

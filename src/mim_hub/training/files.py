@@ -49,3 +49,26 @@ def is_regular(path) -> bool:
         return stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
         return False
+
+
+def check_regular(path) -> None:
+    """Raise `NotARegularFile` unless `path` is a regular file (a stat: nothing is opened)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return  # missing or unreadable: the open that follows says so
+    if not stat.S_ISREG(info.st_mode):
+        raise NotARegularFile(f"{os.fspath(path)} is {_kind(info.st_mode)}, not a regular file")
+
+
+def only_regular(paths, what: str) -> list:
+    """`paths` (data files a source lists: shards, tables), refusing any that is not a regular
+    file with an error naming it (a FIFO would block the first read forever)."""
+    from .data import DatasetError
+
+    for path in paths:
+        try:
+            check_regular(path)
+        except NotARegularFile as error:
+            raise DatasetError(f"{what}: {error}") from None
+    return list(paths)
