@@ -729,6 +729,176 @@ HANGS = [
 ]
 
 
+# ---------------------------------------------------------------- 7: malformed data, clear errors
+
+def _shard_folder(folder, members, name="train-000000.tar"):
+    root = os.path.join(folder, "wds")
+    os.makedirs(root, exist_ok=True)
+    write_tar(os.path.join(root, name), members)
+    return root
+
+
+def _load_error(spec_of, phrase, streaming=False):
+    """Loading (and reading every item of) the data the maker writes is a DatasetError naming it."""
+    def case(folder):
+        from mim_hub.training.data import DatasetError, load_images
+        from mim_hub.training.streaming import open_stream
+
+        spec = spec_of(folder)
+
+        def load():
+            if streaming:
+                source = open_stream(spec)
+                return [r for shard in source.shards for r in source.records(shard)]
+            data = load_images(spec)
+            return [data.image(i) for i in range(len(data))]
+        return raises(load, phrase, DatasetError)
+    return case
+
+
+def _gzip_tar(folder):
+    import gzip
+
+    root = os.path.join(folder, "wds")
+    os.makedirs(root)
+    plain = write_tar(os.path.join(folder, "plain.tar"), samples(2))
+    with open(os.path.join(root, "train-000000.tar"), "wb") as handle:
+        handle.write(gzip.compress(open(plain, "rb").read()))
+    return f"webdataset:{root}"
+
+
+def _garbage_tar(folder):
+    root = os.path.join(folder, "wds")
+    os.makedirs(root)
+    with open(os.path.join(root, "train-000000.tar"), "wb") as handle:
+        handle.write(np.random.default_rng(0).bytes(4096))
+    return f"webdataset:{root}"
+
+
+def _json_list_label(folder):
+    return f"webdataset:{_shard_folder(folder, [('a.png', png(1)), ('a.json', b'[1, 2]')])}"
+
+
+def _huge_cls(folder):
+    return f"webdataset:{_shard_folder(folder, [('a.png', png(1)), ('a.cls', str(2 ** 70).encode())])}"
+
+
+def _text_cls(folder):
+    return f"webdataset:{_shard_folder(folder, [('a.png', png(1)), ('a.cls', b'cat')])}"
+
+
+def _duplicate_keys(folder):
+    return f"webdataset:{_shard_folder(folder, samples(2) + samples(1))}"
+
+
+def _duplicate_member(folder):
+    return f"webdataset:{_shard_folder(folder, [('a.png', png(1)), ('a.png', png(2)), ('a.cls', b'0')])}"
+
+
+def _zero_row_parquet(folder):
+    root = os.path.join(folder, "p")
+    os.makedirs(root)
+    hf_split([1], [0]).select([]).to_parquet(os.path.join(root, "train-0.parquet"))
+    return root
+
+
+def _zero_row_saved(folder):
+    import datasets
+
+    root = os.path.join(folder, "saved")
+    datasets.DatasetDict({"train": hf_split([1], [0]).select([]).flatten_indices()}).save_to_disk(root)
+    return root
+
+
+def _receipts_by_glob(folder):
+    """`webdataset:DIR/train-*` beside receipts: the receipts are not taken for shards."""
+    from mim_hub.training.data import load_images
+
+    shards = prepared_shards(folder)
+    data = load_images(f"webdataset:{shards}/train-*")
+    return len(data) == 6, f"{len(data)} samples from {sorted(set(data.shards))}"
+
+
+def _brace_range_missing(folder):
+    from mim_hub.training.data import DatasetError, load_images
+
+    root = stream_shards(folder, shards=2)
+    return raises(lambda: load_images(f"webdataset:{root}/train-{{000000..000003}}.tar"), "2 of the 4 shards the range names do not exist",
+                  DatasetError)
+
+
+def _gif_members(folder):
+    """.gif members are images, as image folders read them."""
+    from mim_hub.training.data import load_images
+
+    buffer = io.BytesIO()
+    picture(70).save(buffer, "GIF")
+    root = _shard_folder(folder, [("a.gif", buffer.getvalue()), ("a.cls", b"1"), ("b.png", png(30)), ("b.cls", b"0")])
+    data = load_images(f"webdataset:{root}")
+    return len(data) == 2 and data.labels.tolist() == [1, 0], f"{len(data)} samples, labels {data.labels.tolist()}"
+
+
+def _unreadable_class_folder(folder):
+    """A class folder that cannot be listed is an error naming it, not a silent drop. (Tests run as
+    root, whom permissions do not stop: the listing's PermissionError is what is simulated.)"""
+    from mim_hub.training.data import DatasetError, load_images
+
+    source = image_folder(os.path.join(folder, "images"))
+    locked = os.path.join(source, "b")
+    real = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == locked:
+            raise PermissionError(13, "Permission denied", locked)
+        return real(path)
+
+    os.scandir = scandir
+    try:
+        return raises(lambda: load_images(f"imagefolder:{source}"), f"{locked}: cannot list this folder", DatasetError)
+    finally:
+        os.scandir = real
+
+
+def _flat_folder_with_subfolder(folder):
+    from mim_hub.training.data import DatasetError, load_images
+
+    source = os.path.join(folder, "flat")
+    os.makedirs(os.path.join(source, "stray"))
+    for i in range(3):
+        picture(i).save(os.path.join(source, f"{i}.png"))
+    return raises(lambda: load_images(f"imagefolder:{source}"), "holds images (0.png, 1.png ...) beside subfolders (stray)", DatasetError)
+
+
+def _streamed_garbage_via_cli(folder):
+    """A garbage shard under --streaming: the CLI prints one line naming it (no worker traceback), exit 2."""
+    spec = _garbage_tar(folder)
+    model, output = tiny_mae(folder), os.path.join(folder, "out")
+    code, message = cli("pretrain", "--model", model, "--output-dir", output, "--dataset", spec, "--streaming", "--max-steps", "2",
+                        "--batch-size", "2", "--num-workers", "1")
+    ok, why = refused(code, message, "train-000000.tar: not a tar file", os.path.join(output, "model.safetensors"))
+    return ok and "Traceback" not in message, why
+
+
+MALFORMED = [
+    ("gzip file named .tar", _load_error(_gzip_tar, "a gzip-compressed file, not a plain tar")),
+    ("garbage named .tar", _load_error(_garbage_tar, "train-000000.tar: not a tar file")),
+    ("garbage named .tar, streamed", _load_error(_garbage_tar, "train-000000.tar: not a tar file", streaming=True)),
+    ("garbage shard, streamed by the CLI", _streamed_garbage_via_cli),
+    (".json label that is a list", _load_error(_json_list_label, "sample 'a': the .json label is list [1, 2]")),
+    (".cls of 2**70", _load_error(_huge_cls, f"the .cls label {2 ** 70} is outside")),
+    (".cls that is a word", _load_error(_text_cls, "the .cls label 'cat' is not an integer")),
+    ("duplicate keys in a shard", _load_error(_duplicate_keys, "key 's0000' appears twice")),
+    ("duplicate member of one key", _load_error(_duplicate_member, "two 'png' members for key 'a'")),
+    ("0-row parquet", _load_error(_zero_row_parquet, "hold no rows")),
+    ("0-row save_to_disk", _load_error(_zero_row_saved, "has no rows")),
+    ("webdataset glob beside receipts", _receipts_by_glob),
+    ("brace range naming missing shards", _brace_range_missing),
+    (".gif members", _gif_members),
+    ("unreadable class folder", _unreadable_class_folder),
+    ("flat folder with a stray subfolder", _flat_folder_with_subfolder),
+]
+
+
 CLASSES = [
     ("prepare-shards", PROVENANCE),
     ("values", VALUES),
@@ -736,4 +906,5 @@ CLASSES = [
     ("labels", LABELS),
     ("streamed resume", RESUME),
     ("hangs", HANGS),
+    ("malformed data", MALFORMED),
 ]

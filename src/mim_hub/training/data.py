@@ -277,9 +277,14 @@ class FileImages(ImageDataset):
         return str(self.files[index])
 
 
+def _unreadable_folder(error: OSError):
+    raise DatasetError(f"{error.filename}: cannot list this folder ({error.strerror or error}); its images would be left out "
+                       "without a word: make it readable, or move it out of the dataset")
+
+
 def _image_files(folder: str) -> list[str]:
     found = []
-    for root, dirs, files in os.walk(folder):
+    for root, dirs, files in os.walk(folder, onerror=_unreadable_folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
     return found
@@ -313,6 +318,11 @@ def load_imagefolder(path: str, split: str = "train", on_bad_image: str = "skip"
     folder = choose_split(splits, split, spec)
     classes = sorted(set().union(*(_subfolders(f) for f in splits.values())))
     files, labels = [], []
+    loose = [f for f in sorted(os.listdir(folder)) if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
+    if classes and loose:  # class folders beside images: the images would have no class, and be left out
+        raise DatasetError(f"{spec}: {folder} holds images ({', '.join(loose[:2])}{' ...' if len(loose) > 2 else ''}) beside "
+                           f"subfolders ({', '.join(classes[:3])}{' ...' if len(classes) > 3 else ''}): either every image in a "
+                           "class folder (labelled), or a flat folder of images with no subfolders (unlabelled)")
     if classes:
         for label, name in enumerate(classes):
             if os.path.isdir(os.path.join(folder, name)):
@@ -445,7 +455,11 @@ def _is_saved_dataset(path: str) -> bool:
 def load_saved_dataset(path: str, split: str, **columns) -> ImageDataset:
     import datasets
 
-    data = datasets.load_from_disk(path)
+    _check_saved_rows(path, split)
+    try:
+        data = datasets.load_from_disk(path)
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
+        raise DatasetError(f"{path}: not a readable save_to_disk dataset ({type(error).__name__}: {str(error)[:200]})") from None
     every = None
     if isinstance(data, datasets.DatasetDict):
         every = list(data.values())
@@ -456,6 +470,29 @@ def load_saved_dataset(path: str, split: str, **columns) -> ImageDataset:
     else:
         name = path
     return from_hf_dataset(data, name=name, splits=every, **columns)
+
+
+def _check_saved_rows(path: str, split: str) -> None:
+    """Refuse a saved dataset (or the split asked for) that holds no rows, naming it (datasets
+    itself fails on one with an IndexError)."""
+    folder = path
+    if os.path.isfile(os.path.join(path, "dataset_dict.json")):
+        try:
+            with open(os.path.join(path, "dataset_dict.json")) as handle:
+                names = json.load(handle).get("splits", [])
+        except (OSError, ValueError, AttributeError):
+            return
+        chosen = split if split in names else canonical_split(split) if canonical_split(split) in names else None
+        if chosen is None:
+            return  # choose_split names the splits found
+        folder = os.path.join(path, chosen)
+    try:
+        with open(os.path.join(folder, "state.json")) as handle:
+            files = json.load(handle).get("_data_files")
+    except (OSError, ValueError, AttributeError):
+        return
+    if files == []:
+        raise DatasetError(f"{folder}: the saved dataset{'' if folder == path else ' split'} has no rows")
 
 
 def table_files(spec: str) -> list[str]:
@@ -477,7 +514,13 @@ def load_table_files(spec: str, split: str, **columns) -> ImageDataset:
     kinds = {os.path.splitext(f)[1] for f in files}
     if kinds == {".arrow"}:
         data = datasets.concatenate_datasets([datasets.Dataset.from_file(f) for f in files])
+        if len(data) == 0:
+            raise DatasetError(f"{spec}: the arrow files of split {split!r} hold no rows ({', '.join(files[:3])})")
     elif kinds == {".parquet"}:
+        import pyarrow.parquet as pq
+
+        if sum(pq.read_metadata(f).num_rows for f in files) == 0:  # (datasets fails on it: 'corresponds to no data')
+            raise DatasetError(f"{spec}: the parquet files of split {split!r} hold no rows ({', '.join(files[:3])})")
         data = datasets.load_dataset("parquet", data_files={"train": files}, split="train")
     else:
         raise DatasetError(f"{spec}: mixes parquet and arrow files; give one kind")
@@ -546,7 +589,7 @@ def _hub_error(name, config, split, error) -> str:
 
 # ---------------------------------------------------------------- webdataset
 
-WDS_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "ppm", "bmp", "tif", "tiff", "image")
+WDS_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "ppm", "pgm", "bmp", "gif", "tif", "tiff", "image")  # (those image folders read)
 WDS_LABEL_KEYS = ("cls", "label", "json")
 
 
@@ -587,12 +630,29 @@ def read_manifest(spec: str) -> dict:
     return {}
 
 
+MAX_LABEL = 2**31 - 1
+
+
 def parse_label(ext: str, payload: bytes) -> int:
-    if ext == "json":
-        value = json.loads(payload)
-        value = value.get("label", value.get("cls", -1)) if isinstance(value, dict) else value
-        return int(value)
-    return int(payload.decode().strip())
+    """The class id of a label member: `.cls`/`.label` text holding an integer, or `.json` holding
+    an integer or {"label": int} / {"cls": int}; -1 (no label) is allowed. Anything else (a list,
+    a string, a fraction, an id beyond 2**31 - 1 or below -1) is a `ValueError` saying what it is."""
+    try:
+        value = json.loads(payload) if ext == "json" else payload.decode().strip()
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"the .{ext} label is not {'JSON' if ext == 'json' else 'text'} ({error})") from None
+    if isinstance(value, dict):
+        value = value.get("label", value.get("cls", -1))
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise ValueError(f"the .{ext} label {value[:40]!r} is not an integer class id") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"the .{ext} label is {type(value).__name__} {str(value)[:40]}, not an integer class id")
+    if not -1 <= value <= MAX_LABEL:
+        raise ValueError(f"the .{ext} label {value} is outside [-1, {MAX_LABEL}] (-1: no label)")
+    return value
 
 
 class WebDatasetImages(ImageDataset):

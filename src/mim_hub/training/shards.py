@@ -45,7 +45,7 @@ def iter_tar(path: str, *, read_data=lambda name, size: False):
         while True:
             handle.seek(position)
             header = handle.read(BLOCK)
-            if len(header) < BLOCK or header == b"\0" * BLOCK:
+            if not header.strip(b"\0"):  # the end (two zero blocks, or the file's end)
                 return
             fields = header_fields(header)
             if fields is None:
@@ -101,13 +101,18 @@ def iter_samples(path: str, *, image_key=None, label_key=None, read_images: bool
         ext = split_name(name)[1]
         return (ext in label_keys and size < 1 << 16) or (read_images and ext in image_keys)
 
-    current, members = None, {}
+    from .data import DatasetError
+
+    current, members, seen = None, {}, set()
 
     def sample():
         image = next((k for k in image_keys if k in members), None)
         if image is None:
             return None
-        label = next((parse_label(k, members[k][2]) for k in label_keys if k in members and members[k][2] is not None), -1)
+        try:
+            label = next((parse_label(k, members[k][2]) for k in label_keys if k in members and members[k][2] is not None), -1)
+        except ValueError as error:
+            raise DatasetError(f"{path}: sample {current!r}: {error}") from None
         offset, size, data = members[image]
         return current, image, offset, size, label, data
 
@@ -116,7 +121,13 @@ def iter_samples(path: str, *, image_key=None, label_key=None, read_images: bool
         if key != current:
             if current is not None and (done := sample()) is not None:
                 yield done
+            if key in seen:  # webdataset groups consecutive members: a key met again would be a second sample
+                raise DatasetError(f"{path}: key {key!r} appears twice (member {name!r}); a sample's members must be "
+                                   "consecutive and keys unique within a shard")
+            seen.add(key)
             current, members = key, {}
+        elif ext in members:
+            raise DatasetError(f"{path}: two {ext!r} members for key {key!r} (member {name!r}): one would hide the other")
         members[ext] = (offset, size, data)
     if current is not None and (done := sample()) is not None:
         yield done
