@@ -899,6 +899,153 @@ MALFORMED = [
 ]
 
 
+# ---------------------------------------------------------------- 8: images decoded as datasets decodes them
+
+def _sixteen_bit_png(folder):
+    """A 16-bit grey PNG at half range decodes to grey 128, not white (clipped at 255)."""
+    from mim_hub.training.data import load_images
+
+    root = os.path.join(folder, "images")
+    os.makedirs(root)
+    Image.fromarray(np.full((8, 8), 32896, dtype=np.uint16)).save(os.path.join(root, "grey.png"))
+    image = load_images(f"imagefolder:{root}").image(0)
+    value = np.asarray(image)
+    return image.mode == "RGB" and int(value.max()) == int(value.min()) == 128, f"{image.mode}, values {int(value.min())}-{int(value.max())}"
+
+
+def _exif_rotated(folder):
+    """A JPEG stored 20 x 10 with EXIF orientation 6 (rotate 90 clockwise) is seen 10 x 20, its left half at the top."""
+    from mim_hub.training.data import load_images
+
+    root = os.path.join(folder, "images")
+    os.makedirs(root)
+    stored = Image.new("RGB", (20, 10), (0, 0, 255))
+    stored.paste((255, 0, 0), (0, 0, 10, 10))  # left half red
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(os.path.join(root, "photo.jpg"), quality=95, exif=exif.tobytes())
+    image = np.asarray(load_images(f"imagefolder:{root}").image(0))
+    top_red = image[:5, :, 0].mean() > 200 and image[-5:, :, 2].mean() > 200
+    return image.shape[:2] == (20, 10) and top_red, f"shape {image.shape[:2]}, left half on top: {top_red}"
+
+
+def _with_budget(pixels, function):
+    from mim_hub.training.decode import PIXEL_BUDGET_ENV
+
+    previous = os.environ.get(PIXEL_BUDGET_ENV)
+    os.environ[PIXEL_BUDGET_ENV] = str(pixels)
+    try:
+        return function()
+    finally:
+        if previous is None:
+            del os.environ[PIXEL_BUDGET_ENV]
+        else:
+            os.environ[PIXEL_BUDGET_ENV] = previous
+
+
+def _png_over_budget(folder):
+    """A PNG over the pixel budget (under PIL's limit) is an unreadable image, named; its neighbour stands in."""
+    from mim_hub.training.data import load_images
+
+    root = os.path.join(folder, "images")
+    os.makedirs(root)
+    Image.new("RGB", (2000, 2000), (200, 0, 0)).save(os.path.join(root, "a_big.png"))
+    picture(40).save(os.path.join(root, "b_small.png"))
+    data = load_images(f"imagefolder:{root}")
+    with captured_log() as log:
+        value = _with_budget(500_000, lambda: red(data.image(0)))
+    named = any("a_big.png" in m and "over the budget of 500000" in m for m in log)
+    return named and value == 40, f"item 0 -> value {value}; named: {named}"
+
+
+def _jpeg_over_budget(folder):
+    """A JPEG over the budget is decoded at a reduced scale (1/4 here), never at full size."""
+    from mim_hub.training.data import load_images
+
+    root = os.path.join(folder, "images")
+    os.makedirs(root)
+    Image.new("RGB", (2000, 2000), (200, 0, 0)).save(os.path.join(root, "big.jpg"), quality=90)
+    image = _with_budget(500_000, lambda: load_images(f"imagefolder:{root}").image(0))
+    return image.size == (500, 500) and abs(red(image) - 200) <= 3, f"decoded at {image.size}"
+
+
+def _budget_from_the_cli(folder):
+    """--max-image-pixels reaches the decoders (and the worker processes, through the environment)."""
+    from mim_hub.training.decode import PIXEL_BUDGET_ENV
+
+    source = os.path.join(folder, "images", "a")
+    os.makedirs(source)
+    Image.new("RGB", (1000, 1000), (90, 0, 0)).save(os.path.join(source, "big.png"))
+    picture(40).save(os.path.join(source, "small.png"))
+    previous = os.environ.pop(PIXEL_BUDGET_ENV, None)
+    try:
+        code, message = cli("prepare-shards", "--dataset", f"imagefolder:{os.path.dirname(source)}", "--output",
+                            os.path.join(folder, "shards"), "--max-image-pixels", "10000", "--num-workers", "0", "--max-side", "0")
+    finally:
+        os.environ.pop(PIXEL_BUDGET_ENV, None)
+        if previous is not None:
+            os.environ[PIXEL_BUDGET_ENV] = previous
+    manifest = json.load(open(os.path.join(folder, "shards", "manifest.json"))) if code == 0 else {}
+    skipped = manifest.get("splits", {}).get("train", {}).get("skipped")
+    return code == 0 and skipped == 1, f"exit {code}, skipped {skipped}: {message[-100:]}"
+
+
+def _transform_error_is_not_bad_data(folder):
+    """An error in a transform on a healthy image is raised as it is (not "unreadable", not in bad_images.tsv)."""
+    from mim_hub.training.data import load_images
+
+    source = image_folder(os.path.join(folder, "images"))
+    data = load_images(f"imagefolder:{source}")
+    data.bad_image_log = os.path.join(folder, "bad_images.tsv")
+
+    def transform(image):
+        raise ValueError("a bug in a transform")
+
+    ok, why = raises(lambda: data.with_image(0, transform), "a bug in a transform", ValueError)
+    blamed = os.path.exists(data.bad_image_log) or data.skipped
+    return ok and not blamed, why + (f"; healthy images blamed: {data.skipped}" if blamed else "")
+
+
+def _decode_error_is_bad_data(folder):
+    """A truncated JPEG that fails only when the transform decodes it is still a bad image."""
+    from mim_hub.training.data import load_images
+
+    root = os.path.join(folder, "images")
+    os.makedirs(root)
+    with open(os.path.join(root, "a_cut.jpg"), "wb") as handle:
+        handle.write(jpeg(10, (64, 64))[:300])
+    picture(40).save(os.path.join(root, "b.png"))
+    data = load_images(f"imagefolder:{root}")
+    value = data.with_image(0, lambda image: red(image))
+    return value == (40, 1) and len(data.skipped) == 1, f"got {value}, skipped {data.skipped}"
+
+
+def _streamed_transform_error(folder):
+    """The same under --streaming: a transform's error on a healthy image is raised."""
+    from mim_hub.training.streaming import ShardedStream, open_stream
+
+    root = stream_shards(folder, shards=1)
+
+    def sample(image, rng, label):
+        raise ValueError("a bug in a transform")
+
+    stream = ShardedStream(open_stream(f"webdataset:{root}"), sample, seed=0, shuffle_buffer=2)
+    ok, why = raises(lambda: next(iter(stream)), "a bug in a transform", ValueError)
+    return ok and not stream.skipped, why
+
+
+DECODING = [
+    ("16-bit PNG", _sixteen_bit_png),
+    ("EXIF orientation", _exif_rotated),
+    ("PNG over the pixel budget", _png_over_budget),
+    ("JPEG over the pixel budget", _jpeg_over_budget),
+    ("--max-image-pixels", _budget_from_the_cli),
+    ("transform error on a healthy image", _transform_error_is_not_bad_data),
+    ("decode error inside the transform", _decode_error_is_bad_data),
+    ("transform error, streamed", _streamed_transform_error),
+]
+
+
 CLASSES = [
     ("prepare-shards", PROVENANCE),
     ("values", VALUES),
@@ -907,4 +1054,5 @@ CLASSES = [
     ("streamed resume", RESUME),
     ("hangs", HANGS),
     ("malformed data", MALFORMED),
+    ("decoding", DECODING),
 ]

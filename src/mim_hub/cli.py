@@ -128,6 +128,10 @@ def _check_values(args: argparse.Namespace) -> None:
     except ModuleNotFoundError:  # a build without training
         return
     check_values(args, args.command)
+    if getattr(args, "max_image_pixels", None) is not None:  # read by every process that decodes (training/decode.py)
+        from .training.decode import set_max_image_pixels
+
+        set_max_image_pixels(args.max_image_pixels)
 
 
 if __name__ == "__main__":

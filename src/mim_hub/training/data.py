@@ -96,14 +96,48 @@ class ImageDataset:
         for attempt in range(MAX_BAD_IN_A_ROW):
             used = (index + attempt) % len(self)
             try:
-                with self._open(used) as image:
-                    return function(image), used
-            except DatasetError:
-                raise
-            except IMAGE_ERRORS as error:
-                self._bad(used, error)
+                return self.try_image(used, function), used
+            except BadImage as bad:
+                self._bad(used, bad.error)
         raise DatasetError(f"{self.name}: {MAX_BAD_IN_A_ROW} unreadable images in a row from item {index} "
                            f"({self.describe(index)}); is the dataset readable at all?")
+
+    def try_image(self, index: int, function):
+        """`function(image)` on item `index` opened and prepared (`decode.prepared`); `BadImage`
+        if the image cannot be read. An error of `function` on an image that decodes is raised as
+        it is: a transform's or an option's error is not the data's."""
+        from .decode import decodes
+
+        image = None
+        try:
+            image = self._open(index)
+            prepared = self.prepared(image)
+        except DatasetError:
+            raise
+        except IMAGE_ERRORS as error:  # opening it failed: the data's
+            if image is not None:
+                image.close()
+            raise BadImage(error) from None
+        with image:
+            try:
+                return function(prepared)
+            except DatasetError:
+                raise
+            except IMAGE_ERRORS:
+                if decodes(lambda: self._open(index)):
+                    raise  # the image is fine: the error is the transform's or an option's
+        raise BadImage(_decode_error(lambda: self._open(index)))
+
+    @staticmethod
+    def prepared(image: Image.Image) -> Image.Image:
+        """An opened image within the pixel budget, upright and in 8 bits (`decode.prepared`)."""
+        from .decode import prepared
+
+        return prepared(image)
+
+    def open(self, index: int) -> Image.Image:
+        """Item `index` opened and prepared (`decode.prepared`), not a stand-in: errors propagate."""
+        return self.prepared(self._open(index))
 
     def image(self, index: int) -> Image.Image:
         """Item `index` decoded to RGB (a stand-in if it is unreadable, see `with_image`)."""
@@ -114,6 +148,26 @@ class ImageDataset:
 
     def subset(self, indices) -> "ImageDataset":
         return SubsetImages(self, indices)
+
+
+class BadImage(Exception):
+    """An item whose image cannot be read; `error` says why."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _decode_error(open_again) -> Exception:
+    """The error decoding the image `open_again()` opens raises (for the report)."""
+    from .decode import prepared
+
+    try:
+        with open_again() as image:
+            prepared(image).load()
+    except Exception as error:  # noqa: BLE001 - reported, not raised
+        return error
+    return OSError("the image could not be decoded")
 
 
 def bad_image(where: str, error: Exception, on_bad_image: str, skipped: list, log_path: str | None = None) -> None:
@@ -772,6 +826,9 @@ def add_dataset_arguments(parser, default: str = "digits", streaming: bool = Tru
     group.add_argument("--label-column", default=None, help="label column (datasets) or member extension (webdataset); auto-detected")
     group.add_argument("--on-bad-image", choices=("skip", "error"), default="skip",
                        help="skip (and count and name) unreadable images, or stop at the first")
+    group.add_argument("--max-image-pixels", type=int, default=None,
+                       help="pixel budget of one decoded image (default 64 Mpx): JPEGs above it are decoded at 1/2, 1/4 or 1/8 "
+                            "scale, other images above it are unreadable (skipped and named)")
     if streaming:
         group.add_argument("--streaming", action="store_true",
                            help="iterate a Hub, parquet or webdataset source without downloading, converting or indexing it first")

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .labels import check_labelled
-from .data import IMAGE_ERRORS, DatasetError, add_dataset_arguments, dataset_from_args, default_num_workers, evaluation_split
+from .data import BadImage, add_dataset_arguments, dataset_from_args, default_num_workers, evaluation_split
 
 logger = logging.getLogger("mim_hub.eval")
 
@@ -76,13 +76,10 @@ class ProcessedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         try:
-            with self.images._open(index) as image:
-                pixels = self.processor(image.convert("RGB"), return_tensors="pt").pixel_values[0]
+            pixels = self.images.try_image(index, lambda image: self.processor(image.convert("RGB"), return_tensors="pt").pixel_values[0])
             return pixels, int(self.images.labels[index]), True
-        except DatasetError:
-            raise
-        except IMAGE_ERRORS as error:
-            self.images._bad(index, error)
+        except BadImage as bad:  # (a processor error on a readable image is raised: not the data's)
+            self.images._bad(index, bad.error)
             size = self.processor.crop_size if getattr(self.processor, "do_center_crop", False) else self.processor.size
             height, width = size.get("height", size.get("shortest_edge")), size.get("width", size.get("shortest_edge"))
             return torch.zeros(3, height, width), int(self.images.labels[index]), False

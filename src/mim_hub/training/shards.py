@@ -194,6 +194,8 @@ def write_shard(task) -> dict:
         task["max_side"], task["quality"])
     from .crash_points import die_if_asked
 
+    from .data import BadImage
+
     die_if_asked("shard", number)  # a test's stand-in for the out-of-memory killer
     key = (spec, split, tuple(sorted(columns.items())))
     if key not in _SOURCES:  # one index per process, however many shards it writes
@@ -210,14 +212,9 @@ def write_shard(task) -> dict:
     with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
         for index in range(start, stop):
             try:
-                with data._open(index) as image:
-                    payload = _resized_jpeg(image, max_side, quality)
-            except Exception as error:  # noqa: BLE001 - reported like the trainers' bad images
-                from .data import IMAGE_ERRORS
-
-                if not isinstance(error, IMAGE_ERRORS):
-                    raise
-                data._bad(index, error)  # raises with --on-bad-image error; else counted and named
+                payload = data.try_image(index, lambda image: _resized_jpeg(image, max_side, quality))
+            except BadImage as bad:  # reported like the trainers' bad images (an encoder error is raised)
+                data._bad(index, bad.error)  # raises with --on-bad-image error; else counted and named
                 skipped += 1
                 continue
             key = f"{index:09d}"

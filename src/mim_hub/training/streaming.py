@@ -57,9 +57,11 @@ class StreamSource:
         return {"name": self.name, "shards": len(self.shards), "total": self.total}
 
     def open(self, payload):
+        """The image of a record's payload, opened and prepared (`decode.prepared`)."""
         from .data import open_image_value
+        from .decode import prepared
 
-        return open_image_value(payload)
+        return prepared(open_image_value(payload))
 
 
 class WebDatasetStream(StreamSource):
@@ -300,10 +302,19 @@ class ShardedStream(torch.utils.data.IterableDataset):
                     continue
                 rng = np.random.default_rng([self.seed, epoch, slot, position])
                 try:
-                    sample = self.sample_fn(self.source.open(payload), rng, label)
+                    image = self.source.open(payload)
+                except IMAGE_ERRORS as error:  # it does not open: the data's
+                    self._bad(where, error)
+                    continue
+                try:
+                    sample = self.sample_fn(image, rng, label)
                 except DatasetError:
                     raise
-                except IMAGE_ERRORS as error:
+                except IMAGE_ERRORS as error:  # the data's only if the image does not decode (else a transform's: raised)
+                    from .decode import decodes
+
+                    if decodes(lambda: self.source.open(payload)):
+                        raise
                     self._bad(where, error)
                     continue
                 sample[POSITION_KEY] = torch.tensor([slot, before + position + 1])
