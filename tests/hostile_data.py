@@ -1046,6 +1046,66 @@ DECODING = [
 ]
 
 
+# ---------------------------------------------------------------- 9: bad_images.tsv, the same from every command
+
+def _with_a_bad_image(root, name="a\tb\nc.jpg"):
+    """An image folder of two classes with one truncated JPEG (a name with a tab and a newline)."""
+    image_folder(root, per_class=4)
+    with open(os.path.join(root, "a", name), "wb") as handle:
+        handle.write(jpeg(10, (64, 64))[:300])
+    return os.path.join(root, "a", name)
+
+
+def _escaped_and_distinct(folder):
+    """A name with a tab and a newline is one line, read back whole; met three times, it counts once."""
+    from mim_hub.training.data import count_bad_images, load_images, read_bad_images
+
+    bad = _with_a_bad_image(os.path.join(folder, "images"))
+    data = load_images(f"imagefolder:{os.path.join(folder, 'images')}")
+    data.bad_image_log = os.path.join(folder, "bad_images.tsv")
+    index = [str(f) for f in data.files].index(bad)
+    for _ in range(3):
+        data.image(index)
+    lines = open(data.bad_image_log).read().splitlines()
+    entries = read_bad_images(data.bad_image_log)
+    ok = len(lines) == 3 and {e[0] for e in entries} == {bad} and count_bad_images(data.bad_image_log) == 1
+    return ok, f"{len(lines)} lines, names {sorted({e[0] for e in entries})!r}, counted {count_bad_images(data.bad_image_log)}"
+
+
+def _every_command_writes_it(folder):
+    """pretrain, finetune, eval and prepare-shards each write bad_images.tsv naming the bad image."""
+    from mim_hub.training.data import read_bad_images
+
+    source = os.path.join(folder, "images")
+    bad = _with_a_bad_image(source, "broken.jpg")
+    model = tiny_mae(folder)
+    common = ["--dataset", f"imagefolder:{source}", "--num-workers", "0", "--batch-size", "4"]
+    runs = {
+        "pretrain": (["pretrain", "--model", model, "--output-dir", os.path.join(folder, "pre"), *common, "--max-steps", "3"],
+                     os.path.join(folder, "pre")),
+        "finetune": (["finetune", "--model", model, "--output-dir", os.path.join(folder, "ft"), *common, "--epochs", "1",
+                      "--eval-split", "train"], os.path.join(folder, "ft")),
+        "eval": (["eval", "--model", model, *common, "--eval-split", "train", "--protocol", "knn", "--k", "2",
+                  "--output", os.path.join(folder, "ev", "results.json")], os.path.join(folder, "ev")),
+        "prepare-shards": (["prepare-shards", "--output", os.path.join(folder, "wds"), "--dataset", f"imagefolder:{source}",
+                            "--num-workers", "0"], os.path.join(folder, "wds")),
+    }
+    os.makedirs(os.path.join(folder, "ev"))
+    missing = []
+    for command, (argv, where) in runs.items():
+        code, message = cli(*argv)
+        names = {e[0] for e in read_bad_images(os.path.join(where, "bad_images.tsv"))}
+        if code != 0 or names != {bad}:
+            missing.append(f"{command}: exit {code}, names {sorted(names)} {message[-100:] if code else ''}")
+    return not missing, "; ".join(missing) or "all four"
+
+
+BAD_IMAGES = [
+    ("names escaped, images counted once", _escaped_and_distinct),
+    ("every command writes it", _every_command_writes_it),
+]
+
+
 CLASSES = [
     ("prepare-shards", PROVENANCE),
     ("values", VALUES),
@@ -1055,4 +1115,5 @@ CLASSES = [
     ("hangs", HANGS),
     ("malformed data", MALFORMED),
     ("decoding", DECODING),
+    ("bad_images.tsv", BAD_IMAGES),
 ]

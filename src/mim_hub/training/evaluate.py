@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 
 import torch
 from torch import nn
@@ -329,6 +330,8 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.dataset} has no split to evaluate on besides the training split {args.split!r}; "
                          "give --eval-split (e.g. --eval-split test)")
     test = dataset_from_args(args, split=eval_split)
+    bad_image_log = os.path.join(os.path.dirname(os.path.abspath(args.output)), "bad_images.tsv") if args.output else None
+    train.bad_image_log = test.bad_image_log = bad_image_log  # beside --output, as every command writes it (data.bad_image)
     check_labelled(train, test, "kNN and linear probes")  # one label space, every id in range (training/labels.py)
     results = evaluate_model(model, processor, train, test, protocol=args.protocol, k=args.k, temperature=args.temperature,
                              linear_epochs=args.linear_epochs or (90 if args.probe == "mae" else 100),
@@ -338,6 +341,11 @@ def main(args: argparse.Namespace) -> int:
     for name, value in results.items():
         is_setting = name == "linear_weight_decay" or (name.startswith("linear_mae_"))
         print(f"{name}: {value:g}" if is_setting else f"{name}: {100 * value:.2f}%")
+    if bad_image_log:
+        from .data import count_bad_images
+
+        results["bad_images"] = count_bad_images(bad_image_log)
+        print(f"bad_images: {results['bad_images']} (listed in {bad_image_log})")
     if args.output:
         with open(args.output, "w") as handle:
             json.dump(results, handle, indent=2)

@@ -317,10 +317,18 @@ def main(args: argparse.Namespace) -> int:
     train = dataset_from_args(args)
     eval_split = evaluation_split(args)
     evaluation = dataset_from_args(args, split=eval_split) if eval_split else None
+    bad_image_log = os.path.join(args.output_dir, "bad_images.tsv")  # as every command writes it (data.bad_image)
+    for images in (train, evaluation):
+        if images is not None:
+            images.bad_image_log = bad_image_log
     _, metrics = finetune(args.model, train, evaluation, output_dir=args.output_dir, flip=not args.no_flip, seed=args.seed,
                           num_workers=args.num_workers, push_to_hub=args.push_to_hub,
                           resume_from_checkpoint=args.resume_from_checkpoint, fsdp=args.fsdp,
                           compile=args.compile, compile_backend=args.compile_backend, compile_mode=args.compile_mode, **settings)
+    from .data import count_bad_images
+
+    if count_bad_images(bad_image_log):
+        print(f"{count_bad_images(bad_image_log)} unreadable images skipped (listed in {bad_image_log})")
     if metrics:
         print(f"eval accuracy: {100 * metrics['eval_accuracy']:.2f}%")
         if "eval_ema_accuracy" in metrics:
