@@ -1034,7 +1034,30 @@ def _streamed_transform_error(folder):
     return ok and not stream.skipped, why
 
 
+def _large_cells(folder):
+    """Image cells are read straight from Arrow memory (map-style: no Python copy of the cell) and
+    streamed parquet reads batches of bounded bytes (one row each here), each row's value made only
+    when it is yielded; the pictures are still the right ones."""
+    import pyarrow as pa
+
+    from mim_hub.training import streaming
+    from mim_hub.training.data import load_images
+
+    root = _write_splits(folder, "parquet", {"train": ([10, 20, 30], [0, 1, 0])})
+    data = load_images(root)
+    opened = data._open(1)
+    mapped = isinstance(opened.fp, pa.BufferReader) and red(data.image(1)) == 20
+    previous, streaming.PARQUET_BATCH_BYTES = streaming.PARQUET_BATCH_BYTES, 1
+    try:
+        source = streaming.open_stream(root)
+        values = [red(source.open(payload)) for shard in source.shards for _, payload, _ in source.records(shard)]
+    finally:
+        streaming.PARQUET_BATCH_BYTES = previous
+    return mapped and values == [10, 20, 30], f"map-style from Arrow memory: {mapped}; streamed {values}"
+
+
 DECODING = [
+    ("large cells, map-style and streamed", _large_cells),
     ("16-bit PNG", _sixteen_bit_png),
     ("EXIF orientation", _exif_rotated),
     ("PNG over the pixel budget", _png_over_budget),

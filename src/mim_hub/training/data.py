@@ -477,7 +477,18 @@ class ArrowImages(ImageDataset):
         super().__init__(labels, label_names, name, on_bad_image)
 
     def _open(self, index):
-        return open_image_value(self.data[int(index)][self.image_column])
+        """The row's image opened straight from the Arrow buffer (memory-mapped: no copy of a large
+        cell into Python bytes); other kinds of values through `open_image_value`."""
+        import pyarrow as pa
+
+        rows = self.__dict__.get("_arrow_rows")
+        if rows is None:
+            rows = self._arrow_rows = self.data.with_format("arrow")
+        cell = rows[int(index)].column(0)[0]
+        payload = cell.get("bytes") if isinstance(cell, pa.StructScalar) and "bytes" in cell.type.names else cell
+        if isinstance(payload, (pa.BinaryScalar, pa.LargeBinaryScalar)) and payload.is_valid:
+            return Image.open(pa.BufferReader(payload.as_buffer()))
+        return open_image_value(cell.as_py())
 
     def describe(self, index):
         value = self.data[int(index)][self.image_column]

@@ -33,7 +33,8 @@ from .data import (IMAGE_ERRORS, DatasetError, WDS_IMAGE_KEYS, bad_image, canoni
 
 logger = logging.getLogger(__name__)
 POSITION_KEY = "stream_position"
-KEYS_KEY = "stream_keys"  # where each sample of a batch came from (shard and key, file and row)
+KEYS_KEY = "stream_keys"
+PARQUET_BATCH_BYTES = 64 << 20  # a parquet stream's read batch, at most (its rows' uncompressed bytes)  # where each sample of a batch came from (shard and key, file and row)
 
 
 class StreamSource:
@@ -160,12 +161,16 @@ class ParquetStream(StreamSource):
         file, group, _ = shard
         columns = [self.image_column] + ([self.label_column] if self.label_column else [])
         row = 0
-        # a few hundred rows at a time: memory is bounded by that, not by the row group's size
-        for batch in pq.ParquetFile(file).iter_batches(batch_size=256, row_groups=[group], columns=columns):
-            images = batch.column(self.image_column).to_pylist()
+        handle = pq.ParquetFile(file)
+        # rows read a batch at a time, a batch of at most PARQUET_BATCH_BYTES (and 256 rows): memory is bounded by
+        # that, not by the row group's size; each row's image becomes a Python value only when it is yielded
+        info = handle.metadata.row_group(group)
+        rows = max(1, min(256, PARQUET_BATCH_BYTES * max(1, info.num_rows) // max(1, info.total_byte_size)))
+        for batch in handle.iter_batches(batch_size=rows, row_groups=[group], columns=columns):
+            images = batch.column(self.image_column)
             labels = self.space.ids(batch.column(self.label_column))[0].tolist() if self.space else [-1] * len(images)
-            for image, label in zip(images, labels):
-                yield f"{os.path.basename(file)} row group {group} row {row}", image, label
+            for index, label in enumerate(labels):
+                yield f"{os.path.basename(file)} row group {group} row {row}", images[index].as_py(), label
                 row += 1
 
     def count(self, shard) -> int:
