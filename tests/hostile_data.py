@@ -720,7 +720,17 @@ def _fifo_table(folder):
     return value if ok else (ok, value)
 
 
+def _fifo_to_reconstruct(folder):
+    fifo = os.path.join(folder, "photo.png")
+    os.mkfifo(fifo)
+    model, output = tiny_mae(folder), os.path.join(folder, "out.png")
+    ok, value = without_hanging(lambda: refused(*cli("reconstruct", "--model", model, "--image", fifo, "--output", output),
+                                                "photo.png is a FIFO", output), fifo)
+    return value if ok else (ok, value)
+
+
 HANGS = [
+    ("FIFO given to reconstruct --image", _fifo_to_reconstruct),
     ("FIFO named x.png in an image folder", _fifo_in_image_folder),
     ("FIFO named by a parquet path column", _fifo_in_path_column),
     ("FIFO named like a shard", _fifo_shard),
