@@ -18,8 +18,8 @@ import os
 import torch
 from torch import nn
 
-from .labels import check_labelled
 from .data import BadImage, add_dataset_arguments, dataset_from_args, default_num_workers, evaluation_split
+from .labels import check_labelled
 
 logger = logging.getLogger("mim_hub.eval")
 
