@@ -11,6 +11,10 @@ commas), the main process, on reaching that point at that optimizer step, writes
 - ``checkpoint-rename``: ``state.json`` is written too, the folder not yet renamed into place;
 - ``checkpoint-prune``: ``checkpoints/step_STEP`` is in place, older ones not yet removed.
 
+With ``MIM_HUB_DIE_AT`` set to ``POINT:N``, the process that reaches that point kills itself
+with SIGKILL (as the out-of-memory killer would): ``shard:N`` in the process about to write
+shard N of `prepare-shards`.
+
 Unset (always, outside tests) it costs one dictionary lookup per call and does nothing.
 """
 
@@ -36,3 +40,15 @@ def pause_if_asked(point: str, step: int) -> None:
     sys.stderr.write(f"\n{MARKER} {here}\n")
     sys.stderr.flush()
     threading.Event().wait()  # never set: only a signal ends the process from here
+
+
+DIE_ENV = "MIM_HUB_DIE_AT"
+
+
+def die_if_asked(point: str, number: int) -> None:
+    """SIGKILL this process if ``MIM_HUB_DIE_AT`` names this point and number."""
+    wanted = os.environ.get(DIE_ENV)
+    if wanted and f"{point}:{number}" in (w.strip() for w in wanted.split(",")):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)

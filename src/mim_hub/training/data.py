@@ -44,6 +44,8 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from .files import check_regular, only_regular, open_regular
+
 logger = logging.getLogger(__name__)
 
 DIGITS_SIZE = 32
@@ -94,14 +96,48 @@ class ImageDataset:
         for attempt in range(MAX_BAD_IN_A_ROW):
             used = (index + attempt) % len(self)
             try:
-                with self._open(used) as image:
-                    return function(image), used
-            except DatasetError:
-                raise
-            except IMAGE_ERRORS as error:
-                self._bad(used, error)
+                return self.try_image(used, function), used
+            except BadImage as bad:
+                self._bad(used, bad.error)
         raise DatasetError(f"{self.name}: {MAX_BAD_IN_A_ROW} unreadable images in a row from item {index} "
                            f"({self.describe(index)}); is the dataset readable at all?")
+
+    def try_image(self, index: int, function):
+        """`function(image)` on item `index` opened and prepared (`decode.prepared`); `BadImage`
+        if the image cannot be read. An error of `function` on an image that decodes is raised as
+        it is: a transform's or an option's error is not the data's."""
+        from .decode import decodes
+
+        image = None
+        try:
+            image = self._open(index)
+            prepared = self.prepared(image)
+        except DatasetError:
+            raise
+        except IMAGE_ERRORS as error:  # opening it failed: the data's
+            if image is not None:
+                image.close()
+            raise BadImage(error) from None
+        with image:
+            try:
+                return function(prepared)
+            except DatasetError:
+                raise
+            except IMAGE_ERRORS:
+                if decodes(lambda: self._open(index)):
+                    raise  # the image is fine: the error is the transform's or an option's
+        raise BadImage(_decode_error(lambda: self._open(index)))
+
+    @staticmethod
+    def prepared(image: Image.Image) -> Image.Image:
+        """An opened image within the pixel budget, upright and in 8 bits (`decode.prepared`)."""
+        from .decode import prepared
+
+        return prepared(image)
+
+    def open(self, index: int) -> Image.Image:
+        """Item `index` opened and prepared (`decode.prepared`), not a stand-in: errors propagate."""
+        return self.prepared(self._open(index))
 
     def image(self, index: int) -> Image.Image:
         """Item `index` decoded to RGB (a stand-in if it is unreadable, see `with_image`)."""
@@ -114,26 +150,61 @@ class ImageDataset:
         return SubsetImages(self, indices)
 
 
+class BadImage(Exception):
+    """An item whose image cannot be read; `error` says why."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _decode_error(open_again) -> Exception:
+    """The error decoding the image `open_again()` opens raises (for the report)."""
+    from .decode import prepared
+
+    try:
+        with open_again() as image:
+            prepared(image).load()
+    except Exception as error:  # noqa: BLE001 - reported, not raised
+        return error
+    return OSError("the image could not be decoded")
+
+
 def bad_image(where: str, error: Exception, on_bad_image: str, skipped: list, log_path: str | None = None) -> None:
     """What every reader (indexed datasets, streams, prepare-shards) does with an unreadable image:
     with `on_bad_image="error"` raise `DatasetError` naming it; else skip it: append `where` to
     `skipped` (this process's list), warn naming it, and append `where<TAB>error` to `log_path`
-    (a file every process appends to; `count_bad_images` counts its lines)."""
+    (a file every process appends to, one line per encounter, tabs, newlines and backslashes in
+    either field escaped as \\t, \\n, \\\\; `count_bad_images` counts the distinct images)."""
     if on_bad_image == "error":
         raise DatasetError(f"unreadable image {where}: {error}") from None
     skipped.append(where)
     logger.warning("skipped unreadable image %s: %s (%d skipped so far in this process)", where, error, len(skipped))
     if log_path:
-        with open(log_path, "a") as handle:
-            handle.write(f"{where}\t{str(error)[:200]}\n")
+        os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+        with open(log_path, "a") as handle:  # one short write per line: lines of several processes do not interleave
+            handle.write(f"{_escape(where)}\t{_escape(str(error)[:200])}\n")
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", lambda m: {"t": "\t", "n": "\n", "r": "\r"}.get(m.group(1), m.group(1)), text)
+
+
+def read_bad_images(path: str | None) -> list[tuple[str, str]]:
+    """(where, error) of each line of a `bad_images.tsv`, unescaped."""
+    if not path or not os.path.exists(path):
+        return []
+    with open(path) as handle:
+        return [tuple(_unescape(field) for field in (line.rstrip("\n").split("\t", 1) + [""])[:2]) for line in handle if line.strip()]
 
 
 def count_bad_images(path: str | None) -> int:
-    """Lines in a `bad_image_log` file (the bad images every process met)."""
-    if not path or not os.path.exists(path):
-        return 0
-    with open(path) as handle:
-        return sum(1 for _ in handle)
+    """The distinct images named in a `bad_image_log` file (every process's, every encounter)."""
+    return len({where for where, _ in read_bad_images(path)})
 
 
 class SubsetImages(ImageDataset):
@@ -162,6 +233,7 @@ class ImageList(ImageDataset):
         if isinstance(item, Image.Image):
             return item.copy()
         if isinstance(item, (str, os.PathLike)):
+            check_regular(item)
             return Image.open(item)
         return Image.fromarray(np.asarray(item))
 
@@ -267,15 +339,21 @@ class FileImages(ImageDataset):
         super().__init__(labels, label_names, name, on_bad_image)
 
     def _open(self, index):
+        check_regular(self.files[index])  # a FIFO named x.png would block the open forever
         return Image.open(self.files[index])
 
     def describe(self, index):
         return str(self.files[index])
 
 
+def _unreadable_folder(error: OSError):
+    raise DatasetError(f"{error.filename}: cannot list this folder ({error.strerror or error}); its images would be left out "
+                       "without a word: make it readable, or move it out of the dataset")
+
+
 def _image_files(folder: str) -> list[str]:
     found = []
-    for root, dirs, files in os.walk(folder):
+    for root, dirs, files in os.walk(folder, onerror=_unreadable_folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
     return found
@@ -309,6 +387,11 @@ def load_imagefolder(path: str, split: str = "train", on_bad_image: str = "skip"
     folder = choose_split(splits, split, spec)
     classes = sorted(set().union(*(_subfolders(f) for f in splits.values())))
     files, labels = [], []
+    loose = [f for f in sorted(os.listdir(folder)) if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
+    if classes and loose:  # class folders beside images: the images would have no class, and be left out
+        raise DatasetError(f"{spec}: {folder} holds images ({', '.join(loose[:2])}{' ...' if len(loose) > 2 else ''}) beside "
+                           f"subfolders ({', '.join(classes[:3])}{' ...' if len(classes) > 3 else ''}): either every image in a "
+                           "class folder (labelled), or a flat folder of images with no subfolders (unlabelled)")
     if classes:
         for label, name in enumerate(classes):
             if os.path.isdir(os.path.join(folder, name)):
@@ -347,14 +430,16 @@ def find_columns(features, image_column, label_column, name: str):
 
 
 def label_ids(values, feature=None):
-    """(int64 ids, names or None): ClassLabel ids as they are, other values numbered in sorted order."""
-    import datasets
+    """(int64 ids, names or None) of one column's values alone (see `labels.label_space` for the
+    space of a dataset's every split): ClassLabel ids as they are, other values numbered in sorted
+    order, missing values -1."""
+    import pyarrow as pa
 
-    if isinstance(feature, datasets.ClassLabel):
-        return np.asarray(values, dtype=np.int64), list(feature.names)
-    values = np.asarray(values)
-    unique, ids = np.unique(values, return_inverse=True)
-    return ids.astype(np.int64), [str(v) for v in unique.tolist()]
+    from .labels import label_space
+
+    column = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(list(np.asarray(values).tolist()))
+    space = label_space([column], feature)
+    return space.ids(column)[0], space.names
 
 
 def open_image_value(value) -> Image.Image:
@@ -363,11 +448,13 @@ def open_image_value(value) -> Image.Image:
         if value.get("bytes"):
             return Image.open(io.BytesIO(value["bytes"]))
         if value.get("path"):
+            check_regular(value["path"])
             return Image.open(value["path"])
         raise ValueError("empty image entry")
     if isinstance(value, (bytes, bytearray)):
         return Image.open(io.BytesIO(value))
     if isinstance(value, str):
+        check_regular(value)
         return Image.open(value)
     if isinstance(value, Image.Image):
         return value
@@ -390,7 +477,18 @@ class ArrowImages(ImageDataset):
         super().__init__(labels, label_names, name, on_bad_image)
 
     def _open(self, index):
-        return open_image_value(self.data[int(index)][self.image_column])
+        """The row's image opened straight from the Arrow buffer (memory-mapped: no copy of a large
+        cell into Python bytes); other kinds of values through `open_image_value`."""
+        import pyarrow as pa
+
+        rows = self.__dict__.get("_arrow_rows")
+        if rows is None:
+            rows = self._arrow_rows = self.data.with_format("arrow")
+        cell = rows[int(index)].column(0)[0]
+        payload = cell.get("bytes") if isinstance(cell, pa.StructScalar) and "bytes" in cell.type.names else cell
+        if isinstance(payload, (pa.BinaryScalar, pa.LargeBinaryScalar)) and payload.is_valid:
+            return Image.open(pa.BufferReader(payload.as_buffer()))
+        return open_image_value(cell.as_py())
 
     def describe(self, index):
         value = self.data[int(index)][self.image_column]
@@ -399,17 +497,34 @@ class ArrowImages(ImageDataset):
 
 
 def from_hf_dataset(data, *, image_column: str | None = None, label_column: str | None = None, name: str = "dataset",
-                    on_bad_image: str = "skip") -> ImageDataset:
+                    on_bad_image: str = "skip", splits=None) -> ImageDataset:
     """An `ImageDataset` over a `datasets.Dataset` with an image column (auto-detected): the label
-    column is read whole (an int per row), images stay in the Arrow table until asked for."""
-    image_column, label_column = find_columns(data.features, image_column, label_column, name)
-    if label_column:
-        values = data.select_columns([label_column]).with_format("arrow")[:].column(0).to_numpy(zero_copy_only=False)
-        labels, names = label_ids(values, data.features[label_column])
-    else:
-        labels, names = np.full(len(data), -1, dtype=np.int64), None
+    column is read whole (an int per row), images stay in the Arrow table until asked for.
+    `splits`: every split of the dataset (`datasets.Dataset`s, or a function of the label column
+    giving its Arrow arrays), over which the label space is computed (`labels.label_space`)."""
+    from .labels import LabelError, label_space
+
     if len(data) == 0:
         raise DatasetError(f"{name}: the dataset has no rows")
+    image_column, label_column = find_columns(data.features, image_column, label_column, name)
+    if label_column:
+        column = data.select_columns([label_column]).with_format("arrow")[:].column(0)
+        if callable(splits):
+            every = splits(label_column)
+        else:
+            every = [s.select_columns([label_column]).with_format("arrow")[:].column(0) for s in (splits or [data])
+                     if len(s) and label_column in s.column_names]
+        try:
+            space = label_space(every or [column], data.features[label_column], f"{name}: column {label_column!r}")
+            labels, missing = space.ids(column)
+        except LabelError as error:
+            raise DatasetError(str(error)) from None
+        names = space.names
+        if missing:
+            logger.warning("%s: %d of %d rows have no %r (null or NaN): they are unlabelled (-1), never a class", name, missing,
+                           len(data), label_column)
+    else:
+        labels, names = np.full(len(data), -1, dtype=np.int64), None
     return ArrowImages(data, image_column, labels, names, name, on_bad_image)
 
 
@@ -420,15 +535,44 @@ def _is_saved_dataset(path: str) -> bool:
 def load_saved_dataset(path: str, split: str, **columns) -> ImageDataset:
     import datasets
 
-    data = datasets.load_from_disk(path)
+    _check_saved_rows(path, split)
+    try:
+        data = datasets.load_from_disk(path)
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
+        raise DatasetError(f"{path}: not a readable save_to_disk dataset ({type(error).__name__}: {str(error)[:200]})") from None
+    every = None
     if isinstance(data, datasets.DatasetDict):
+        every = list(data.values())
         data = choose_split(dict(data), split, path)
         name = f"{path}:{split}"
     elif split not in ("train", data.split and str(data.split)):
         raise DatasetError(f"{path}: a single Dataset (no splits) was saved here, its one split is 'train'; got {split!r}")
     else:
         name = path
-    return from_hf_dataset(data, name=name, **columns)
+    return from_hf_dataset(data, name=name, splits=every, **columns)
+
+
+def _check_saved_rows(path: str, split: str) -> None:
+    """Refuse a saved dataset (or the split asked for) that holds no rows, naming it (datasets
+    itself fails on one with an IndexError)."""
+    folder = path
+    if os.path.isfile(os.path.join(path, "dataset_dict.json")):
+        try:
+            with open(os.path.join(path, "dataset_dict.json")) as handle:
+                names = json.load(handle).get("splits", [])
+        except (OSError, ValueError, AttributeError):
+            return
+        chosen = split if split in names else canonical_split(split) if canonical_split(split) in names else None
+        if chosen is None:
+            return  # choose_split names the splits found
+        folder = os.path.join(path, chosen)
+    try:
+        with open(os.path.join(folder, "state.json")) as handle:
+            files = json.load(handle).get("_data_files")
+    except (OSError, ValueError, AttributeError):
+        return
+    if files == []:
+        raise DatasetError(f"{folder}: the saved dataset{'' if folder == path else ' split'} has no rows")
 
 
 def table_files(spec: str) -> list[str]:
@@ -437,7 +581,7 @@ def table_files(spec: str) -> list[str]:
         found = [os.path.join(root, f) for root, _, files in os.walk(spec) for f in files if f.endswith((".parquet", ".arrow"))]
     else:
         found = [f for f in globlib.glob(spec, recursive=True) if f.endswith((".parquet", ".arrow"))]
-    return sorted(found)
+    return only_regular(sorted(found), spec)
 
 
 def load_table_files(spec: str, split: str, **columns) -> ImageDataset:
@@ -445,15 +589,41 @@ def load_table_files(spec: str, split: str, **columns) -> ImageDataset:
     cache (Arrow), the one-off cost of random access to parquet."""
     import datasets
 
-    files = choose_split(group_files_by_split(table_files(spec), spec), split, spec)
+    groups = group_files_by_split(table_files(spec), spec)
+    files = choose_split(groups, split, spec)
     kinds = {os.path.splitext(f)[1] for f in files}
     if kinds == {".arrow"}:
         data = datasets.concatenate_datasets([datasets.Dataset.from_file(f) for f in files])
+        if len(data) == 0:
+            raise DatasetError(f"{spec}: the arrow files of split {split!r} hold no rows ({', '.join(files[:3])})")
     elif kinds == {".parquet"}:
+        import pyarrow.parquet as pq
+
+        if sum(pq.read_metadata(f).num_rows for f in files) == 0:  # (datasets fails on it: 'corresponds to no data')
+            raise DatasetError(f"{spec}: the parquet files of split {split!r} hold no rows ({', '.join(files[:3])})")
         data = datasets.load_dataset("parquet", data_files={"train": files}, split="train")
     else:
         raise DatasetError(f"{spec}: mixes parquet and arrow files; give one kind")
-    return from_hf_dataset(data, name=spec + (f":{split}" if split != "train" else ""), **columns)
+    every_file = [f for group in groups.values() for f in group]
+    return from_hf_dataset(data, name=spec + (f":{split}" if split != "train" else ""), splits=lambda column: table_column(every_file, column),
+                           **columns)
+
+
+def table_column(files: list[str], column: str) -> list:
+    """The Arrow arrays of one column of parquet or arrow files (that column alone is read)."""
+    import datasets
+    import pyarrow.parquet as pq
+
+    arrays = []
+    for file in files:
+        if file.endswith(".parquet"):
+            if column in pq.read_schema(file).names:
+                arrays.append(pq.read_table(file, columns=[column]).column(0))
+        else:
+            table = datasets.Dataset.from_file(file).data
+            if column in table.column_names:
+                arrays.append(table.column(column))
+    return arrays
 
 
 def load_hub_dataset(name: str, *, config: str | None = None, split: str = "train", image_column: str | None = None,
@@ -466,7 +636,28 @@ def load_hub_dataset(name: str, *, config: str | None = None, split: str = "trai
         data = datasets.load_dataset(name, config, split=split)
     except Exception as error:
         raise DatasetError(_hub_error(name, config, split, error)) from None
-    return from_hf_dataset(data, image_column=image_column, label_column=label_column, name=name, on_bad_image=on_bad_image)
+    return from_hf_dataset(data, image_column=image_column, label_column=label_column, name=name, on_bad_image=on_bad_image,
+                           splits=_hub_splits(name, config, data, label_column))
+
+
+def _hub_splits(name, config, data, label_column):
+    """Every split of a Hub dataset whose labels are not a ClassLabel (their label space spans
+    the splits); None when they are, or when the other splits cannot be had (then this split's
+    labels alone are numbered, with a warning)."""
+    import datasets
+
+    try:
+        _, column = find_columns(data.features, None, label_column, name)
+    except DatasetError:
+        return None
+    if column is None or isinstance(data.features[column], datasets.ClassLabel):
+        return None
+    try:
+        return list(datasets.load_dataset(name, config).values())
+    except Exception as error:  # noqa: BLE001 - the split alone is still usable
+        logger.warning("%s: its labels are not a ClassLabel and its other splits could not be read (%s): the label ids are "
+                       "numbered over this split alone, and may differ from another split's", name, str(error)[:200])
+        return None
 
 
 def _hub_error(name, config, split, error) -> str:
@@ -478,21 +669,35 @@ def _hub_error(name, config, split, error) -> str:
 
 # ---------------------------------------------------------------- webdataset
 
-WDS_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "ppm", "bmp", "tif", "tiff", "image")
+WDS_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "ppm", "pgm", "bmp", "gif", "tif", "tiff", "image")  # (those image folders read)
 WDS_LABEL_KEYS = ("cls", "label", "json")
 
 
 def webdataset_shards(spec: str) -> list[str]:
-    """Tar shards of a folder or glob (`{000..099}` ranges as in webdataset URLs expand too)."""
+    """Tar shards of a folder or glob (`{000..099}` ranges as in webdataset URLs expand too): the
+    regular files named `*.tar` (a glob such as `train-*` does not pick up the `.tar.json`
+    receipts beside them). A shard a brace range names that does not exist is an error naming it."""
     if os.path.isdir(spec):
-        return sorted(os.path.join(spec, f) for f in os.listdir(spec) if f.endswith(".tar"))
+        return only_regular(sorted(os.path.join(spec, f) for f in os.listdir(spec) if f.endswith(".tar")), f"webdataset:{spec}")
     patterns = [spec]
-    match = re.search(r"\{(\d+)\.\.(\d+)\}", spec)
-    if match:
-        width = len(match.group(1))
-        patterns = [spec[:match.start()] + str(i).zfill(width) + spec[match.end():]
-                    for i in range(int(match.group(1)), int(match.group(2)) + 1)]
-    return sorted(f for p in patterns for f in globlib.glob(p))
+    while any(re.search(r"\{(\d+)\.\.(\d+)\}", p) for p in patterns):
+        expanded = []
+        for pattern in patterns:
+            match = re.search(r"\{(\d+)\.\.(\d+)\}", pattern)
+            if match is None:
+                expanded.append(pattern)
+                continue
+            width = len(match.group(1))
+            expanded += [pattern[:match.start()] + str(i).zfill(width) + pattern[match.end():]
+                         for i in range(int(match.group(1)), int(match.group(2)) + 1)]
+        patterns = expanded
+    if len(patterns) > 1 or patterns[0] != spec:  # a brace range names its shards: each must exist
+        missing = [p for p in patterns if not globlib.has_magic(p) and not os.path.exists(p)]
+        if missing:
+            raise DatasetError(f"webdataset:{spec}: {len(missing)} of the {len(patterns)} shards the range names do not exist: "
+                               f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+    found = sorted({f for p in patterns for f in globlib.glob(p) if f.endswith(".tar")})
+    return only_regular(found, f"webdataset:{spec}")
 
 
 def read_manifest(spec: str) -> dict:
@@ -505,12 +710,29 @@ def read_manifest(spec: str) -> dict:
     return {}
 
 
+MAX_LABEL = 2**31 - 1
+
+
 def parse_label(ext: str, payload: bytes) -> int:
-    if ext == "json":
-        value = json.loads(payload)
-        value = value.get("label", value.get("cls", -1)) if isinstance(value, dict) else value
-        return int(value)
-    return int(payload.decode().strip())
+    """The class id of a label member: `.cls`/`.label` text holding an integer, or `.json` holding
+    an integer or {"label": int} / {"cls": int}; -1 (no label) is allowed. Anything else (a list,
+    a string, a fraction, an id beyond 2**31 - 1 or below -1) is a `ValueError` saying what it is."""
+    try:
+        value = json.loads(payload) if ext == "json" else payload.decode().strip()
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"the .{ext} label is not {'JSON' if ext == 'json' else 'text'} ({error})") from None
+    if isinstance(value, dict):
+        value = value.get("label", value.get("cls", -1))
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise ValueError(f"the .{ext} label {value[:40]!r} is not an integer class id") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"the .{ext} label is {type(value).__name__} {str(value)[:40]}, not an integer class id")
+    if not -1 <= value <= MAX_LABEL:
+        raise ValueError(f"the .{ext} label {value} is outside [-1, {MAX_LABEL}] (-1: no label)")
+    return value
 
 
 class WebDatasetImages(ImageDataset):
@@ -531,7 +753,7 @@ class WebDatasetImages(ImageDataset):
         shard = int(self.shard_ids[index])
         handle = self._handles.get(shard)
         if handle is None:
-            handle = self._handles[shard] = open(self.shards[shard], "rb")
+            handle = self._handles[shard] = open_regular(self.shards[shard])
         handle.seek(int(self.offsets[index]))
         data = handle.read(int(self.sizes[index]))
         if len(data) != int(self.sizes[index]):
@@ -630,6 +852,9 @@ def add_dataset_arguments(parser, default: str = "digits", streaming: bool = Tru
     group.add_argument("--label-column", default=None, help="label column (datasets) or member extension (webdataset); auto-detected")
     group.add_argument("--on-bad-image", choices=("skip", "error"), default="skip",
                        help="skip (and count and name) unreadable images, or stop at the first")
+    group.add_argument("--max-image-pixels", type=int, default=None,
+                       help="pixel budget of one decoded image (default 64 Mpx): JPEGs above it are decoded at 1/2, 1/4 or 1/8 "
+                            "scale, other images above it are unreadable (skipped and named)")
     if streaming:
         group.add_argument("--streaming", action="store_true",
                            help="iterate a Hub, parquet or webdataset source without downloading, converting or indexing it first")

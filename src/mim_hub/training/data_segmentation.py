@@ -136,6 +136,10 @@ class SegFolder(SegmentationDataset):
 
     def item(self, index: int):
         image_path, label_path = self.entries[index]
+        from .files import check_regular
+
+        check_regular(image_path)  # a FIFO would block the open forever (training/files.py)
+        check_regular(label_path)
         with Image.open(image_path) as image:
             rgb = image.convert("RGB")
         with Image.open(label_path) as label_image:

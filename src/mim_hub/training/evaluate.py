@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 
 import torch
 from torch import nn
 
-from .data import IMAGE_ERRORS, DatasetError, add_dataset_arguments, dataset_from_args, default_num_workers, evaluation_split
+from .data import BadImage, add_dataset_arguments, dataset_from_args, default_num_workers, evaluation_split
+from .labels import check_labelled
 
 logger = logging.getLogger("mim_hub.eval")
 
@@ -75,13 +77,10 @@ class ProcessedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         try:
-            with self.images._open(index) as image:
-                pixels = self.processor(image.convert("RGB"), return_tensors="pt").pixel_values[0]
+            pixels = self.images.try_image(index, lambda image: self.processor(image.convert("RGB"), return_tensors="pt").pixel_values[0])
             return pixels, int(self.images.labels[index]), True
-        except DatasetError:
-            raise
-        except IMAGE_ERRORS as error:
-            self.images._bad(index, error)
+        except BadImage as bad:  # (a processor error on a readable image is raised: not the data's)
+            self.images._bad(index, bad.error)
             size = self.processor.crop_size if getattr(self.processor, "do_center_crop", False) else self.processor.size
             height, width = size.get("height", size.get("shortest_edge")), size.get("width", size.get("shortest_edge"))
             return torch.zeros(3, height, width), int(self.images.labels[index]), False
@@ -331,10 +330,9 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.dataset} has no split to evaluate on besides the training split {args.split!r}; "
                          "give --eval-split (e.g. --eval-split test)")
     test = dataset_from_args(args, split=eval_split)
-    for images in (train, test):
-        if not images.has_labels:
-            raise ValueError(f"{images.name} has no labels (or not for every image): kNN and linear probes need a labelled dataset; "
-                             "pass --label-column if the labels are in another column")
+    bad_image_log = os.path.join(os.path.dirname(os.path.abspath(args.output)), "bad_images.tsv") if args.output else None
+    train.bad_image_log = test.bad_image_log = bad_image_log  # beside --output, as every command writes it (data.bad_image)
+    check_labelled(train, test, "kNN and linear probes")  # one label space, every id in range (training/labels.py)
     results = evaluate_model(model, processor, train, test, protocol=args.protocol, k=args.k, temperature=args.temperature,
                              linear_epochs=args.linear_epochs or (90 if args.probe == "mae" else 100),
                              linear_weight_decay=args.linear_weight_decay, pooling=args.pooling or ("cls" if args.probe == "mae" else "mean"),
@@ -343,6 +341,11 @@ def main(args: argparse.Namespace) -> int:
     for name, value in results.items():
         is_setting = name == "linear_weight_decay" or (name.startswith("linear_mae_"))
         print(f"{name}: {value:g}" if is_setting else f"{name}: {100 * value:.2f}%")
+    if bad_image_log:
+        from .data import count_bad_images
+
+        results["bad_images"] = count_bad_images(bad_image_log)
+        print(f"bad_images: {results['bad_images']} (listed in {bad_image_log})")
     if args.output:
         with open(args.output, "w") as handle:
             json.dump(results, handle, indent=2)

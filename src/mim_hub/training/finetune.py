@@ -20,6 +20,7 @@ import torch
 from .compiling import add_compile_arguments, compile_blocks
 from .data import add_dataset_arguments, dataset_from_args, default_num_workers, evaluation_split
 from .evaluate import check_labels
+from .labels import check_labelled
 from .optim import adamw, cosine_with_warmup, param_groups_lrd
 from .transforms import RandomResizedCropFlip
 
@@ -126,16 +127,17 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
     import mim_hub  # noqa: F401
     from transformers import AutoImageProcessor, Trainer, TrainingArguments
 
+    from .validation import check_finite_model, check_values
+
+    check_values(dict(locals()), "finetune")  # the keywords in their ranges, as the CLI's options are
+
     from ..auto import method_classes
     from .modelio import method_of_folder
 
     method = method_of_folder(model_dir)
-    for images in (train_images, eval_images):
-        if images is not None and not images.has_labels:
-            raise ValueError(f"{images.name} has no labels (or not for every image): fine-tuning needs a labelled dataset; "
-                             "pass --label-column if the labels are in another column")
+    num_classes = check_labelled(train_images, eval_images, "fine-tuning")  # every id in [0, classes) (training/labels.py)
     check_labels(train_images.labels, f"the training split of {train_images.name}")  # one class: a num_labels 1 regression
-    names = train_images.label_names or [str(i) for i in range(max(train_images.labels) + 1)]
+    names = train_images.label_names or [str(i) for i in range(num_classes)]
     id2label, label2id = {i: n for i, n in enumerate(names)}, {n: i for i, n in enumerate(names)}
     config_class = method_classes(method)["config"]
     extra = {"drop_path_rate": drop_path} if "drop_path_rate" in config_class.__dataclass_fields__ else {}  # (CRATE has none)
@@ -231,6 +233,8 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
                                compute_loss_func=soft_target_loss(label_smoothing),
                                optimizer_factory=make_optimizer if fsdp else None, scheduler_factory=make_scheduler if fsdp else None)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    if not fsdp:
+        check_finite_model(trainer.model, f"fine-tuning {model_dir}")
     metrics = trainer.evaluate() if eval_data is not None else {}
     from .saving import save_final
 
@@ -313,10 +317,18 @@ def main(args: argparse.Namespace) -> int:
     train = dataset_from_args(args)
     eval_split = evaluation_split(args)
     evaluation = dataset_from_args(args, split=eval_split) if eval_split else None
+    bad_image_log = os.path.join(args.output_dir, "bad_images.tsv")  # as every command writes it (data.bad_image)
+    for images in (train, evaluation):
+        if images is not None:
+            images.bad_image_log = bad_image_log
     _, metrics = finetune(args.model, train, evaluation, output_dir=args.output_dir, flip=not args.no_flip, seed=args.seed,
                           num_workers=args.num_workers, push_to_hub=args.push_to_hub,
                           resume_from_checkpoint=args.resume_from_checkpoint, fsdp=args.fsdp,
                           compile=args.compile, compile_backend=args.compile_backend, compile_mode=args.compile_mode, **settings)
+    from .data import count_bad_images
+
+    if count_bad_images(bad_image_log):
+        print(f"{count_bad_images(bad_image_log)} unreadable images skipped (listed in {bad_image_log})")
     if metrics:
         print(f"eval accuracy: {100 * metrics['eval_accuracy']:.2f}%")
         if "eval_ema_accuracy" in metrics:

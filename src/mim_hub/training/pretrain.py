@@ -27,6 +27,7 @@ from .optim import adamw, cosine_with_warmup, param_groups
 from .preprocessing import build_processor, input_statistics, saved_processor
 from .recipes import build_recipe, get_recipe
 from .saving import save_final
+from .validation import check_finite_loss, check_finite_model
 
 logger = logging.getLogger("mim_hub.pretrain")
 SAMPLE_LOG_ENV = "MIM_HUB_SAMPLE_LOG"
@@ -146,7 +147,7 @@ class PretrainData(torch.utils.data.Dataset):
         return {**views, **self.recipe.sample_inputs(rng)}
 
 
-def check_stream_resume(state: dict, args, num_processes: int) -> None:
+def check_stream_resume(state: dict, args, num_processes: int, world: dict | None = None) -> None:
     """A streamed run resumes exactly only with the stream it was interrupted in."""
     saved = state.get("stream")
     if saved is None:
@@ -157,6 +158,17 @@ def check_stream_resume(state: dict, args, num_processes: int) -> None:
     if changed:
         raise ValueError("--resume --streaming needs the interrupted run's stream settings; changed: "
                          + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
+    if world is not None:
+        from .streaming import world_differences
+
+        differences = world_differences(saved.get("world"), world)
+        if differences and getattr(args, "resume_with_changes", False):
+            logger.warning("--resume-with-changes: the stream's data changed since the checkpoint (%s): the resumed stream is "
+                           "not the interrupted one's (some samples are seen twice, others never)", "; ".join(differences))
+        elif differences:
+            raise ValueError(f"--resume --streaming: {args.dataset} is not the data the interrupted run streamed; "
+                             + "; ".join(differences) + " (resuming would see some samples twice and others never; "
+                             "--resume-with-changes continues anyway)")
 
 
 def dataset_statistics(images, limit: int = 2000) -> tuple[tuple, tuple]:
@@ -222,7 +234,8 @@ def _run(args: argparse.Namespace, accelerator) -> int:
                           pin_memory=accelerator.device.type == "cuda")
     saved_preprocessing = saved_processor(method, args.model)  # a continued folder's image processor, or None
     if args.streaming:
-        from .streaming import ShardedStream, StreamState, collate_with_positions, open_stream, stream_images_for_statistics
+        from .streaming import (ShardedStream, StreamState, collate_with_positions, open_stream, stream_images_for_statistics,
+                                stream_world)
 
         source = open_stream(args.dataset, split=args.split, config=args.dataset_config, image_column=args.image_column,
                              label_column=args.label_column)
@@ -309,7 +322,7 @@ def _run(args: argparse.Namespace, accelerator) -> int:
                     group["initial_lr"], group["lr"] = lr, lr * factor
                 logger.warning("--resume-with-changes: continuing %s with %s", checkpoint, "; ".join(changed))
             if args.streaming:
-                check_stream_resume(state, args, accelerator.num_processes)
+                check_stream_resume(state, args, accelerator.num_processes, stream_world(source))
                 stream.resume(state["stream"]["positions"], state["stream"]["batches"])
                 stream_state = StreamState(state["stream"]["positions"], state["stream"]["batches"])
             if ema is not None:
@@ -381,6 +394,7 @@ def _run(args: argparse.Namespace, accelerator) -> int:
                                 compiled, args.compile_backend, first_step_s)
             if step % args.log_every == 0 or step == total_steps:
                 value = accelerator.gather(loss.detach().float().reshape(1)).mean().item()
+                check_finite_loss(value, step)  # every rank sees the same value: every rank stops
                 record = {"step": step, "epoch": epoch, "loss": value, "lr": scheduler.get_last_lr()[0],
                           "images_per_s": seen / max(1e-9, time.time() - started), "elapsed_s": time.time() - started,
                           "data_wait_fraction": round(data_wait / max(1e-9, time.time() - started), 4),
@@ -405,7 +419,7 @@ def _run(args: argparse.Namespace, accelerator) -> int:
                     state["stream"] = {"positions": stream_state.gathered(accelerator, slots_per_rank), "batches": stream_state.batches,
                                        "num_workers": args.num_workers,
                                        "num_processes": accelerator.num_processes, "batch_size": args.batch_size, "seed": args.seed,
-                                       "shuffle_buffer": args.shuffle_buffer}
+                                       "shuffle_buffer": args.shuffle_buffer, "world": stream_world(source)}
                 save_checkpoint(accelerator, args.output_dir, state, args.keep_checkpoints, ema=ema, recipe_state=recipe_state)
             if step >= total_steps:
                 break
@@ -421,6 +435,7 @@ def _run(args: argparse.Namespace, accelerator) -> int:
     full_state = accelerator.get_state_dict(model) if args.fsdp else None  # gathered from the shards (every process takes part)
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(model)
+        check_finite_model(final, f"pre-training {method} for {total_steps} steps", full_state)
         processor = build_processor(method, final.config, mean, std, args.model, saved_preprocessing)
         save_final(final, processor, args.output_dir, method=method, state_dict=full_state,
                    provenance=f"Pre-trained with `mim-hub pretrain --method {method}` on `{args.dataset}` for {total_steps} steps "

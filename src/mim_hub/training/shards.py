@@ -21,32 +21,44 @@ import time
 
 import numpy as np
 
+from .files import open_regular
+from .receipts import headers_digest, read_receipt, verified_index, write_receipt
+
 logger = logging.getLogger("mim_hub.shards")
 BLOCK = 512
 
 
-def _number(field: bytes) -> int:
-    if field and field[0] & 0x80:  # GNU base-256
-        return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
-    text = field.split(b"\0", 1)[0].strip()
-    return int(text, 8) if text else 0
+COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
 
 
 def iter_tar(path: str, *, read_data=lambda name, size: False):
     """(member name, data offset, size, data or None) of every regular file of a tar, from its
-    headers; `read_data(name, size)` says which members' bytes to read as well."""
-    with open(path, "rb") as handle:
+    headers; `read_data(name, size)` says which members' bytes to read as well. A file that is not
+    a plain tar (compressed, garbage, a header with a wrong checksum) or whose member claims more
+    bytes than the file has is a `DatasetError` naming the file, the byte and the member."""
+    from .data import DatasetError
+    from .receipts import header_fields
+
+    with open_regular(path) as handle:
+        total = os.fstat(handle.fileno()).st_size
         position, long_name = 0, None
         while True:
             handle.seek(position)
             header = handle.read(BLOCK)
-            if len(header) < BLOCK or header == b"\0" * BLOCK:
+            if not header.strip(b"\0"):  # the end (two zero blocks, or the file's end)
                 return
-            size, kind = _number(header[124:136]), header[156:157]
-            name = header[0:100].split(b"\0", 1)[0]
-            if header[257:262] == b"ustar" and header[345:500].strip(b"\0"):
-                name = header[345:500].split(b"\0", 1)[0] + b"/" + name
+            fields = header_fields(header)
+            if fields is None:
+                kind = next((k for magic, k in COMPRESSED.items() if position == 0 and header.startswith(magic)), None)
+                if kind:
+                    raise DatasetError(f"{path}: a {kind}-compressed file, not a plain tar; decompress it (shards are read by "
+                                       "seeking to members, which a compressed stream does not allow)")
+                raise DatasetError(f"{path}: not a tar file, or corrupt: the block at byte {position} is not a valid tar header")
+            name, size, kind = fields
             start = position + BLOCK
+            if start + size > total:
+                raise DatasetError(f"{path}: member {name!r} at byte {position} claims {size} bytes, but the file ends at byte "
+                                   f"{total}: the shard is truncated or corrupt")
             if kind in (b"L", b"x"):  # GNU long name / pax header: the next member's name
                 payload = handle.read(size)
                 if kind == b"L":
@@ -56,7 +68,7 @@ def iter_tar(path: str, *, read_data=lambda name, size: False):
                         if b" path=" in record:
                             long_name = record.split(b" path=", 1)[1]
             elif kind in (b"0", b"\0", b"7"):
-                text = (long_name or name).decode("utf-8", "replace")
+                text = long_name.decode("utf-8", "replace") if long_name else name
                 long_name = None
                 data = handle.read(size) if read_data(text, size) else None
                 yield text, start, size, data
@@ -89,13 +101,18 @@ def iter_samples(path: str, *, image_key=None, label_key=None, read_images: bool
         ext = split_name(name)[1]
         return (ext in label_keys and size < 1 << 16) or (read_images and ext in image_keys)
 
-    current, members = None, {}
+    from .data import DatasetError
+
+    current, members, seen = None, {}, set()
 
     def sample():
         image = next((k for k in image_keys if k in members), None)
         if image is None:
             return None
-        label = next((parse_label(k, members[k][2]) for k in label_keys if k in members and members[k][2] is not None), -1)
+        try:
+            label = next((parse_label(k, members[k][2]) for k in label_keys if k in members and members[k][2] is not None), -1)
+        except ValueError as error:
+            raise DatasetError(f"{path}: sample {current!r}: {error}") from None
         offset, size, data = members[image]
         return current, image, offset, size, label, data
 
@@ -104,35 +121,25 @@ def iter_samples(path: str, *, image_key=None, label_key=None, read_images: bool
         if key != current:
             if current is not None and (done := sample()) is not None:
                 yield done
+            if key in seen:  # webdataset groups consecutive members: a key met again would be a second sample
+                raise DatasetError(f"{path}: key {key!r} appears twice (member {name!r}); a sample's members must be "
+                                   "consecutive and keys unique within a shard")
+            seen.add(key)
             current, members = key, {}
+        elif ext in members:
+            raise DatasetError(f"{path}: two {ext!r} members for key {key!r} (member {name!r}): one would hide the other")
         members[ext] = (offset, size, data)
     if current is not None and (done := sample()) is not None:
         yield done
-
-
-def _receipt_index(shard: str) -> dict | None:
-    """The member index `prepare-shards` put in the shard's receipt (`<shard>.json`), if it has
-    one and the shard is still the size it wrote."""
-    path = shard + ".json"
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path) as handle:
-            receipt = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(receipt, dict) or receipt.get("bytes") != os.path.getsize(shard) or not all(
-            isinstance(receipt.get(k), list) for k in ("offsets", "sizes", "labels")):
-        return None
-    return receipt
 
 
 def index_webdataset(shards: list[str], *, image_key=None, label_key=None) -> dict:
     """{"shard", "offset", "size", "label"} arrays over every sample of `shards`, and "count"."""
     shard_ids, offsets, sizes, labels = [], [], [], []
     for number, shard in enumerate(shards):
-        known = _receipt_index(shard) if image_key in (None, "jpg") and label_key in (None, "cls") else None
-        if known is not None:  # written by prepare-shards: its receipt holds the index, no header to read
+        # written by prepare-shards: its receipt holds the index, trusted once checked against the shard
+        known = verified_index(shard) if image_key in (None, "jpg") and label_key in (None, "cls") else None
+        if known is not None:
             shard_ids += [number] * len(known["offsets"])
             offsets += known["offsets"]
             sizes += known["sizes"]
@@ -158,6 +165,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality of re-encoded images")
     parser.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
     parser.add_argument("--num-workers", type=int, default=None, help="processes writing shards (default: from the CPU count)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the shards and manifest of another run (other settings or source) in --output")
 
 
 def _resized_jpeg(image, max_side: int, quality: int) -> bytes:
@@ -183,6 +192,11 @@ def write_shard(task) -> dict:
     spec, split, columns, output, number, start, stop, max_side, quality = (
         task["spec"], task["split"], task["columns"], task["output"], task["number"], task["start"], task["stop"],
         task["max_side"], task["quality"])
+    from .crash_points import die_if_asked
+
+    from .data import BadImage
+
+    die_if_asked("shard", number)  # a test's stand-in for the out-of-memory killer
     key = (spec, split, tuple(sorted(columns.items())))
     if key not in _SOURCES:  # one index per process, however many shards it writes
         from .data import load_images
@@ -190,6 +204,7 @@ def write_shard(task) -> dict:
         _SOURCES.clear()
         _SOURCES[key] = load_images(spec, split=split, **columns)
     data = _SOURCES[key]
+    data.bad_image_log = os.path.join(output, "bad_images.tsv")
     final = os.path.join(output, f"{split}-{number:06d}.tar")
     tmp = final + ".tmp"
     written, skipped = 0, 0
@@ -197,14 +212,9 @@ def write_shard(task) -> dict:
     with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
         for index in range(start, stop):
             try:
-                with data._open(index) as image:
-                    payload = _resized_jpeg(image, max_side, quality)
-            except Exception as error:  # noqa: BLE001 - reported like the trainers' bad images
-                from .data import IMAGE_ERRORS
-
-                if not isinstance(error, IMAGE_ERRORS):
-                    raise
-                data._bad(index, error)  # raises with --on-bad-image error; else counted and named
+                payload = data.try_image(index, lambda image: _resized_jpeg(image, max_side, quality))
+            except BadImage as bad:  # reported like the trainers' bad images (an encoder error is raised)
+                data._bad(index, bad.error)  # raises with --on-bad-image error; else counted and named
                 skipped += 1
                 continue
             key = f"{index:09d}"
@@ -220,46 +230,58 @@ def write_shard(task) -> dict:
                     sizes.append(len(blob))
             labels.append(int(data.labels[index]) if data.labels[index] >= 0 else -1)
             written += 1
+    summary = {**task["expected"], "shard": os.path.basename(final), "samples": written, "skipped": skipped,
+               "offsets": offsets, "sizes": sizes, "labels": labels, "headers_blake2b": headers_digest(tmp, offsets)}
     os.replace(tmp, final)
-    summary = {"shard": os.path.basename(final), "samples": written, "skipped": skipped, "bytes": os.path.getsize(final),
-               "offsets": offsets, "sizes": sizes, "labels": labels}
-    with open(final + ".json", "w") as handle:  # the shard's receipt: done, and what it holds
-        json.dump(summary, handle)
-    return summary
+    write_receipt(final, summary)  # the shard's receipt: done, and what it holds (atomically)
+    return read_receipt(final)
 
 
 def prepare_shards(spec: str, output: str, *, splits=("train",), image_column=None, label_column=None, max_side: int = 320,
                    quality: int = 90, shard_size: int = 1000, num_workers: int = 1, on_bad_image: str = "skip",
-                   command: str = "", progress: bool = True) -> dict:
+                   command: str = "", progress: bool = True, overwrite: bool = False) -> dict:
     """Write each split of `spec` as webdataset shards `<split>-NNNNNN.tar` in `output`, images
     re-encoded as JPEG with the longer side at most `max_side`, labels as `.cls`, and a
-    `manifest.json` (counts, classes, the command). Resumable: a shard with its receipt
-    (`.tar.json`) is done and is not written again; a shard being written is a `.tmp` until it
-    is complete. Shards are written by `num_workers` processes in parallel."""
+    `manifest.json` (counts, classes, the command, and the settings that made them). Each shard's
+    receipt (`.tar.json`, written atomically) records the settings, split and sample range that
+    made it. Resumable: a shard whose receipt has this run's settings and range, and still matches
+    the shard, is done and is not written again; any other is written again; a shard being
+    written is a `.tmp` until it is complete. A folder holding another run's shards or manifest
+    is refused unless `overwrite`. Shards are written by `num_workers` processes in parallel; a
+    worker that dies is an error (what was finished is kept for a rerun)."""
     from tqdm.auto import tqdm
 
+    from ..utils.atomic import atomic_file
     from .data import load_images
+    from .receipts import check_output_folder, check_output_outside_input, finished_shard, run_settings
+    from .validation import check_values
 
+    check_values(dict(max_side=max_side, quality=quality, shard_size=shard_size, num_workers=num_workers), "prepare-shards")
+    check_output_outside_input(spec, output)
+    settings = run_settings(spec, image_column=image_column, label_column=label_column, max_side=max_side, quality=quality,
+                            shard_size=shard_size)
     os.makedirs(output, exist_ok=True)
+    _SOURCES.clear()  # an index of this process's earlier run may be of other files
+    previous = check_output_folder(output, settings, overwrite)  # this run's earlier manifest, or None
     columns = dict(image_column=image_column, label_column=label_column, on_bad_image=on_bad_image)
     manifest = {"format": "webdataset", "image_key": "jpg", "label_key": "cls", "max_side": max_side, "quality": quality,
-                "command": command, "source": spec, "splits": {}}
+                "shard_size": shard_size, "command": command, "source": spec, "settings": settings,
+                "splits": dict((previous or {}).get("splits", {})), "classes": (previous or {}).get("classes")}
     for split in splits:
         data = load_images(spec, split=split, **columns)
         manifest["classes"] = data.label_names or manifest.get("classes")
         tasks = [dict(spec=spec, split=split, columns=columns, output=output, number=n, start=s, stop=min(len(data), s + shard_size),
-                      max_side=max_side, quality=quality) for n, s in enumerate(range(0, len(data), shard_size))]
-        done = {t["number"]: _receipt(output, split, t["number"]) for t in tasks}
+                      max_side=max_side, quality=quality,
+                      expected=dict(settings=settings, split=split, number=n, start=s, stop=min(len(data), s + shard_size),
+                                    source_samples=len(data)))
+                 for n, s in enumerate(range(0, len(data), shard_size))]
+        _remove_beyond(output, split, len(tasks))
+        done = {t["number"]: finished_shard(os.path.join(output, f"{split}-{t['number']:06d}.tar"), t["expected"]) for t in tasks}
         todo = [t for t in tasks if done[t["number"]] is None]
         bar = tqdm(total=len(data), initial=sum(len(range(t["start"], t["stop"])) for t in tasks if done[t["number"]]),
                    desc=f"prepare-shards {split}", unit="img", disable=not progress)
         if num_workers > 1 and len(todo) > 1:
-            import multiprocessing
-
-            with multiprocessing.get_context("spawn").Pool(min(num_workers, len(todo))) as pool:
-                for task, summary in zip(todo, pool.imap(write_shard, todo)):
-                    done[task["number"]] = summary
-                    bar.update(task["stop"] - task["start"])
+            _write_in_processes(todo, done, min(num_workers, len(todo)), bar)
         else:
             for task in todo:
                 done[task["number"]] = write_shard(task)
@@ -267,20 +289,49 @@ def prepare_shards(spec: str, output: str, *, splits=("train",), image_column=No
         bar.close()
         receipts = [done[t["number"]] for t in tasks]
         manifest["splits"][split] = {"samples": sum(r["samples"] for r in receipts), "skipped": sum(r["skipped"] for r in receipts),
-                                     "shards": [r["shard"] for r in receipts], "shard_samples": [r["samples"] for r in receipts]}
-    tmp = os.path.join(output, "manifest.json.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(manifest, handle, indent=1)
-    os.replace(tmp, os.path.join(output, "manifest.json"))
+                                     "source_samples": len(data), "shards": [r["shard"] for r in receipts],
+                                     "shard_samples": [r["samples"] for r in receipts]}
+    with atomic_file(os.path.join(output, "manifest.json")) as tmp:
+        with open(tmp, "w") as handle:
+            json.dump(manifest, handle, indent=1)
     return manifest
 
 
-def _receipt(output: str, split: str, number: int):
-    path = os.path.join(output, f"{split}-{number:06d}.tar")
-    if os.path.isfile(path) and os.path.isfile(path + ".json"):
-        with open(path + ".json") as handle:
-            return json.load(handle)
-    return None
+def _remove_beyond(output: str, split: str, count: int) -> None:
+    """Shards of `split` numbered `count` or more (left by this run's settings on a larger source)."""
+    from .receipts import receipt_path, shard_files
+
+    for name in shard_files(output).get(split, []):
+        if int(name[-10:-4]) >= count:
+            for path in (os.path.join(output, name), receipt_path(os.path.join(output, name))):
+                if os.path.exists(path):
+                    os.remove(path)
+
+
+def _write_in_processes(todo: list[dict], done: dict, workers: int, bar) -> None:
+    """`write_shard` of every task in `workers` spawned processes; a process that dies (killed, out
+    of memory) is noticed at once (`BrokenProcessPool`) and is an error naming the shards left."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    from .data import DatasetError
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(write_shard, task): task for task in todo}
+        try:
+            for future in as_completed(futures):
+                task = futures[future]
+                done[task["number"]] = future.result()
+                bar.update(task["stop"] - task["start"])
+        except BrokenProcessPool:
+            left = sorted(t["number"] for t in todo if done[t["number"]] is None)
+            for future in futures:
+                future.cancel()
+            raise DatasetError(f"a prepare-shards worker process died (killed, e.g. by the out-of-memory killer) with shards "
+                               f"{left[:5]}{' ...' if len(left) > 5 else ''} of split {todo[0]['split']!r} unfinished; the "
+                               "finished shards are kept: rerun the same command to resume (with fewer --num-workers if "
+                               "memory ran out)") from None
 
 
 def main(args: argparse.Namespace) -> int:
@@ -295,7 +346,7 @@ def main(args: argparse.Namespace) -> int:
     manifest = prepare_shards(args.dataset, args.output, splits=splits, image_column=args.image_column, label_column=args.label_column,
                               max_side=args.max_side, quality=args.quality, shard_size=args.shard_size,
                               num_workers=args.num_workers if args.num_workers is not None else max(1, default_num_workers()),
-                              on_bad_image=args.on_bad_image, command="mim-hub " + " ".join(sys.argv[1:]))
+                              on_bad_image=args.on_bad_image, command="mim-hub " + " ".join(sys.argv[1:]), overwrite=args.overwrite)
     for split, info in manifest["splits"].items():
         print(f"{split}: {info['samples']} samples in {len(info['shards'])} shards ({info['skipped']} unreadable skipped)")
     print(f"wrote {args.output} in {time.time() - started:.1f} s")

@@ -33,7 +33,8 @@ from .data import (IMAGE_ERRORS, DatasetError, WDS_IMAGE_KEYS, bad_image, canoni
 
 logger = logging.getLogger(__name__)
 POSITION_KEY = "stream_position"
-KEYS_KEY = "stream_keys"  # where each sample of a batch came from (shard and key, file and row)
+KEYS_KEY = "stream_keys"
+PARQUET_BATCH_BYTES = 64 << 20  # a parquet stream's read batch, at most (its rows' uncompressed bytes)  # where each sample of a batch came from (shard and key, file and row)
 
 
 class StreamSource:
@@ -52,10 +53,16 @@ class StreamSource:
     def count(self, shard) -> int:
         return sum(1 for _ in self.records(shard))
 
-    def open(self, payload):
-        from .data import open_image_value
+    def world(self) -> dict:
+        """What a resumed run must find again: the shards (names, sizes) and their counts."""
+        return {"name": self.name, "shards": len(self.shards), "total": self.total}
 
-        return open_image_value(payload)
+    def open(self, payload):
+        """The image of a record's payload, opened and prepared (`decode.prepared`)."""
+        from .data import open_image_value
+        from .decode import prepared
+
+        return prepared(open_image_value(payload))
 
 
 class WebDatasetStream(StreamSource):
@@ -77,14 +84,38 @@ class WebDatasetStream(StreamSource):
     def records(self, shard):
         from .shards import iter_samples
 
+        read = 0
         for key, _, _, _, label, data in iter_samples(shard, image_key=self.image_key, label_key=self.label_key, read_images=True):
+            read += 1
             yield f"{shard}:{key}", data, label
+        known = self._counts.get(os.path.basename(shard))
+        if known is not None and known != read:  # the counts a resume skips by must be true
+            raise DatasetError(_count_error(shard, known, read))
 
     def count(self, shard) -> int:
+        """Samples in `shard` (what a resumed stream skips by): the manifest's count, checked once
+        against the shard (its verified receipt, else its headers)."""
+        from .receipts import verified_index
         from .shards import iter_samples
 
-        known = self._counts.get(os.path.basename(shard))
-        return known if known is not None else sum(1 for _ in iter_samples(shard, image_key=self.image_key, label_key=self.label_key))
+        cache = self.__dict__.setdefault("_checked", {})
+        if shard not in cache:
+            receipt = verified_index(shard) if self.image_key in (None, "jpg") else None
+            cache[shard] = len(receipt["offsets"]) if receipt is not None else sum(
+                1 for _ in iter_samples(shard, image_key=self.image_key, label_key=self.label_key))
+            known = self._counts.get(os.path.basename(shard))
+            if known is not None and known != cache[shard]:
+                raise DatasetError(_count_error(shard, known, cache[shard]))
+        return cache[shard]
+
+    def world(self) -> dict:
+        return {"shards": [[os.path.basename(s), os.stat(s).st_size, os.stat(s).st_mtime_ns] for s in self.shards],
+                "counts": [self._counts.get(os.path.basename(s)) for s in self.shards]}
+
+
+def _count_error(shard: str, known: int, actual: int) -> str:
+    return (f"{shard}: manifest.json says {known} samples, the shard holds {actual}; the manifest does not describe these "
+            "shards (write them again with prepare-shards, or remove manifest.json to count them from the shards)")
 
 
 class ParquetStream(StreamSource):
@@ -96,7 +127,8 @@ class ParquetStream(StreamSource):
 
         from .data import find_columns
 
-        files = [f for f in choose_split(group_files_by_split(table_files(spec), spec), split, spec) if f.endswith(".parquet")]
+        groups = group_files_by_split(table_files(spec), spec)
+        files = [f for f in choose_split(groups, split, spec) if f.endswith(".parquet")]
         if not files:
             raise DatasetError(f"{spec}: --streaming reads parquet files; none found (arrow files are memory-mapped without it)")
         first = pq.ParquetFile(files[0])
@@ -104,6 +136,17 @@ class ParquetStream(StreamSource):
         self.image_column, self.label_column = find_columns(features, image_column, label_column, spec)
         feature = features.get(self.label_column) if self.label_column else None
         self.label_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+        self.space = None  # the label space over every split's files (training/labels.py): string labels become ids
+        if self.label_column:
+            from .data import table_column
+            from .labels import LabelError, label_space
+
+            every = [f for group in groups.values() for f in group if f.endswith(".parquet")]
+            try:
+                self.space = label_space(table_column(every, self.label_column), feature, f"{spec}: column {self.label_column!r}")
+            except LabelError as error:
+                raise DatasetError(str(error)) from None
+            self.label_names = self.space.names or self.label_names
         self.shards, self.total = [], 0
         for file in files:
             meta = pq.read_metadata(file)
@@ -118,16 +161,24 @@ class ParquetStream(StreamSource):
         file, group, _ = shard
         columns = [self.image_column] + ([self.label_column] if self.label_column else [])
         row = 0
-        # a few hundred rows at a time: memory is bounded by that, not by the row group's size
-        for batch in pq.ParquetFile(file).iter_batches(batch_size=256, row_groups=[group], columns=columns):
-            images = batch.column(self.image_column).to_pylist()
-            labels = batch.column(self.label_column).to_pylist() if self.label_column else [-1] * len(images)
-            for image, label in zip(images, labels):
-                yield f"{os.path.basename(file)} row group {group} row {row}", image, int(label) if label is not None else -1
+        handle = pq.ParquetFile(file)
+        # rows read a batch at a time, a batch of at most PARQUET_BATCH_BYTES (and 256 rows): memory is bounded by
+        # that, not by the row group's size; each row's image becomes a Python value only when it is yielded
+        info = handle.metadata.row_group(group)
+        rows = max(1, min(256, PARQUET_BATCH_BYTES * max(1, info.num_rows) // max(1, info.total_byte_size)))
+        for batch in handle.iter_batches(batch_size=rows, row_groups=[group], columns=columns):
+            images = batch.column(self.image_column)
+            labels = self.space.ids(batch.column(self.label_column))[0].tolist() if self.space else [-1] * len(images)
+            for index, label in enumerate(labels):
+                yield f"{os.path.basename(file)} row group {group} row {row}", images[index].as_py(), label
                 row += 1
 
     def count(self, shard) -> int:
         return shard[2]
+
+    def world(self) -> dict:
+        return {"shards": [[f"{os.path.basename(file)} row group {group}", rows, os.stat(file).st_size, os.stat(file).st_mtime_ns]
+                           for file, group, rows in self.shards]}
 
 
 class HubStream(StreamSource):
@@ -150,6 +201,13 @@ class HubStream(StreamSource):
             data = data.cast_column(self.image_column, datasets.Image(decode=False))
         feature = features.get(self.label_column) if self.label_column else None
         self.label_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+        if feature is not None and not (isinstance(feature, datasets.ClassLabel) or
+                                        (isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint")))):
+            # a label space over a streamed Hub dataset's every split would read them all: its labels are not read
+            # (streams feed pre-training, which does not use them)
+            logger.info("%s: the label column %r holds %s values, not class ids: the stream carries no labels", name,
+                        self.label_column, feature)
+            self.label_column = None
         self.data, self.name = data, name
         self.shards = list(range(data.num_shards))
         splits = getattr(data.info, "splits", None) or {}
@@ -158,7 +216,7 @@ class HubStream(StreamSource):
     def records(self, shard):
         for row, item in enumerate(self.data.shard(len(self.shards), shard, contiguous=True)):
             label = item.get(self.label_column, -1) if self.label_column else -1
-            yield f"{self.name} shard {shard} row {row}", item[self.image_column], int(label)
+            yield f"{self.name} shard {shard} row {row}", item[self.image_column], -1 if label is None else int(label)
 
 
 def open_stream(spec: str, *, split: str = "train", config=None, image_column=None, label_column=None) -> StreamSource:
@@ -249,10 +307,19 @@ class ShardedStream(torch.utils.data.IterableDataset):
                     continue
                 rng = np.random.default_rng([self.seed, epoch, slot, position])
                 try:
-                    sample = self.sample_fn(self.source.open(payload), rng, label)
+                    image = self.source.open(payload)
+                except IMAGE_ERRORS as error:  # it does not open: the data's
+                    self._bad(where, error)
+                    continue
+                try:
+                    sample = self.sample_fn(image, rng, label)
                 except DatasetError:
                     raise
-                except IMAGE_ERRORS as error:
+                except IMAGE_ERRORS as error:  # the data's only if the image does not decode (else a transform's: raised)
+                    from .decode import decodes
+
+                    if decodes(lambda: self.source.open(payload)):
+                        raise
                     self._bad(where, error)
                     continue
                 sample[POSITION_KEY] = torch.tensor([slot, before + position + 1])
@@ -265,6 +332,40 @@ class ShardedStream(torch.utils.data.IterableDataset):
 
     def _bad(self, where: str, error: Exception) -> None:
         bad_image(where, error, self.on_bad_image, self.skipped, self.bad_image_log)
+
+
+def stream_world(source: StreamSource) -> dict:
+    """The stream's world, saved with a streamed run's checkpoints (see `world_differences`)."""
+    return {"kind": type(source).__name__, **source.world()}
+
+
+def world_differences(saved: dict | None, now: dict) -> list[str]:
+    """How the world a checkpoint was written in differs from the one a resume finds: shards
+    added, removed, resized or modified, counts changed (empty: the same world)."""
+    if not saved:
+        return []  # a checkpoint written before worlds were recorded: nothing to compare
+    changes = []
+    if saved.get("kind") != now.get("kind"):
+        changes.append(f"source {saved.get('kind')} -> {now.get('kind')}")
+    old, new = saved.get("shards"), now.get("shards")
+    if isinstance(old, list) and isinstance(new, list):
+        old_names = {str(s[0]): s for s in old}
+        new_names = {str(s[0]): s for s in new}
+        added, removed = sorted(set(new_names) - set(old_names)), sorted(set(old_names) - set(new_names))
+        if added:
+            changes.append(f"shards added: {', '.join(added[:3])}{' ...' if len(added) > 3 else ''}")
+        if removed:
+            changes.append(f"shards removed: {', '.join(removed[:3])}{' ...' if len(removed) > 3 else ''}")
+        resized = [n for n in sorted(set(old_names) & set(new_names)) if list(old_names[n]) != list(new_names[n])]
+        if resized:
+            changes.append("shards changed: " + ", ".join(f"{n} (size, rows or modification time {old_names[n][1:]} -> {new_names[n][1:]})"
+                                                          for n in resized[:3]) + (" ..." if len(resized) > 3 else ""))
+    elif old != new:
+        changes.append(f"shards {old} -> {new}")
+    for key in sorted((set(saved) | set(now)) - {"kind", "shards"}):
+        if saved.get(key) != now.get(key):
+            changes.append(f"{key} {saved.get(key)} -> {now.get(key)}")
+    return changes
 
 
 def collate_with_positions(collate):
