@@ -101,6 +101,16 @@ class SparKConfig(MIMBackboneConfigMixin, MIMConfig):
         return DOWNSAMPLE_RATIO
 
     @property
+    def patch_size(self) -> int:
+        """The mask cell and the loss's patch: 32 x 32 pixels (the encoder's downsampling)."""
+        return DOWNSAMPLE_RATIO
+
+    @property
+    def norm_pix_loss(self) -> bool:
+        """SparK always regresses per-patch normalised pixels."""
+        return True
+
+    @property
     def hidden_size(self) -> int:
         """The width of the last stage (what the classifier's head receives)."""
         return self.hidden_sizes[-1]

@@ -249,6 +249,10 @@ class SparKModel(EncoderFeaturesMixin, SparKPreTrainedModel):
             pooled = (last * weight).sum(dim=(-2, -1)) / weight.sum(dim=(-2, -1)).clamp(min=1)
         return self.fc_norm(pooled) if self.fc_norm is not None else pooled
 
+    def mean_patch_feature(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
+        """The average of the last map over its positions (the probes' frozen feature)."""
+        return last_hidden_state.mean(dim=(-2, -1))
+
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """The pooled feature of `forward_features`' map [B, C, h, w]."""
         return self._pool(features)
@@ -398,6 +402,12 @@ class SparKForPreTraining(SparKPreTrainedModel):
             loss=loss, reconstruction=reconstruction, logits=reconstruction, mask=mask, last_hidden_state=maps[-1],
             hidden_states=tuple(maps) if output_hidden_states else None,
         )
+
+    def reconstruction_of(self, pixel_values: torch.Tensor, outputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """What `mim_hub.reconstruction.reconstruct` draws: (the prediction per 32x32 patch
+        [B, L, 32*32*C], per-patch normalised; the loss of each image [B] on its masked patches)."""
+        reconstruction = outputs.reconstruction.float()
+        return patchify(reconstruction, DOWNSAMPLE_RATIO), spark_loss(pixel_values, reconstruction, outputs.mask.float(), per_image=True)
 
     def unnormalize(self, pixel_values: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
         """The reconstruction in the input's pixel space: each 32x32 patch de-normalised with the
