@@ -14,8 +14,8 @@ DOWNSAMPLE_RATIO = 32
 # config.backbone -> the released base model's stage layout and numerics (pretrain/models/__init__.py,
 # utils/arg_util.py): ResNet-50 and ConvNeXt-S
 BACKBONE_DEFAULTS = {
-    "resnet": {"depths": [3, 4, 6, 3], "hidden_sizes": [256, 512, 1024, 2048], "densify_norm": "bn", "drop_path_rate": 0.05},
-    "convnext": {"depths": [3, 3, 27, 3], "hidden_sizes": [96, 192, 384, 768], "densify_norm": "ln", "drop_path_rate": 0.2},
+    "resnet": {"depths": [3, 4, 6, 3], "hidden_sizes": [256, 512, 1024, 2048], "densify_norm": "bn"},
+    "convnext": {"depths": [3, 3, 27, 3], "hidden_sizes": [96, 192, 384, 768], "densify_norm": "ln"},
 }
 
 
@@ -38,8 +38,9 @@ class SparKConfig(MIMBackboneConfigMixin, MIMConfig):
         embedding_size: ResNet stem width (7x7 conv, stride 2, then 3x3 max pooling).
         layer_scale_init_value: ConvNeXt layer scale's initial value (0: none).
         layer_norm_eps: ConvNeXt LayerNorm eps (1e-6, the original's); ResNet BatchNorm uses 1e-5.
-        drop_path_rate: stochastic depth over all blocks (the original's pre-training values:
-            ResNet-50 0.05, ConvNeXt-S 0.2).
+        drop_path_rate: stochastic depth over all blocks, 0 by default (a training choice: the
+            presets carry the original's pre-training values, ResNet-50 0.05, ConvNeXt-S 0.2; the
+            fine-tuning recipes theirs).
         mask_ratio: share of the 1/32 grid masked in pre-training (`round(L * (1 - r))` kept).
         densify_norm: the norm of each encoder map before densifying, "bn" (ResNet), "ln"
             (ConvNeXt) or "none"; statistics from the visible positions only.
@@ -59,7 +60,7 @@ class SparKConfig(MIMBackboneConfigMixin, MIMConfig):
     embedding_size: int = 64
     layer_scale_init_value: float = 1e-6
     layer_norm_eps: float = 1e-6
-    drop_path_rate: float | None = None
+    drop_path_rate: float = 0.0
     mask_ratio: float = 0.6
     densify_norm: str | None = None
     decoder_hidden_size: int = 768
@@ -69,7 +70,7 @@ class SparKConfig(MIMBackboneConfigMixin, MIMConfig):
         "backbone": Choice(*BACKBONES), "image_size": Rule("size"), "num_channels": POSITIVE,
         "depths": Rule("ints", 1, optional=True), "hidden_sizes": Rule("ints", 1, optional=True),
         "layer_type": Choice("bottleneck", "basic"), "embedding_size": POSITIVE, "layer_scale_init_value": Float(0),
-        "layer_norm_eps": EPS, "drop_path_rate": Float(0, 1, high_open=True, optional=True), "mask_ratio": Float(0, 1, high_open=True),
+        "layer_norm_eps": EPS, "drop_path_rate": Float(0, 1, high_open=True), "mask_ratio": Float(0, 1, high_open=True),
         "densify_norm": Choice("bn", "ln", "none", optional=True), "decoder_hidden_size": POSITIVE,
         "initializer_range": NON_NEGATIVE,
     }
@@ -77,7 +78,7 @@ class SparKConfig(MIMBackboneConfigMixin, MIMConfig):
     def __post_init__(self, **kwargs):
         name = type(self).__name__
         defaults = BACKBONE_DEFAULTS[self.backbone]
-        for field in ("depths", "hidden_sizes", "densify_norm", "drop_path_rate"):
+        for field in ("depths", "hidden_sizes", "densify_norm"):
             if getattr(self, field) is None:
                 setattr(self, field, defaults[field])
         self.depths, self.hidden_sizes = [int(d) for d in self.depths], [int(h) for h in self.hidden_sizes]
