@@ -135,6 +135,31 @@ class SparKConfig(MIMBackboneConfigMixin, MIMConfig):
         height, width = self.image_hw
         return (height // DOWNSAMPLE_RATIO) * (width // DOWNSAMPLE_RATIO)
 
+    def estimated_parameters(self, pretraining: bool = True) -> int:
+        """About how many parameters a model of this config has (`models/size_bounds.py`): convolution
+        and Linear weights of the encoder, plus the densifying layers and the decoder when `pretraining`."""
+        total, cin = 0, self.num_channels
+        if self.backbone == "resnet":
+            total += 49 * cin * self.embedding_size
+            cin = self.embedding_size
+            for depth, cout in zip(self.depths, self.hidden_sizes):
+                width = cout // 4 if self.layer_type == "bottleneck" else cout
+                block = (width * (cin + 9 * width + cout)) if self.layer_type == "bottleneck" else 9 * cout * (cin + cout)
+                total += block + cin * cout + (depth - 1) * (block - width * (cin - cout) if self.layer_type == "bottleneck" else 9 * cout * 2 * cout)
+                cin = cout
+        else:
+            for depth, cout in zip(self.depths, self.hidden_sizes):
+                total += (16 if cin == self.num_channels else 4) * cin * cout + depth * (49 * cout + 8 * cout * cout)
+                cin = cout
+        if pretraining:
+            width = self.decoder_hidden_size
+            for index, channels in enumerate(reversed(self.hidden_sizes)):
+                total += (1 if index == 0 else 9) * channels * width
+                width //= 2
+            total += sum(25 * (self.decoder_hidden_size // 2**i) ** 2 for i in range(5)) + 9 * sum(
+                (self.decoder_hidden_size // 2**i) * (self.decoder_hidden_size // 2 ** (i + 1)) for i in range(5))
+        return int(total + max(self.num_labels, 0) * self.hidden_size)
+
     def backbone_stage_names(self) -> list[str]:
         """`stem`, then the four stages (strides 4, 8, 16, 32), as transformers' ConvNext and ResNet."""
         return ["stem"] + [f"stage{index}" for index in range(1, len(self.depths) + 1)]

@@ -98,7 +98,7 @@ class SparKPreTrainedModel(MIMPreTrainedModel):
     config_class = SparKConfig
     base_model_prefix = "spark"
     _input_embed_layer = None  # a CNN has no patch embedding
-    _no_split_modules = ["EncoderStage"]
+    _no_split_modules = ["EncoderStage", "SparKDensify", "SparKDecoder"]
     # the hidden states (the stem's output, then every stage's map) are the encoder's own
     # outputs, collected by the forward as transformers' ConvNextModel / ResNetModel do
     _can_record_outputs = {}
@@ -235,6 +235,7 @@ class SparKModel(EncoderFeaturesMixin, SparKPreTrainedModel):
         the visible ones) when `visible` ([B, 1, h, w] bool on the 1/32 grid, True = visible) is given."""
         _check_pixels(pixel_values, self.config)
         mask = VisibleMask(visible) if visible is not None else None
+        pixel_values = pixel_values.to(self.get_input_embeddings().weight.dtype)  # (a model loaded in bf16 / fp16)
         # masked input (cells of 32x32 pixels), then the encoder
         return self.encoder(pixel_values if mask is None else mask.apply(pixel_values), mask)
 
