@@ -203,7 +203,7 @@ def _spark(name, arch, row: str, release) -> FinetuneRecipe:
     util = f"{SPARK} downstream_imagenet/util.py:"
     return FinetuneRecipe(name, "spark", release, {
         "epochs": V(int(ep), f"{line} (ep)"),
-        "effective_batch": V(int(bs), f"{line} (bs: the global batch)"),
+        "effective_batch": V(int(bs), f"{SPARK} downstream_imagenet/arg.py HP_DEFAULT_VALUES: the '{bs}' opening this architecture's row (bs: the global batch)"),
         "base_lr": V(float(base_lr), f"{line} (base_lr)"),
         "lr_rule": V("blr/256", f"{SPARK} downstream_imagenet/arg.py: 'args.lr = args.base_lr * args.glb_batch_size / 256'"),
         "warmup_epochs": V(int(wp_ep), f"{line} (wp_ep)"),
