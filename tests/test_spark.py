@@ -392,3 +392,43 @@ def test_pretrain_resumes_exactly(tmp_path):
 def test_public_names():
     for name in ("SparKConfig", "SparKModel", "SparKForPreTraining", "SparKForImageClassification", "SparKImageProcessor", "SparKBackbone"):
         assert name in mim_hub.__all__ and getattr(mim_hub, name)
+
+
+def test_upernet_on_the_backbone_trains(tmp_path):
+    from mim_hub.training.segmentation import build_upernet, param_groups_segmentation
+
+    _randomised(SparKForPreTraining(SparKConfig(**RESNET))).save_pretrained(tmp_path)
+    model = build_upernet(str(tmp_path), num_labels=3, channels=16, auxiliary_channels=8).train()
+    assert model.config.backbone_config.out_features == ["stage1", "stage2", "stage3", "stage4"] and not model.config.backbone_config.add_fpn
+    out = model(torch.randn(2, 3, 64, 64), labels=torch.randint(0, 3, (2, 64, 64)))
+    assert out.logits.shape == (2, 3, 64, 64) and torch.isfinite(out.loss)
+    out.loss.backward()
+    groups = param_groups_segmentation(model, 0.05, 0.7)
+    assert {g["layer_id"] for g in groups} == set(range(model.backbone.num_layers_for_decay() + 1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["resnet", "convnext"])
+def test_onnx_export_of_base_model_and_classifier(layout, tmp_path):
+    """tests/test_onnx.py's check: dynamo export with a dynamic batch, onnxruntime at another batch."""
+    import warnings
+
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from test_onnx import BaseAndClassifier
+
+    config = SparKConfig(**LAYOUTS[layout], num_labels=3)
+    model = BaseAndClassifier(_randomised(SparKModel(config)), _randomised(SparKForImageClassification(config), seed=1)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model, (torch.randn(2, 3, 64, 64),), dynamo=True, input_names=["pixel_values"],
+                                    output_names=["last_hidden_state", "pooler_output", "logits"],
+                                    dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch")}}, verbose=False)
+    program.save(str(tmp_path / "model.onnx"))
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 3, 64, 64)
+    got = session.run(None, {"pixel_values": x.numpy()})
+    with torch.no_grad():
+        expected = model(x)
+    for name, ours, reference in zip(("last_hidden_state", "pooler_output", "logits"), got, expected, strict=True):
+        assert ours.shape == tuple(reference.shape), name
+        torch.testing.assert_close(torch.from_numpy(ours), reference, rtol=1e-4, atol=1e-4, msg=name)

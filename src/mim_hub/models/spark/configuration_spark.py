@@ -160,6 +160,10 @@ class SparKConfig(MIMBackboneConfigMixin, MIMConfig):
                 (self.decoder_hidden_size // 2**i) * (self.decoder_hidden_size // 2 ** (i + 1)) for i in range(5))
         return int(total + max(self.num_labels, 0) * self.hidden_size)
 
+    def segmentation_stages(self) -> tuple[list[str], bool]:
+        """UperNet's inputs: the four stages (strides 4-32) as they are, no feature pyramid."""
+        return self.backbone_stage_names()[1:], False
+
     def backbone_stage_names(self) -> list[str]:
         """`stem`, then the four stages (strides 4, 8, 16, 32), as transformers' ConvNext and ResNet."""
         return ["stem"] + [f"stage{index}" for index in range(1, len(self.depths) + 1)]
