@@ -432,3 +432,30 @@ def test_onnx_export_of_base_model_and_classifier(layout, tmp_path):
     for name, ours, reference in zip(("last_hidden_state", "pooler_output", "logits"), got, expected, strict=True):
         assert ours.shape == tuple(reference.shape), name
         torch.testing.assert_close(torch.from_numpy(ours), reference, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = SparKForPreTraining(SparKConfig(**CONVNEXT)).train()
+    pixels, noise = torch.randn(2, 3, 64, 64), torch.rand(2, 4)
+    model(pixels, noise=noise).loss.backward()
+    plain = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    model.gradient_checkpointing_enable()
+    model(pixels, noise=noise).loss.backward()
+    for name, p in model.named_parameters():
+        assert_close(p.grad, plain[name], name)
+    # timm's ResNet blocks hold BatchNorm, whose running statistics a recomputation would update twice
+    with pytest.raises(ValueError, match="gradient checkpointing"):
+        SparKForPreTraining(SparKConfig(**RESNET)).gradient_checkpointing_enable()
+
+
+def test_export_command_writes_a_transformers_folder(tmp_path):
+    _randomised(SparKModel(SparKConfig(**RESNET))).save_pretrained(tmp_path / "ours")
+    proc = subprocess.run([sys.executable, "-m", "mim_hub.models.spark.export_transformers", str(tmp_path / "ours"), str(tmp_path / "hf")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == "resnet"
+    proc = subprocess.run([sys.executable, "-m", "mim_hub.models.spark.export_transformers", str(tmp_path / "nothing"), str(tmp_path / "x")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "nothing" in proc.stderr and not (tmp_path / "x").exists()

@@ -9,6 +9,8 @@ backbone drops into UperNet, Mask2Former or DETR through transformers' standard 
     # UperNetConfig(backbone_config=ResNetConfig.from_pretrained(...)) ... or
     # ResNetBackbone.from_pretrained("resnet50-spark-hf", out_features=["stage1", ..., "stage4"])
 
+From the command line: `python -m mim_hub.models.spark.export_transformers SPARK_FOLDER OUTPUT`.
+
 The networks are the same (timm's ResNet is transformers' with `downsample_in_bottleneck=False`
 and the stride on the 3x3 conv; the official ConvNeXt is transformers' ConvNext): only the keys
 are renamed, and the outputs are equal (tests/test_spark.py).
@@ -106,3 +108,43 @@ def to_transformers(model) -> ResNetModel | ConvNextModel:
 
 
 __all__ = ["to_transformers"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m mim_hub.models.spark.export_transformers SAVED_SPARK_FOLDER OUTPUT_FOLDER`: the
+    folder of transformers' `ResNetModel` / `ConvNextModel` (config.json, model.safetensors and
+    the processor), loadable with transformers alone."""
+    import argparse
+    import os
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m mim_hub.models.spark.export_transformers", description=main.__doc__)
+    parser.add_argument("model", help="a saved SparK model folder (any of its classes)")
+    parser.add_argument("output", help="where transformers' model is written (must not exist)")
+    args = parser.parse_args(argv)
+    if not os.path.isdir(args.model):
+        print(f"error: {args.model} is not a saved model folder", file=sys.stderr)
+        return 2
+    if os.path.exists(args.output):
+        print(f"error: {args.output} exists", file=sys.stderr)
+        return 2
+    import mim_hub  # noqa: F401  (registers SparK with the Auto classes)
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel
+
+    from ...utils.atomic import atomic_folder
+
+    config = AutoConfig.from_pretrained(args.model)
+    if config.model_type != "spark":
+        print(f"error: {args.model} holds a {config.model_type} model, not SparK", file=sys.stderr)
+        return 2
+    exported = to_transformers(AutoModel.from_pretrained(args.model))
+    with atomic_folder(os.path.abspath(args.output)) as folder:
+        exported.save_pretrained(folder)
+        if os.path.isfile(os.path.join(args.model, "preprocessor_config.json")):
+            AutoImageProcessor.from_pretrained(args.model).save_pretrained(folder)
+    print(f"wrote transformers' {type(exported).__name__} to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from ...layers.block import DropPath, drop_path_rates
 from .configuration_spark import SparKConfig
@@ -19,7 +20,11 @@ from .modeling_spark_resnet import EncoderStage
 from .sparse import MaskedConv2d, MaskedLayerNorm, MaskedSequential, VisibleMask
 
 
-class ConvNeXtBlock(nn.Module):
+class ConvNeXtBlock(GradientCheckpointingLayer):
+    """One block; recomputed in the backward pass under gradient checkpointing (it holds no
+    BatchNorm, whose running statistics a recomputation would update twice: timm's ResNet blocks
+    are therefore not checkpointed)."""
+
     def __init__(self, dim: int, drop_path: float, layer_scale_init_value: float, eps: float):
         super().__init__()
         self.dwconv = MaskedConv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
