@@ -459,3 +459,16 @@ def test_export_command_writes_a_transformers_folder(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mim_hub.models.spark.export_transformers", str(tmp_path / "nothing"), str(tmp_path / "x")],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "nothing" in proc.stderr and not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", [32, 64])
+def test_fullgraph_compile_matches_eager(size):
+    """One graph, no breaks (32 px: a 1x1 mask grid, the densified map going straight into the decoder)."""
+    torch._dynamo.reset()
+    config = SparKConfig(**dict(CONVNEXT, image_size=size, hidden_sizes=[8, 16, 16, 32], decoder_hidden_size=32, mask_ratio=0.25))
+    model = _randomised(SparKForPreTraining(config))
+    pixels, noise = torch.randn(2, 3, size, size), torch.rand(2, (size // 32) ** 2)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        assert_close(compiled(pixels, noise=noise).reconstruction, model(pixels, noise=noise).reconstruction, "reconstruction")

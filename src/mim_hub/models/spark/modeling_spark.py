@@ -104,8 +104,6 @@ class SparKPreTrainedModel(MIMPreTrainedModel):
     _can_record_outputs = {}
     # no attention anywhere
     _supports_sdpa = _supports_flex_attn = _supports_flash_attn = _supports_attention_backend = False
-    # BatchNorm's running statistics and step count stay in float32 under `dtype=`
-    _keep_in_fp32_modules = None
 
     def _encoder_class(self):
         return ENCODERS[self.config.backbone]
@@ -241,9 +239,7 @@ class SparKModel(EncoderFeaturesMixin, SparKPreTrainedModel):
 
     def _pool(self, last: torch.Tensor, mask: VisibleMask | None = None) -> torch.Tensor:
         """Global average of the last map (of its visible positions under a mask), then `fc_norm`."""
-        if last.dim() == 3:  # (NLC tokens from `forward_head` of features laid out as tokens)
-            pooled = last.mean(dim=1)
-        elif mask is None:
+        if mask is None:
             pooled = last.mean(dim=(-2, -1))
         else:
             weight = mask.like(last).to(last.dtype)
@@ -299,6 +295,8 @@ class SparKDensify(nn.Module):
             feature = norm(feature, mask) if not isinstance(norm, nn.Identity) else feature
             # masked positions take this scale's mask token
             feature = torch.where(mask.like(feature), feature, self.mask_tokens[index].to(feature.dtype))
+            if isinstance(self.projs[index], nn.Identity):  # straight into the decoder: with canonical strides (torch.compile
+                feature = feature.clone(memory_format=torch.contiguous_format)  # trips over a permuted 1x1 map's)
             densified.append(self.projs[index](feature))
         return densified
 
@@ -422,6 +420,9 @@ class SparKForPreTraining(SparKPreTrainedModel):
 class SparKForImageClassification(ImageClassifierForwardMixin, SparKPreTrainedModel):
     """SparK's fine-tuning model: the dense CNN's pooled feature (global average; ConvNeXt: then
     its LayerNorm) into a linear head (timm ResNet's `fc`, the official ConvNeXt's `head`)."""
+
+    # a classifier started from a pre-training checkpoint leaves its decoder out
+    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^densify\."]
 
     def __init__(self, config: SparKConfig):
         super().__init__(config)

@@ -37,7 +37,8 @@ class VisibleMask:
             rows, cols = self.visible.shape[-2:]
             if height % rows or width % cols:
                 raise ValueError(f"a {height}x{width} map is not a whole multiple of the {rows}x{cols} mask grid")
-            grown = self.visible.repeat_interleave(height // rows, dim=2).repeat_interleave(width // cols, dim=3)
+            batch, rh, rw = self.visible.shape[0], height // rows, width // cols
+            grown = self.visible[:, :, :, None, :, None].expand(batch, 1, rows, rh, cols, rw).reshape(batch, 1, height, width)
             self._cache[key] = grown.permute(0, 2, 3, 1) if channels_last else grown
         return self._cache[key]
 
