@@ -67,7 +67,7 @@ def test_without_weights_the_model_is_built_as_asked(tmp_path):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_estimate_is_close_to_the_real_count_of_every_method(method):
-    configs = [TINY[method]()[0], method_classes(method)["config"]()]
+    configs = [tiny_models.tiny(method)[0], method_classes(method)["config"]()]
     if method == "simmim":
         configs += [tiny_models._simmim_swin()[0], mim_hub.SimMIMConfig(backbone="swin")]
     for config in configs:

@@ -138,8 +138,8 @@ def extract_features(model, processor, images, *, batch_size: int = 128, pooling
                 raise ValueError(f"{type(encoder).__name__} has no cls token: use --pooling mean")
             feature = out.last_hidden_state[:, 0].float()
         else:
-            # the patch tokens: the encoder states how many prefix (cls) tokens come first
-            feature = out.last_hidden_state[:, encoder.num_prefix_tokens:].mean(1).float()
+            # the mean patch token (the encoder states how many prefix tokens come first; a CNN averages its map)
+            feature = encoder.mean_patch_feature(out.last_hidden_state).float()
         bad = ~torch.isfinite(feature).all(dim=1)
         if bad.any():  # stop at the first broken batch, naming an image
             first = sum(len(f) for f in feats) + int(bad.nonzero()[0])

@@ -25,6 +25,7 @@ CAE = "lxtGH/CAE (PaddlePaddle/VIMER CAE, PyTorch port)"
 CONVMAE = "Alpha-VL/ConvMAE FINETUNE.md"
 CRATE = "Ma-Lab-Berkeley/CRATE"
 HPM = "Haochen-Wang409/HPM"
+SPARK = "keyu-tian/SparK"
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,34 @@ def _hpm(name, script, batch, epochs, release) -> FinetuneRecipe:
         "pooling": V("mean", f"{args} \"parser.add_argument('--global_pool', action='store_true')\", 'parser.set_defaults(global_pool=True)'"),
         "model_ema": V(False, f"{args} no EMA of the fine-tuned weights"),
     }, note="the reported accuracy is the README's results table, after 800 pre-training epochs")
+def _spark(name, arch, row: str, release) -> FinetuneRecipe:
+    """SparK's downstream_imagenet: one row of `HP_DEFAULT_VALUES` (arg.py) per architecture, in the
+    order `HP_DEFAULT_NAMES = ['bs', 'ep', 'wp_ep', 'opt', 'base_lr', 'lr_scale', 'wd', 'mixup', 'rep_aug', 'drop_path', 'ema']`."""
+    line = f"{SPARK} downstream_imagenet/arg.py: \"'{arch}': {row}\""
+    bs, ep, wp_ep, _opt, base_lr, lr_scale, wd, mixup, _rep_aug, drop_path, ema = (
+        x.strip().strip("'") for x in row.strip("()").split(","))
+    data = f"{SPARK} downstream_imagenet/data.py:"
+    util = f"{SPARK} downstream_imagenet/util.py:"
+    return FinetuneRecipe(name, "spark", release, {
+        "epochs": V(int(ep), f"{line} (ep)"),
+        "effective_batch": V(int(bs), f"{SPARK} downstream_imagenet/arg.py HP_DEFAULT_VALUES: the '{bs}' opening this architecture's row (bs: the global batch)"),
+        "base_lr": V(float(base_lr), f"{line} (base_lr)"),
+        "lr_rule": V("blr/256", f"{SPARK} downstream_imagenet/arg.py: 'args.lr = args.base_lr * args.glb_batch_size / 256'"),
+        "warmup_epochs": V(int(wp_ep), f"{line} (wp_ep)"),
+        "layer_decay": V(float(lr_scale), f"{line} (lr_scale: layer i gets lr_scale ** (N + 1 - i), downstream_imagenet/lr_decay.py)"),
+        "weight_decay": V(float(wd), f"{line} (wd)"),
+        "drop_path": V(float(drop_path), f"{line} (drop_path)"),
+        "mixup": V(float(mixup), f"{line} (mixup)"),
+        "cutmix": V(1.0, f"{util} 'mixup_fn = BatchMixup(mixup_alpha=args.mixup, cutmix_alpha=1.0, ...'"),
+        "label_smoothing": V(0.1, f"{util} 'label_smoothing=0.1, num_classes=num_classes'"),
+        "reprob": V(0.25, f"{data} \"auto_augment='v0', interpolation='bicubic', re_prob=0.25, re_mode='pixel', re_count=1\""),
+        "remode": V("pixel", f"{data} \"re_mode='pixel'\""),
+        "rand_augment": V(None, f"{data} TrivialAugmentWide replaces timm's AutoAugment 'v0' below 384 px: not reproduced here", False),
+        "pooling": V("mean", f"{SPARK} downstream_imagenet: global average pooling (timm ResNet; official ConvNeXt 'x.mean([-2, -1])' + norm)"),
+        "image_size": V(224, f"{SPARK} downstream_imagenet/arg.py: 'img_size: int = 224'"),
+        "model_ema": V(True, f"{line} (ema)"),
+        "model_ema_decay": V(float(ema), f"{line} (ema)"),
+    }, note="the optimizer is the trainer's AdamW; SparK uses " + ("LAMB" if "lamb" in row else "Adam") + " (arg.py 'opt')")
 
 
 RECIPES: dict[str, FinetuneRecipe] = {r.name: r for r in (
@@ -244,6 +273,14 @@ RECIPES: dict[str, FinetuneRecipe] = {r.name: r for r in (
     _crate(),
     _hpm("hpm-vit-base", "finetune_base.sh", 48, 100, "HPM ViT-B/16, 800 pre-training epochs: 84.2 top-1 (README results table)"),
     _hpm("hpm-vit-large", "finetune_large.sh", 64, 50, "HPM ViT-L/16, 800 pre-training epochs: 85.8 top-1 (README results table)"),
+    _spark("spark-resnet50", "resnet50", "(2048, 300, 5,  'lamb', 0.002,   0.7, 0.02, 0.1, 0, 0.05, 0.9999)",
+           "SparK ResNet-50 fine-tuned: 80.6 top-1 (README 'Pre-trained weights' table)"),
+    _spark("spark-resnet101", "resnet101", "(2048, 300, 5,  'lamb', 0.001,   0.8, 0.02, 0.1, 0, 0.2,  0.9999)",
+           "SparK ResNet-101 fine-tuned: 82.2 top-1 (README table)"),
+    _spark("spark-convnext-small", "convnext_small", "(4096, 400, 20, 'adam', 0.0002,  0.7, 0.01, 0.8, 3, 0.3,  0.9999)",
+           "SparK ConvNeXt-S fine-tuned: 84.1 top-1 (README table)"),
+    _spark("spark-convnext-base", "convnext_base", "(4096, 400, 20, 'adam', 0.0001,  0.7, 0.01, 0.8, 3, 0.4,  0.9999)",
+           "SparK ConvNeXt-B fine-tuned: 84.8 top-1 (README table)"),
 )}
 
 # MAE's linear-probe protocol (`mim-hub eval --protocol linear --probe mae`), with its sources.

@@ -274,7 +274,11 @@ def _segmentation_trainer_class():
 # ---- model -----------------------------------------------------------------------------------
 
 def segmentation_stages(config) -> tuple[list[str], bool]:
-    """(out_features, add_fpn) of the recipe for a method config."""
+    """(out_features, add_fpn) of the recipe for a method config (one that states its own, a
+    convnet's four stages, says so with `segmentation_stages()`)."""
+    own = getattr(config, "segmentation_stages", None)
+    if callable(own):
+        return own()
     names = list(config.stage_names)
     kind = getattr(config, "backbone", "vit")
     if kind == "swin":
