@@ -327,27 +327,15 @@ def cpu_attention_pairs(batch: int, device: str, size: str = "base") -> dict:
 PAIRS["cpu_attention"] = cpu_attention_pairs
 
 
-def spark_pairs(batch: int, device: str, size: str = "base") -> dict:
-    """SparK: the dense encoder against transformers' own ResNetModel (the same weights, exported
-    by `to_transformers`); the pre-training step against the original's formulation of the sparse
-    norms (gather the visible vectors, BatchNorm1d / LayerNorm on them, scatter back: SparK's
-    `SparseBatchNorm2d` / `SparseConvNeXtLayerNorm`) on the same model, where ours weights the
-    statistics by the mask without gathering."""
+def with_gather_norms(model):
+    """A copy of a SparK model whose sparse BatchNorms are the original's formulation (SparK's
+    `SparseBatchNorm2d`: gather the visible vectors, BatchNorm1d on them, scatter back), where ours
+    weights the statistics by the mask without gathering."""
     import copy
 
     import torch.nn.functional as F
 
-    from mim_hub import SparKConfig, SparKForImageClassification, SparKForPreTraining
     from mim_hub.models.spark import sparse
-    from mim_hub.models.spark.export_transformers import to_transformers
-
-    dims = {"base": dict(backbone="resnet"), "tiny": dict(backbone="resnet", depths=[1, 1, 1, 1], hidden_sizes=[64, 128, 256, 512],
-                                                          decoder_hidden_size=256)}[size]
-    torch.manual_seed(0)
-    ours = SparKForPreTraining(SparKConfig(**dims)).to(device)
-    classifier = SparKForImageClassification(SparKConfig(**dims, num_labels=1000)).to(device).eval()
-    encoder = classifier.spark
-    theirs_encoder = to_transformers(encoder).to(device).eval()
 
     class GatherBatchNorm(sparse.MaskedBatchNorm2d):
         def forward(self, x, mask=None):
@@ -360,10 +348,31 @@ def spark_pairs(batch: int, device: str, size: str = "base") -> dict:
                                       self.training, self.momentum, self.eps)
             return out.permute(0, 3, 1, 2)
 
-    original = copy.deepcopy(ours)
+    original = copy.deepcopy(model)
     for module in original.modules():
         if type(module) is sparse.MaskedBatchNorm2d:
             module.__class__ = GatherBatchNorm
+    return original
+
+
+def spark_pairs(batch: int, device: str, size: str = "base") -> dict:
+    """SparK: the dense encoder against transformers' own ResNetModel (the same weights, exported
+    by `to_transformers`); the pre-training step against the original's formulation of the sparse
+    norms (gather the visible vectors, BatchNorm1d / LayerNorm on them, scatter back: SparK's
+    `SparseBatchNorm2d` / `SparseConvNeXtLayerNorm`) on the same model, where ours weights the
+    statistics by the mask without gathering."""
+    from mim_hub import SparKConfig, SparKForImageClassification, SparKForPreTraining
+    from mim_hub.models.spark.export_transformers import to_transformers
+
+    dims = {"base": dict(backbone="resnet"), "tiny": dict(backbone="resnet", depths=[1, 1, 1, 1], hidden_sizes=[64, 128, 256, 512],
+                                                          decoder_hidden_size=256)}[size]
+    torch.manual_seed(0)
+    ours = SparKForPreTraining(SparKConfig(**dims)).to(device)
+    classifier = SparKForImageClassification(SparKConfig(**dims, num_labels=1000)).to(device).eval()
+    encoder = classifier.spark
+    theirs_encoder = to_transformers(encoder).to(device).eval()
+
+    original = with_gather_norms(ours)
     x = torch.randn(batch, 3, 224, 224, device=device)
     noise = torch.rand(batch, 49)
 

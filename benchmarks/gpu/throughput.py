@@ -183,6 +183,25 @@ def own_eager(method: str, tiny: bool, device: str) -> dict:
     return {"model": description, "ours": ours, "reference": ("ours, eager attention", eager), "inputs": inputs}
 
 
+def spark(tiny: bool, device: str) -> dict:
+    """SparK's ResNet-50 (224 px, mask 0.6 on the 7x7 grid) against the same model with the
+    original's formulation of the sparse norms (gather, BatchNorm1d, scatter: pairs.with_gather_norms)."""
+    import mim_hub
+    from pairs import with_gather_norms
+
+    dims = dict(depths=[1, 1, 1, 1], hidden_sizes=[16, 32, 64, 128], decoder_hidden_size=64, image_size=64) if tiny else {}
+    ours = mim_hub.SparKForPreTraining(mim_hub.SparKConfig(backbone="resnet", **dims))
+    side = ours.config.image_size
+    grid = (side // 32) ** 2
+
+    def inputs(batch):
+        g = torch.Generator().manual_seed(batch)
+        return (torch.randn(batch, 3, side, side, generator=g),), {"noise": torch.rand(batch, grid, generator=g)}
+
+    return {"model": "SparK ResNet-50 224 px" if not tiny else "SparK tiny ResNet", "ours": ours,
+            "reference": ("the original's gather/scatter norms", with_gather_norms(ours)), "inputs": inputs}
+
+
 BUILDERS = {
     "mae": lambda tiny, device: mae_family("mae", tiny, device),
     "simmim-swin": lambda tiny, device: simmim("swin", tiny, device),
@@ -192,6 +211,7 @@ BUILDERS = {
     "mr_mae": lambda tiny, device: own_eager("mr_mae", tiny, device),
     "crate_mae": lambda tiny, device: own_eager("crate_mae", tiny, device),
     "hpm": lambda tiny, device: own_eager("hpm", tiny, device),  # masked by uniform noise: hard patches change which, not how many
+    "spark": spark,
 }
 
 
