@@ -153,7 +153,9 @@ def test_remote_code_loads_without_mim_hub(tmp_path):
 def test_zoo_lists_every_method():
     proc = subprocess.run([sys.executable, "-m", "mim_hub", "zoo", "--format", "json"], capture_output=True, text=True, check=True)
     rows = {row["method"]: row for row in json.loads(proc.stdout)}
-    assert set(rows) == {"mae", "simmim", "cae", "mr_mae", "color_mae", "crate_mae"}
+    from mim_hub.models.catalogue import METHODS
+
+    assert set(rows) == set(METHODS) and {"hpm", "spark"} <= set(rows)
     assert any(r["file"] == "mae_visualize_vit_large.pth" for r in rows["mae"]["releases"])
 
 
