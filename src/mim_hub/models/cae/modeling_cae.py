@@ -33,7 +33,7 @@ from ...layers.attention import InterfaceAttention, linear_with_output_scale
 from ...layers.block import drop_path_rates
 from ...layers.mask_block import BlockMaskGenerator
 from ...layers.relative_position import RelativePositionBias, relative_position_attention_bias
-from ..encoder import FinalNormMixin, block_recorders, can_return_tuple, flags, joined, record_outputs
+from ..encoder import FinalNormMixin, block_recorders, can_return_tuple, flags, record_outputs
 from ..features import EncoderFeaturesMixin
 from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, classification_head, hub_kwargs
 from .configuration_cae import CAEConfig
@@ -94,6 +94,9 @@ class CAEPreTrainingOutput(ModelOutput):
     [B, M, decoder_hidden_size]. mlm_acc: accuracy of `logits.argmax(-1)` on `labels`.
     bool_masked_pos: the mask used [B, L]. last_hidden_state: the encoder output for
     [cls, visible patches] (after its final norm, before any projection).
+    hidden_states / attentions: the encoder's, per block, when asked for; regressor_hidden_states /
+    regressor_attentions and decoder_hidden_states / decoder_attentions: the regressor's and the
+    decoder's (each stack's input first).
     """
 
     loss: torch.FloatTensor | None = None
@@ -107,6 +110,10 @@ class CAEPreTrainingOutput(ModelOutput):
     last_hidden_state: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    regressor_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    regressor_attentions: tuple[torch.FloatTensor, ...] | None = None
+    decoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    decoder_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 class CAEEmbeddings(nn.Module):
@@ -234,6 +241,9 @@ class CAEPreTrainedModel(MIMPreTrainedModel):
             init.trunc_normal_(module.patch_embed.projection.weight, std=std, a=-std, b=std)
         elif isinstance(module, RelativePositionBias):  # (its index buffer: the base class)
             init.zeros_(module.relative_position_bias_table)
+        elif isinstance(module, CAECrossAttention) and module.q_bias is not None:
+            init.zeros_(module.q_bias)
+            init.zeros_(module.v_bias)
         elif isinstance(module, CAEForPreTraining):
             init.copy_(module.decoder_pos_embed, cae_sincos_table(module.decoder_pos_embed.shape[-1], module.grid_size))
             init.trunc_normal_(module.mask_token, std=std, a=-std, b=std)
@@ -509,8 +519,9 @@ class CAEForPreTraining(CAEPreTrainedModel):
             loss=loss, loss_main=loss_main, loss_align=loss_align, logits=logits, latent_predict=latent_predict,
             latent_target=latent_target, mlm_acc=mlm_acc, bool_masked_pos=bool_masked_pos,
             last_hidden_state=encoded.last_hidden_state,
-            hidden_states=joined(encoded.hidden_states, regressed.hidden_states, decoded.hidden_states),
-            attentions=joined(encoded.attentions, regressed.attentions, decoded.attentions),
+            hidden_states=encoded.hidden_states, attentions=encoded.attentions,
+            regressor_hidden_states=regressed.hidden_states, regressor_attentions=regressed.attentions,
+            decoder_hidden_states=decoded.hidden_states, decoder_attentions=decoded.attentions,
         )
 
 

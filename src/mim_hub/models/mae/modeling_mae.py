@@ -18,7 +18,7 @@ from ...layers import (
     random_masking,
     unpatchify,
 )
-from ..encoder import FinalNormMixin, can_return_tuple, flags, joined, record_outputs
+from ..encoder import FinalNormMixin, can_return_tuple, flags, record_outputs
 from ..features import EncoderFeaturesMixin
 from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput, classification_head
 from .configuration_mae import MAEConfig
@@ -249,8 +249,9 @@ class MAEForPreTraining(PixelTargetsMixin, MAEPreTrainedModel):
         loss = self.forward_loss(pixel_values, logits.float(), encoded.mask)
         return MIMPreTrainingOutput(
             loss=loss, logits=logits, mask=encoded.mask, ids_restore=encoded.ids_restore,
-            last_hidden_state=encoded.last_hidden_state, hidden_states=joined(encoded.hidden_states, decoded.hidden_states),
-            attentions=joined(encoded.attentions, decoded.attentions),
+            last_hidden_state=encoded.last_hidden_state, hidden_states=encoded.hidden_states,
+            attentions=encoded.attentions, decoder_hidden_states=decoded.hidden_states,
+            decoder_attentions=decoded.attentions,
         )
 
 

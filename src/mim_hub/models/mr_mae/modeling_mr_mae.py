@@ -18,7 +18,7 @@ from torch import nn
 from ... import initialization as init
 from ...layers import ViTBlock, ViTEncoder, gather_tokens, get_2d_sincos_pos_embed, interpolate_pos_embed, random_masking
 from ..mae.modeling_mae import MAEDecoder, MAEEmbeddings, PixelTargetsMixin
-from ..encoder import FinalNormMixin, can_return_tuple, flags, joined, record_outputs
+from ..encoder import FinalNormMixin, can_return_tuple, flags, record_outputs
 from ..features import EncoderFeaturesMixin, FeatureStage
 from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput, classification_head
 from .configuration_mr_mae import MRMAEConfig
@@ -329,8 +329,9 @@ class MRMAEForPreTraining(PixelTargetsMixin, MRMAEPreTrainedModel):
         loss = reconstruction + mimic_total if self.uses_teachers else reconstruction
         return MRMAEPreTrainingOutput(
             loss=loss, logits=logits, mask=encoded.mask, ids_restore=encoded.ids_restore,
-            last_hidden_state=encoded.last_hidden_state, hidden_states=joined(encoded.hidden_states, decoded.hidden_states),
-            attentions=joined(encoded.attentions, decoded.attentions),
+            last_hidden_state=encoded.last_hidden_state, hidden_states=encoded.hidden_states,
+            attentions=encoded.attentions, decoder_hidden_states=decoded.hidden_states,
+            decoder_attentions=decoded.attentions,
             reconstruction_loss=reconstruction, mimic_loss=mimic_total, mimic_losses=mimic_terms,
         )
 

@@ -151,7 +151,8 @@ class SimMIMModel(FinalNormMixin, EncoderFeaturesMixin, SimMIMPreTrainedModel):
 
     _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^head\.", r"mask_token"]
 
-    def __init__(self, config: SimMIMConfig, add_pooling_layer: bool = True, use_mask_token: bool = False):
+    def __init__(self, config: SimMIMConfig, add_pooling_layer: bool = True, use_mask_token: bool = False,
+                 add_final_norm: bool | None = None):
         super().__init__(config)
         self.use_mask_token = use_mask_token
         embeddings, encoder = ARCHITECTURES[config.backbone]
@@ -159,7 +160,8 @@ class SimMIMModel(FinalNormMixin, EncoderFeaturesMixin, SimMIMPreTrainedModel):
         grid = self.embeddings.patch_embed.grid_size
         self.encoder = encoder(config, grid)
         self.relative_position_bias = encoder.shared_relative_position_bias(config, grid)  # (ViT pre-training)
-        self._build_final_norms(config, *encoder.final_norms(config, add_pooling_layer))
+        final_norm, pooling = encoder.final_norms(config, add_pooling_layer)
+        self._build_final_norms(config, final_norm if add_final_norm is None else add_final_norm, pooling)
         self.post_init()
 
     @property
