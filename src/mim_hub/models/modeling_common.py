@@ -23,6 +23,7 @@ from ..layers.relative_position import RelativePositionBias, relative_position_i
 from .encoder import RecordedStackMixin, block_recorders, can_return_tuple
 from .features import ClassifierFeaturesMixin
 from ..utils.atomic import atomic_folder, is_atomic_temporary
+from .library_internals import accelerate_hooks
 from .geometry import GEOMETRY_FIELDS, adapt_geometry, geometry_changes
 from .size_bounds import check_config_fits_weights
 
@@ -112,7 +113,7 @@ def offload_whole_blocks(model: nn.Module) -> None:
     `preload_module_classes`, so the hooks inside each offloaded block of a class in
     `_no_split_modules` (never split across devices) are replaced by one hook on the block."""
     try:
-        from accelerate.hooks import AlignDevicesHook, SequentialHook, add_hook_to_module, remove_hook_from_module
+        from accelerate.hooks import AlignDevicesHook, add_hook_to_module, remove_hook_from_module
         from accelerate.utils import PrefixedDataset
     except ImportError:  # (no accelerate: no device map either)
         return
@@ -123,8 +124,7 @@ def offload_whole_blocks(model: nn.Module) -> None:
             continue
         offloaded, resident = [], False
         for sub in module.modules():
-            hook = getattr(sub, "_hf_hook", None)
-            hooks = [h for h in (hook.hooks if isinstance(hook, SequentialHook) else [hook]) if isinstance(h, AlignDevicesHook)]
+            hooks = [h for h in accelerate_hooks(sub) if isinstance(h, AlignDevicesHook)]
             own = [h for h in hooks if h.offload and isinstance(h.weights_map, PrefixedDataset)]
             offloaded += own
             holds = next(iter(sub.parameters(recurse=False)), None) is not None or next(iter(sub.buffers(recurse=False)), None) is not None

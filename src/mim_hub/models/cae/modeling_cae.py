@@ -35,6 +35,7 @@ from ...layers.mask_block import BlockMaskGenerator
 from ...layers.relative_position import RelativePositionBias, relative_position_attention_bias
 from ..encoder import FinalNormMixin, block_recorders, can_return_tuple, flags, record_outputs
 from ..features import EncoderFeaturesMixin
+from ..library_internals import forget_key_mapping
 from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, classification_head, hub_kwargs
 from .configuration_cae import CAEConfig
 
@@ -558,7 +559,7 @@ class CAEForImageClassification(ImageClassifierForwardMixin, CAEPreTrainedModel)
                 kwargs["key_mapping"] = {r"^cae\.layernorm\.": "cae.fc_norm.", r"^layernorm\.": "fc_norm."}  # (a CAEModel's keys: no prefix)
                 loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
                 model = loaded[0] if isinstance(loaded, tuple) else loaded
-                model._weight_conversions = []  # (transformers' record of the mapping, see above)
+                forget_key_mapping(model)  # (transformers' record of the mapping, see above)
                 return loaded
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
