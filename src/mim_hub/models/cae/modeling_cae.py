@@ -48,11 +48,14 @@ def cae_sincos_table(dim: int, grid: tuple[int, int]) -> torch.Tensor:
 
 def split_by_mask(tokens: torch.Tensor, bool_masked_pos: torch.Tensor, num_masked: int) -> tuple[torch.Tensor, torch.Tensor]:
     """tokens [B, L, D] -> (visible [B, L - M, D], masked [B, M, D]), each in ascending patch order:
-    the original's `x[~mask].reshape(B, -1, D)`, as a gather (a stable sort puts the visible
-    patches first) so that the shapes stay static under torch.compile."""
+    the original's `x[~mask].reshape(B, -1, D)`. Each token's place in [visible..., masked...] is
+    a running count (cumsum) of its kind, and the tokens are scattered there: static shapes under
+    torch.compile, and operators ONNX has (no stable sort)."""
     length = tokens.shape[1]
-    order = torch.argsort(bool_masked_pos.to(torch.uint8), dim=1, stable=True)
-    return gather_tokens(tokens, order[:, : length - num_masked]), gather_tokens(tokens, order[:, length - num_masked:])
+    masked = bool_masked_pos.to(torch.long)
+    place = torch.where(bool_masked_pos, masked.cumsum(1) - 1 + (length - num_masked), (1 - masked).cumsum(1) - 1)
+    ordered = torch.zeros_like(tokens).scatter(1, place.unsqueeze(-1).expand_as(tokens), tokens)
+    return ordered[:, : length - num_masked], ordered[:, length - num_masked:]
 
 
 def check_bool_masked_pos(bool_masked_pos: torch.Tensor, batch: int, length: int, expected: int | None = None) -> tuple[torch.Tensor, int]:
