@@ -27,6 +27,7 @@ from ..models.cae import CAEConfig, CAEForImageClassification, CAEForPreTraining
 from .common import apply_overrides, build_and_load, count_indexed, require_keys
 from .heads import default_num_heads, warn_guessed_heads
 from .loading import CheckpointError, checkpoint_args, find_state_dict, load_checkpoint
+from ..layers.patch_embed import to_2tuple
 
 # CAE's released encoders: width -> heads (tiny 192 and small 384 use 12 heads, unlike ViT's).
 RELEASED_CAE_HEADS = {192: 12, 384: 12, 768: 12, 1024: 16}
@@ -278,5 +279,5 @@ def convert_checkpoint(path: str, overrides: dict):
     checkpoint = load_checkpoint(path)
     state = find_state_dict(checkpoint, path)
     model = build_cae(state, overrides, path, args=checkpoint_args(checkpoint))
-    size = model.config.image_size if isinstance(model.config.image_size, int) else model.config.image_size[0]
+    size = to_2tuple(model.config.image_size)[0]
     return model, CAEImageProcessor.for_image_size(size)

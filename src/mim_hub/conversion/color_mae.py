@@ -15,6 +15,7 @@ import re
 from ..models.color_mae import ColorMAEConfig, ColorMAEForImageClassification, ColorMAEForPreTraining, ColorMAEImageProcessor, ColorMAEModel
 from .loading import CheckpointError, find_state_dict, load_checkpoint
 from .mae import build_mae
+from ..layers.patch_embed import to_2tuple
 
 _BLOCK = (("ln1.", "norm1."), ("ln2.", "norm2."), ("ffn.layers.0.0.", "mlp.fc1."), ("ffn.layers.1.", "mlp.fc2."))
 
@@ -59,5 +60,5 @@ def convert_checkpoint(path: str, overrides: dict):
                               "final_norm=True and out_type='avg_featmap' is not a ColorMAE/MAE configuration")
     classes = {"pretraining": ColorMAEForPreTraining, "model": ColorMAEModel, "classification": ColorMAEForImageClassification}
     model = build_mae(renamed, overrides, path, config_class=ColorMAEConfig, classes=classes)
-    size = model.config.image_size if isinstance(model.config.image_size, int) else model.config.image_size[0]
+    size = to_2tuple(model.config.image_size)[0]
     return model, ColorMAEImageProcessor.for_image_size(size)

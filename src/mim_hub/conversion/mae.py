@@ -20,6 +20,7 @@ from ..models.mae import MAEConfig, MAEForImageClassification, MAEForPreTraining
 from .common import apply_overrides, build_and_load, count_indexed, require_keys
 from .heads import num_heads
 from .loading import CheckpointError, checkpoint_args, find_state_dict, load_checkpoint
+from ..layers.patch_embed import to_2tuple
 
 _BLOCK_RENAMES = (("attn.qkv.", "attn.qkv_proj."), ("attn.proj.", "attn.o_proj."))
 
@@ -141,5 +142,5 @@ def convert_checkpoint(path: str, overrides: dict):
     checkpoint = load_checkpoint(path)
     state = find_state_dict(checkpoint, path)
     model = build_mae(state, overrides, path, args=checkpoint_args(checkpoint))
-    processor = MAEImageProcessor.for_image_size(model.config.image_size if isinstance(model.config.image_size, int) else model.config.image_size[0])
+    processor = MAEImageProcessor.for_image_size(to_2tuple(model.config.image_size)[0])
     return model, processor

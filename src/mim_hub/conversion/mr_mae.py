@@ -30,6 +30,7 @@ from .common import apply_overrides, build_and_load, count_indexed, require_keys
 from .heads import num_heads
 from .loading import CheckpointError, checkpoint_args, find_state_dict, load_checkpoint
 from .mae import _fields_from_args, _rename_block_key, decoder_and_head_fields, infer_mae_config, rename_mae_key
+from ..layers.patch_embed import to_2tuple
 
 _DECODER_KEYS = ("mask_token", "decoder_pos_embed")
 
@@ -169,5 +170,5 @@ def convert_checkpoint(path: str, overrides: dict):
     checkpoint = load_checkpoint(path)
     state = find_state_dict(checkpoint, path)
     model = convert_state(state, overrides, path, checkpoint_args(checkpoint))
-    size = model.config.image_size if isinstance(model.config.image_size, int) else model.config.image_size[0]
+    size = to_2tuple(model.config.image_size)[0]
     return model, MRMAEImageProcessor.for_image_size(size)

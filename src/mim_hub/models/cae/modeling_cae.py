@@ -32,6 +32,7 @@ from ...layers import (
 from ...layers.attention import InterfaceAttention, linear_with_output_scale
 from ...layers.block import drop_path_rates
 from ...layers.mask_block import BlockMaskGenerator
+from ...layers.masking import flat_bool_mask
 from ...layers.relative_position import RelativePositionBias, relative_position_attention_bias
 from ..encoder import FinalNormMixin, block_recorders, can_return_tuple, flags, record_outputs
 from ..features import EncoderFeaturesMixin
@@ -58,16 +59,12 @@ def split_by_mask(tokens: torch.Tensor, bool_masked_pos: torch.Tensor, num_maske
     return ordered[:, : length - num_masked], ordered[:, length - num_masked:]
 
 
-def check_bool_masked_pos(bool_masked_pos: torch.Tensor, batch: int, length: int, expected: int | None = None) -> tuple[torch.Tensor, int]:
-    """Validate a [B, L] mask (True = masked; a [B, H, W] grid is flattened row-major) and return it
+def check_bool_masked_pos(bool_masked_pos: torch.Tensor, batch: int, grid: tuple[int, int], expected: int | None = None) -> tuple[torch.Tensor, int]:
+    """Validate a [B, L] mask (True = masked; a [B, h, w] grid is flattened row-major) and return it
     with its per-sample count M. CAE needs the same count in every sample. Under torch.compile the
     count cannot be read from the data: `expected` (the config's `num_masking_patches`) is used."""
-    if bool_masked_pos.shape != (batch, length):
-        if bool_masked_pos.dim() == 3 and bool_masked_pos.shape[0] == batch and bool_masked_pos.shape[1] * bool_masked_pos.shape[2] == length:
-            bool_masked_pos = bool_masked_pos.flatten(1)
-        else:
-            raise ValueError(f"bool_masked_pos must be [batch, num_patches] = {(batch, length)}, got {tuple(bool_masked_pos.shape)}")
-    bool_masked_pos = bool_masked_pos.bool()
+    bool_masked_pos = flat_bool_mask(bool_masked_pos, batch, grid)
+    length = grid[0] * grid[1]
     if torch.compiler.is_compiling():
         if expected is None:
             raise ValueError("under torch.compile pass the mask count (num_masked_patches) explicitly")
@@ -326,7 +323,7 @@ class CAEModel(FinalNormMixin, EncoderFeaturesMixin, CAEPreTrainedModel):
         mask, num_masked = None, 0
         if bool_masked_pos is not None:
             grid = self.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
-            bool_masked_pos, num_masked = check_bool_masked_pos(bool_masked_pos, pixel_values.shape[0], grid[0] * grid[1], num_masked_patches)
+            bool_masked_pos, num_masked = check_bool_masked_pos(bool_masked_pos, pixel_values.shape[0], grid, num_masked_patches)
             mask = bool_masked_pos.float()
             if self.relative_position_bias is not None or self.shared_relative_position_bias is not None:
                 raise ValueError("bool_masked_pos cannot be combined with a relative position bias (fine-tuning models see every patch)")
@@ -483,7 +480,7 @@ class CAEForPreTraining(CAEPreTrainedModel):
                 raise ValueError("pass bool_masked_pos for inputs of another size than the model's")
             bool_masked_pos = self.draw_mask(batch, device=pixel_values.device)
         expected = self.config.num_masking_patches if torch.compiler.is_compiling() else None
-        bool_masked_pos, num_masked = check_bool_masked_pos(bool_masked_pos, batch, length, expected)
+        bool_masked_pos, num_masked = check_bool_masked_pos(bool_masked_pos, batch, grid, expected)
         # encode cls + visible patches
         encoded = self.cae(
             pixel_values, bool_masked_pos=bool_masked_pos, output_attentions=output_attentions,

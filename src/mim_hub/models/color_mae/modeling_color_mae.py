@@ -10,6 +10,7 @@ import torch
 from ...layers.mask_color_noise import ColorNoiseMaskGenerator, cached_noise_patterns, load_noise_patterns
 from ..mae.modeling_mae import MAEForImageClassification, MAEForPreTraining, MAEModel
 from .configuration_color_mae import ColorMAEConfig
+from ...layers.patch_embed import to_2tuple
 
 
 def mask_generator_for(config: ColorMAEConfig, grid: tuple[int, int] | None = None) -> ColorNoiseMaskGenerator:
@@ -22,7 +23,7 @@ def mask_generator_for(config: ColorMAEConfig, grid: tuple[int, int] | None = No
     blobs keep their size in patches), cached on disk as the config's own stack is. The authors'
     files have one size; a larger grid then uses generated patterns of the config's colour, with
     a warning."""
-    size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
+    size = to_2tuple(config.image_size)[0]
     wanted = (size // config.patch_size,) * 2 if grid is None else (int(grid[0]), int(grid[1]))
     patterns = load_noise_patterns(config.noise_pattern_path) if config.noise_pattern_path else None
     if patterns is not None and (patterns.shape[-2] < wanted[0] or patterns.shape[-1] < wanted[1]):

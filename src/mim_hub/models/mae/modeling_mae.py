@@ -215,9 +215,6 @@ class MAEForPreTraining(PixelTargetsMixin, MAEPreTrainedModel):
         self.decoder = MAEDecoder(config, self.mae.embeddings.patch_embed.grid_size)
         self.post_init()
 
-    def num_layers_for_decay(self) -> int:
-        return self.config.num_hidden_layers + 1
-
     @can_return_tuple
     def forward(
         self,

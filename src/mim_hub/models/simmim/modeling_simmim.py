@@ -20,6 +20,7 @@ from transformers.utils import ModelOutput
 
 from ... import initialization as init
 from ...layers import Attention, LayerScale, ViTBlock, patchify
+from ...layers.masking import flat_bool_mask
 from ...layers.relative_position import RelativePositionBias, relative_position_index
 from ..encoder import FinalNormMixin, block_recorders, can_return_tuple, flags, record_outputs
 from ..features import EncoderFeaturesMixin
@@ -81,9 +82,6 @@ class SimMIMPreTrainedModel(MIMPreTrainedModel):
     base_model_prefix = "simmim"
     _no_split_modules = ["ViTBlock", "SwinBlock"]
     _can_record_outputs = block_recorders(ViTBlock, SwinBlock)
-
-    def num_layers_for_decay(self) -> int:
-        return self.config.num_hidden_layers + 1
 
     def layer_id(self, name: str) -> int:
         """0 for the embeddings, the encoder's id for its blocks (ViT: 1 + the block index; Swin:
@@ -197,13 +195,7 @@ class SimMIMModel(FinalNormMixin, EncoderFeaturesMixin, SimMIMPreTrainedModel):
             return None
         if self.embeddings.mask_token is None:
             raise ValueError("bool_masked_pos needs a mask token: build the model with use_mask_token=True (SimMIMForPreTraining does)")
-        length = grid[0] * grid[1]
-        if bool_masked_pos.shape[0] != batch or bool_masked_pos[0].numel() != length:
-            raise ValueError(
-                f"bool_masked_pos must be [batch, num_patches] = [{batch}, {length}] or [{batch}, {grid[0]}, {grid[1]}] "
-                f"(model-patch resolution), got {tuple(bool_masked_pos.shape)}"
-            )
-        return bool_masked_pos.reshape(batch, length)
+        return flat_bool_mask(bool_masked_pos, batch, grid)
 
     @record_outputs
     def forward(
