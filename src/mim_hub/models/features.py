@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .. import initialization as init
+
 
 @dataclass
 class FeatureStage:
@@ -217,7 +219,24 @@ class EncoderFeaturesMixin:
 
 
 class ClassifierFeaturesMixin:
-    """The hooks of a classifier: its base model's, with the head in `forward_head`."""
+    """The hooks of a classifier: its base model's, with the head in `forward_head`; and the
+    classifier head's init, stated once as data: a truncated normal of `head_init_std` (bounded
+    at +-`head_init_bound` when set), as the method's fine-tuning code draws it, or the model's
+    own Linear init when None. A head made by `reset_classifier` gets the same."""
+
+    head_init_std: float | None = None
+    head_init_bound: float | None = None
+
+    def _head_init_std(self) -> float | None:
+        return self.head_init_std
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        std = self._head_init_std()
+        if module is getattr(self, "head", None) and isinstance(module, nn.Linear) and std is not None:
+            bound = self.head_init_bound
+            init.trunc_normal_(module.weight, std=std, **({} if bound is None else {"a": -bound, "b": bound}))
 
     def _encoder(self) -> nn.Module:
         return getattr(self, self.base_model_prefix)
@@ -254,11 +273,8 @@ class ClassifierFeaturesMixin:
         """A new, freshly initialised head for `num_labels` classes (0: no head, `nn.Identity`);
         `config.num_labels` (and its label names) follow."""
         weight = next(self.parameters())
-        head = nn.Linear(self.num_features, num_labels) if num_labels > 0 else nn.Identity()
-        if num_labels > 0:
-            nn.init.trunc_normal_(head.weight, std=0.02 * 1e-3)  # the fine-tuning heads' small init
-            nn.init.zeros_(head.bias)
-        self.head = head.to(device=weight.device, dtype=weight.dtype)
+        self.head = (nn.Linear(self.num_features, num_labels) if num_labels > 0 else nn.Identity()).to(device=weight.device, dtype=weight.dtype)
+        self._init_weights(self.head)  # (the class's head init)
         self.config.num_labels = num_labels
 
 

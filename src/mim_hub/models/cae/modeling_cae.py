@@ -25,7 +25,6 @@ from ...layers import (
     ViTBlock,
     ViTEncoder,
     build_vit_blocks,
-    gather_tokens,
     get_2d_sincos_pos_embed,
     interpolate_pos_embed,
 )
@@ -531,6 +530,8 @@ class CAEForImageClassification(ImageClassifierForwardMixin, CAEPreTrainedModel)
     position bias (by default), the sin-cos table, mean pooling of the patch tokens + `fc_norm`
     (or the normed cls token) into a linear head."""
 
+    head_init_std, head_init_bound = 2e-5, 4e-5  # trunc_normal(0.02) x init_scale 0.001
+
     def __init__(self, config: CAEConfig):
         super().__init__(config)
         self.cae = CAEModel(config)
@@ -562,12 +563,6 @@ class CAEForImageClassification(ImageClassifierForwardMixin, CAEPreTrainedModel)
                 forget_key_mapping(model)  # (transformers' record of the mapping, see above)
                 return loaded
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-
-    @torch.no_grad()
-    def _init_weights(self, module):
-        super()._init_weights(module)
-        if module is getattr(self, "head", None) and isinstance(module, nn.Linear):
-            init.trunc_normal_(module.weight, std=2e-5, a=-4e-5, b=4e-5)  # trunc_normal(0.02) x init_scale 0.001
 
 
 __all__ = ["CAEPreTrainedModel", "CAEModel", "CAEForPreTraining", "CAEForImageClassification", "CAEPreTrainingOutput"]

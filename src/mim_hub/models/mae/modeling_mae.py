@@ -257,17 +257,13 @@ class MAEForImageClassification(ImageClassifierForwardMixin, MAEPreTrainedModel)
     (mean patch token + `fc_norm` with `use_mean_pooling`, else the normed cls token) into a
     linear head."""
 
+    head_init_std = 2e-5  # MAE's fine-tuning head init
+
     def __init__(self, config: MAEConfig):
         super().__init__(config)
         self.mae = MAEModel(config)
         self.head = classification_head(config)
         self.post_init()
-
-    @torch.no_grad()
-    def _init_weights(self, module):
-        super()._init_weights(module)
-        if module is getattr(self, "head", None) and isinstance(module, nn.Linear):
-            init.trunc_normal_(module.weight, std=2e-5)  # MAE's fine-tuning head init
 
 
 __all__ = ["MAEPreTrainedModel", "MAEModel", "MAEForPreTraining", "MAEForImageClassification", "pixel_loss"]

@@ -341,6 +341,7 @@ class MRMAEForImageClassification(ImageClassifierForwardMixin, MRMAEPreTrainedMo
     backbone): the encoder's `pooler_output` into a linear head. No fusion layers, no masking."""
 
     _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^mimic_heads\.", r"embeddings\.fusion\."]
+    head_init_std = 2e-5  # MAE's / ConvMAE's fine-tuning head init
 
     def __init__(self, config: MRMAEConfig):
         config.use_multiscale_fusion = False  # a classifier has no fusion layers (its saved config says so)
@@ -348,12 +349,6 @@ class MRMAEForImageClassification(ImageClassifierForwardMixin, MRMAEPreTrainedMo
         self.mr_mae = MRMAEModel(config, add_fusion=False)
         self.head = classification_head(config)
         self.post_init()
-
-    @torch.no_grad()
-    def _init_weights(self, module):
-        super()._init_weights(module)
-        if module is getattr(self, "head", None) and isinstance(module, nn.Linear):
-            init.trunc_normal_(module.weight, std=2e-5)  # MAE's / ConvMAE's fine-tuning head init
 
 
 __all__ = ["MRMAEPreTrainedModel", "MRMAEModel", "MRMAEForPreTraining", "MRMAEForImageClassification",

@@ -293,12 +293,9 @@ class SimMIMForImageClassification(ImageClassifierForwardMixin, SimMIMPreTrained
         self.head = classification_head(config)
         self.post_init()
 
-    @torch.no_grad()
-    def _init_weights(self, module):
-        super()._init_weights(module)
+    def _head_init_std(self) -> float | None:
         scale = self.simmim.encoder.head_init_scale if hasattr(self, "simmim") else None
-        if module is getattr(self, "head", None) and isinstance(module, nn.Linear) and scale is not None:
-            init.trunc_normal_(module.weight, std=self.config.initializer_range * scale)  # (ViT: BEiT's init_scale)
+        return None if scale is None else self.config.initializer_range * scale  # (ViT: BEiT's init_scale)
 
     def prepare_for_finetuning(self) -> "SimMIMForImageClassification":
         """SimMIM's ViT fine-tunes with a relative position table per block, each starting as the
