@@ -69,7 +69,7 @@ def inputs_for(model, name: str, extra: dict) -> dict:
     for field, value in extra.items():
         if field not in accepted or (field == "labels" and kind_of(name) != "ForPreTraining"):
             continue
-        if field == "bool_masked_pos" and kind_of(name) == "Model" and getattr(model.embeddings, "mask_token", 0) is None:
+        if field == "bool_masked_pos" and kind_of(name) == "Model" and getattr(getattr(model, "embeddings", None), "mask_token", 0) is None:
             continue  # (SimMIM's base model masks only when built with a mask token)
         kwargs[field] = value
     if kind_of(name) == "ForImageClassification":
