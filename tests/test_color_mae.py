@@ -180,3 +180,33 @@ def test_pretrain_command_with_a_noise_colour(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["model_type"] == "color_mae" and saved["noise_color"] == "purple"
+
+
+def test_pre_training_at_a_grid_larger_than_the_pattern_stack(tmp_path, monkeypatch):
+    """A model made at 32 px (12x12 patterns, an 8x8 grid) pre-trained at 64 px (16x16 grid):
+    patterns of the colour are made at the needed size with the config's seed, cached, and give
+    masks of the config's ratio, the same for the same generator seed."""
+    from mim_hub import ColorMAEConfig, ColorMAEForPreTraining
+    from mim_hub.layers.mask_color_noise import generate_noise_patterns
+
+    monkeypatch.setenv("MIM_HUB_CACHE", str(tmp_path / "cache"))
+    config = ColorMAEConfig(**{**TINY, "noise_pattern_count": 2, "noise_pattern_size": 12})
+    model = ColorMAEForPreTraining(config).eval()
+    pixels = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        out = model(pixels, interpolate_pos_encoding=True, generator=torch.Generator().manual_seed(4))
+        again = model(pixels, interpolate_pos_encoding=True, generator=torch.Generator().manual_seed(4))
+    assert out.mask.shape == (3, 256) and (out.mask.sum(1) == 256 - int(256 * 0.25)).all()
+    assert torch.equal(out.mask, again.mask)
+    cached = sorted(os.listdir(tmp_path / "cache" / "color_noise"))
+    assert any("2x16x16_seed0" in name for name in cached), cached
+    generator = model.mask_generator_for_grid((16, 16))
+    assert torch.equal(generator.patterns, torch.as_tensor(generate_noise_patterns(config.noise_color, 2, 16, 0)))
+    # a file of the authors' with patterns smaller than the grid: generated ones of its colour, said
+    small = tmp_path / "green_noise_data_small.npz"
+    np.savez(small, patterns=generate_noise_patterns("green", 2, 12, 5))
+    config.noise_pattern_path = str(small)
+    with pytest.warns(UserWarning, match="smaller than the 16x16 patch grid"):
+        model = ColorMAEForPreTraining(config).eval()
+        with torch.no_grad():
+            assert model(pixels, interpolate_pos_encoding=True).mask.shape == (3, 256)

@@ -32,7 +32,7 @@ def test_pretrain_fixture_parity():
     assert_close(out.last_hidden_state, expected["latent"], "latent (every position)")
     for i in range(3):
         assert_close(out.hidden_states[i], expected["encoder_hidden_states"][i], f"encoder hidden {i}")
-        assert_close(out.hidden_states[3 + i], expected["decoder_hidden_states"][i], f"decoder hidden {i}")
+        assert_close(out.decoder_hidden_states[i], expected["decoder_hidden_states"][i], f"decoder hidden {i}")
     assert_close(unmasked, expected["latent_mask_ratio_0"], "features without masking")
     model.config.norm_pix_loss = True
     with torch.no_grad():

@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoModelForImageClassification
 
+import mim_hub
 from mim_hub.training.evaluate import extract_features
 
 from tiny_models import TINY, tiny
@@ -125,3 +126,30 @@ def test_convmae_hybrid_exposes_its_convolution_stages():
     assert [tuple(m.shape) for m in out.conv_hidden_states] == [(2, c1, 32 // p1, 32 // p1), (2, c2, 32 // p1 // p2, 32 // p1 // p2)]
     assert len(out.hidden_states) == config.num_hidden_layers + 1
     assert model(_pixels()).conv_hidden_states is None
+
+
+@pytest.mark.parametrize("key", ["mae", "cae", "crate_mae", "color_mae"])
+def test_forward_intermediates_keeps_only_the_chosen_blocks_and_stops_after_the_last(key):
+    """timm's `stop_early`: with `intermediates_only` the blocks after the last chosen one never
+    run, and only the chosen outputs are held; the values are those of the full forward."""
+    config, _ = tiny(key)
+    config.num_hidden_layers = 4
+    model = getattr(mim_hub, {"mae": "MAEModel", "cae": "CAEModel", "crate_mae": "CrateMAEModel", "color_mae": "ColorMAEModel"}[key])(config).eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    ran = []
+    handles = [block.register_forward_hook(lambda m, a, o, i=i: ran.append(i)) for i, block in enumerate(model._blocks())]
+    with torch.no_grad():
+        early = model.forward_intermediates(pixels, indices=[0, 1], intermediates_only=True)
+        assert ran == [0, 1]
+        ran.clear()
+        full = model(pixels, output_hidden_states=True)
+        final, kept = model.forward_intermediates(pixels, indices=[1])
+    for handle in handles:
+        handle.remove()
+    assert ran[:4] == [0, 1, 2, 3]
+    grid = 32 // config.patch_size
+    for index, value in zip([0, 1], early):
+        expected = full.hidden_states[index + 1][:, model.num_prefix_tokens:]
+        torch.testing.assert_close(value, expected.transpose(1, 2).reshape(2, -1, grid, grid))
+    torch.testing.assert_close(kept[0], early[1])
+    torch.testing.assert_close(final, full.last_hidden_state)

@@ -268,7 +268,10 @@ def test_round_trip_auto_classes_and_outputs(tmp_path):
     assert encoded.last_hidden_state.shape == (2, 17, 32) and torch.equal(encoded.mask.bool(), mask)
     assert base(x).last_hidden_state.shape == (2, 65, 32) and base(x).mask is None
     out = model(x, bool_masked_pos=mask, output_hidden_states=True, output_attentions=True)
-    assert len(out.hidden_states) == 3 + 2 + 2 and len(out.attentions) == 2 + 1 + 1  # encoder, reconstructor, loss predictor
+    # the encoder's stack, then the reconstructor's and the loss predictor's in their own fields (each with its input)
+    assert len(out.hidden_states) == 3 and len(out.attentions) == 2
+    assert len(out.decoder_hidden_states) == 2 and len(out.decoder_attentions) == 1
+    assert len(out.loss_predictor_hidden_states) == 2 and len(out.loss_predictor_attentions) == 1
     out.loss.backward()  # both terms train: every parameter but the fixed tables gets a gradient
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, missing

@@ -46,3 +46,37 @@ def test_base_model_and_classifier_export_with_a_dynamic_batch(method, tmp_path)
     for name, ours, reference in zip(("last_hidden_state", "pooler_output", "logits"), got, expected):
         assert ours.shape == tuple(reference.shape), name
         torch.testing.assert_close(torch.from_numpy(ours), reference, rtol=1e-4, atol=1e-4, msg=name)
+
+
+class CAEPreTrainingOutputs(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values, bool_masked_pos, labels):
+        out = self.model(pixel_values, bool_masked_pos=bool_masked_pos, labels=labels)
+        return out.loss, out.logits, out.latent_predict
+
+
+@pytest.mark.slow
+def test_cae_pre_training_exports(tmp_path):
+    """CAE's mask split is a cumsum and a scatter (no stable sort): the pre-training model exports,
+    and onnxruntime gives its outputs for another mask with the config's count."""
+    config, extra = tiny("cae")
+    torch.manual_seed(0)
+    model = CAEPreTrainingOutputs(method_classes("cae")["pretraining"](config)).eval()
+    x = torch.randn(2, config.num_channels, 32, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model, (x, extra["bool_masked_pos"], extra["labels"]), dynamo=True,
+                                    input_names=["pixel_values", "bool_masked_pos", "labels"], verbose=False)
+    program.save(str(tmp_path / "cae.onnx"))
+    session = onnxruntime.InferenceSession(str(tmp_path / "cae.onnx"), providers=["CPUExecutionProvider"])
+    mask = torch.zeros(2, 64, dtype=torch.bool)
+    mask[0, torch.randperm(64)[:24]] = mask[1, torch.randperm(64)[:24]] = True
+    labels = torch.randint(0, config.vocab_size, (48,))
+    got = session.run(None, {"pixel_values": x.numpy(), "bool_masked_pos": mask.numpy(), "labels": labels.numpy()})
+    with torch.no_grad():
+        expected = model(x, mask, labels)
+    for name, ours, reference in zip(("loss", "logits", "latent_predict"), got, expected):
+        torch.testing.assert_close(torch.from_numpy(ours), reference, rtol=1e-4, atol=1e-4, msg=name)

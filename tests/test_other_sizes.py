@@ -53,11 +53,17 @@ def test_color_noise_windows_of_a_rectangular_grid():
         ColorNoiseMaskGenerator(patterns, (7, 5), 0.5)
 
 
-def test_color_mae_refuses_a_grid_larger_than_its_patterns():
+def test_color_mae_at_a_grid_larger_than_its_patterns(tmp_path, monkeypatch):
+    """The model makes patterns of the size the grid needs (tests/test_color_mae.py has the
+    details); a generator handed patterns too small for its grid refuses them by name."""
+    from mim_hub.masking import ColorNoiseMaskGenerator, generate_noise_patterns
+
+    monkeypatch.setenv("MIM_HUB_CACHE", str(tmp_path))
     config, _ = tiny("color_mae")  # 12x12 patterns
     model = mim_hub.ColorMAEForPreTraining(config)
+    assert model(torch.randn(1, 3, 64, 64), interpolate_pos_encoding=True).mask.shape == (1, 256)
     with pytest.raises(ValueError, match="smaller than the 16x16 patch grid"):
-        model(torch.randn(1, 3, 64, 64), interpolate_pos_encoding=True)
+        ColorNoiseMaskGenerator(generate_noise_patterns("green", 2, 12), 16, 0.75)
 
 
 # Swin -----------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils.output_capturing import OutputRecorder
 
 import mim_hub
-from tiny_models import TINY, method_of, tiny
+from tiny_models import TINY, method_of, other_stacks, tiny
 
 _PREFIX = {"mae": "MAE", "color_mae": "ColorMAE", "simmim": "SimMIM", "cae": "CAE", "mr_mae": "MRMAE", "crate_mae": "CrateMAE", "hpm": "HPM"}
 MODEL_CLASSES = sorted(
@@ -97,9 +97,10 @@ def test_hidden_states_chain_block_by_block(key):
 
 
 @pytest.mark.parametrize("key", sorted(TINY))
-def test_pre_training_records_encoder_then_each_decoder_stack(key):
-    """A pre-training model returns the encoder's tuple, then each stack outside it, each
-    starting with that stack's input; the tuple form holds the same tensors in field order."""
+def test_pre_training_records_the_encoder_and_each_other_stack_apart(key):
+    """`hidden_states` / `attentions` are the encoder's alone (transformers' ViTMAE and VideoMAE);
+    each stack outside it has its own fields (`decoder_...`, CAE's `regressor_...`), each starting
+    with that stack's input; the tuple form holds the same tensors in field order."""
     model, config, extra = _model(key, "ForPreTraining")
     x = _pixels()
     with torch.no_grad():
@@ -107,12 +108,15 @@ def test_pre_training_records_encoder_then_each_decoder_stack(key):
         out = model(x, output_hidden_states=True, output_attentions=True, **extra)
         torch.manual_seed(3)
         as_tuple = model(x, output_hidden_states=True, output_attentions=True, return_dict=False, **extra)
-    encoder = getattr(model, model.base_model_prefix)
-    encoder_blocks = sum(1 for m in encoder.modules() if isinstance(m, GradientCheckpointingLayer))
-    other_blocks = sum(1 for m in model.modules() if isinstance(m, GradientCheckpointingLayer)) - encoder_blocks
-    stacks = {"cae": 2, "hpm": 2}.get(method_of(key), 1 if other_blocks else 0)
-    assert len(out.hidden_states) == encoder_blocks + 1 + other_blocks + stacks
-    assert len(out.attentions) == encoder_blocks + other_blocks
+        encoded = getattr(model, model.base_model_prefix)
+    encoder_blocks = sum(1 for m in encoded.modules() if isinstance(m, GradientCheckpointingLayer))
+    assert len(out.hidden_states) == encoder_blocks + 1 and len(out.attentions) == encoder_blocks
+    for name, stack in other_stacks(model).items():
+        blocks = sum(1 for m in stack.modules() if isinstance(m, GradientCheckpointingLayer)) if stack is not None else 0
+        if blocks:
+            assert len(out[f"{name}_hidden_states"]) == blocks + 1 and len(out[f"{name}_attentions"]) == blocks, name
+        else:
+            assert f"{name}_hidden_states" not in out, name
     values = [v for v in out.values()]
     assert len(as_tuple) == len(values)
     for a, b in zip(as_tuple, values):
@@ -126,16 +130,18 @@ def test_mae_decoder_hidden_states_start_with_the_decoder_input():
     model, config, extra = _model("mae", "ForPreTraining")
     with torch.no_grad():
         out = model(_pixels(), output_hidden_states=True, **extra)
-        decoder_input = out.hidden_states[config.num_hidden_layers + 1]
+        decoder_input = out.decoder_hidden_states[0]
         hidden = decoder_input
         for layer in model.decoder.transformer.layers:
             hidden = layer(hidden, None, False)[0]
-        torch.testing.assert_close(hidden, out.hidden_states[-1])
+        torch.testing.assert_close(hidden, out.decoder_hidden_states[-1])
         assert decoder_input.shape == (2, 1 + 64, config.decoder_hidden_size)
+        assert len(out.hidden_states) == config.num_hidden_layers + 1
+        torch.testing.assert_close(model.mae.layernorm(out.hidden_states[-1]), out.last_hidden_state)
 
 
 def test_a_nested_model_that_recorded_alone_does_not_record_twice():
-    """transformers installs a nested model's hooks again with the outer model's; ours are dropped first."""
+    """The base model's hooks are installed once, whoever asks first; the decoder's exist for one call."""
     model, config, extra = _model("mae", "ForPreTraining")
     x = _pixels()
     with torch.no_grad():
@@ -143,9 +149,11 @@ def test_a_nested_model_that_recorded_alone_does_not_record_twice():
         both = model(x, output_hidden_states=True, output_attentions=True, **extra)
         again = model.mae(x, output_hidden_states=True, output_attentions=True)
     layers = config.num_hidden_layers
-    assert len(alone.hidden_states) == len(again.hidden_states) == layers + 1
-    assert len(both.hidden_states) == layers + 1 + config.decoder_num_hidden_layers + 1
-    assert len(both.attentions) == layers + config.decoder_num_hidden_layers
+    assert len(alone.hidden_states) == len(again.hidden_states) == len(both.hidden_states) == layers + 1
+    assert len(both.attentions) == layers
+    assert len(both.decoder_hidden_states) == config.decoder_num_hidden_layers + 1
+    assert len(both.decoder_attentions) == config.decoder_num_hidden_layers
+    assert not any(m._forward_hooks for m in model.decoder.modules())  # (removed after the call)
 
 
 def test_nothing_is_hooked_until_something_is_asked_for():
@@ -187,7 +195,8 @@ def test_recording_under_gradient_checkpointing():
     model.gradient_checkpointing_enable()
     out = model(_pixels(), output_hidden_states=True, **extra)
     out.loss.backward()
-    assert len(out.hidden_states) == config.num_hidden_layers + 1 + config.decoder_num_hidden_layers + 1
+    assert len(out.hidden_states) == config.num_hidden_layers + 1
+    assert len(out.decoder_hidden_states) == config.decoder_num_hidden_layers + 1
     assert model.mae.embeddings.patch_embed.projection.weight.grad is not None
 
 

@@ -249,6 +249,142 @@ def test_mmengine_runner_checkpoint_with_numpy_state_is_read_as_data(tmp_path, m
     assert len(weights) == 1 and torch.equal(weights[0], mae["patch_embed.proj.weight"])
 
 
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_mmengine_checkpoint_with_callables_named_by_reference_is_read_as_inert_data(tmp_path, monkeypatch, protocol):
+    """mmengine's `HistoryBuffer` keeps its statistics methods (`min`, `max`, `mean`, `current`):
+    Python's pickle writes a bound method, and below protocol 4 a class's function, as a call of
+    `builtins.getattr`; the Runner's file also holds optimizer and scheduler states, numpy and
+    Python RNG states and a logger (`logging.getLogger(name)`). All of it is read as inert data:
+    the named callables come back as `InertCall`s recording the call, never made; no mmengine
+    code runs; the weights convert."""
+    import logging
+    import random
+
+    from mim_hub.conversion import convert
+    from mim_hub.conversion.loading import load_checkpoint
+    from mim_hub.utils.safe_pickle import InertCall
+
+    calls = []
+
+    class HistoryBuffer:
+        def __init__(self, values):
+            self._log_history = np.asarray(values, dtype=np.float64)
+            self._count_history = np.ones(len(values), dtype=np.int64)
+            self.max_length = 1000
+            # as mmengine: the statistics by name (bound methods and the class's functions)
+            self._statistics_methods = {"min": self.min, "max": self.max, "mean": HistoryBuffer.mean, "current": HistoryBuffer.current}
+
+        def min(self):
+            calls.append("min")
+
+        def max(self):
+            calls.append("max")
+
+        def mean(self):
+            calls.append("mean")
+
+        def current(self):
+            calls.append("current")
+
+        def __setstate__(self, state):
+            raise _Ran("mmengine code ran")
+
+    for method in ("min", "max", "mean", "current"):  # (named as mmengine's own are)
+        function = getattr(HistoryBuffer, method)
+        function.__module__, function.__qualname__ = "mmengine.logging.history_buffer", f"HistoryBuffer.{method}"
+
+    class MessageHub:
+        def __init__(self):
+            self.log_scalars = {"train/loss": HistoryBuffer([0.9, 0.7]), "train/lr": HistoryBuffer([1.5e-4])}
+            self.runtime_info = {"epoch": np.int64(400), "iter": 500400}
+
+        def __setstate__(self, state):
+            raise _Ran("mmengine code ran")
+
+    modules = {name: types.ModuleType(name) for name in ("mmengine", "mmengine.logging")}
+    modules["mmengine.logging.history_buffer"] = _fake_module("mmengine.logging.history_buffer", HistoryBuffer=HistoryBuffer)
+    modules["mmengine.logging.message_hub"] = _fake_module("mmengine.logging.message_hub", MessageHub=MessageHub)
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    state, mae = _color_mae_state()
+    weights = torch.nn.Linear(4, 4)
+    optimizer = torch.optim.AdamW(weights.parameters(), lr=1.5e-4)
+    weights(torch.ones(1, 4)).sum().backward()
+    optimizer.step()
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=10)
+    np.random.seed(3)
+    random.seed(3)
+    checkpoint = {
+        "meta": {"epoch": 400, "iter": 500400, "mmengine_version": "0.10.4", "seed": 0, "cfg": "model = dict(...)",
+                 "np_random_state": np.random.get_state(), "random_state": random.getstate()},
+        "state_dict": state,
+        "message_hub": MessageHub(),
+        "optimizer": optimizer.state_dict(),
+        "param_schedulers": [scheduler.state_dict()],
+        "logger": logging.getLogger("mmengine"),
+    }
+    path = tmp_path / "epoch_400.pth"
+    torch.save(checkpoint, path, pickle_protocol=protocol)
+    for name in modules:
+        monkeypatch.delitem(sys.modules, name)
+    with open(path, "rb") as handle:  # the file names builtins.getattr, as the issue's real one does
+        assert b"getattr" in handle.read() or protocol == 4
+    loaded = load_checkpoint(str(path))
+    assert not any(name.startswith("mmengine") for name in sys.modules) and not calls
+    buffer = loaded["message_hub"]["log_scalars"]["train/loss"]
+    assert np.array_equal(buffer["_log_history"], [0.9, 0.7])
+    methods = buffer["_statistics_methods"]
+    assert set(methods) == {"min", "max", "mean", "current"}
+    bound = methods["min"]
+    assert isinstance(bound, InertCall) and bound._qualified_name == "builtins.getattr" and bound._args[1] == "min"
+    assert bound._args[0] is buffer  # (the buffer itself, as inert data)
+    assert not isinstance(methods["mean"], type(HistoryBuffer.mean))  # a stand-in, whatever the protocol wrote
+    assert isinstance(bound(), InertCall) and not calls  # calling a stand-in runs nothing either
+    assert loaded["logger"]._qualified_name == "logging.getLogger" and loaded["logger"]._args == ("mmengine",)
+    assert loaded["optimizer"]["state"][0]["exp_avg"].shape == (4, 4) and loaded["optimizer"]["param_groups"][0]["lr"] == 1.5e-4
+    assert loaded["param_schedulers"][0]["T_max"] == 10
+    kind, keys, position = loaded["meta"]["np_random_state"][:3]
+    assert kind == "MT19937" and np.array_equal(keys, np.random.RandomState(3).get_state()[1]) and position == 624
+    assert loaded["meta"]["random_state"] == random.Random(3).getstate()
+    model = convert("color_mae", str(path), str(tmp_path / "out"))
+    converted = [v for k, v in model.state_dict().items() if k.endswith("projection.weight") and v.dim() == 4]
+    assert len(converted) == 1 and torch.equal(converted[0], mae["patch_embed.proj.weight"])
+
+
+def test_a_callable_named_by_reference_is_never_called(tmp_path):
+    """`builtins.getattr` (and `functools.partial`, `operator`'s getters, `logging.getLogger`) is
+    read as a stand-in: the call the file asks for is recorded, not made, so what it would reach
+    (here a real class's method, then a call of it) never runs; globals outside the lists stay refused."""
+    import collections
+    import functools
+    import operator
+
+    from mim_hub.conversion.loading import CheckpointError, load_checkpoint
+    from mim_hub.utils.safe_pickle import InertCall
+
+    class Reach:  # getattr(OrderedDict, "fromkeys")
+        def __reduce__(self):
+            return (getattr, (collections.OrderedDict, "fromkeys"))
+
+    class CallIt:  # OrderedDict.fromkeys("abc"): a bound method (pickled as getattr(OrderedDict, "fromkeys")), called
+        def __reduce__(self):
+            return (collections.OrderedDict.fromkeys, ("abc",))
+
+    path = tmp_path / "crafted.pth"
+    torch.save({"model": {"w": torch.ones(2)}, "reach": Reach(), "call": CallIt(), "getter": operator.itemgetter("a")}, path,
+               pickle_protocol=2)
+    loaded = load_checkpoint(str(path))
+    assert isinstance(loaded["reach"], InertCall) and loaded["reach"]._args[1] == "fromkeys"
+    assert isinstance(loaded["call"], InertCall) and loaded["call"]._args == ("abc",)
+    assert isinstance(loaded["getter"], InertCall) and loaded["getter"]._qualified_name == "operator.itemgetter"
+    assert torch.equal(loaded["model"]["w"], torch.ones(2))
+    # a partial of a builtin names that builtin as a global of its own: refused by name
+    refused = tmp_path / "partial.pth"
+    torch.save({"model": {"w": torch.ones(2)}, "f": functools.partial(max, 1)}, refused, pickle_protocol=2)
+    with pytest.raises(CheckpointError, match="builtins.max"):
+        load_checkpoint(str(refused))
+
+
 def _numpy_pickle(tmp_path, name, payload, protocol=2):
     path = tmp_path / name
     torch.save({"model": {"w": torch.ones(2)}, "message_hub": payload}, path, pickle_protocol=protocol)

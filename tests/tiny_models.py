@@ -89,3 +89,11 @@ def tiny(method: str):
 def method_of(key: str) -> str:
     """The method package of a TINY key (several keys may configure one method)."""
     return key.split("_swin")[0]
+
+
+def other_stacks(model) -> dict:
+    """A pre-training model's block stacks outside its encoder, by output field prefix: the model's
+    `recorded_stacks` (field -> submodule path, e.g. HPM's reconstructor and loss predictor), else
+    its `decoder` and CAE's `regressor` (None where the model has none)."""
+    paths = getattr(model, "recorded_stacks", None) or {"decoder": "decoder", "regressor": "regressor"}
+    return {name: model.get_submodule(path) if hasattr(model, path.split(".")[0]) else None for name, path in paths.items()}

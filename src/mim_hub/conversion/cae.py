@@ -17,7 +17,6 @@ CAE-tiny/small/base encoders, 16 for large; 12 for every regressor and decoder),
 
 from __future__ import annotations
 
-import re
 import warnings
 
 import torch
@@ -25,8 +24,10 @@ import torch
 from ..layers.relative_position import infer_window_size, relative_position_index
 from ..models.cae import CAEConfig, CAEForImageClassification, CAEForPreTraining, CAEImageProcessor, CAEModel
 from .common import apply_overrides, build_and_load, count_indexed, require_keys
+from .renames import Renames, block_rules
 from .heads import default_num_heads, warn_guessed_heads
 from .loading import CheckpointError, checkpoint_args, find_state_dict, load_checkpoint
+from ..layers.patch_embed import to_2tuple
 
 # CAE's released encoders: width -> heads (tiny 192 and small 384 use 12 heads, unlike ViT's).
 RELEASED_CAE_HEADS = {192: 12, 384: 12, 768: 12, 1024: 16}
@@ -47,66 +48,45 @@ _REGRESSOR_RENAMES = (
 )
 _BLOCK_KEEP = ("norm1.", "norm2.", "mlp.fc1.", "mlp.fc2.", "attn.q_bias", "attn.v_bias")
 
-
-def _rename(rest: str, renames, keep=()) -> str | None:
-    for old, new in renames:
-        if rest.startswith(old):
-            return new + rest[len(old):]
-    return rest if rest.startswith(keep) else None
+# CAE's encoder / fine-tuning ViT (its keys without `encoder.`) -> ours under {prefix}
+ENCODER_RENAMES = Renames([
+    ("cls_token", "{prefix}embeddings.cls_token"),
+    ("pos_embed", "{prefix}embeddings.pos_embed"),
+    ("rel_pos_bias.relative_position_bias_table", "{prefix}shared_relative_position_bias.relative_position_bias_table"),
+    (r"patch_embed\.proj\.(.*)", r"{prefix}embeddings.patch_embed.projection.\g<1>"),
+    (r"blocks\.(\d+)\.attn\.relative_position_bias_table", r"{prefix}relative_position_bias.\g<1>.relative_position_bias_table"),
+    *block_rules("blocks", "{prefix}encoder.layers", _BLOCK_RENAMES, keep=_BLOCK_KEEP),
+    (r"norm\.(.*)", r"{prefix}layernorm.\g<1>"),
+    (r"fc_norm\.(.*)", r"{prefix}fc_norm.\g<1>"),
+])
+# what a pre-training checkpoint holds besides its encoder
+PRETRAINING_RENAMES = Renames([
+    ("rd_pos_embed", "decoder_pos_embed"),
+    ("mask_token", "mask_token"),
+    (r"encoder_to_regresser_norm\.(.*)", r"encoder_to_regressor_norm.\g<1>"),
+    (r"encoder_to_regresser\.(.*)", r"encoder_to_regressor.\g<1>"),
+    *block_rules(r"regresser\.regressor_blocks", "regressor.layers", _REGRESSOR_RENAMES, keep=()),
+    (r"regresser\.norm\.(.*)", r"regressor.layernorm.\g<1>"),
+    *block_rules(r"decoder\.decoder_blocks", "decoder.transformer.layers", _BLOCK_RENAMES, keep=_BLOCK_KEEP),
+    (r"decoder\.norm\.(.*)", r"decoder.layernorm.\g<1>"),
+    (r"decoder\.head\.(.*)", r"decoder.head.\g<1>"),
+])
 
 
 def rename_encoder_key(key: str, prefix: str) -> str | None:
     """A key of CAE's encoder / fine-tuning ViT (without `encoder.`) -> ours under `prefix`."""
-    simple = {"cls_token": "embeddings.cls_token", "pos_embed": "embeddings.pos_embed",
-              "rel_pos_bias.relative_position_bias_table": "shared_relative_position_bias.relative_position_bias_table"}
-    if key in simple:
-        return prefix + simple[key]
-    if key.startswith("patch_embed.proj."):
-        return f"{prefix}embeddings.patch_embed.projection." + key[len("patch_embed.proj."):]
-    match = re.match(r"blocks\.(\d+)\.(.*)", key)
-    if match:
-        index, rest = match.groups()
-        if rest == "attn.relative_position_bias_table":
-            return f"{prefix}relative_position_bias.{index}.relative_position_bias_table"
-        new = _rename(rest, _BLOCK_RENAMES, _BLOCK_KEEP)
-        return f"{prefix}encoder.layers.{index}.{new}" if new else None
-    for name, ours in (("norm.", "layernorm."), ("fc_norm.", "fc_norm.")):
-        if key.startswith(name):
-            return prefix + ours + key[len(name):]
-    return None
+    return ENCODER_RENAMES(key, prefix)
 
 
 def rename_cae_key(key: str, kind: str) -> str | None:
     """Original key -> ours for `kind` in ('pretraining', 'model', 'classification')."""
     if kind == "classification":
-        if key.startswith("head."):
-            return key
-        return rename_encoder_key(key, "cae.")
+        return key if key.startswith("head.") else ENCODER_RENAMES(key, "cae.")
     if kind == "model":
-        return rename_encoder_key(key, "")
-    simple = {"rd_pos_embed": "decoder_pos_embed", "mask_token": "mask_token"}
-    if key in simple:
-        return simple[key]
+        return ENCODER_RENAMES(key, "")
     if key.startswith("encoder."):
-        return rename_encoder_key(key[len("encoder."):], "cae.")
-    for old, new in (("encoder_to_regresser_norm.", "encoder_to_regressor_norm."), ("encoder_to_regresser.", "encoder_to_regressor.")):
-        if key.startswith(old):
-            return new + key[len(old):]
-    match = re.match(r"regresser\.regressor_blocks\.(\d+)\.(.*)", key)
-    if match:
-        new = _rename(match.group(2), _REGRESSOR_RENAMES)
-        return f"regressor.layers.{match.group(1)}.{new}" if new else None
-    if key.startswith("regresser.norm."):
-        return "regressor.layernorm." + key[len("regresser.norm."):]
-    match = re.match(r"decoder\.decoder_blocks\.(\d+)\.(.*)", key)
-    if match:
-        new = _rename(match.group(2), _BLOCK_RENAMES, _BLOCK_KEEP)
-        return f"decoder.transformer.layers.{match.group(1)}.{new}" if new else None
-    if key.startswith("decoder.norm."):
-        return "decoder.layernorm." + key[len("decoder.norm."):]
-    if key.startswith("decoder.head."):
-        return key
-    return None
+        return ENCODER_RENAMES(key[len("encoder."):], "cae.")
+    return PRETRAINING_RENAMES(key)
 
 
 def _heads_for(width: int, inner: int, candidates, field: str, given: int | None, source: str, released: int | None = None) -> int:
@@ -278,5 +258,5 @@ def convert_checkpoint(path: str, overrides: dict):
     checkpoint = load_checkpoint(path)
     state = find_state_dict(checkpoint, path)
     model = build_cae(state, overrides, path, args=checkpoint_args(checkpoint))
-    size = model.config.image_size if isinstance(model.config.image_size, int) else model.config.image_size[0]
+    size = to_2tuple(model.config.image_size)[0]
     return model, CAEImageProcessor.for_image_size(size)

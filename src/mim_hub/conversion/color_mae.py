@@ -10,42 +10,34 @@ row coordinate in the first half, MAE the column).
 
 from __future__ import annotations
 
-import re
 
 from ..models.color_mae import ColorMAEConfig, ColorMAEForImageClassification, ColorMAEForPreTraining, ColorMAEImageProcessor, ColorMAEModel
+from .renames import Renames, block_rules
 from .loading import CheckpointError, find_state_dict, load_checkpoint
 from .mae import build_mae
+from ..layers.patch_embed import to_2tuple
 
 _BLOCK = (("ln1.", "norm1."), ("ln2.", "norm2."), ("ffn.layers.0.0.", "mlp.fc1."), ("ffn.layers.1.", "mlp.fc2."))
 
 
-def _block(rest: str) -> str:
-    for old, new in _BLOCK:
-        if rest.startswith(old):
-            return new + rest[len(old):]
-    return rest
-
-
-# mmpretrain's module prefix -> (its numbered blocks, their name in facebookresearch/mae, its other renames)
-_PARTS = {
-    "backbone.": ("layers", "blocks", {"patch_embed.projection.": "patch_embed.proj.", "ln1.": "norm.", "ln2.": "fc_norm."}),
-    "neck.": ("decoder_blocks", "decoder_blocks", {"ln1.": "decoder_norm."}),
-    "head.fc.": (None, None, {"": "head."}),
-}
+# mmpretrain's MAE/ViT keys -> facebookresearch/mae's (whose converter then applies); unknown keys pass through
+MMPRETRAIN_RENAMES = Renames([
+    *block_rules(r"backbone\.layers", "blocks", _BLOCK),
+    *block_rules(r"neck\.decoder_blocks", "decoder_blocks", _BLOCK),
+    (r"backbone\.patch_embed\.projection\.(.*)", r"patch_embed.proj.\g<1>"),
+    (r"backbone\.ln1\.(.*)", r"norm.\g<1>"),
+    (r"backbone\.ln2\.(.*)", r"fc_norm.\g<1>"),
+    (r"backbone\.(.*)", r"\g<1>"),
+    (r"neck\.ln1\.(.*)", r"decoder_norm.\g<1>"),
+    (r"neck\.(.*)", r"\g<1>"),
+    (r"head\.fc\.(.*)", r"head.\g<1>"),
+    (r"(.*)", r"\g<1>"),
+])
 
 
 def mmpretrain_to_mae_key(key: str) -> str:
     """An mmpretrain MAE/ViT key under facebookresearch/mae's name (unknown keys pass through)."""
-    for part, (blocks, mae_blocks, renames) in _PARTS.items():
-        if not key.startswith(part):
-            continue
-        rest = key[len(part):]
-        match = re.match(rf"{blocks}\.(\d+)\.(.*)", rest) if blocks else None
-        if match:
-            return f"{mae_blocks}.{match.group(1)}.{_block(match.group(2))}"
-        old = next((old for old in renames if rest.startswith(old)), None)
-        return rest if old is None else renames[old] + rest[len(old):]
-    return key
+    return MMPRETRAIN_RENAMES(key)
 
 
 def convert_checkpoint(path: str, overrides: dict):
@@ -59,5 +51,5 @@ def convert_checkpoint(path: str, overrides: dict):
                               "final_norm=True and out_type='avg_featmap' is not a ColorMAE/MAE configuration")
     classes = {"pretraining": ColorMAEForPreTraining, "model": ColorMAEModel, "classification": ColorMAEForImageClassification}
     model = build_mae(renamed, overrides, path, config_class=ColorMAEConfig, classes=classes)
-    size = model.config.image_size if isinstance(model.config.image_size, int) else model.config.image_size[0]
+    size = to_2tuple(model.config.image_size)[0]
     return model, ColorMAEImageProcessor.for_image_size(size)

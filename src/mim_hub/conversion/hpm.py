@@ -18,25 +18,24 @@ decoders, no norm_pix_loss, 0.75, relative).
 
 from __future__ import annotations
 
-import re
-
 from ..models.hpm import HPMConfig, HPMForImageClassification, HPMForPreTraining, HPMImageProcessor, HPMModel
 from .loading import CheckpointError, find_state_dict, load_checkpoint
-from .mae import _rename_block_key, build_mae, rename_mae_key
+from .mae import BLOCK_RENAMES, MAE_RENAMES, build_mae
+from .renames import Renames, block_rules
 
 CLASSES = {"pretraining": HPMForPreTraining, "model": HPMModel, "classification": HPMForImageClassification}
-_LOSS_PREDICTOR = {"decoder_norm_losspred.": "decoder.loss_norm.", "decoder_pred_losspred.": "decoder.loss_pred."}
+
+# the loss predictor's keys, then MAE's layout for the rest
+HPM_RENAMES = Renames([
+    *block_rules("decoder_blocks_losspred", "decoder.loss_transformer.layers", BLOCK_RENAMES),
+    (r"decoder_norm_losspred\.(.*)", r"decoder.loss_norm.\g<1>"),
+    (r"decoder_pred_losspred\.(.*)", r"decoder.loss_pred.\g<1>"),
+]) + MAE_RENAMES
 
 
 def rename_hpm_key(key: str, encoder_prefix: str) -> str | None:
-    """Original HPM key -> ours: the loss predictor's, then MAE's."""
-    match = re.match(r"decoder_blocks_losspred\.(\d+)\.(.*)", key)
-    if match:
-        return f"decoder.loss_transformer.layers.{match.group(1)}.{_rename_block_key(match.group(2))}"
-    for old, new in _LOSS_PREDICTOR.items():
-        if key.startswith(old):
-            return new + key[len(old):]
-    return rename_mae_key(key, encoder_prefix)
+    """Original HPM key -> ours (`encoder_prefix` is 'mae.' inside heads, '' for HPMModel)."""
+    return HPM_RENAMES(key, encoder_prefix)
 
 
 def _processor(model):

@@ -9,6 +9,13 @@ every allow-listed configuration class is replaced by an inert stand-in that onl
 pickle gives it, tensors are rebuilt by torch's own functions, and every other global (a
 function, `os.system`, ...) is refused with an error naming it. No code from the file ever runs.
 
+A few callables are named by reference in such files: Python's pickle writes a bound method (and,
+below protocol 4, a class's function) as a call of `builtins.getattr` (mmengine's `HistoryBuffer`
+keeps its statistics methods `min`, `max`, ... that way), a logger as `logging.getLogger(name)`.
+These (`utils.safe_pickle.REFERENCE_CALLABLES`) are read as stand-ins whose calls are recorded as
+inert data (`InertCall`: the name and the arguments), never made. Only tensors are taken from the
+weights (`find_state_dict`); everything else in the file is data the converters ignore.
+
 numpy arrays and scalars (mmengine's `message_hub` keeps its `HistoryBuffer`s as numpy) are rebuilt
 from their bytes by numpy's own pickle protocol, step by step under checks: `_reconstruct` only of
 `ndarray`, dtypes only from a list of plain numeric types (never `object`, never structured), and

@@ -12,54 +12,36 @@ checkpoint's `args`), else the released defaults.
 
 from __future__ import annotations
 
-import re
-
 import torch
 
 from ..models.mae import MAEConfig, MAEForImageClassification, MAEForPreTraining, MAEImageProcessor, MAEModel
 from .common import apply_overrides, build_and_load, count_indexed, require_keys
+from .renames import Renames, block_rules
 from .heads import num_heads
 from .loading import CheckpointError, checkpoint_args, find_state_dict, load_checkpoint
+from ..layers.patch_embed import to_2tuple
 
-_BLOCK_RENAMES = (("attn.qkv.", "attn.qkv_proj."), ("attn.proj.", "attn.o_proj."))
+# the original's block -> ours (the fused qkv and the output projection renamed)
+BLOCK_RENAMES = (("attn.qkv.", "attn.qkv_proj."), ("attn.proj.", "attn.o_proj."))
 
-
-def _rename_block_key(rest: str) -> str:
-    for old, new in _BLOCK_RENAMES:
-        if rest.startswith(old):
-            return new + rest[len(old):]
-    return rest
+MAE_RENAMES = Renames([
+    ("cls_token", "{prefix}embeddings.cls_token"),
+    ("pos_embed", "{prefix}embeddings.pos_embed"),
+    ("mask_token", "decoder.mask_token"),
+    ("decoder_pos_embed", "decoder.decoder_pos_embed"),
+    (r"patch_embed\.proj\.(weight|bias)", r"{prefix}embeddings.patch_embed.projection.\g<1>"),
+    *block_rules("blocks", "{prefix}encoder.layers", BLOCK_RENAMES),
+    *block_rules("decoder_blocks", "decoder.transformer.layers", BLOCK_RENAMES),
+    (r"norm\.(.*)", r"{prefix}layernorm.\g<1>"),
+    (r"fc_norm\.(.*)", r"{prefix}fc_norm.\g<1>"),
+    (r"(decoder_embed|decoder_norm|decoder_pred)\.(.*)", r"decoder.\g<1>.\g<2>"),
+    (r"head\.(.*)", r"head.\g<1>"),
+])
 
 
 def rename_mae_key(key: str, encoder_prefix: str) -> str | None:
     """Original MAE key -> ours (`encoder_prefix` is 'mae.' inside heads, '' for MAEModel)."""
-    p = encoder_prefix
-    simple = {
-        "cls_token": f"{p}embeddings.cls_token",
-        "pos_embed": f"{p}embeddings.pos_embed",
-        "mask_token": "decoder.mask_token",
-        "decoder_pos_embed": "decoder.decoder_pos_embed",
-    }
-    if key in simple:
-        return simple[key]
-    if key.startswith("patch_embed.proj."):
-        return f"{p}embeddings.patch_embed.projection." + key.split(".")[-1]
-    match = re.match(r"blocks\.(\d+)\.(.*)", key)
-    if match:
-        return f"{p}encoder.layers.{match.group(1)}.{_rename_block_key(match.group(2))}"
-    match = re.match(r"decoder_blocks\.(\d+)\.(.*)", key)
-    if match:
-        return f"decoder.transformer.layers.{match.group(1)}.{_rename_block_key(match.group(2))}"
-    for name in ("norm", "fc_norm"):
-        if key.startswith(name + "."):
-            target = "layernorm" if name == "norm" else "fc_norm"
-            return f"{p}{target}." + key[len(name) + 1:]
-    for name in ("decoder_embed", "decoder_norm", "decoder_pred"):
-        if key.startswith(name + "."):
-            return "decoder." + key
-    if key.startswith("head."):
-        return key
-    return None
+    return MAE_RENAMES(key, encoder_prefix)
 
 
 def infer_mae_config(state: dict[str, torch.Tensor], source: str, overrides: dict | None = None) -> dict:
@@ -143,5 +125,5 @@ def convert_checkpoint(path: str, overrides: dict):
     checkpoint = load_checkpoint(path)
     state = find_state_dict(checkpoint, path)
     model = build_mae(state, overrides, path, args=checkpoint_args(checkpoint))
-    processor = MAEImageProcessor.for_image_size(model.config.image_size if isinstance(model.config.image_size, int) else model.config.image_size[0])
+    processor = MAEImageProcessor.for_image_size(to_2tuple(model.config.image_size)[0])
     return model, processor

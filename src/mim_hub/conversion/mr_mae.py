@@ -29,7 +29,9 @@ from ..models.mr_mae import MRMAEConfig, MRMAEForImageClassification, MRMAEForPr
 from .common import apply_overrides, build_and_load, count_indexed, require_keys
 from .heads import num_heads
 from .loading import CheckpointError, checkpoint_args, find_state_dict, load_checkpoint
-from .mae import _fields_from_args, _rename_block_key, decoder_and_head_fields, infer_mae_config, rename_mae_key
+from .mae import BLOCK_RENAMES, _fields_from_args, decoder_and_head_fields, infer_mae_config, rename_mae_key
+from .renames import Renames, block_rules
+from ..layers.patch_embed import to_2tuple
 
 _DECODER_KEYS = ("mask_token", "decoder_pos_embed")
 
@@ -55,18 +57,18 @@ def rename_convmae_key(key: str, prefix: str) -> str | None:
         rest = match.group(3)
         rest = "dwconv." + rest[len("attn."):] if rest.startswith("attn.") else rest
         return p + f"stages.{int(match.group(1)) - 1}.blocks.{match.group(2)}.{rest}"
-    match = re.match(r"blocks3\.(\d+)\.(.*)", key)
-    if match:
-        return f"{prefix}encoder.layers.{match.group(1)}.{_rename_block_key(match.group(2))}"
-    if key.startswith("norm."):
-        return f"{prefix}layernorm." + key[len("norm."):]
-    if key.startswith("fc_norm."):
-        return f"{prefix}fc_norm." + key[len("fc_norm."):]
     if key.startswith(("decoder_", "mask_token")):
         return rename_mae_key(key, prefix)
-    if key.startswith("head."):
-        return key
-    return None
+    return _CONVMAE_TRANSFORMER(key, prefix)
+
+
+# ConvMAE's transformer stage, final norms and head (its convolution stages: above)
+_CONVMAE_TRANSFORMER = Renames([
+    *block_rules("blocks3", "{prefix}encoder.layers", BLOCK_RENAMES),
+    (r"norm\.(.*)", r"{prefix}layernorm.\g<1>"),
+    (r"fc_norm\.(.*)", r"{prefix}fc_norm.\g<1>"),
+    (r"head\.(.*)", r"head.\g<1>"),
+])
 
 
 def _is_square(n: int) -> bool:
@@ -169,5 +171,5 @@ def convert_checkpoint(path: str, overrides: dict):
     checkpoint = load_checkpoint(path)
     state = find_state_dict(checkpoint, path)
     model = convert_state(state, overrides, path, checkpoint_args(checkpoint))
-    size = model.config.image_size if isinstance(model.config.image_size, int) else model.config.image_size[0]
+    size = to_2tuple(model.config.image_size)[0]
     return model, MRMAEImageProcessor.for_image_size(size)

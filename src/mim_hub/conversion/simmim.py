@@ -30,6 +30,7 @@ from ..models.simmim import SimMIMConfig, SimMIMForImageClassification, SimMIMFo
 from ..models.geometry import adapt_geometry
 from ..models.simmim.modeling_simmim_swin import shifted_window_mask
 from .common import build_empty, count_indexed, load_converted_state, rename_state
+from .renames import Renames, block_rules
 from .heads import num_heads
 from .loading import CheckpointError, checkpoint_args, find_state_dict, load_checkpoint
 
@@ -49,47 +50,34 @@ _SWIN_BLOCK = (
 _DERIVED = re.compile(r"(relative_position_index|attn_mask)$")
 
 
-def _rename_block(rest: str, table) -> str:
-    for old, new in table:
-        if rest.startswith(old):
-            return new + rest[len(old):]
-    return rest
+_COMMON = [
+    (r"decoder\.0\.(.*)", r"decoder.0.\g<1>"),
+    (r"head\.(.*)", r"head.\g<1>"),
+    (r"(mask_token|cls_token)", r"{prefix}embeddings.\g<1>"),
+    (r"pos_embed|absolute_pos_embed", "{prefix}embeddings.pos_embed"),
+    (r"patch_embed\.proj\.(weight|bias)", r"{prefix}embeddings.patch_embed.projection.\g<1>"),
+]
+# the original's keys (without `encoder.`) -> ours under {prefix} ('simmim.' inside the heads), per backbone
+VIT_RENAMES = Renames([
+    *_COMMON,
+    (r"norm\.(.*)", r"{prefix}layernorm.\g<1>"),
+    (r"fc_norm\.(.*)", r"{prefix}fc_norm.\g<1>"),
+    ("rel_pos_bias.relative_position_bias_table", "{prefix}relative_position_bias.relative_position_bias_table"),
+    *block_rules("blocks", "{prefix}encoder.layers", _VIT_BLOCK),
+])
+SWIN_RENAMES = Renames([
+    *_COMMON,
+    (r"patch_embed\.norm\.(weight|bias)", r"{prefix}embeddings.norm.\g<1>"),
+    (r"norm\.(.*)", r"{prefix}layernorm.\g<1>"),
+    *block_rules(r"layers\.(\d+)\.blocks", r"{prefix}encoder.layers.\g<1>.blocks", _SWIN_BLOCK),
+    (r"layers\.(\d+)\.downsample\.(norm|reduction)\.(.*)", r"{prefix}encoder.layers.\g<1>.downsample.\g<2>.\g<3>"),
+])
 
 
 def rename_simmim_key(key: str, backbone: str, prefix: str) -> str | None:
     """Original SimMIM key (without `encoder.`) -> ours; `prefix` is 'simmim.' inside the heads.
     Returns None for keys we do not know."""
-    p = prefix
-    if key.startswith("decoder.0."):
-        return key
-    if key.startswith("head."):
-        return key
-    if key in ("mask_token", "cls_token"):
-        return f"{p}embeddings.{key}"
-    if key in ("pos_embed", "absolute_pos_embed"):
-        return f"{p}embeddings.pos_embed"
-    if key.startswith("patch_embed.proj."):
-        return f"{p}embeddings.patch_embed.projection." + key.split(".")[-1]
-    if key.startswith("patch_embed.norm.") and backbone == "swin":
-        return f"{p}embeddings.norm." + key.split(".")[-1]
-    if key.startswith("norm."):
-        return f"{p}layernorm." + key[len("norm."):]
-    if key.startswith("fc_norm.") and backbone == "vit":
-        return f"{p}{key}"
-    if backbone == "vit":
-        if key == "rel_pos_bias.relative_position_bias_table":
-            return f"{p}relative_position_bias.relative_position_bias_table"
-        match = re.match(r"blocks\.(\d+)\.(.*)", key)
-        if match:
-            return f"{p}encoder.layers.{match.group(1)}.{_rename_block(match.group(2), _VIT_BLOCK)}"
-        return None
-    match = re.match(r"layers\.(\d+)\.blocks\.(\d+)\.(.*)", key)
-    if match:
-        return f"{p}encoder.layers.{match.group(1)}.blocks.{match.group(2)}.{_rename_block(match.group(3), _SWIN_BLOCK)}"
-    match = re.match(r"layers\.(\d+)\.downsample\.(norm|reduction)\.(.*)", key)
-    if match:
-        return f"{p}encoder.{key}"
-    return None
+    return (VIT_RENAMES if backbone == "vit" else SWIN_RENAMES)(key, prefix)
 
 
 def _get(tree, *path):

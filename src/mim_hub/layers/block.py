@@ -32,6 +32,7 @@ class LayerScale(nn.Module):
 
     def __init__(self, hidden_size: int, init_value: float):
         super().__init__()
+        self.init_value = float(init_value)  # (what `_init_weights` sets `gamma` to)
         self.gamma = nn.Parameter(torch.full((hidden_size,), float(init_value)))
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..utils.atomic import atomic_file
+from .patch_embed import to_2tuple
 
 COLORS = ("red", "blue", "green", "purple")
 
@@ -33,7 +34,7 @@ class ColorNoiseMaskGenerator:
             patterns = patterns[None]
         if patterns.dim() != 3:
             raise ValueError(f"patterns must be a [P, M, N] stack, got shape {tuple(patterns.shape)}")
-        grid_h, grid_w = (grid_size, grid_size) if isinstance(grid_size, int) else (int(grid_size[0]), int(grid_size[1]))
+        grid_h, grid_w = to_2tuple(grid_size)
         if patterns.shape[1] < grid_h or patterns.shape[2] < grid_w:
             raise ValueError(f"noise patterns of {patterns.shape[1]}x{patterns.shape[2]} are smaller than the {grid_h}x{grid_w} patch grid")
         if not 0.0 <= mask_ratio < 1.0:

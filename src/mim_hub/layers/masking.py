@@ -1,4 +1,5 @@
-"""MAE's per-sample random masking, driven by an explicit `noise` tensor."""
+"""MAE's per-sample random masking, driven by an explicit `noise` tensor, and the one check of a
+`bool_masked_pos` argument (SimMIM, CAE)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,15 @@ def random_masking(noise: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor
 def gather_tokens(tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """tokens [B, L, D] gathered along L by ids [B, K] -> [B, K, D]."""
     return torch.gather(tokens, 1, ids.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+
+
+def flat_bool_mask(bool_masked_pos: torch.Tensor, batch: int, grid: tuple[int, int]) -> torch.Tensor:
+    """A `bool_masked_pos` argument (True = masked) as [B, L] bool: given [B, L] or [B, h, w] on the
+    model's patch grid (flattened row-major); any other shape is refused naming both."""
+    length = grid[0] * grid[1]
+    if tuple(bool_masked_pos.shape) not in ((batch, length), (batch, grid[0], grid[1])):
+        raise ValueError(
+            f"bool_masked_pos must be [batch, num_patches] = [{batch}, {length}] or [{batch}, {grid[0]}, {grid[1]}] "
+            f"(model-patch resolution), got {tuple(bool_masked_pos.shape)}"
+        )
+    return bool_masked_pos.reshape(batch, length).bool()

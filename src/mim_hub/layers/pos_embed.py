@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from .patch_embed import to_2tuple
 
 
 def _sincos_1d(dim: int, positions: np.ndarray) -> np.ndarray:
@@ -37,7 +38,7 @@ def get_2d_sincos_pos_embed(
     """
     if dim % 4 != 0:
         raise ValueError(f"2-D sin-cos position embeddings need a width divisible by 4, got {dim}")
-    grid_h, grid_w = (grid_size, grid_size) if isinstance(grid_size, int) else grid_size
+    grid_h, grid_w = to_2tuple(grid_size)
     cols, rows = np.meshgrid(np.arange(grid_w, dtype=np.float64), np.arange(grid_h, dtype=np.float64))
     first, second = (rows, cols) if row_first else (cols, rows)
     table = np.concatenate([_sincos_1d(dim // 2, first), _sincos_1d(dim // 2, second)], axis=1)

@@ -64,11 +64,14 @@ class MIMBackboneMixin(BackboneMixin):
     builds it."""
 
     encoder_class: type | None = None
-    encoder_kwargs: dict = {"add_pooling_layer": False}
+    # the feature maps are block outputs: no pooling layer and no final norm (no parameter the
+    # backbone's forward leaves unused: DDP's `find_unused_parameters=False` needs every one)
+    encoder_kwargs: dict = {"add_pooling_layer": False, "add_final_norm": False}
     # the neck is new in every checkpoint that was not saved by a backbone
     _keys_to_ignore_on_load_missing = [r"(^|\.)neck\."]
     _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^head", r"^regressor\.", r"^mimic_heads\.", r"mask_token", r"^decoder_pos_embed",
-                                          r"^encoder_to_regressor", r"fc_norm\.", r"embeddings\.fusion\."]
+                                          r"^encoder_to_regressor", r"fc_norm\.",
+                                          r"(^|\.)layernorm\.", r"embeddings\.fusion\."]
 
     def __init__(self, config):
         super().__init__(config)
@@ -148,7 +151,7 @@ class MIMBackboneMixin(BackboneMixin):
         return BackboneOutput(
             feature_maps=tuple(feature_maps),
             hidden_states=encoded.hidden_states if output_hidden_states else None,
-            attentions=encoded.attentions if output_attentions else None,
+            attentions=encoded.get("attentions") if output_attentions else None,  # (none in a convnet)
         )
 
 

@@ -3,13 +3,17 @@ recorded (transformers' output capture), and the final norm / `fc_norm` pooling.
 
 Recording. A model class declares what it can record in `_can_record_outputs` (transformers'
 convention: `{"hidden_states": BlockClass, "attentions": OutputRecorder(BlockClass, index=1)}`),
-and the method that runs the blocks is decorated with `record_outputs`. Forward hooks on the
-blocks, installed the first time anything is asked for and idle otherwise, then collect the
-input of the first block and every block's output (`hidden_states`, before any final norm) and
-every block's attention weights (`attentions`). A nested model (the base model inside a
-pre-training model) records its own blocks; the outer model's `record_outputs` methods record
-the blocks outside it (a decoder, CAE's regressor), so a pre-training model returns the
-encoder's tuple followed by each decoder stack's, each starting with that stack's input.
+and a base model's forward is decorated with `record_outputs` (transformers' `capture_outputs`).
+Forward hooks on the blocks, installed the first time anything is asked for and idle otherwise,
+then collect the input of the first block and every block's output (`hidden_states`, before any
+final norm) and every block's attention weights (`attentions`).
+
+A pre-training model's `hidden_states` / `attentions` are its base model's (the encoder's), as in
+transformers' ViTMAE and VideoMAE. The stacks it runs outside its base model (a decoder, CAE's
+regressor) are recorded by `run_recorded` into their own fields (`decoder_hidden_states`, ...):
+with hooks registered through torch's public `register_forward_hook` for that one call and
+removed after it (none exist when nothing is asked for), so the base model's own hooks are never
+installed twice.
 """
 
 from __future__ import annotations
@@ -53,28 +57,12 @@ def record_outputs(func):
                 del kwargs[flag]
         return_dict = kwargs.pop("return_dict", None)
         recording = any(kwargs.get(flag, getattr(self.config, flag, False)) for flag in _FLAGS)
-        if recording and not getattr(self, "_output_capturing_hooks_installed", False):
-            _drop_nested_hooks(self)
         output = captured(self, *args, return_dict=True, **kwargs)
         if recording:  # the recorded fields were added last: back into the output's field order
             output = type(output)(**output)
         return output if return_dict is not False else output.to_tuple()
 
     return wrapper
-
-
-def _drop_nested_hooks(model: nn.Module) -> None:
-    """Before `model` installs its recording hooks: remove those a nested model (its base model)
-    installed when it recorded on its own, since transformers installs every nested model's hooks
-    again with the outer model's (they would then record twice)."""
-    for sub in model.modules():
-        if sub is model or not getattr(sub, "_output_capturing_hooks_installed", False):
-            continue
-        for module in sub.modules():
-            for key, hook in list(module._forward_hooks.items()):
-                if getattr(hook, "__name__", "") == "output_capturing_hook":
-                    del module._forward_hooks[key]
-        sub._output_capturing_hooks_installed = False
 
 
 def block_recorders(*block_classes: type[nn.Module]) -> dict[str, list[OutputRecorder]]:
@@ -102,20 +90,38 @@ class StackOutput(ModelOutput):
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
-def joined(*parts: tuple | None) -> tuple | None:
-    """The recorded tuples of several stacks, in order (None when nothing was recorded)."""
-    present = [part for part in parts if part is not None]
-    return sum(present, ()) if present else None
-
-
 class RecordedStackMixin:
     """For a model that runs block stacks outside its base model (a decoder, CAE's regressor)."""
 
-    @record_outputs
-    def run_recorded(self, stack: nn.Module, *inputs, output_attentions: bool = False, **kwargs) -> StackOutput:
-        """`stack(*inputs, output_attentions=...)` with its blocks recorded as the model's
-        `_can_record_outputs` says (pass `output_hidden_states` / `output_attentions`)."""
-        return StackOutput(last_hidden_state=stack(*inputs, output_attentions=output_attentions))
+    def run_recorded(self, stack, *inputs, output_attentions: bool = False, output_hidden_states=False,
+                     blocks_of: nn.Module | None = None) -> StackOutput:
+        """`stack(*inputs, output_attentions=...)`, and when asked for, the input of its first block
+        and every block's output (`hidden_states`) and attention weights (`attentions`), for the
+        block classes the model's `_can_record_outputs` names, found in `blocks_of` (default: the
+        stack itself; a callable that runs part of a module names that part)."""
+        if not (output_attentions or output_hidden_states):
+            return StackOutput(last_hidden_state=stack(*inputs))
+        classes = tuple({r.target_class for r in _recorders(self._can_record_outputs.get("hidden_states", ()))})
+        hidden, weights = [], []
+
+        def record(module, args, output):
+            if not hidden:
+                hidden.append(args[0])
+            hidden.append(output[0])
+            weights.append(output[1])
+
+        handles = [m.register_forward_hook(record) for m in (blocks_of or stack).modules() if isinstance(m, classes)]
+        try:
+            result = stack(*inputs, output_attentions=bool(output_attentions))
+        finally:
+            for handle in handles:
+                handle.remove()
+        return StackOutput(last_hidden_state=result, hidden_states=tuple(hidden) if output_hidden_states else None,
+                           attentions=tuple(weights) if output_attentions else None)
+
+
+def _recorders(specs) -> list:
+    return specs if isinstance(specs, (list, tuple)) else [specs]
 
 
 class FinalNormMixin:
@@ -142,4 +148,4 @@ class FinalNormMixin:
         return hidden, self._pool(hidden)
 
 
-__all__ = ["record_outputs", "can_return_tuple", "block_recorders", "flags", "StackOutput", "joined", "RecordedStackMixin", "FinalNormMixin"]
+__all__ = ["record_outputs", "can_return_tuple", "block_recorders", "flags", "StackOutput", "RecordedStackMixin", "FinalNormMixin"]

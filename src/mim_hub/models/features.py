@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .. import initialization as init
+
 
 @dataclass
 class FeatureStage:
@@ -64,6 +66,10 @@ def feature_take_indices(num_features: int, indices: int | list[int] | tuple[int
             raise ValueError(f"index {index} is out of range for {num_features} outputs")
         taken.append(position)
     return taken
+
+
+class _StopEarly(Exception):
+    """Raised before the first block after the last one `forward_intermediates` wants."""
 
 
 def _grid_of(pixel_values: torch.Tensor, patch_size: int) -> tuple[int, int]:
@@ -124,6 +130,39 @@ class EncoderFeaturesMixin:
         """The pooled feature of `forward_features`' output (a base model has no head)."""
         return self._pool(features)
 
+    def _block_stages(self, pixel_values: torch.Tensor, taken: list[int], stop_early: bool, interpolate_pos_encoding: bool):
+        """({block index: its FeatureStage} for the `taken` blocks only, the forward's output or
+        None when it stopped early): the blocks' outputs are kept by forward hooks (torch's public
+        `register_forward_hook`, removed after the call) on the taken blocks alone, and with
+        `stop_early` the forward ends before the first block after the last taken one (timm's
+        `stop_early`). For a plain ViT whose stages are its blocks (the default `_feature_stages`)."""
+        blocks = self._blocks()
+        kept: dict[int, torch.Tensor] = {}
+
+        def keep(index):
+            def hook(module, args, output):
+                kept[index] = output[0] if isinstance(output, tuple) else output
+            return hook
+
+        def stop(module, args):
+            raise _StopEarly
+
+        handles = [blocks[i].register_forward_hook(keep(i)) for i in sorted(set(taken))]
+        last = max(taken)
+        if stop_early and last + 1 < len(blocks):
+            handles.append(blocks[last + 1].register_forward_pre_hook(stop))
+        kwargs = {"interpolate_pos_encoding": True} if interpolate_pos_encoding else {}
+        output = None
+        try:
+            output = self(pixel_values, **kwargs)
+        except _StopEarly:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        grid = _grid_of(pixel_values, self.config.patch_size)
+        return {i: FeatureStage(t, grid, self.num_prefix_tokens) for i, t in kept.items()}, output
+
     def forward_intermediates(
         self,
         pixel_values: torch.Tensor,
@@ -133,13 +172,22 @@ class EncoderFeaturesMixin:
         intermediates_only: bool = False,
         return_prefix_tokens: bool = False,
         interpolate_pos_encoding: bool = False,
+        stop_early: bool = True,
     ):
+        """The chosen blocks' outputs (see the module docstring). Only those are kept; with
+        `intermediates_only` (and `stop_early`, the default) the forward stops after the last
+        chosen block, as timm's (a plain ViT: the blocks after it never run)."""
         if output_fmt not in ("NCHW", "NLC"):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
-        stages, output = self._feature_stages(pixel_values, interpolate_pos_encoding)
-        blocks = stages[self._num_stem_stages:]
+        if type(self)._feature_stages is EncoderFeaturesMixin._feature_stages:  # (its stages are its blocks)
+            taken = feature_take_indices(len(self._blocks()), indices)
+            blocks, output = self._block_stages(pixel_values, taken, stop_early and intermediates_only, interpolate_pos_encoding)
+        else:
+            stages, output = self._feature_stages(pixel_values, interpolate_pos_encoding)
+            blocks = stages[self._num_stem_stages:]
+            taken = feature_take_indices(len(blocks), indices)
         intermediates = []
-        for index in feature_take_indices(len(blocks), indices):
+        for index in taken:
             stage = blocks[index]
             tokens = self._final_norm(stage.tokens) if norm else stage.tokens
             value = stage.as_map(tokens) if output_fmt == "NCHW" else tokens[:, stage.num_prefix_tokens:]
@@ -147,6 +195,12 @@ class EncoderFeaturesMixin:
         if intermediates_only:
             return intermediates
         return output.last_hidden_state, intermediates
+
+    def _blocks(self) -> list[nn.Module]:
+        """The blocks `_can_record_outputs` names, in the order they run."""
+        specs = self._can_record_outputs["hidden_states"]
+        classes = tuple({spec.target_class for spec in (specs if isinstance(specs, list) else [specs])})
+        return [m for m in self.modules() if isinstance(m, classes)]
 
     def get_intermediate_layers(
         self,
@@ -171,7 +225,24 @@ class EncoderFeaturesMixin:
 
 
 class ClassifierFeaturesMixin:
-    """The hooks of a classifier: its base model's, with the head in `forward_head`."""
+    """The hooks of a classifier: its base model's, with the head in `forward_head`; and the
+    classifier head's init, stated once as data: a truncated normal of `head_init_std` (bounded
+    at +-`head_init_bound` when set), as the method's fine-tuning code draws it, or the model's
+    own Linear init when None. A head made by `reset_classifier` gets the same."""
+
+    head_init_std: float | None = None
+    head_init_bound: float | None = None
+
+    def _head_init_std(self) -> float | None:
+        return self.head_init_std
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        std = self._head_init_std()
+        if module is getattr(self, "head", None) and isinstance(module, nn.Linear) and std is not None:
+            bound = self.head_init_bound
+            init.trunc_normal_(module.weight, std=std, **({} if bound is None else {"a": -bound, "b": bound}))
 
     def _encoder(self) -> nn.Module:
         return getattr(self, self.base_model_prefix)
@@ -208,11 +279,8 @@ class ClassifierFeaturesMixin:
         """A new, freshly initialised head for `num_labels` classes (0: no head, `nn.Identity`);
         `config.num_labels` (and its label names) follow."""
         weight = next(self.parameters())
-        head = nn.Linear(self.num_features, num_labels) if num_labels > 0 else nn.Identity()
-        if num_labels > 0:
-            nn.init.trunc_normal_(head.weight, std=0.02 * 1e-3)  # the fine-tuning heads' small init
-            nn.init.zeros_(head.bias)
-        self.head = head.to(device=weight.device, dtype=weight.dtype)
+        self.head = (nn.Linear(self.num_features, num_labels) if num_labels > 0 else nn.Identity()).to(device=weight.device, dtype=weight.dtype)
+        self._init_weights(self.head)  # (the class's head init)
         self.config.num_labels = num_labels
 
 

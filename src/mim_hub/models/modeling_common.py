@@ -18,11 +18,12 @@ from transformers.utils import ModelOutput
 
 from .. import initialization as init
 from ..layers.attention import Attention, InterfaceAttention
-from ..layers.block import ViTBlock
+from ..layers.block import LayerScale, ViTBlock
 from ..layers.relative_position import RelativePositionBias, relative_position_index
 from .encoder import RecordedStackMixin, block_recorders, can_return_tuple
 from .features import ClassifierFeaturesMixin
 from ..utils.atomic import atomic_folder, is_atomic_temporary
+from .library_internals import accelerate_hooks
 from .geometry import GEOMETRY_FIELDS, adapt_geometry, geometry_changes
 from .size_bounds import check_config_fits_weights
 
@@ -61,6 +62,8 @@ class MIMPreTrainingOutput(ModelOutput):
     loss: the total pre-training loss. logits: [B, L, p*p*C] per-patch pixel predictions in the
     original patch order. mask / ids_restore: as the base output. last_hidden_state: encoder
     output for the visible tokens ([cls, kept patches in ascending-noise order]).
+    hidden_states / attentions: the encoder's, per block, when asked for (as transformers'
+    ViTMAE); decoder_hidden_states / decoder_attentions: the decoder's (its input first).
     """
 
     loss: torch.FloatTensor | None = None
@@ -70,6 +73,8 @@ class MIMPreTrainingOutput(ModelOutput):
     last_hidden_state: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    decoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    decoder_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 def classification_head(config) -> nn.Module:
@@ -108,7 +113,7 @@ def offload_whole_blocks(model: nn.Module) -> None:
     `preload_module_classes`, so the hooks inside each offloaded block of a class in
     `_no_split_modules` (never split across devices) are replaced by one hook on the block."""
     try:
-        from accelerate.hooks import AlignDevicesHook, SequentialHook, add_hook_to_module, remove_hook_from_module
+        from accelerate.hooks import AlignDevicesHook, add_hook_to_module, remove_hook_from_module
         from accelerate.utils import PrefixedDataset
     except ImportError:  # (no accelerate: no device map either)
         return
@@ -119,8 +124,7 @@ def offload_whole_blocks(model: nn.Module) -> None:
             continue
         offloaded, resident = [], False
         for sub in module.modules():
-            hook = getattr(sub, "_hf_hook", None)
-            hooks = [h for h in (hook.hooks if isinstance(hook, SequentialHook) else [hook]) if isinstance(h, AlignDevicesHook)]
+            hooks = [h for h in accelerate_hooks(sub) if isinstance(h, AlignDevicesHook)]
             own = [h for h in hooks if h.offload and isinstance(h.weights_map, PrefixedDataset)]
             offloaded += own
             holds = next(iter(sub.parameters(recurse=False)), None) is not None or next(iter(sub.buffers(recurse=False)), None) is not None
@@ -211,7 +215,9 @@ class MIMPreTrainedModel(RecordedStackMixin, PreTrainedModel):
         fields = cls._geometry_fields()
         requested = {field: kwargs.pop(field) for field in fields if field in kwargs}
         given = kwargs.get("config")
-        if isinstance(given, PreTrainedConfig):  # a config of the new geometry: load with the saved one first
+        # a config of the new geometry: load with the saved one first (there is none to compare with
+        # when the weights come as `state_dict=` without a path: transformers' `from_pretrained(None, ...)`)
+        if isinstance(given, PreTrainedConfig) and pretrained_model_name_or_path is not None:
             saved = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs(kwargs))
             changes = geometry_changes(saved, {f: getattr(given, f) for f in fields if hasattr(given, f)})
             if changes:
@@ -362,9 +368,13 @@ class MIMPreTrainedModel(RecordedStackMixin, PreTrainedModel):
                 init.ones_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
+        elif isinstance(module, LayerScale):
+            init.constant_(module.gamma, module.init_value)
         # Non-persistent buffers are not in the weights file: from_pretrained builds the model on
         # the meta device and leaves them uninitialised unless they are computed here.
         if isinstance(module, Attention) and module.qkv_bias_mode == "qv":
+            init.zeros_(module.q_bias)
+            init.zeros_(module.v_bias)
             init.zeros_(module.k_bias)
         elif isinstance(module, RelativePositionBias):
             init.copy_(module.relative_position_index, relative_position_index(module.window_size, module.cls_token))

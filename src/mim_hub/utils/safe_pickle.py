@@ -1,5 +1,6 @@
-"""A restricted unpickler: reads tensors, plain containers, numpy arrays of numbers and inert
-stand-ins of allow-listed configuration classes out of a pickle, and refuses everything else.
+"""A restricted unpickler: reads tensors, plain containers, numpy arrays of numbers, inert
+stand-ins of allow-listed configuration classes and inert stand-ins of the few callables training
+checkpoints name by reference (never called), out of a pickle, and refuses everything else.
 
 Used by the checkpoint reader (`conversion/loading.py`, whose docstring says what is read and
 how) and by CAE's DALL-E tokenizer reader (`models/cae/tokenizer_dalle.py`, which adds inert
@@ -82,6 +83,52 @@ class InertObject(dict):
 
     def __repr__(self) -> str:
         return f"<inert {self._qualified_name} {dict.__repr__(self)}>"
+
+
+class InertCall(InertObject):
+    """What a call of an `InertReference` gives: the callable's name and the arguments the file
+    passed (`_args`), and any state it then sets. Calling it again gives another one: nothing runs."""
+
+    def __call__(self, *args, **kwargs):
+        return inert_call(f"{self._qualified_name}(...)", args)
+
+    def __repr__(self) -> str:
+        return f"<inert call {self._qualified_name}{self._args!r}>"
+
+
+class InertReference:
+    """Stand-in for a callable that training checkpoints name by reference (`builtins.getattr`,
+    which Python's pickle writes for a bound method or a nested function, e.g. mmengine's
+    `HistoryBuffer` statistics methods; `logging.getLogger` for a logger; `functools.partial`;
+    `operator`'s getters): the unpickler's call of it (pickle's REDUCE) is recorded as an
+    `InertCall`, never made, so a file can name them but never run them."""
+
+    def __init__(self, qualified_name: str):
+        self._qualified_name = qualified_name
+
+    def __call__(self, *args, **kwargs):
+        return inert_call(self._qualified_name, args)
+
+    def __repr__(self) -> str:
+        return f"<inert reference {self._qualified_name}>"
+
+
+def inert_call(qualified_name: str, args: tuple) -> InertCall:
+    call = type("InertCall", (InertCall,), {"_qualified_name": qualified_name, "__module__": "mim_hub.inert"})()
+    call.__dict__["_args"] = args
+    return call
+
+
+# callables training checkpoints name by reference: read as `InertReference`s, never called
+REFERENCE_CALLABLES = frozenset({
+    ("builtins", "getattr"),
+    ("logging", "getLogger"),
+    ("logging", "getLevelName"),
+    ("functools", "partial"),
+    ("operator", "attrgetter"),
+    ("operator", "itemgetter"),
+    ("operator", "methodcaller"),
+})
 
 
 class RefusedGlobal(pickle.UnpicklingError):
@@ -185,6 +232,8 @@ class RestrictedUnpickler(pickle.Unpickler):
             return _safe_codecs_encode
         if key in _SAFE_BUILTINS:
             return _SAFE_BUILTINS[key]
+        if key in REFERENCE_CALLABLES:
+            return InertReference(f"{module}.{name}")
         if module == "torch._utils" and name.startswith("_rebuild_"):
             return getattr(torch._utils, name)
         if module == "torch" and (name.endswith("Storage") or name in ("Size", "device")) or (
@@ -223,5 +272,6 @@ class RestrictedPickleModule:
         return cls.Unpickler(file, **kwargs).load()
 
 
-__all__ = ["CheckpointError", "INERT_MODULE_PREFIXES", "InertArray", "InertObject", "RefusedGlobal", "RestrictedPickleModule",
+__all__ = ["CheckpointError", "INERT_MODULE_PREFIXES", "InertArray", "InertCall", "InertObject", "InertReference", "REFERENCE_CALLABLES",
+           "RefusedGlobal", "RestrictedPickleModule",
            "RestrictedUnpickler", "inert_class"]

@@ -25,16 +25,17 @@ from ...layers import (
     ViTBlock,
     ViTEncoder,
     build_vit_blocks,
-    gather_tokens,
     get_2d_sincos_pos_embed,
     interpolate_pos_embed,
 )
 from ...layers.attention import InterfaceAttention, linear_with_output_scale
 from ...layers.block import drop_path_rates
 from ...layers.mask_block import BlockMaskGenerator
+from ...layers.masking import flat_bool_mask
 from ...layers.relative_position import RelativePositionBias, relative_position_attention_bias
-from ..encoder import FinalNormMixin, block_recorders, can_return_tuple, flags, joined, record_outputs
+from ..encoder import FinalNormMixin, block_recorders, can_return_tuple, flags, record_outputs
 from ..features import EncoderFeaturesMixin
+from ..library_internals import forget_key_mapping
 from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, classification_head, hub_kwargs
 from .configuration_cae import CAEConfig
 
@@ -47,23 +48,22 @@ def cae_sincos_table(dim: int, grid: tuple[int, int]) -> torch.Tensor:
 
 def split_by_mask(tokens: torch.Tensor, bool_masked_pos: torch.Tensor, num_masked: int) -> tuple[torch.Tensor, torch.Tensor]:
     """tokens [B, L, D] -> (visible [B, L - M, D], masked [B, M, D]), each in ascending patch order:
-    the original's `x[~mask].reshape(B, -1, D)`, as a gather (a stable sort puts the visible
-    patches first) so that the shapes stay static under torch.compile."""
+    the original's `x[~mask].reshape(B, -1, D)`. Each token's place in [visible..., masked...] is
+    a running count (cumsum) of its kind, and the tokens are scattered there: static shapes under
+    torch.compile, and operators ONNX has (no stable sort)."""
     length = tokens.shape[1]
-    order = torch.argsort(bool_masked_pos.to(torch.uint8), dim=1, stable=True)
-    return gather_tokens(tokens, order[:, : length - num_masked]), gather_tokens(tokens, order[:, length - num_masked:])
+    masked = bool_masked_pos.to(torch.long)
+    place = torch.where(bool_masked_pos, masked.cumsum(1) - 1 + (length - num_masked), (1 - masked).cumsum(1) - 1)
+    ordered = torch.zeros_like(tokens).scatter(1, place.unsqueeze(-1).expand_as(tokens), tokens)
+    return ordered[:, : length - num_masked], ordered[:, length - num_masked:]
 
 
-def check_bool_masked_pos(bool_masked_pos: torch.Tensor, batch: int, length: int, expected: int | None = None) -> tuple[torch.Tensor, int]:
-    """Validate a [B, L] mask (True = masked; a [B, H, W] grid is flattened row-major) and return it
+def check_bool_masked_pos(bool_masked_pos: torch.Tensor, batch: int, grid: tuple[int, int], expected: int | None = None) -> tuple[torch.Tensor, int]:
+    """Validate a [B, L] mask (True = masked; a [B, h, w] grid is flattened row-major) and return it
     with its per-sample count M. CAE needs the same count in every sample. Under torch.compile the
     count cannot be read from the data: `expected` (the config's `num_masking_patches`) is used."""
-    if bool_masked_pos.shape != (batch, length):
-        if bool_masked_pos.dim() == 3 and bool_masked_pos.shape[0] == batch and bool_masked_pos.shape[1] * bool_masked_pos.shape[2] == length:
-            bool_masked_pos = bool_masked_pos.flatten(1)
-        else:
-            raise ValueError(f"bool_masked_pos must be [batch, num_patches] = {(batch, length)}, got {tuple(bool_masked_pos.shape)}")
-    bool_masked_pos = bool_masked_pos.bool()
+    bool_masked_pos = flat_bool_mask(bool_masked_pos, batch, grid)
+    length = grid[0] * grid[1]
     if torch.compiler.is_compiling():
         if expected is None:
             raise ValueError("under torch.compile pass the mask count (num_masked_patches) explicitly")
@@ -94,6 +94,9 @@ class CAEPreTrainingOutput(ModelOutput):
     [B, M, decoder_hidden_size]. mlm_acc: accuracy of `logits.argmax(-1)` on `labels`.
     bool_masked_pos: the mask used [B, L]. last_hidden_state: the encoder output for
     [cls, visible patches] (after its final norm, before any projection).
+    hidden_states / attentions: the encoder's, per block, when asked for; regressor_hidden_states /
+    regressor_attentions and decoder_hidden_states / decoder_attentions: the regressor's and the
+    decoder's (each stack's input first).
     """
 
     loss: torch.FloatTensor | None = None
@@ -107,6 +110,10 @@ class CAEPreTrainingOutput(ModelOutput):
     last_hidden_state: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    regressor_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    regressor_attentions: tuple[torch.FloatTensor, ...] | None = None
+    decoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    decoder_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 class CAEEmbeddings(nn.Module):
@@ -234,6 +241,9 @@ class CAEPreTrainedModel(MIMPreTrainedModel):
             init.trunc_normal_(module.patch_embed.projection.weight, std=std, a=-std, b=std)
         elif isinstance(module, RelativePositionBias):  # (its index buffer: the base class)
             init.zeros_(module.relative_position_bias_table)
+        elif isinstance(module, CAECrossAttention) and module.q_bias is not None:
+            init.zeros_(module.q_bias)
+            init.zeros_(module.v_bias)
         elif isinstance(module, CAEForPreTraining):
             init.copy_(module.decoder_pos_embed, cae_sincos_table(module.decoder_pos_embed.shape[-1], module.grid_size))
             init.trunc_normal_(module.mask_token, std=std, a=-std, b=std)
@@ -312,7 +322,7 @@ class CAEModel(FinalNormMixin, EncoderFeaturesMixin, CAEPreTrainedModel):
         mask, num_masked = None, 0
         if bool_masked_pos is not None:
             grid = self.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
-            bool_masked_pos, num_masked = check_bool_masked_pos(bool_masked_pos, pixel_values.shape[0], grid[0] * grid[1], num_masked_patches)
+            bool_masked_pos, num_masked = check_bool_masked_pos(bool_masked_pos, pixel_values.shape[0], grid, num_masked_patches)
             mask = bool_masked_pos.float()
             if self.relative_position_bias is not None or self.shared_relative_position_bias is not None:
                 raise ValueError("bool_masked_pos cannot be combined with a relative position bias (fine-tuning models see every patch)")
@@ -469,7 +479,7 @@ class CAEForPreTraining(CAEPreTrainedModel):
                 raise ValueError("pass bool_masked_pos for inputs of another size than the model's")
             bool_masked_pos = self.draw_mask(batch, device=pixel_values.device)
         expected = self.config.num_masking_patches if torch.compiler.is_compiling() else None
-        bool_masked_pos, num_masked = check_bool_masked_pos(bool_masked_pos, batch, length, expected)
+        bool_masked_pos, num_masked = check_bool_masked_pos(bool_masked_pos, batch, grid, expected)
         # encode cls + visible patches
         encoded = self.cae(
             pixel_values, bool_masked_pos=bool_masked_pos, output_attentions=output_attentions,
@@ -509,8 +519,9 @@ class CAEForPreTraining(CAEPreTrainedModel):
             loss=loss, loss_main=loss_main, loss_align=loss_align, logits=logits, latent_predict=latent_predict,
             latent_target=latent_target, mlm_acc=mlm_acc, bool_masked_pos=bool_masked_pos,
             last_hidden_state=encoded.last_hidden_state,
-            hidden_states=joined(encoded.hidden_states, regressed.hidden_states, decoded.hidden_states),
-            attentions=joined(encoded.attentions, regressed.attentions, decoded.attentions),
+            hidden_states=encoded.hidden_states, attentions=encoded.attentions,
+            regressor_hidden_states=regressed.hidden_states, regressor_attentions=regressed.attentions,
+            decoder_hidden_states=decoded.hidden_states, decoder_attentions=decoded.attentions,
         )
 
 
@@ -518,6 +529,8 @@ class CAEForImageClassification(ImageClassifierForwardMixin, CAEPreTrainedModel)
     """CAE's fine-tuning model (`modeling_finetune.VisionTransformer`): per-block relative
     position bias (by default), the sin-cos table, mean pooling of the patch tokens + `fc_norm`
     (or the normed cls token) into a linear head."""
+
+    head_init_std, head_init_bound = 2e-5, 4e-5  # trunc_normal(0.02) x init_scale 0.001
 
     def __init__(self, config: CAEConfig):
         super().__init__(config)
@@ -547,15 +560,9 @@ class CAEForImageClassification(ImageClassifierForwardMixin, CAEPreTrainedModel)
                 kwargs["key_mapping"] = {r"^cae\.layernorm\.": "cae.fc_norm.", r"^layernorm\.": "fc_norm."}  # (a CAEModel's keys: no prefix)
                 loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
                 model = loaded[0] if isinstance(loaded, tuple) else loaded
-                model._weight_conversions = []  # (transformers' record of the mapping, see above)
+                forget_key_mapping(model)  # (transformers' record of the mapping, see above)
                 return loaded
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-
-    @torch.no_grad()
-    def _init_weights(self, module):
-        super()._init_weights(module)
-        if module is getattr(self, "head", None) and isinstance(module, nn.Linear):
-            init.trunc_normal_(module.weight, std=2e-5, a=-4e-5, b=4e-5)  # trunc_normal(0.02) x init_scale 0.001
 
 
 __all__ = ["CAEPreTrainedModel", "CAEModel", "CAEForPreTraining", "CAEForImageClassification", "CAEPreTrainingOutput"]

@@ -7,6 +7,7 @@ from huggingface_hub.dataclasses import strict
 from ...layers.mask_color_noise import COLORS
 from ..mae.configuration_mae import MAEConfig
 from ..validation import COUNT, POSITIVE, Choice, Rule
+from ...layers.patch_embed import to_2tuple
 
 
 @strict
@@ -34,7 +35,7 @@ class ColorMAEConfig(MAEConfig):
     }
 
     def __post_init__(self, **kwargs):
-        size = self.image_size if isinstance(self.image_size, int) else self.image_size[0]
+        size = to_2tuple(self.image_size)[0]
         if self.noise_pattern_size < size // self.patch_size:
             raise ValueError(f"ColorMAEConfig: noise_pattern_size {self.noise_pattern_size} is smaller than the "
                              f"{size // self.patch_size}-patch grid")

@@ -3,24 +3,38 @@ coloured-noise windows instead of uniform noise."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from ...layers.mask_color_noise import ColorNoiseMaskGenerator, cached_noise_patterns, load_noise_patterns
 from ..mae.modeling_mae import MAEForImageClassification, MAEForPreTraining, MAEModel
 from .configuration_color_mae import ColorMAEConfig
+from ...layers.patch_embed import to_2tuple
 
 
 def mask_generator_for(config: ColorMAEConfig, grid: tuple[int, int] | None = None) -> ColorNoiseMaskGenerator:
     """The config's colour-noise mask generator (the authors' file, or generated patterns), for
-    the config's patch grid or for `grid` (h, w) (an input of another size)."""
-    if config.noise_pattern_path:
-        patterns = load_noise_patterns(config.noise_pattern_path)
-    else:
-        patterns = cached_noise_patterns(config.noise_color, config.noise_pattern_count, config.noise_pattern_size, config.noise_pattern_seed)
-    if grid is None:
-        size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
-        return ColorNoiseMaskGenerator(patterns, size // config.patch_size, config.mask_ratio)
-    return ColorNoiseMaskGenerator(patterns, grid[0] if grid[0] == grid[1] else tuple(grid), config.mask_ratio)
+    the config's patch grid or for `grid` (h, w) (an input of another size).
+
+    A grid larger than the config's patterns (pre-training at a larger input size with
+    `interpolate_pos_encoding=True`) gets patterns of the colour made at the size it needs:
+    filtered noise with the config's count and seed (the filters work in pattern pixels, so the
+    blobs keep their size in patches), cached on disk as the config's own stack is. The authors'
+    files have one size; a larger grid then uses generated patterns of the config's colour, with
+    a warning."""
+    size = to_2tuple(config.image_size)[0]
+    wanted = (size // config.patch_size,) * 2 if grid is None else (int(grid[0]), int(grid[1]))
+    patterns = load_noise_patterns(config.noise_pattern_path) if config.noise_pattern_path else None
+    if patterns is not None and (patterns.shape[-2] < wanted[0] or patterns.shape[-1] < wanted[1]):
+        warnings.warn(f"{config.noise_pattern_path}: its {patterns.shape[-2]}x{patterns.shape[-1]} noise patterns are smaller than the "
+                      f"{wanted[0]}x{wanted[1]} patch grid; masks of this grid come from generated {config.noise_color} noise "
+                      "(generate_noise_patterns)", stacklevel=2)
+        patterns = None
+    if patterns is None:
+        side = max(config.noise_pattern_size, *wanted)
+        patterns = cached_noise_patterns(config.noise_color, config.noise_pattern_count, side, config.noise_pattern_seed)
+    return ColorNoiseMaskGenerator(patterns, wanted[0] if wanted[0] == wanted[1] else wanted, config.mask_ratio)
 
 
 class ColorMAEModel(MAEModel):

@@ -26,7 +26,7 @@ from ... import initialization as init
 from ...layers import PatchEmbedding, gather_tokens, get_2d_sincos_pos_embed, interpolate_pos_embed, patchify, random_masking, unpatchify
 from ...layers.attention import InterfaceAttention
 from ..mae.modeling_mae import PixelTargetsMixin, pixel_loss
-from ..encoder import block_recorders, can_return_tuple, flags, joined, record_outputs
+from ..encoder import block_recorders, can_return_tuple, flags, record_outputs
 from ..features import ClassifierFeaturesMixin, EncoderFeaturesMixin
 from ..modeling_common import MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput, classification_head, classification_loss
 from .configuration_crate_mae import CrateMAEConfig
@@ -164,9 +164,9 @@ class CrateMAEEmbeddings(CrateEmbeddings):
 
     final_norm = True
 
-    def __init__(self, config: CrateMAEConfig):
+    def __init__(self, config: CrateMAEConfig, use_mask_token: bool = True):
         patch_embed = PatchEmbedding(config.image_size, config.patch_size, config.num_channels, config.hidden_size)
-        super().__init__(config, patch_embed, use_mask_token=True)
+        super().__init__(config, patch_embed, use_mask_token=use_mask_token)
         self.pos_embed = nn.Parameter(get_2d_sincos_pos_embed(config.hidden_size, self.grid_size, cls_token=True)[None], requires_grad=False)
 
 
@@ -176,7 +176,7 @@ class CrateClassifierEmbeddings(CrateEmbeddings):
 
     final_norm = False
 
-    def __init__(self, config: CrateMAEConfig):
+    def __init__(self, config: CrateMAEConfig, use_mask_token: bool = False):
         super().__init__(config, CratePatchEmbedding(config), use_mask_token=False)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid_size[0] * self.grid_size[1] + 1, config.hidden_size))
 
@@ -221,11 +221,14 @@ class CrateMAEModel(EncoderFeaturesMixin, CrateMAEPreTrainedModel):
     num_prefix_tokens = 1  # the cls token
     supports_interpolation = False
 
-    def __init__(self, config: CrateMAEConfig):
+    def __init__(self, config: CrateMAEConfig, use_mask_token: bool = True, add_final_norm: bool = True):
+        """`use_mask_token=False`: without the mask token (a classifier's or backbone's encoder never
+        masks); `add_final_norm=False`: without CRATE-MAE's final norm (a backbone's block outputs)."""
         super().__init__(config)
-        self.embeddings = VARIANTS[config.variant](config)
+        self.embeddings = VARIANTS[config.variant](config, use_mask_token=use_mask_token)
         self.layers = nn.ModuleList([CrateEncoderLayer(config) for _ in range(config.num_hidden_layers)])
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.final_layer_norm_eps) if self.embeddings.final_norm else None
+        use_norm = add_final_norm and self.embeddings.final_norm
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.final_layer_norm_eps) if use_norm else None
         self.post_init()
 
     def _pool(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -289,7 +292,7 @@ class CrateMAEForPreTraining(CrateMAEPreTrainedModel):
         loss = pixel_loss(pixel_values, logits.float(), encoded.mask, self.config.patch_size, self.config.norm_pix_loss)
         return MIMPreTrainingOutput(
             loss=loss, logits=logits, mask=encoded.mask, ids_restore=encoded.ids_restore, last_hidden_state=encoded.last_hidden_state,
-            hidden_states=joined(encoded.hidden_states, decoded.hidden_states), attentions=joined(encoded.attentions, decoded.attentions),
+            hidden_states=encoded.hidden_states, attentions=encoded.attentions, decoder_hidden_states=decoded.hidden_states, decoder_attentions=decoded.attentions,
         )
 
     reconstruction_of = PixelTargetsMixin.reconstruction_of  # (MAE's pixel targets)
@@ -299,9 +302,11 @@ class CrateMAEForImageClassification(ClassifierFeaturesMixin, CrateMAEPreTrained
     """CRATE's classifier head (`mlp_head`: LayerNorm + Linear) on the pooled token: the
     released CRATE-T/S/B/L classifiers, or a fine-tuned CRATE-MAE encoder."""
 
+    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"mask_token"]
+
     def __init__(self, config: CrateMAEConfig):
         super().__init__(config)
-        self.crate = CrateMAEModel(config)
+        self.crate = CrateMAEModel(config, use_mask_token=False)  # (its forward never masks: no unused parameter)
         self.head_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.head = classification_head(config)
         self.post_init()

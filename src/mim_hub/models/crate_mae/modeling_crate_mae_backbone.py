@@ -9,7 +9,7 @@ from .modeling_crate_mae import CrateMAEModel, CrateMAEPreTrainedModel
 class CrateMAEBackbone(MIMBackboneMixin, CrateMAEPreTrainedModel):
     """CrateMAE's encoder as a transformers backbone: `MIMBackboneMixin`'s `feature_maps`, loading and pyramid."""
 
-    encoder_kwargs = {}
+    encoder_kwargs = {"use_mask_token": False, "add_final_norm": False}
     encoder_class = CrateMAEModel
 
 

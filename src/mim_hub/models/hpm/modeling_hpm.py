@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ...layers import ViTEncoder, random_masking
-from ..encoder import can_return_tuple, flags, joined
+from ..encoder import can_return_tuple, flags
 from ..mae.modeling_mae import MAEDecoder, MAEForImageClassification, MAEForPreTraining, MAEModel, _encoder_blocks, patch_errors
 from ..modeling_common import MIMPreTrainingOutput
 from .configuration_hpm import HPMConfig
@@ -73,11 +73,15 @@ class HPMPreTrainingOutput(MIMPreTrainingOutput):
     `mask`, `ids_restore`, `last_hidden_state` = [cls, visible patches in ascending order]) plus
     `reconstruction_loss` (MAE's pixel loss on the masked patches), `loss_prediction_loss` (the
     loss predictor's objective; `loss` is their sum) and `predicted_loss` [B, L], each patch's
-    predicted reconstruction loss in the original patch order. No loss when nothing is masked."""
+    predicted reconstruction loss in the original patch order. No loss when nothing is masked.
+    `hidden_states` / `attentions` are the encoder's, `decoder_*` the reconstructor's and
+    `loss_predictor_*` the loss predictor's (each stack's input first)."""
 
     reconstruction_loss: torch.FloatTensor | None = None
     loss_prediction_loss: torch.FloatTensor | None = None
     predicted_loss: torch.FloatTensor | None = None
+    loss_predictor_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    loss_predictor_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 class HPMModel(MAEModel):
@@ -140,6 +144,7 @@ class HPMForPreTraining(MAEForPreTraining):
 
     config_class = HPMConfig
     decoder_class = HPMDecoder
+    recorded_stacks = {"decoder": "decoder.transformer", "loss_predictor": "decoder.loss_transformer"}  # output field -> blocks
 
     def predict_patch_losses(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         """[B, L]: each patch's predicted reconstruction loss with every patch visible (only the
@@ -187,8 +192,10 @@ class HPMForPreTraining(MAEForPreTraining):
         in_place = encoded.ids_restore if num_masked else torch.arange(length, device=pixel_values.device).expand(batch, -1)
         # one decoder sequence, two heads: the pixels and the predicted loss of every patch
         recorded = dict(output_attentions=output_attentions, output_hidden_states=output_hidden_states)
-        reconstructed = self.run_recorded(partial(self.decoder, head="pixels"), encoded.last_hidden_state, in_place, grid, **recorded)
-        predicted = self.run_recorded(partial(self.decoder, head="loss"), encoded.last_hidden_state, in_place, grid, **recorded)
+        reconstructed = self.run_recorded(partial(self.decoder, head="pixels"), encoded.last_hidden_state, in_place, grid, **recorded,
+                                          blocks_of=self.decoder.transformer)
+        predicted = self.run_recorded(partial(self.decoder, head="loss"), encoded.last_hidden_state, in_place, grid, **recorded,
+                                      blocks_of=self.decoder.loss_transformer)
         logits, predicted_loss = reconstructed.last_hidden_state, predicted.last_hidden_state
         mask = bool_masked_pos.to(torch.float32)
         # losses on the masked patches: pixels, and the predictor against the (detached) pixel errors
@@ -203,8 +210,9 @@ class HPMForPreTraining(MAEForPreTraining):
         return HPMPreTrainingOutput(
             loss=loss, logits=logits, mask=mask, ids_restore=in_place if noise_ids_restore is None else noise_ids_restore,
             last_hidden_state=encoded.last_hidden_state,
-            hidden_states=joined(encoded.hidden_states, reconstructed.hidden_states, predicted.hidden_states),
-            attentions=joined(encoded.attentions, reconstructed.attentions, predicted.attentions),
+            hidden_states=encoded.hidden_states, attentions=encoded.attentions,
+            decoder_hidden_states=reconstructed.hidden_states, decoder_attentions=reconstructed.attentions,
+            loss_predictor_hidden_states=predicted.hidden_states, loss_predictor_attentions=predicted.attentions,
             reconstruction_loss=reconstruction_loss, loss_prediction_loss=prediction_loss, predicted_loss=predicted_loss,
         )
 

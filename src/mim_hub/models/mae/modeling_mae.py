@@ -18,7 +18,7 @@ from ...layers import (
     random_masking,
     unpatchify,
 )
-from ..encoder import FinalNormMixin, can_return_tuple, flags, joined, record_outputs
+from ..encoder import FinalNormMixin, can_return_tuple, flags, record_outputs
 from ..features import EncoderFeaturesMixin
 from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput, classification_head
 from .configuration_mae import MAEConfig
@@ -227,9 +227,6 @@ class MAEForPreTraining(PixelTargetsMixin, MAEPreTrainedModel):
         self.decoder = self.decoder_class(config, self.mae.embeddings.patch_embed.grid_size)
         self.post_init()
 
-    def num_layers_for_decay(self) -> int:
-        return self.config.num_hidden_layers + 1
-
     @can_return_tuple
     def forward(
         self,
@@ -261,8 +258,9 @@ class MAEForPreTraining(PixelTargetsMixin, MAEPreTrainedModel):
         loss = self.forward_loss(pixel_values, logits.float(), encoded.mask)
         return MIMPreTrainingOutput(
             loss=loss, logits=logits, mask=encoded.mask, ids_restore=encoded.ids_restore,
-            last_hidden_state=encoded.last_hidden_state, hidden_states=joined(encoded.hidden_states, decoded.hidden_states),
-            attentions=joined(encoded.attentions, decoded.attentions),
+            last_hidden_state=encoded.last_hidden_state, hidden_states=encoded.hidden_states,
+            attentions=encoded.attentions, decoder_hidden_states=decoded.hidden_states,
+            decoder_attentions=decoded.attentions,
         )
 
 
@@ -271,17 +269,13 @@ class MAEForImageClassification(ImageClassifierForwardMixin, MAEPreTrainedModel)
     (mean patch token + `fc_norm` with `use_mean_pooling`, else the normed cls token) into a
     linear head."""
 
+    head_init_std = 2e-5  # MAE's fine-tuning head init
+
     def __init__(self, config: MAEConfig):
         super().__init__(config)
         self.mae = MAEModel(config)
         self.head = classification_head(config)
         self.post_init()
-
-    @torch.no_grad()
-    def _init_weights(self, module):
-        super()._init_weights(module)
-        if module is getattr(self, "head", None) and isinstance(module, nn.Linear):
-            init.trunc_normal_(module.weight, std=2e-5)  # MAE's fine-tuning head init
 
 
 __all__ = ["MAEPreTrainedModel", "MAEModel", "MAEForPreTraining", "MAEForImageClassification", "patch_errors", "pixel_loss"]

@@ -18,7 +18,7 @@ from torch import nn
 from ... import initialization as init
 from ...layers import ViTBlock, ViTEncoder, gather_tokens, get_2d_sincos_pos_embed, interpolate_pos_embed, random_masking
 from ..mae.modeling_mae import MAEDecoder, MAEEmbeddings, PixelTargetsMixin
-from ..encoder import FinalNormMixin, can_return_tuple, flags, joined, record_outputs
+from ..encoder import FinalNormMixin, can_return_tuple, flags, record_outputs
 from ..features import EncoderFeaturesMixin, FeatureStage
 from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput, classification_head
 from .configuration_mr_mae import MRMAEConfig
@@ -329,8 +329,9 @@ class MRMAEForPreTraining(PixelTargetsMixin, MRMAEPreTrainedModel):
         loss = reconstruction + mimic_total if self.uses_teachers else reconstruction
         return MRMAEPreTrainingOutput(
             loss=loss, logits=logits, mask=encoded.mask, ids_restore=encoded.ids_restore,
-            last_hidden_state=encoded.last_hidden_state, hidden_states=joined(encoded.hidden_states, decoded.hidden_states),
-            attentions=joined(encoded.attentions, decoded.attentions),
+            last_hidden_state=encoded.last_hidden_state, hidden_states=encoded.hidden_states,
+            attentions=encoded.attentions, decoder_hidden_states=decoded.hidden_states,
+            decoder_attentions=decoded.attentions,
             reconstruction_loss=reconstruction, mimic_loss=mimic_total, mimic_losses=mimic_terms,
         )
 
@@ -340,6 +341,7 @@ class MRMAEForImageClassification(ImageClassifierForwardMixin, MRMAEPreTrainedMo
     backbone): the encoder's `pooler_output` into a linear head. No fusion layers, no masking."""
 
     _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^mimic_heads\.", r"embeddings\.fusion\."]
+    head_init_std = 2e-5  # MAE's / ConvMAE's fine-tuning head init
 
     def __init__(self, config: MRMAEConfig):
         config.use_multiscale_fusion = False  # a classifier has no fusion layers (its saved config says so)
@@ -347,12 +349,6 @@ class MRMAEForImageClassification(ImageClassifierForwardMixin, MRMAEPreTrainedMo
         self.mr_mae = MRMAEModel(config, add_fusion=False)
         self.head = classification_head(config)
         self.post_init()
-
-    @torch.no_grad()
-    def _init_weights(self, module):
-        super()._init_weights(module)
-        if module is getattr(self, "head", None) and isinstance(module, nn.Linear):
-            init.trunc_normal_(module.weight, std=2e-5)  # MAE's / ConvMAE's fine-tuning head init
 
 
 __all__ = ["MRMAEPreTrainedModel", "MRMAEModel", "MRMAEForPreTraining", "MRMAEForImageClassification",

@@ -9,7 +9,7 @@ from .modeling_mr_mae import MRMAEModel, MRMAEPreTrainedModel
 class MRMAEBackbone(MIMBackboneMixin, MRMAEPreTrainedModel):
     """MRMAE's encoder as a transformers backbone: `MIMBackboneMixin`'s `feature_maps`, loading and pyramid."""
 
-    encoder_kwargs = {"add_pooling_layer": False, "add_fusion": False}
+    encoder_kwargs = {"add_pooling_layer": False, "add_final_norm": False, "add_fusion": False}
     encoder_class = MRMAEModel
 
 

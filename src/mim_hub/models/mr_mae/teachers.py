@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from ...layers.patch_embed import to_2tuple
 
 # Teachers' input statistics when no image processor is saved beside them, by model_type.
 _DEFAULT_STATS = {
@@ -120,11 +121,11 @@ class Teacher:
         size = image_size if image_size is not None else getattr(config, "image_size", None)
         if size is None:
             raise ValueError(f"{name}: cannot tell the teacher's input size (its config has no image_size)")
-        self.image_size = (size, size) if isinstance(size, int) else tuple(size)
+        self.image_size = to_2tuple(size)
         patch = getattr(config, "patch_size", None)
         if patch is None:
             raise ValueError(f"{name}: not a patch-token vision transformer (its config has no patch_size)")
-        self.patch_size = (patch, patch) if isinstance(patch, int) else tuple(patch)
+        self.patch_size = to_2tuple(patch)
         if self.image_size[0] % self.patch_size[0] or self.image_size[1] % self.patch_size[1]:
             raise ValueError(f"{name}: input size {self.image_size} is not a multiple of its patch size {self.patch_size}")
         self.grid = (self.image_size[0] // self.patch_size[0], self.image_size[1] // self.patch_size[1])

@@ -20,6 +20,7 @@ from transformers.utils import ModelOutput
 
 from ... import initialization as init
 from ...layers import Attention, LayerScale, ViTBlock, patchify
+from ...layers.masking import flat_bool_mask
 from ...layers.relative_position import RelativePositionBias, relative_position_index
 from ..encoder import FinalNormMixin, block_recorders, can_return_tuple, flags, record_outputs
 from ..features import EncoderFeaturesMixin
@@ -81,9 +82,6 @@ class SimMIMPreTrainedModel(MIMPreTrainedModel):
     base_model_prefix = "simmim"
     _no_split_modules = ["ViTBlock", "SwinBlock"]
     _can_record_outputs = block_recorders(ViTBlock, SwinBlock)
-
-    def num_layers_for_decay(self) -> int:
-        return self.config.num_hidden_layers + 1
 
     def layer_id(self, name: str) -> int:
         """0 for the embeddings, the encoder's id for its blocks (ViT: 1 + the block index; Swin:
@@ -151,7 +149,8 @@ class SimMIMModel(FinalNormMixin, EncoderFeaturesMixin, SimMIMPreTrainedModel):
 
     _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^head\.", r"mask_token"]
 
-    def __init__(self, config: SimMIMConfig, add_pooling_layer: bool = True, use_mask_token: bool = False):
+    def __init__(self, config: SimMIMConfig, add_pooling_layer: bool = True, use_mask_token: bool = False,
+                 add_final_norm: bool | None = None):
         super().__init__(config)
         self.use_mask_token = use_mask_token
         embeddings, encoder = ARCHITECTURES[config.backbone]
@@ -159,7 +158,8 @@ class SimMIMModel(FinalNormMixin, EncoderFeaturesMixin, SimMIMPreTrainedModel):
         grid = self.embeddings.patch_embed.grid_size
         self.encoder = encoder(config, grid)
         self.relative_position_bias = encoder.shared_relative_position_bias(config, grid)  # (ViT pre-training)
-        self._build_final_norms(config, *encoder.final_norms(config, add_pooling_layer))
+        final_norm, pooling = encoder.final_norms(config, add_pooling_layer)
+        self._build_final_norms(config, final_norm if add_final_norm is None else add_final_norm, pooling)
         self.post_init()
 
     @property
@@ -195,13 +195,7 @@ class SimMIMModel(FinalNormMixin, EncoderFeaturesMixin, SimMIMPreTrainedModel):
             return None
         if self.embeddings.mask_token is None:
             raise ValueError("bool_masked_pos needs a mask token: build the model with use_mask_token=True (SimMIMForPreTraining does)")
-        length = grid[0] * grid[1]
-        if bool_masked_pos.shape[0] != batch or bool_masked_pos[0].numel() != length:
-            raise ValueError(
-                f"bool_masked_pos must be [batch, num_patches] = [{batch}, {length}] or [{batch}, {grid[0]}, {grid[1]}] "
-                f"(model-patch resolution), got {tuple(bool_masked_pos.shape)}"
-            )
-        return bool_masked_pos.reshape(batch, length)
+        return flat_bool_mask(bool_masked_pos, batch, grid)
 
     @record_outputs
     def forward(
@@ -299,12 +293,9 @@ class SimMIMForImageClassification(ImageClassifierForwardMixin, SimMIMPreTrained
         self.head = classification_head(config)
         self.post_init()
 
-    @torch.no_grad()
-    def _init_weights(self, module):
-        super()._init_weights(module)
+    def _head_init_std(self) -> float | None:
         scale = self.simmim.encoder.head_init_scale if hasattr(self, "simmim") else None
-        if module is getattr(self, "head", None) and isinstance(module, nn.Linear) and scale is not None:
-            init.trunc_normal_(module.weight, std=self.config.initializer_range * scale)  # (ViT: BEiT's init_scale)
+        return None if scale is None else self.config.initializer_range * scale  # (ViT: BEiT's init_scale)
 
     def prepare_for_finetuning(self) -> "SimMIMForImageClassification":
         """SimMIM's ViT fine-tunes with a relative position table per block, each starting as the

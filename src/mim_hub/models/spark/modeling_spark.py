@@ -153,8 +153,8 @@ class SparKPreTrainedModel(MIMPreTrainedModel):
             init.zeros_(module.bias)
         elif isinstance(module, ConvNeXtBlock) and module.gamma is not None:
             init.constant_(module.gamma, float(self.config.layer_scale_init_value))
-        elif isinstance(module, SparKDensify):
-            for token in module.mask_tokens:
+        elif isinstance(module, nn.ParameterList):  # SparKDensify's mask tokens (transformers visits the list, which holds them,
+            for token in module:  # and passes over SparKDensify itself, a module with no parameters of its own)
                 init.trunc_normal_(token, std=0.02, a=-0.02, b=0.02)
 
 

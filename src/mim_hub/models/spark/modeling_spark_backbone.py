@@ -12,6 +12,7 @@ class SparKBackbone(MIMBackboneMixin, SparKPreTrainedModel):
     transformers' `ConvNextBackbone` / `ResNetBackbone`), for UperNet, Mask2Former or DETR."""
 
     encoder_class = SparKModel
+    encoder_kwargs = {"add_pooling_layer": False}  # no final norm to leave out: the stages are the maps
     _keys_to_ignore_on_load_unexpected = MIMBackboneMixin._keys_to_ignore_on_load_unexpected + [r"^densify\."]
 
     @staticmethod
