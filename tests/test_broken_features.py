@@ -11,7 +11,7 @@ from PIL import Image
 
 from mim_hub import MAEConfig, MAEForPreTraining, MAEImageProcessor, MAEModel
 from mim_hub.cli import main as cli
-from mim_hub.training.data import load_digits_dataset
+from mim_hub.data import load_digits_dataset
 from mim_hub.training.evaluate import evaluate_model, extract_features, knn_accuracy, linear_probe_accuracy
 
 TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,

@@ -148,10 +148,12 @@ def test_colour_tokenizer_ids_and_model_side_labels():
 
 
 def test_recipe_draws_reproducible_block_masks_and_tokenizer_views():
-    from mim_hub.training.recipes import build_recipe
+    from mim_hub.training.recipes import build_recipe, configure_model
 
     model = CAEForPreTraining(CAEConfig(**TINY))
-    recipe = build_recipe("cae", model, argparse.Namespace(tokenizer=None, num_mask_patches=20), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    options = argparse.Namespace(tokenizer=None, num_mask_patches=20)
+    configure_model("cae", model, options, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    recipe = build_recipe("cae", model, options, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     assert model.config.num_masking_patches == 20 and isinstance(recipe.tokenizer, PatchColorTokenizer)
     assert model.tokenizer is None  # the recipe holds the tokenizer, not the model
     samples = [{"pixel_values": torch.randn(3, 32, 32), **recipe.sample_inputs(np.random.default_rng(i))} for i in range(3)]
@@ -168,6 +170,7 @@ def test_recipe_draws_reproducible_block_masks_and_tokenizer_views():
     assert torch.equal(model(**batch).loss, out.loss)
 
 
+@pytest.mark.slow
 def test_pretrain_command(tmp_path):
     model = CAEForPreTraining(CAEConfig(**TINY))
     model.save_pretrained(tmp_path / "m")

@@ -16,7 +16,7 @@ from mim_hub import auto
 from mim_hub.hub.cards import METHOD_INFO
 from mim_hub.models.catalogue import METHODS, MethodCatalogue, Preset, all_presets, catalogues, method_catalogue
 from mim_hub.training.presets import PRESETS, preset_config
-from mim_hub.training.data import load_digits_dataset
+from mim_hub.data import load_digits_dataset
 from mim_hub.training.preprocessing import build_processor, input_normalization, input_statistics
 from mim_hub.zoo import catalogue as zoo_rows
 

@@ -129,9 +129,11 @@ def test_round_trip_auto_classes_and_recipe(tmp_path, monkeypatch):
     assert type(AutoModelForImageClassification.from_pretrained(tmp_path / "m", num_labels=2)) is ColorMAEForImageClassification
     import argparse
 
-    from mim_hub.training.recipes import get_recipe
+    from mim_hub.training.recipes import build_recipe, configure_model
 
-    recipe = get_recipe("color_mae").for_model(model, argparse.Namespace(noise_color="blue", noise_patterns=None))
+    options = argparse.Namespace(noise_color="blue", noise_patterns=None)
+    configure_model("color_mae", model, options)
+    recipe = build_recipe("color_mae", model, options)
     assert model.config.noise_color == "blue"
     rng = np.random.default_rng(0)
     samples = [{"pixel_values": torch.randn(3, 32, 32), **recipe.sample_inputs(rng)} for _ in range(4)]
@@ -164,6 +166,7 @@ def test_safetensors_release_converts(tmp_path):
         assert_close(model(inputs["pixel_values"]).logits, expected["logits"], "logits")
 
 
+@pytest.mark.slow
 def test_pretrain_command_with_a_noise_colour(tmp_path):
     import subprocess
     import sys

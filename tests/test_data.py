@@ -16,9 +16,12 @@ import pytest
 import torch
 from PIL import Image
 
-from mim_hub.training import data as data_module
-from mim_hub.training.data import DatasetError, evaluation_split, load_images
-from mim_hub.training.streaming import ShardedStream, StreamState, collate_with_positions, open_stream
+from mim_hub.data.arrow import ArrowImages
+from mim_hub.data import available_splits
+from mim_hub.data import DatasetError, load_images
+from mim_hub.training.settings import DataSettings
+from mim_hub.data import open_stream
+from mim_hub.data.stream import ShardedStream, StreamState, collate_with_positions
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
@@ -76,10 +79,9 @@ def test_imagefolder_splits_as_datasets_defines_them(tmp_path):
     assert all(_value(test.image(i)) >= 100 for i in range(4)) and all(_value(train.image(i)) < 100 for i in range(6))
     with pytest.raises(DatasetError, match=r"no split 'validation'.*\['test', 'train'\]"):
         load_images(f"imagefolder:{tmp_path}", split="validation")
-    args = lambda **kw: type("A", (), {"dataset": f"imagefolder:{tmp_path}", "split": "train", "eval_split": None, **kw})  # noqa: E731
-    assert evaluation_split(args()) == "test"
+    assert DataSettings(f"imagefolder:{tmp_path}").evaluation_split() == "test"
     flat = tmp_path / "train"  # class folders only: one split, 'train'; asking for another is an error, never the training images
-    assert evaluation_split(args(dataset=f"imagefolder:{flat}")) is None
+    assert DataSettings(f"imagefolder:{flat}").evaluation_split() is None
     with pytest.raises(DatasetError, match="its one split is 'train'"):
         load_images(f"imagefolder:{flat}", split="test")
 
@@ -93,13 +95,13 @@ def test_saved_dataset_and_dataset_dict_are_read_lazily(tmp_path):
     datasets.DatasetDict({"train": train, "test": test}).save_to_disk(str(tmp_path / "dict"))
     train.save_to_disk(str(tmp_path / "one"))
     loaded = load_images(str(tmp_path / "dict"))
-    assert isinstance(loaded, data_module.ArrowImages) and loaded.label_names == ["a", "b", "c"]
+    assert isinstance(loaded, ArrowImages) and loaded.label_names == ["a", "b", "c"]
     assert loaded.labels.tolist() == [2, 0, 1] and [_value(loaded.image(i)) for i in range(3)] == [10, 20, 30]
     assert _value(load_images(str(tmp_path / "dict"), split="test").image(0)) == 40
     with pytest.raises(DatasetError, match=r"no split 'validation'.*\['test', 'train'\]"):
         load_images(str(tmp_path / "dict"), split="validation")
     assert len(load_images(str(tmp_path / "one"))) == 3
-    assert data_module.available_splits(str(tmp_path / "dict")) == ["train", "test"]
+    assert available_splits(str(tmp_path / "dict")) == ["train", "test"]
     datasets.Dataset.from_dict({"text": ["x"], "n": [1]}).save_to_disk(str(tmp_path / "text"))
     with pytest.raises(DatasetError, match=r"no image column.*\['text', 'n'\]"):
         load_images(str(tmp_path / "text"))
@@ -144,7 +146,7 @@ def test_webdataset_shards_map_style_and_labels(tmp_path):
 
 def test_an_unreadable_image_is_skipped_named_and_the_batch_stays_full(tmp_path):
     from mim_hub import MAEConfig
-    from mim_hub.training.pretrain import EpochPermutation, PretrainData
+    from mim_hub.training.pretrain_data import EpochPermutation, PretrainData
     from mim_hub.training.recipes import PretrainRecipe
 
     root = tmp_path / "images"
@@ -172,7 +174,7 @@ def test_an_unreadable_image_is_skipped_named_and_the_batch_stays_full(tmp_path)
 
 def test_every_reader_reports_a_bad_image_the_same_way(tmp_path, caplog):
     """Indexed datasets, streams and prepare-shards share one bookkeeping (data.bad_image)."""
-    from mim_hub.training.shards import prepare_shards
+    from mim_hub.data.shard_writing import prepare_shards
 
     root = tmp_path / "images" / "a"
     root.mkdir(parents=True)
@@ -259,7 +261,7 @@ def test_streaming_refuses_indexed_sources(tmp_path):
 
 
 def test_prepare_shards_writes_bounded_images_labels_manifest_and_resumes(tmp_path):
-    from mim_hub.training.shards import prepare_shards
+    from mim_hub.data.shard_writing import prepare_shards
 
     root = tmp_path / "images"
     for split, n in (("train", 5), ("test", 2)):
@@ -277,7 +279,7 @@ def test_prepare_shards_writes_bounded_images_labels_manifest_and_resumes(tmp_pa
     data = load_images(f"webdataset:{out}")
     assert len(data) == 10 and data.labels.tolist() == [0] * 5 + [1] * 5 and data.label_names == ["a", "b"]
     # the receipts hold the member index (no tar header read at start-up); it is the one the headers give
-    from mim_hub.training import shards as shards_module
+    from mim_hub.data import shard_reading as shards_module
 
     shards = sorted(str(p) for p in out.glob("train-*.tar"))
     assert all(shards_module._receipt_index(shard) is not None for shard in shards)
@@ -399,7 +401,8 @@ def test_hub_name_offline_is_a_clear_error():
 RANKS_SCRIPT = """
 import json, sys, torch
 from accelerate import PartialState
-from mim_hub.training.streaming import ShardedStream, collate_with_positions, open_stream
+from mim_hub.data import open_stream
+from mim_hub.data.stream import ShardedStream, collate_with_positions
 from PIL import Image
 import numpy as np
 state = PartialState(cpu=True)  # gloo across CPU processes
@@ -430,10 +433,6 @@ def test_two_ranks_under_accelerate_launch_stream_disjoint_halves_of_the_epoch(t
     assert len(first) == len(second) == 12 and not set(first) & set(second) and sorted(first + second) == list(range(24))
 
 
-TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-            decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=64)
-
-
 def _cli(*args):
     proc = subprocess.run([sys.executable, "-m", "mim_hub", *args], capture_output=True, text=True, timeout=300,
                           env={**ENV, "PYTHONPATH": os.pathsep.join(sys.path)})
@@ -441,15 +440,9 @@ def _cli(*args):
     return proc
 
 
-@pytest.fixture(scope="module")
-def tiny_mae(tmp_path_factory):
-    from mim_hub import MAEConfig, MAEForPreTraining, MAEImageProcessor
-
-    folder = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    MAEForPreTraining(MAEConfig(**TINY)).save_pretrained(folder)
-    MAEImageProcessor(size={"height": 32, "width": 32}, do_center_crop=False).save_pretrained(folder)
-    return str(folder)
+@pytest.fixture
+def tiny_mae(tiny_mae_dir):
+    return tiny_mae_dir
 
 
 @pytest.mark.slow
@@ -556,7 +549,7 @@ def test_shards_interoperate_with_the_webdataset_library(tmp_path):
             sink.write({"__key__": f"sample{i:04d}", "png": _png(i * 10), "cls": str(i % 2).encode()})
     ours = load_images(f"webdataset:{tmp_path}")
     assert [_value(ours.image(i)) for i in range(4)] == [0, 10, 20, 30] and ours.labels.tolist() == [0, 1, 0, 1]
-    from mim_hub.training.shards import prepare_shards
+    from mim_hub.data.shard_writing import prepare_shards
 
     prepare_shards(f"webdataset:{tmp_path}", str(tmp_path / "out"), max_side=0, shard_size=3, progress=False)
     read = list(wds.WebDataset(str(tmp_path / "out" / "train-{000000..000001}.tar"), shardshuffle=False))  # ours, by the library
@@ -564,6 +557,7 @@ def test_shards_interoperate_with_the_webdataset_library(tmp_path):
     assert [_value(Image.open(io.BytesIO(s["jpg"]))) for s in read] == pytest.approx([0, 10, 20, 30], abs=6)  # re-encoded as JPEG
 
 
+@pytest.mark.slow
 def test_reconstruct_takes_an_item_of_a_dataset_and_finetune_refuses_unlabelled_data(tiny_mae, tmp_path):
     from mim_hub.cli import main
     from mim_hub.training.finetune import finetune

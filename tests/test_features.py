@@ -35,7 +35,7 @@ def _images(pixels):
     import numpy as np
     from PIL import Image
 
-    from mim_hub.training.data import ImageList
+    from mim_hub.data import ImageList
 
     arrays = ((pixels.clamp(-1, 1) + 1) * 127.5).byte().permute(0, 2, 3, 1).numpy()
     return ImageList([Image.fromarray(np.ascontiguousarray(a)) for a in arrays], labels=[0] * len(arrays))

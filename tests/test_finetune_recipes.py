@@ -8,17 +8,13 @@ import re
 import numpy as np
 import pytest
 import torch
+from conftest import save_tiny_mae
 from safetensors.torch import load_file
 
-from mim_hub import MAEConfig, MAEForPreTraining, MAEImageProcessor
 from mim_hub.cli import main as cli
+from mim_hub.commands.finetune import add_arguments, resolve_settings
 from mim_hub.training.ema import EMA_FILE, EmaCallback, ModelEma
-from mim_hub.training.finetune import add_arguments, resolve_settings
 from mim_hub.training.finetune_recipes import LINEAR_PROBE_MAE, RECIPES, get_recipe, learning_rate, recipes_table
-
-TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-            decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=64,
-            norm_pix_loss=True)
 
 
 def parse(*argv):
@@ -168,10 +164,7 @@ def test_ema_resumed_from_a_checkpoint_equals_the_uninterrupted_one(tmp_path):
 
 
 def test_mae_recipe_end_to_end_on_digits_with_every_augmentation_and_ema(tmp_path, capsys):
-    folder = tmp_path / "tiny"
-    torch.manual_seed(0)
-    MAEForPreTraining(MAEConfig(**TINY)).save_pretrained(folder)
-    MAEImageProcessor(size={"height": 32, "width": 32}, do_center_crop=False).save_pretrained(folder)
+    folder = save_tiny_mae(tmp_path / "tiny", num_hidden_layers=2, norm_pix_loss=True)
     out = tmp_path / "ft"
     # the ViT-B recipe on the tiny model: everything from the recipe but the length, the batch and the EMA switch
     assert cli(["finetune", "--recipe", "mae-vit-base", "--model", str(folder), "--output-dir", str(out), "--dataset", "digits",
@@ -191,9 +184,10 @@ def test_mae_recipe_end_to_end_on_digits_with_every_augmentation_and_ema(tmp_pat
     assert torch.equal(load_file(str(checkpoints[-1] / EMA_FILE))["head.weight"], saved["head.weight"])
 
 
+@pytest.mark.slow
 def test_crate_recipe_fine_tunes_a_model_without_drop_path(tmp_path):
     from mim_hub import CrateMAEConfig, CrateMAEForPreTraining, CrateMAEImageProcessor
-    from mim_hub.training.data import load_digits_dataset
+    from mim_hub.data import load_digits_dataset
     from mim_hub.training.finetune import finetune
 
     folder = tmp_path / "crate"

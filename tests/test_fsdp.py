@@ -15,6 +15,7 @@ from mim_hub.training.distributed import block_classes, fsdp_plugin, trainer_fsd
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
+@pytest.mark.slow
 def test_fully_shard_in_two_gloo_processes_matches_one_process(tmp_path):
     out = tmp_path / "fsdp.json"
     worker = Path(__file__).with_name("fsdp_worker.py")
@@ -39,6 +40,7 @@ def test_fsdp_settings_name_the_blocks():
     assert plugin.fsdp_version == 2 and "SHARDED" in str(plugin.state_dict_type)
 
 
+@pytest.mark.slow
 def test_pretrain_fsdp_flag_runs_and_finetune_fsdp_on_cpu_is_refused(tmp_path):
     import torch
 

@@ -111,10 +111,11 @@ def test_processors_follow_a_new_image_size(tmp_path):
     assert type(plain).from_pretrained(tmp_path).size.height == 48
 
 
+@pytest.mark.slow
 def test_finetune_at_another_image_and_window_size(tmp_path):
     """`mim-hub finetune --image-size 48 --window-size 6` on a Swin pre-trained at 32 px / window 4."""
     from mim_hub import SimMIMImageProcessor
-    from mim_hub.training.data import load_digits_dataset
+    from mim_hub.data import load_digits_dataset
     from mim_hub.training.finetune import finetune
 
     pretrained = _randomise(SimMIMForPreTraining(SimMIMConfig(**TINY_SWIN)))

@@ -135,6 +135,7 @@ REMOTE_CHECK = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_remote_code_loads_without_mim_hub(tmp_path):
     model = MAEForPreTraining(MAEConfig(**TINY)).eval()
     folder = tmp_path / "with_code"

@@ -124,6 +124,7 @@ def test_default_heads_are_the_released_ones(tmp_path):
 
 # ---- command line ----
 
+@pytest.mark.slow
 def test_cli_convert_then_auto_load(tmp_path):
     path, inputs, expected, meta = load_fixture("mae", "pretrain-full")
     out = tmp_path / "converted"

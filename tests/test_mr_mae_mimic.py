@@ -146,6 +146,7 @@ def test_registers_and_cls_are_dropped_from_a_dinov2_teacher():
     assert teacher.features(pixels, [0.5] * 3, [0.5] * 3).shape == (2, 16, 12)
 
 
+@pytest.mark.slow
 def test_pretrain_command_with_teachers(teacher_dirs, tmp_path):
     torch.manual_seed(0)
     folder = tmp_path / "tiny"
@@ -165,7 +166,7 @@ def test_pretrain_command_with_teachers(teacher_dirs, tmp_path):
     assert config["image_mean"] != [0.485, 0.456, 0.406]  # the run's (digits) normalisation was recorded for the teachers
     from argparse import Namespace
 
-    from mim_hub.training.recipes import get_recipe
+    from mim_hub.training.recipes import configure_model
 
     with pytest.raises(ValueError, match="--mimic-weight"):
-        get_recipe("mr_mae").for_model(MRMAEForPreTraining(MRMAEConfig(**TINY)), Namespace(teacher=list(teacher_dirs), mimic_weight=[1.0]))
+        configure_model("mr_mae", MRMAEForPreTraining(MRMAEConfig(**TINY)), Namespace(teacher=list(teacher_dirs), mimic_weight=[1.0]))

@@ -108,6 +108,7 @@ REMOTE_PIPELINE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_model_saved_with_code_offers_reconstruction_without_mim_hub(tmp_path):
     expected, folders = {}, {}
     for key in ("mae", "simmim"):

@@ -3,6 +3,7 @@ resumed run ends with the same EMA weights as the uninterrupted one."""
 
 import shutil
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -20,6 +21,7 @@ def pretrain(model, out, *extra):
                  "--model-ema-decay", "0.5", *extra]) == 0
 
 
+@pytest.mark.slow
 def test_pretrain_ema_resumes_to_the_uninterrupted_weights(tmp_path):
     folder = tmp_path / "tiny"
     torch.manual_seed(0)

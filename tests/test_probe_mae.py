@@ -59,6 +59,7 @@ def test_probe_learns_separable_features_with_accumulation():
         mae_linear_probe(x, y, x, y, batch_size=1)
 
 
+@pytest.mark.slow
 def test_eval_command_with_the_mae_probe(tmp_path):
     from mim_hub import MAEConfig, MAEForPreTraining, MAEImageProcessor
     from mim_hub.cli import main

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mim_hub import CAEConfig, CAEForPreTraining, ColorMAEConfig, ColorMAEForPreTraining, MRMAEConfig, MRMAEForPreTraining
-from mim_hub.training.recipes import PretrainRecipe, build_recipe, get_recipe
+from mim_hub.training.recipes import PretrainRecipe, build_recipe, configure_model, get_recipe
 
 VIT = dict(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
 CAE_TINY = dict(VIT, decoder_hidden_size=32, regressor_num_layers=1, decoder_num_layers=1, regressor_num_attention_heads=2,
@@ -56,7 +56,9 @@ def test_two_runs_in_one_process_do_not_see_each_other(method):
     normalisation_a, normalisation_b = ((0.5,) * 3, (0.25,) * 3), ((0.1, 0.2, 0.3), (0.4, 0.5, 0.6))
 
     def recipe(args, normalisation):
-        return build_recipe(method, model_class(config_class(**tiny)), args, mean=normalisation[0], std=normalisation[1])
+        model = model_class(config_class(**tiny))
+        configure_model(method, model, args, mean=normalisation[0], std=normalisation[1])
+        return build_recipe(method, model, args, mean=normalisation[0], std=normalisation[1])
 
     alone_a = batches(recipe(args_a, normalisation_a))
     alone_b = batches(recipe(args_b, normalisation_b))
@@ -84,7 +86,9 @@ def test_a_recipe_is_immutable_and_its_methods_change_nothing():
 
 def test_mr_mae_records_each_runs_normalisation_in_its_own_model():
     first, second = MRMAEForPreTraining(MRMAEConfig(**MR_TINY)), MRMAEForPreTraining(MRMAEConfig(**MR_TINY))
+    configure_model("mr_mae", first, None, mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6))
     recipe = build_recipe("mr_mae", first, None, mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6))
+    configure_model("mr_mae", second, None, mean=(0.5,) * 3, std=(0.25,) * 3)
     build_recipe("mr_mae", second, None, mean=(0.5,) * 3, std=(0.25,) * 3)
     recipe.train_transform()  # (once mutated the config it was handed)
     assert first.config.image_mean == [0.1, 0.2, 0.3] and first.config.image_std == [0.4, 0.5, 0.6]
@@ -103,6 +107,7 @@ def test_cae_recipe_labels_are_the_models_own_tokenizer_labels():
     assert torch.equal(from_recipe.loss, from_model.loss) and torch.equal(from_recipe.mlm_acc, from_model.mlm_acc)
 
 
+@pytest.mark.slow
 def test_pretrain_runs_in_one_process_match_whatever_their_order(tmp_path):
     """Two ColorMAE pre-training runs of different noise colours, one after the other in this
     process, log the losses each logs when it runs first."""

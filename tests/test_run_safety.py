@@ -72,6 +72,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(tiny_model, checkpointed, tm
     assert not (out / "model.safetensors").exists() and not (out / "log.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_resume_with_changes_follows_the_new_arguments(tiny_model, checkpointed, tmp_path, capsys):
     out = _copy(checkpointed, tmp_path)
     assert pretrain(tiny_model, out, "--resume", "--resume-with-changes", "--lr", "2e-3", steps=8) == 0
@@ -99,6 +100,7 @@ def test_resume_with_changes_follows_the_new_arguments(tiny_model, checkpointed,
     (lambda s: {**s, "epoch": True}, "'epoch' is True"),
     (None, "not readable JSON"),
 ])
+@pytest.mark.slow
 def test_resume_refuses_a_tampered_state_json(tiny_model, checkpointed, tmp_path, capsys, tamper, phrase):
     out = _copy(checkpointed, tmp_path)
     path = out / "checkpoints" / "step_00000003" / "state.json"
@@ -120,6 +122,7 @@ def _hold_lock(folder):
     return proc
 
 
+@pytest.mark.slow
 def test_a_second_run_in_a_locked_output_folder_is_refused(tiny_model, tmp_path, capsys):
     out = tmp_path / "shared"
     holder = _hold_lock(out)
@@ -136,6 +139,7 @@ def test_a_second_run_in_a_locked_output_folder_is_refused(tiny_model, tmp_path,
     assert not (out / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_a_stale_lock_of_a_dead_process_is_taken_over(tiny_model, tmp_path):
     out = tmp_path / "stale"
     holder = _hold_lock(out)
@@ -146,6 +150,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tiny_model, tmp_path):
     assert (out / "model.safetensors").exists() and not (out / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_debris_of_killed_saves_is_removed_on_start(tiny_model, checkpointed, tmp_path):
     out = _copy(checkpointed, tmp_path)
     for debris in (out / ".tmp-.tmp-final-abc", out / ".tmp-final", out / "checkpoints" / ".tmp-step_00000006"):

@@ -11,8 +11,11 @@ from PIL import Image
 
 import mim_hub
 from mim_hub.cli import main as cli
-from mim_hub.training.data import DatasetError
-from mim_hub.training.data_segmentation import IGNORE_INDEX, DigitsSegmentation, HFSegmentation, SegFolder, load_segmentation
+from mim_hub.data import DatasetError
+from mim_hub.data import IGNORE_INDEX, load_segmentation
+from mim_hub.data.segmentation import HFSegmentation
+from mim_hub.data.sources.digits_seg import DigitsSegmentation
+from mim_hub.data.sources.segfolder import SegFolder
 from mim_hub.training.segmentation import JointTransform, confusion_matrix, segmentation_metrics, segmentation_stages
 
 
@@ -104,6 +107,7 @@ def test_recipe_stages():
     assert segmentation_stages(hybrid) == (["conv1", "conv2", "stage11"], False)
 
 
+@pytest.mark.slow
 def test_finetune_semantic_segmentation_cli(tmp_path):
     config = mim_hub.MAEConfig(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
                                decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
@@ -257,6 +261,7 @@ def test_slide_with_one_window_the_image_size_equals_whole_image(tmp_path):
         evaluate_segmentation(model, SegmentationTorchData(big, JointTransform(None, mean, std, train=False)), mode="sliding")
 
 
+@pytest.mark.slow
 def test_finetune_semantic_segmentation_slide_eval_cli(tmp_path, capsys):
     config = mim_hub.MAEConfig(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
                                decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
@@ -277,6 +282,7 @@ def test_finetune_semantic_segmentation_slide_eval_cli(tmp_path, capsys):
     assert "larger than" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
 def test_slide_eval_runs_in_the_epoch_evaluations(tmp_path):
     from mim_hub.training.distributed import cpu_only
     from mim_hub.training.segmentation import finetune_segmentation

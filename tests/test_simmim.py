@@ -516,6 +516,7 @@ def test_converter_refuses_bad_checkpoints(tmp_path):
         convert_checkpoint("simmim", str(tmp_path / "mask.pth"), {})
 
 
+@pytest.mark.slow
 def test_convert_command_writes_a_loadable_folder(tmp_path):
     path, inputs, expected, meta = load_fixture("simmim", "swin-finetune")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -528,6 +529,7 @@ def test_convert_command_writes_a_loadable_folder(tmp_path):
     assert "SimMIM" in (tmp_path / "out" / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_pretrain_command_and_recipe(tmp_path):
     from mim_hub.training.recipes import get_recipe
 
@@ -582,11 +584,12 @@ def test_expanding_the_shared_table_keeps_the_function(tmp_path):
         loaded.simmim.expand_relative_position_bias()
 
 
+@pytest.mark.slow
 def test_finetune_expands_the_shared_relative_position_table_per_block(tmp_path):
     """A SimMIM ViT pre-trained with one shared relative position table fine-tunes with a table
     per block, each starting as the shared one (the original's load_pretrained)."""
     from mim_hub import SimMIMConfig, SimMIMForPreTraining, SimMIMImageProcessor
-    from mim_hub.training.data import load_digits_dataset
+    from mim_hub.data import load_digits_dataset
     from mim_hub.training.finetune import finetune
 
     config = SimMIMConfig(backbone="vit", image_size=32, patch_size=4, mask_patch_size=8, hidden_size=32, num_hidden_layers=2,

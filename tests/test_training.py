@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from kill_loop import run_until_paused
 from mim_hub import MAEConfig, MAEForPreTraining
-from mim_hub.training.data import DatasetError, from_hf_dataset, load_images
+from mim_hub.data import DatasetError, from_hf_dataset, load_images
 from mim_hub.training.evaluate import (PROBE_WEIGHT_DECAYS, knn_accuracy, linear_probe, linear_probe_accuracy, probe_accuracies,
                                       select_probe_weight_decay, stratified_folds)
 
@@ -46,6 +46,7 @@ def tiny_model_dir(tmp_path_factory):
 PRETRAIN = ["--dataset", "digits", "--batch-size", "16", "--log-every", "1", "--lr", "1e-3"]
 
 
+@pytest.mark.slow
 def test_pretrain_writes_model_log_checkpoints_and_card(tiny_model_dir, tmp_path):
     out = tmp_path / "run"
     mim_hub_cli("pretrain", "--model", tiny_model_dir, "--output-dir", str(out), "--max-steps", "6", "--save-every", "3", *PRETRAIN)
@@ -58,12 +59,13 @@ def test_pretrain_writes_model_log_checkpoints_and_card(tiny_model_dir, tmp_path
     assert not torch.equal(before["mae.encoder.layers.0.attn.qkv_proj.weight"], after["mae.encoder.layers.0.attn.qkv_proj.weight"])
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_gives_identical_weights(tiny_model_dir, tmp_path):
     common = ["--model", tiny_model_dir, "--max-steps", "12", "--save-every", "2", *PRETRAIN]
     straight = tmp_path / "straight"
     mim_hub_cli("pretrain", "--output-dir", str(straight), *common)
     killed = tmp_path / "killed"
-    # killed by progress, not by a clock: the run pauses after step 5 (crash_points.py), one step past checkpoint 4
+    # killed by progress, not by a clock: the run pauses after step 5 (test_hooks.py), one step past checkpoint 4
     paused, tail = run_until_paused([sys.executable, "-m", "mim_hub", "pretrain", "--output-dir", str(killed), *common], "step", 5)
     assert paused, tail
     assert not (killed / "model.safetensors").exists()
@@ -94,6 +96,7 @@ def test_two_processes_under_accelerate_launch(tiny_model_dir, tmp_path):
     assert run["num_processes"] == 2 and run["total_batch"] == 32  # two ranks of one run, not two runs of one
 
 
+@pytest.mark.slow
 def test_eval_and_reconstruct_commands(tiny_model_dir, tmp_path):
     result = tmp_path / "eval.json"
     mim_hub_cli("eval", "--model", tiny_model_dir, "--dataset", "digits", "--protocol", "both", "--linear-epochs", "3", "--output", str(result))
@@ -127,8 +130,9 @@ def test_reconstruction_never_uses_the_masked_patches_statistics():
     assert torch.allclose(first.pasted, second.pasted, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_finetune_with_trainer_from_python(tiny_model_dir, tmp_path):
-    from mim_hub.training.data import load_digits_dataset
+    from mim_hub.data import load_digits_dataset
     from mim_hub.training.finetune import finetune
 
     train, test = load_digits_dataset("train").subset(range(96)), load_digits_dataset("test").subset(range(48))
@@ -144,6 +148,7 @@ def test_finetune_with_trainer_from_python(tiny_model_dir, tmp_path):
     assert scales[-1] == 1.0 and scales[0] == pytest.approx(0.65 ** 3)
 
 
+@pytest.mark.slow
 def test_finetune_command_on_an_imagefolder(tiny_model_dir, tmp_path):
     root = tmp_path / "images"
     rng = np.random.RandomState(0)

@@ -1,5 +1,8 @@
-"""A test-only hook: stop a training run at a named point of its progress, so that crash tests
-kill it there instead of after a guessed number of seconds.
+"""The test-only hooks of the training runs, in one place; each is off unless its environment
+variable is set (never, outside tests), and then costs one dictionary lookup.
+
+Crash points: stop a run at a named point of its progress, so that crash tests kill it there
+instead of after a guessed number of seconds.
 
 With the environment variable ``MIM_HUB_PAUSE_AT`` set to ``POINT:STEP`` (several separated by
 commas), the main process, on reaching that point at that optimizer step, writes the line
@@ -11,7 +14,10 @@ commas), the main process, on reaching that point at that optimizer step, writes
 - ``checkpoint-rename``: ``state.json`` is written too, the folder not yet renamed into place;
 - ``checkpoint-prune``: ``checkpoints/step_STEP`` is in place, older ones not yet removed.
 
-Unset (always, outside tests) it costs one dictionary lookup per call and does nothing.
+Two switches of `pretrain`: ``MIM_HUB_SAMPLE_LOG=FOLDER`` makes each rank of a streamed run write
+the keys of the samples it trains on to ``FOLDER/samples.rankR.tsv`` (an audit that every sample
+is seen once), and ``MIM_HUB_NORMALIZE_ON_DEVICE=1`` normalises uint8 crops on the device on a
+CPU too (where it only moves the work), so the GPU path is tested on CPU.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import threading
 POINTS = ("step", "checkpoint-begin", "checkpoint-written", "checkpoint-rename", "checkpoint-prune")
 ENV = "MIM_HUB_PAUSE_AT"
 MARKER = "MIM_HUB_PAUSED"
+SAMPLE_LOG_ENV = "MIM_HUB_SAMPLE_LOG"
+NORMALIZE_ON_DEVICE_ENV = "MIM_HUB_NORMALIZE_ON_DEVICE"
 
 
 def pause_if_asked(point: str, step: int) -> None:
@@ -36,3 +44,16 @@ def pause_if_asked(point: str, step: int) -> None:
     sys.stderr.write(f"\n{MARKER} {here}\n")
     sys.stderr.flush()
     threading.Event().wait()  # never set: only a signal ends the process from here
+
+
+def sample_log(rank: int):
+    """The file this rank logs its samples' keys to (line-buffered, appended), or None."""
+    folder = os.environ.get(SAMPLE_LOG_ENV)
+    if not folder:
+        return None
+    os.makedirs(folder, exist_ok=True)
+    return open(os.path.join(folder, f"samples.rank{rank}.tsv"), "a", buffering=1)
+
+
+def normalize_on_cpu() -> bool:
+    return os.environ.get(NORMALIZE_ON_DEVICE_ENV) == "1"

@@ -1,12 +1,12 @@
-"""`--streaming`: iterate webdataset shards, parquet files or a Hub dataset without downloading,
-converting or indexing them first.
+"""`--streaming`: iterate shards of samples (webdataset tars, parquet row groups, a Hub dataset's
+shards) without downloading, converting or indexing them first. Each source kind gives its
+`StreamSource` (in `sources/`); this module turns one into the training stream.
 
 The stream is a function of the seed alone, and the same on every run:
-- the shards (tar files, parquet row groups, a Hub dataset's shards) are put in an order drawn
-  from (seed, epoch), and dealt out to the *slots*, one slot per (rank, DataLoader worker):
-  slot `rank * workers + worker` reads shards `slot, slot + slots, ...`. With fewer shards than
-  slots every slot reads all of them and keeps every `slots`-th sample. Either way each sample is
-  seen by exactly one rank and worker per epoch;
+- the shards are put in an order drawn from (seed, epoch), and dealt out to the *slots*, one slot
+  per (rank, DataLoader worker): slot `rank * workers + worker` reads shards `slot, slot + slots,
+  ...`. With fewer shards than slots every slot reads all of them and keeps every `slots`-th
+  sample. Either way each sample is seen by exactly one rank and worker per epoch;
 - each slot shuffles its samples with a buffer (`shuffle_buffer` samples) whose draws come from
   (seed, epoch, slot), and draws each sample's augmentation from (seed, epoch, slot, position);
 - a slot's stream is endless: when its shards of epoch e are done, it starts on its shards of
@@ -23,13 +23,13 @@ number of processes, workers and batch size as the interrupted run.
 from __future__ import annotations
 
 import logging
-import os
 
 import numpy as np
 import torch
 
-from .data import (IMAGE_ERRORS, DatasetError, WDS_IMAGE_KEYS, bad_image, canonical_split, choose_split, group_files_by_split, read_manifest,
-                   table_files, webdataset_shards)
+from .bad_images import bad_image
+from .errors import IMAGE_ERRORS, DatasetError
+from .images import open_image_value, to_rgb
 
 logger = logging.getLogger(__name__)
 POSITION_KEY = "stream_position"
@@ -53,127 +53,7 @@ class StreamSource:
         return sum(1 for _ in self.records(shard))
 
     def open(self, payload):
-        from .data import open_image_value
-
         return open_image_value(payload)
-
-
-class WebDatasetStream(StreamSource):
-    """Tar shards read member by member (sample counts from the manifest when there is one)."""
-
-    def __init__(self, spec: str, split: str, image_key=None, label_key=None):
-        shards = webdataset_shards(spec)
-        if not shards:
-            raise DatasetError(f"webdataset:{spec}: no .tar shards found")
-        self.shards = choose_split(group_files_by_split(shards, f"webdataset:{spec}"), split, f"webdataset:{spec}")
-        self.name, self.image_key, self.label_key = f"webdataset:{spec}", image_key, label_key
-        manifest = read_manifest(spec)
-        self.label_names = manifest.get("classes")
-        info = manifest.get("splits", {}).get(canonical_split(split))
-        self._counts = dict(zip(info["shards"], info["shard_samples"])) if info else {}
-        if info and all(os.path.basename(s) in self._counts for s in self.shards):
-            self.total = sum(self._counts[os.path.basename(s)] for s in self.shards)
-
-    def records(self, shard):
-        from .shards import iter_samples
-
-        for key, _, _, _, label, data in iter_samples(shard, image_key=self.image_key, label_key=self.label_key, read_images=True):
-            yield f"{shard}:{key}", data, label
-
-    def count(self, shard) -> int:
-        from .shards import iter_samples
-
-        known = self._counts.get(os.path.basename(shard))
-        return known if known is not None else sum(1 for _ in iter_samples(shard, image_key=self.image_key, label_key=self.label_key))
-
-
-class ParquetStream(StreamSource):
-    """Row groups of parquet files, read one at a time with pyarrow (image and label columns only)."""
-
-    def __init__(self, spec: str, split: str, image_column=None, label_column=None):
-        import datasets
-        import pyarrow.parquet as pq
-
-        from .data import find_columns
-
-        files = [f for f in choose_split(group_files_by_split(table_files(spec), spec), split, spec) if f.endswith(".parquet")]
-        if not files:
-            raise DatasetError(f"{spec}: --streaming reads parquet files; none found (arrow files are memory-mapped without it)")
-        first = pq.ParquetFile(files[0])
-        features = datasets.Features.from_arrow_schema(first.schema_arrow)
-        self.image_column, self.label_column = find_columns(features, image_column, label_column, spec)
-        feature = features.get(self.label_column) if self.label_column else None
-        self.label_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
-        self.shards, self.total = [], 0
-        for file in files:
-            meta = pq.read_metadata(file)
-            for group in range(meta.num_row_groups):
-                self.shards.append((file, group, meta.row_group(group).num_rows))
-                self.total += meta.row_group(group).num_rows
-        self.name = spec
-
-    def records(self, shard):
-        import pyarrow.parquet as pq
-
-        file, group, _ = shard
-        columns = [self.image_column] + ([self.label_column] if self.label_column else [])
-        row = 0
-        # a few hundred rows at a time: memory is bounded by that, not by the row group's size
-        for batch in pq.ParquetFile(file).iter_batches(batch_size=256, row_groups=[group], columns=columns):
-            images = batch.column(self.image_column).to_pylist()
-            labels = batch.column(self.label_column).to_pylist() if self.label_column else [-1] * len(images)
-            for image, label in zip(images, labels):
-                yield f"{os.path.basename(file)} row group {group} row {row}", image, int(label) if label is not None else -1
-                row += 1
-
-    def count(self, shard) -> int:
-        return shard[2]
-
-
-class HubStream(StreamSource):
-    """A Hub dataset through datasets' streaming mode, its shards dealt out as ours."""
-
-    def __init__(self, name: str, config, split: str, image_column=None, label_column=None):
-        import datasets
-
-        from .data import _hub_error, find_columns
-
-        try:
-            data = datasets.load_dataset(name, config, split=split, streaming=True)
-        except Exception as error:
-            raise DatasetError(_hub_error(name, config, split, error)) from None
-        features = data.features
-        if features is None:
-            raise DatasetError(f"{name}: its features are unknown without reading it; pass --image-column and --label-column")
-        self.image_column, self.label_column = find_columns(features, image_column, label_column, name)
-        if isinstance(features[self.image_column], datasets.Image):
-            data = data.cast_column(self.image_column, datasets.Image(decode=False))
-        feature = features.get(self.label_column) if self.label_column else None
-        self.label_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
-        self.data, self.name = data, name
-        self.shards = list(range(data.num_shards))
-        splits = getattr(data.info, "splits", None) or {}
-        self.total = splits[split].num_examples if split in splits and splits[split].num_examples else None
-
-    def records(self, shard):
-        for row, item in enumerate(self.data.shard(len(self.shards), shard, contiguous=True)):
-            label = item.get(self.label_column, -1) if self.label_column else -1
-            yield f"{self.name} shard {shard} row {row}", item[self.image_column], int(label)
-
-
-def open_stream(spec: str, *, split: str = "train", config=None, image_column=None, label_column=None) -> StreamSource:
-    """The `StreamSource` of a `--dataset` spec (Hub names, parquet files, webdataset shards)."""
-    from .data import describe_source
-
-    kind = describe_source(spec)
-    if kind == "webdataset":
-        return WebDatasetStream(spec[len("webdataset:"):] if spec.startswith("webdataset:") else spec, split, image_column, label_column)
-    if kind == "table":
-        return ParquetStream(spec, split, image_column, label_column)
-    if kind == "hub":
-        return HubStream(spec, config, split, image_column, label_column)
-    raise DatasetError(f"--streaming reads Hub datasets, parquet files and webdataset shards; {spec!r} is {kind} "
-                       "(read it without --streaming: it is indexed and decoded per item already)")
 
 
 class ShardedStream(torch.utils.data.IterableDataset):
@@ -303,8 +183,6 @@ class StreamState:
 
 def stream_images_for_statistics(source: StreamSource, limit: int = 2000):
     """Up to `limit` decoded images from the first shards (the dataset normalisation)."""
-    from .data import to_rgb
-
     images = []
     for shard in source.shards:
         for _, payload, _ in source.records(shard):
@@ -315,5 +193,3 @@ def stream_images_for_statistics(source: StreamSource, limit: int = 2000):
             if len(images) >= limit:
                 return images
     return images
-
-

@@ -1,18 +1,18 @@
-"""Write a picture of an image, its mask, the model's reconstruction and the reconstruction with
+"""`mim-hub reconstruct`: write a picture of an image, its mask, the model's reconstruction and the reconstruction with
 the visible patches pasted back (MAE-family pre-training models)."""
 
 from __future__ import annotations
 
 import argparse
 
+from .arguments import add_data_arguments, data_settings
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="saved pre-training model folder (with its decoder)")
     parser.add_argument("--image", default=None, help="image file (or pick one of --dataset with --index)")
     parser.add_argument("--index", type=int, default=0, help="with --dataset: which item of the split to reconstruct")
-    from .data import add_dataset_arguments
-
-    add_dataset_arguments(parser, default=None, streaming=False)
+    add_data_arguments(parser, default=None, streaming=False)
     parser.add_argument("--output", required=True, help="PNG file to write")
     parser.add_argument("--mask-ratio", type=float, default=None, help="fraction of patches to mask (default: the model's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random mask")
@@ -28,17 +28,15 @@ def main(args: argparse.Namespace) -> int:
 
     from ..auto import method_classes
     from ..reconstruction import compose_picture, reconstruct
-    from .modelio import method_of_folder
+    from ..training.modelio import method_of_folder
 
     method = method_of_folder(args.model)
     model = method_classes(method)["pretraining"].from_pretrained(args.model)
     processor = AutoImageProcessor.from_pretrained(args.model)
     if args.image is None:
-        from .data import dataset_from_args
-
         if args.dataset is None:
             raise ValueError("give --image FILE, or --dataset SPEC (and --index N)")
-        images = dataset_from_args(args)
+        images = data_settings(args).images()
         if not 0 <= args.index < len(images):
             raise ValueError(f"--index {args.index}: {images.name} has {len(images)} images")
         image = images.image(args.index)
