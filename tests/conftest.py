@@ -1,5 +1,6 @@
 import json
 import os
+import sys
 
 # The Hub cannot be reached from CI: everything runs on local data.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -15,7 +16,12 @@ from hypothesis import HealthCheck, settings
 settings.register_profile("mim_hub", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("mim_hub")
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+TESTS = os.path.dirname(os.path.abspath(__file__))
+FIXTURES = os.path.join(TESTS, "fixtures")
+# the tests mirror the source layout (tests/data/, tests/training/, ...); the helpers they share
+# (tiny_models.py, kill_loop.py, reference_*.py, hostile_inputs*.py) and this file stay here
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
 
 
 def load_fixture(method: str, variant: str):

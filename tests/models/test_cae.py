@@ -13,7 +13,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelFor
 from mim_hub import CAEConfig, CAEForImageClassification, CAEForPreTraining, CAEImageProcessor, CAEModel
 from mim_hub.conversion import CheckpointError, convert, convert_checkpoint
 
-from conftest import assert_close, load_fixture
+from conftest import FIXTURES, assert_close, load_fixture
 
 TINY = dict(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
             decoder_hidden_size=32, regressor_num_hidden_layers=1, regressor_num_attention_heads=2, decoder_num_hidden_layers=1,
@@ -345,7 +345,7 @@ def test_mask_generators_reproduce_the_original():
 
     from mim_hub.masking import BlockMaskGenerator, RandomMaskGenerator
 
-    folder = os.path.join(os.path.dirname(__file__), "fixtures", "cae", "mask-generator")
+    folder = os.path.join(FIXTURES, "cae", "mask-generator")
     inputs = torch.load(os.path.join(folder, "inputs.pt"), weights_only=True)
     expected = torch.load(os.path.join(folder, "expected.pt"), weights_only=True)
     gen = BlockMaskGenerator(tuple(inputs["input_size"].tolist()), int(inputs["num_masking_patches"]),

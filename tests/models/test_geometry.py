@@ -13,7 +13,7 @@ from mim_hub.layers.relative_position import resize_relative_position_table
 from mim_hub.auto import method_classes
 from mim_hub.models.geometry import adapt_geometry
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 from tiny_models import TINY as TINY_MODELS  # noqa: E402
 from tiny_models import method_of, tiny  # noqa: E402
 

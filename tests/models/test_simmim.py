@@ -420,7 +420,7 @@ def test_loss_is_l1_on_masked_pixels_only():
 def test_plain_vit_equals_transformers_vit_for_masked_image_modeling(monkeypatch):
     """Configured as a plain ViT, ours is transformers' ViTForMaskedImageModeling (the model the
     benchmark's same-weights row times): the same loss, reconstruction and gradients."""
-    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks"))
     from simmim_vs_transformers import plain_vit_pair, to_transformers_vit_state
 
     torch.manual_seed(0)

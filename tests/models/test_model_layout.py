@@ -11,7 +11,7 @@ import torch
 
 from mim_hub.layers import PatchEmbedding
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "mim_hub"
+SRC = Path(__file__).resolve().parents[2] / "src" / "mim_hub"
 MODELING = sorted((SRC / "models").glob("*/modeling_*.py"))
 
 

@@ -18,7 +18,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 @pytest.mark.slow
 def test_fully_shard_in_two_gloo_processes_matches_one_process(tmp_path):
     out = tmp_path / "fsdp.json"
-    worker = Path(__file__).with_name("fsdp_worker.py")
+    worker = Path(__file__).parents[1] / "fsdp_worker.py"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", str(worker), str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
