@@ -48,6 +48,8 @@ def small_config(method: str):
     if method == "crate_mae":
         return mim_hub.CrateMAEConfig(image_size=32, patch_size=4, hidden_size=64, num_hidden_layers=4, num_attention_heads=2,
                                       decoder_num_hidden_layers=1, decoder_num_attention_heads=2)
+    if method == "hpm":  # HPM's scripts: no norm_pix_loss; the hard-patch share rises over the run's epochs
+        return mim_hub.HPMConfig(**VIT, **DECODER)
     raise ValueError(f"unknown method {method!r}; known: {METHODS}")
 
 

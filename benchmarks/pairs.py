@@ -175,7 +175,23 @@ def crate_mae_pairs(batch: int, device: str, size: str = "base") -> dict:
     return _eager_vs_sdpa(model, device, encoder, x, {"noise": noise})
 
 
-PAIRS.update({"color_mae": color_mae_pairs, "crate_mae": crate_mae_pairs})
+def hpm_pairs(batch: int, device: str, size: str = "base") -> dict:
+    """No transformers counterpart: HPM at base size (MAE's encoder, the reconstructor and the
+    loss predictor, both 8 layers 512 wide) against its eager formulation, masked by uniform noise
+    (the hard-patch masks change which patches, not how many)."""
+    from mim_hub import HPMConfig, HPMForPreTraining, HPMModel
+
+    dims = {"base": {}, "tiny": dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, decoder_hidden_size=192,
+                                     decoder_num_hidden_layers=2, decoder_num_attention_heads=3, decoder_intermediate_size=768)}[size]
+    torch.manual_seed(0)
+    model = HPMForPreTraining(HPMConfig(**dims)).to(device)
+    encoder = HPMModel(model.config).to(device).eval()
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    noise = torch.rand(batch, 196, device=device)
+    return _eager_vs_sdpa(model, device, encoder, x, {"noise": noise})
+
+
+PAIRS.update({"color_mae": color_mae_pairs, "crate_mae": crate_mae_pairs, "hpm": hpm_pairs})
 
 
 def _eager_vs_sdpa(model, device: str, encoder, x, step_inputs: dict) -> dict:
@@ -309,3 +325,60 @@ def cpu_attention_pairs(batch: int, device: str, size: str = "base") -> dict:
 
 
 PAIRS["cpu_attention"] = cpu_attention_pairs
+
+
+def spark_pairs(batch: int, device: str, size: str = "base") -> dict:
+    """SparK: the dense encoder against transformers' own ResNetModel (the same weights, exported
+    by `to_transformers`); the pre-training step against the original's formulation of the sparse
+    norms (gather the visible vectors, BatchNorm1d / LayerNorm on them, scatter back: SparK's
+    `SparseBatchNorm2d` / `SparseConvNeXtLayerNorm`) on the same model, where ours weights the
+    statistics by the mask without gathering."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from mim_hub import SparKConfig, SparKForImageClassification, SparKForPreTraining
+    from mim_hub.models.spark import sparse
+    from mim_hub.models.spark.export_transformers import to_transformers
+
+    dims = {"base": dict(backbone="resnet"), "tiny": dict(backbone="resnet", depths=[1, 1, 1, 1], hidden_sizes=[64, 128, 256, 512],
+                                                          decoder_hidden_size=256)}[size]
+    torch.manual_seed(0)
+    ours = SparKForPreTraining(SparKConfig(**dims)).to(device)
+    classifier = SparKForImageClassification(SparKConfig(**dims, num_labels=1000)).to(device).eval()
+    encoder = classifier.spark
+    theirs_encoder = to_transformers(encoder).to(device).eval()
+
+    class GatherBatchNorm(sparse.MaskedBatchNorm2d):
+        def forward(self, x, mask=None):
+            if mask is None:
+                return super().forward(x)
+            where = mask.like(x).squeeze(1)
+            bhwc = x.permute(0, 2, 3, 1)
+            out = torch.zeros_like(bhwc)
+            out[where] = F.batch_norm(bhwc[where], self.running_mean, self.running_var, self.weight, self.bias,
+                                      self.training, self.momentum, self.eps)
+            return out.permute(0, 3, 1, 2)
+
+    original = copy.deepcopy(ours)
+    for module in original.modules():
+        if type(module) is sparse.MaskedBatchNorm2d:
+            module.__class__ = GatherBatchNorm
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    noise = torch.rand(batch, 49)
+
+    def infer(fn):
+        def run():
+            with torch.no_grad():
+                fn()
+        return run
+
+    return {
+        "encoder inference": {"ours": infer(lambda: encoder(x)), "transformers ResNetModel": infer(lambda: theirs_encoder(x))},
+        "classifier forward": {"ours": infer(lambda: classifier(x))},
+        "pre-training step (fwd+bwd)": {"ours": training_step(ours, device, x, noise=noise),
+                                        "original gather/scatter norms": training_step(original, device, x, noise=noise)},
+    }
+
+
+PAIRS["spark"] = spark_pairs

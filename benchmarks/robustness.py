@@ -5,7 +5,9 @@ progress (after a logged step, and at each stage of writing a checkpoint: tests/
 and resumed, and must end with the weights of an uninterrupted run.
 
 The summary counts each class of round two (issue 22) on its own: cases tried / refused clearly
-/ wrong (accepted, or refused with an unclear error). Other modules' classes join through
+/ wrong (accepted, or refused with an unclear error); and, on a line of its own, each class of
+round three (issue 34: the data layer, `tests/hostile_data.py`): cases tried / ok (refused
+clearly or handled as documented) / wrong. Other modules' classes join through
 `EXTRA_CLASSES`: a list of (name, [(case name, callable(folder) -> (ok, why)), ...]).
 
     python benchmarks/robustness.py
@@ -25,7 +27,7 @@ from hostile_inputs_models import WRONG, run_cases, summary  # noqa: E402
 from kill_loop import kill_loop  # noqa: E402
 
 # modules of other case classes (each defines CLASSES like EXTRA_CLASSES above); absent ones are skipped
-EXTRA_CLASS_MODULES = ("hostile_configs",)
+EXTRA_CLASS_MODULES = ("hostile_configs", "hostile_data")  # hostile_data: round three, the data layer (issue 34)
 from hostile_inputs import RUN_CLASSES  # noqa: E402
 
 
@@ -40,6 +42,14 @@ def _extra_classes():
             raise
         classes += list(getattr(module, "CLASSES", []))
     return classes
+
+
+def _data_classes() -> list[str]:
+    try:
+        from hostile_data import CLASSES
+    except ModuleNotFoundError:
+        return []
+    return [name for name, _ in CLASSES]
 
 
 def main() -> int:
@@ -77,11 +87,16 @@ def main() -> int:
         print(f"{verdict:8s} {group:18s} {name:40s} {why}")
     with tempfile.TemporaryDirectory() as folder:
         survived, tried, identical = kill_loop(folder, kills=args.kills)
-    classes = "; ".join(f"{name} {t}/{r}/{w}" for name, (t, r, w) in counts.items())
+    data = _data_classes()  # round three's, printed on their own line
+    classes = "; ".join(f"{name} {t}/{r}/{w}" for name, (t, r, w) in counts.items() if name not in data)
     wrong = sum(w for _, _, w in counts.values())
+    data_wrong = sum(counts[name][2] for name in data if name in counts)
     print(f"hostile inputs tried / refused cleanly: {refused}/{tried_inputs} ({len(METHODS)} converters); kills survived / tried: {survived}/{tried}; "
           f"resumed run identical to an uninterrupted one: {identical}; nothing written half-way; {summary(model_results)}")
-    print(f"round two, cases tried / refused clearly / wrong: {classes}; wrong in all: {wrong}")
+    print(f"round two, cases tried / refused clearly / wrong: {classes}; wrong in all: {wrong - data_wrong}")
+    print("round three (the data layer), cases tried / ok / wrong: "
+          + "; ".join(f"{name} {counts[name][0]}/{counts[name][1]}/{counts[name][2]}" for name in data if name in counts)
+          + f"; wrong in all: {data_wrong}")
     model_ok = not any(r[2] == WRONG for r in model_results)
     return 0 if refused == tried_inputs and survived == tried and identical and wrong == 0 and model_ok else 1
 

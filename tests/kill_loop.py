@@ -4,7 +4,7 @@ after each kill. After every kill each visible checkpoint must be complete and l
 must end with exactly the weights of an uninterrupted run.
 
 No clock decides anything here: the run is started with `MIM_HUB_PAUSE_AT=POINT:STEP`
-(src/mim_hub/training/test_hooks.py), blocks when it gets there and says so on stderr, and is
+(src/mim_hub/utils/test_hooks.py), blocks when it gets there and says so on stderr, and is
 killed then. A fast machine and a loaded one kill at the same points and reach the same verdict.
 Shared by tests/test_robustness.py and benchmarks/robustness.py."""
 
@@ -20,8 +20,8 @@ import sys
 import torch
 from safetensors.torch import load_file
 
-from mim_hub.training.test_hooks import ENV as PAUSE_ENV
-from mim_hub.training.test_hooks import MARKER, POINTS
+from mim_hub.utils.test_hooks import ENV as PAUSE_ENV
+from mim_hub.utils.test_hooks import MARKER, POINTS
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 ENV.pop(PAUSE_ENV, None)

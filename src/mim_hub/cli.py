@@ -8,6 +8,7 @@ import logging
 import sys
 
 from .commands import COMMANDS
+from .utils.values import check_values
 
 
 def _add_convert(subparsers) -> None:
@@ -97,12 +98,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
+        _check_values(args)
         return int(args.func(args) or 0)
     except (ValueError, FileExistsError, FileNotFoundError, OSError) as error:
         if args.verbose:
             raise
-        print(f"mim-hub {args.command}: error: {error}", file=sys.stderr)
+        print(f"mim-hub {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's own message: a DataLoader worker's error arrives as "Caught X in DataLoader
+    worker process N. Original Traceback ...": the message is its last line."""
+    text = str(error)
+    if "Original Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
+def _check_values(args: argparse.Namespace) -> None:
+    """Every numeric option in its range before anything runs (utils/values.py)."""
+    check_values(args, args.command)
+    if getattr(args, "max_image_pixels", None) is not None:  # read by every process that decodes (data/decode.py)
+        from .data.decode import set_max_image_pixels  # (the data layer: imported when a command runs)
+
+        set_max_image_pixels(args.max_image_pixels)
 
 
 if __name__ == "__main__":

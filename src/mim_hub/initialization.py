@@ -7,6 +7,7 @@ import torch
 from transformers.initialization import (  # noqa: F401  (re-exported)
     constant_,
     copy_,
+    kaiming_normal_,
     kaiming_uniform_,
     normal_,
     ones_,

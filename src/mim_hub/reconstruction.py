@@ -104,7 +104,7 @@ def reconstruct(model, pixel_values: torch.Tensor, *, mask_ratio: float | None =
     What was reconstructed, and each image's loss, the model says (`reconstruction_of`)."""
     if not predicts_pixels(model):
         raise ValueError(f"{type(model).__name__} does not predict pixels; reconstructions need a pixel-predicting "
-                         "pre-training model (mae, color_mae, mr_mae, crate_mae, simmim)")
+                         "pre-training model (mae, color_mae, mr_mae, crate_mae, hpm, simmim)")
     config = model.config
     seeds = _per_image_seeds(seed, pixel_values.shape[0])
     p = config.patch_size

@@ -181,7 +181,7 @@ def test_masked_image_reconstruction_pipeline(tmp_path):
         reconstructor(image, mask_ratio=1.5)
 
 
-PIXEL_RECONSTRUCTING = {"mae", "color_mae", "crate_mae", "mr_mae", "simmim", "simmim_swin"}
+PIXEL_RECONSTRUCTING = {"mae", "color_mae", "crate_mae", "mr_mae", "simmim", "simmim_swin", "hpm"}
 
 
 @pytest.mark.parametrize("method", sorted(TINY_MODELS))

@@ -24,7 +24,7 @@ from conftest import FIXTURES, load_fixture
 from tiny_models import TINY, method_of, tiny
 
 BACKBONES = {"mae": mim_hub.MAEBackbone, "simmim": mim_hub.SimMIMBackbone, "cae": mim_hub.CAEBackbone, "mr_mae": mim_hub.MRMAEBackbone,
-             "color_mae": mim_hub.ColorMAEBackbone, "crate_mae": mim_hub.CrateMAEBackbone}
+             "color_mae": mim_hub.ColorMAEBackbone, "crate_mae": mim_hub.CrateMAEBackbone, "hpm": mim_hub.HPMBackbone}
 CHECKPOINTS = [(method, variant) for method in sorted(BACKBONES) for variant in sorted(os.listdir(os.path.join(FIXTURES, method)))
                if "mask" not in variant]  # (mask-generator folders hold no model)
 

@@ -8,7 +8,7 @@ from mim_hub.training.evaluate import extract_features
 
 from tiny_models import TINY, tiny
 
-PREFIX = {"mae": 1, "simmim": 1, "simmim_swin": 0, "color_mae": 1, "crate_mae": 1, "cae": 1, "mr_mae": 0}
+PREFIX = {"mae": 1, "simmim": 1, "simmim_swin": 0, "color_mae": 1, "crate_mae": 1, "cae": 1, "mr_mae": 0, "hpm": 1}
 
 
 def _pixels(batch=2, size=32):

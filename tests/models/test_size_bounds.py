@@ -15,7 +15,7 @@ from mim_hub.auto import METHODS, method_classes
 from mim_hub.models.size_bounds import MAX_PARAMETER_RATIO, check_config_fits_weights, estimated_parameters, weights_parameters
 
 TINY = {"mae": tiny_models._mae, "simmim": tiny_models._simmim, "cae": tiny_models._cae, "mr_mae": tiny_models._mr_mae,
-        "color_mae": tiny_models._color_mae, "crate_mae": tiny_models._crate_mae}
+        "color_mae": tiny_models._color_mae, "crate_mae": tiny_models._crate_mae, "hpm": tiny_models._hpm}
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def test_without_weights_the_model_is_built_as_asked(tmp_path):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_estimate_is_close_to_the_real_count_of_every_method(method):
-    configs = [TINY[method]()[0], method_classes(method)["config"]()]
+    configs = [tiny_models.tiny(method)[0], method_classes(method)["config"]()]
     if method == "simmim":
         configs += [tiny_models._simmim_swin()[0], mim_hub.SimMIMConfig(backbone="swin")]
     for config in configs:

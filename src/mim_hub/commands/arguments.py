@@ -34,6 +34,9 @@ def add_data_arguments(parser, default: str | None = "digits", streaming: bool =
     group.add_argument("--label-column", default=None, help="label column (datasets) or member extension (webdataset); auto-detected")
     group.add_argument("--on-bad-image", choices=("skip", "error"), default="skip",
                        help="skip (and count and name) unreadable images, or stop at the first")
+    group.add_argument("--max-image-pixels", type=int, default=None,
+                       help="pixel budget of one decoded image (default 64 Mpx): JPEGs above it are decoded at 1/2, 1/4 or 1/8 "
+                            "scale, other images above it are unreadable (skipped and named)")
     if streaming:
         group.add_argument("--streaming", action="store_true",
                            help="iterate a Hub, parquet or webdataset source without downloading, converting or indexing it first")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from .arguments import add_data_arguments, data_settings, default_num_workers
 
@@ -52,6 +53,8 @@ def main(args: argparse.Namespace) -> int:
     import mim_hub  # noqa: F401  (the command's own imports, when it runs: transformers, the training code)
     from transformers import AutoImageProcessor, AutoModel
 
+    from ..data import count_bad_images
+    from ..data.labels import check_labelled
     from ..training.evaluate import evaluate_model
     from ..training.modelio import method_of_folder
 
@@ -65,10 +68,9 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.dataset} has no split to evaluate on besides the training split {args.split!r}; "
                          "give --eval-split (e.g. --eval-split test)")
     test = data.images(eval_split)
-    for images in (train, test):
-        if not images.has_labels:
-            raise ValueError(f"{images.name} has no labels (or not for every image): kNN and linear probes need a labelled dataset; "
-                             "pass --label-column if the labels are in another column")
+    bad_image_log = os.path.join(os.path.dirname(os.path.abspath(args.output)), "bad_images.tsv") if args.output else None
+    train.bad_image_log = test.bad_image_log = bad_image_log  # beside --output, as every command writes it (data.bad_image)
+    check_labelled(train, test, "kNN and linear probes")  # one label space, every id in range (data/labels.py)
     results = evaluate_model(model, processor, train, test, protocol=args.protocol, k=args.k, temperature=args.temperature,
                              linear_epochs=args.linear_epochs or (90 if args.probe == "mae" else 100),
                              linear_weight_decay=args.linear_weight_decay, pooling=args.pooling or ("cls" if args.probe == "mae" else "mean"),
@@ -77,6 +79,9 @@ def main(args: argparse.Namespace) -> int:
     for name, value in results.items():
         is_setting = name == "linear_weight_decay" or (name.startswith("linear_mae_"))
         print(f"{name}: {value:g}" if is_setting else f"{name}: {100 * value:.2f}%")
+    if bad_image_log:
+        results["bad_images"] = count_bad_images(bad_image_log)
+        print(f"bad_images: {results['bad_images']} (listed in {bad_image_log})")
     if args.output:
         with open(args.output, "w") as handle:
             json.dump(results, handle, indent=2)

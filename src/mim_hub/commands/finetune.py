@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from .arguments import add_compile_arguments, add_data_arguments, data_settings, default_num_workers
 
@@ -127,16 +128,23 @@ def main(args: argparse.Namespace) -> int:
 
         if get_recipe(args.recipe).method != method:
             logger.warning("recipe %s is %s's; %s is a %s model", args.recipe, get_recipe(args.recipe).method, args.model, method)
+    from ..data import count_bad_images
     from ..training.finetune import finetune
 
     data = data_settings(args)
     train = data.images()
     eval_split = data.evaluation_split()
     evaluation = data.images(eval_split) if eval_split else None
+    bad_image_log = os.path.join(args.output_dir, "bad_images.tsv")  # as every command writes it (data.bad_image)
+    for images in (train, evaluation):
+        if images is not None:
+            images.bad_image_log = bad_image_log
     _, metrics = finetune(args.model, train, evaluation, output_dir=args.output_dir, flip=not args.no_flip, seed=args.seed,
                           num_workers=args.num_workers, push_to_hub=args.push_to_hub,
                           resume_from_checkpoint=args.resume_from_checkpoint, fsdp=args.fsdp,
                           compile=args.compile, compile_backend=args.compile_backend, compile_mode=args.compile_mode, **settings)
+    if count_bad_images(bad_image_log):
+        print(f"{count_bad_images(bad_image_log)} unreadable images skipped (listed in {bad_image_log})")
     if metrics:
         print(f"eval accuracy: {100 * metrics['eval_accuracy']:.2f}%")
         if "eval_ema_accuracy" in metrics:

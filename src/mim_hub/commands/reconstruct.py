@@ -41,8 +41,12 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError(f"--index {args.index}: {images.name} has {len(images)} images")
         image = images.image(args.index)
     else:
+        from ..data.decode import prepared
+        from ..data.files import check_regular
+
         try:
-            image = Image.open(args.image)
+            check_regular(args.image)  # a FIFO would block the open forever
+            image = prepared(Image.open(args.image))  # upright, 8-bit, within the pixel budget (data/decode.py)
             image.load()
         except (FileNotFoundError, UnidentifiedImageError, OSError) as error:
             raise ValueError(f"cannot read image {args.image}: {error}") from None

@@ -115,10 +115,12 @@ def _fields_from_args(args: dict) -> dict:
     return fields
 
 
-def build_mae(state: dict[str, torch.Tensor], overrides: dict, source: str, *, args: dict | None = None, config_class=MAEConfig, classes=None):
+def build_mae(state: dict[str, torch.Tensor], overrides: dict, source: str, *, args: dict | None = None, config_class=MAEConfig, classes=None,
+              rename_key=rename_mae_key):
     """Infer the kind and config of an original-key MAE state dict and load it into our model.
 
-    Shared with the MAE-family methods that keep MAE's key layout (`config_class`, `classes`)."""
+    Shared with the MAE-family methods that keep MAE's key layout (`config_class`, `classes`;
+    `rename_key(key, encoder_prefix)` for keys of their own, e.g. HPM's loss predictor)."""
     classes = classes or {"pretraining": MAEForPreTraining, "model": MAEModel, "classification": MAEForImageClassification}
     fields = infer_mae_config(state, source, overrides)
     fields.update(_fields_from_args(args or {}))
@@ -134,7 +136,7 @@ def build_mae(state: dict[str, torch.Tensor], overrides: dict, source: str, *, a
         model_class, prefix = classes["classification"], "mae."
     else:
         model_class, prefix = classes["model"], ""
-    return build_and_load(model_class, config, state, lambda key: rename_mae_key(key, prefix), source)
+    return build_and_load(model_class, config, state, lambda key: rename_key(key, prefix), source)
 
 
 def convert_checkpoint(path: str, overrides: dict):

@@ -25,8 +25,8 @@ images=..., stream=..., segmentation=..., splits=...)` with the readers it offer
 
 from __future__ import annotations
 
-from .bad_images import bad_image, count_bad_images
-from .errors import IMAGE_ERRORS, DatasetError
+from .bad_images import bad_image, count_bad_images, read_bad_images
+from .errors import IMAGE_ERRORS, BadImage, DatasetError
 from .images import ImageDataset, ImageList, SubsetImages, open_image_value, to_rgb
 from .segmentation import IGNORE_INDEX, SegmentationDataset
 from .source import ReadOptions, Source
@@ -39,5 +39,5 @@ __all__ = [
     "DatasetError", "IMAGE_ERRORS", "ImageDataset", "ImageList", "SubsetImages", "SegmentationDataset", "IGNORE_INDEX",
     "ReadOptions", "Source", "SOURCES", "resolve", "describe_source", "load_images", "open_stream", "load_segmentation",
     "available_splits", "load_digits_dataset", "from_hf_dataset", "canonical_split", "evaluation_split", "bad_image",
-    "count_bad_images", "open_image_value", "to_rgb",
+    "count_bad_images", "read_bad_images", "BadImage", "open_image_value", "to_rgb",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 from .errors import DatasetError
 
@@ -22,19 +23,34 @@ def bad_image(where: str, error: Exception, on_bad_image: str, skipped: list, lo
     """What every reader (indexed datasets, streams, prepare-shards) does with an unreadable image:
     with `on_bad_image="error"` raise `DatasetError` naming it; else skip it: append `where` to
     `skipped` (this process's list), warn naming it, and append `where<TAB>error` to `log_path`
-    (a file every process appends to; `count_bad_images` counts its lines)."""
+    (a file every process appends to, one line per encounter, tabs, newlines and backslashes in
+    either field escaped as \\t, \\n, \\\\; `count_bad_images` counts the distinct images)."""
     if on_bad_image == "error":
         raise DatasetError(f"unreadable image {where}: {error}") from None
     skipped.append(where)
     logger.warning("skipped unreadable image %s: %s (%d skipped so far in this process)", where, error, len(skipped))
     if log_path:
-        with open(log_path, "a") as handle:
-            handle.write(f"{where}\t{str(error)[:200]}\n")
+        os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+        with open(log_path, "a") as handle:  # one short write per line: lines of several processes do not interleave
+            handle.write(f"{_escape(where)}\t{_escape(str(error)[:200])}\n")
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", lambda m: {"t": "\t", "n": "\n", "r": "\r"}.get(m.group(1), m.group(1)), text)
+
+
+def read_bad_images(path: str | None) -> list[tuple[str, str]]:
+    """(where, error) of each line of a `bad_images.tsv`, unescaped."""
+    if not path or not os.path.exists(path):
+        return []
+    with open(path) as handle:
+        return [tuple(_unescape(field) for field in (line.rstrip("\n").split("\t", 1) + [""])[:2]) for line in handle if line.strip()]
 
 
 def count_bad_images(path: str | None) -> int:
-    """Lines in a `bad_image_log` file (the bad images every process met)."""
-    if not path or not os.path.exists(path):
-        return 0
-    with open(path) as handle:
-        return sum(1 for _ in handle)
+    """The distinct images named in a `bad_image_log` file (every process's, every encounter)."""
+    return len({where for where, _ in read_bad_images(path)})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import DatasetError
+from .labels import label_space
 
 
 def find_columns(features, image_column, label_column, name: str):
@@ -33,14 +34,14 @@ def find_columns(features, image_column, label_column, name: str):
 
 
 def label_ids(values, feature=None):
-    """(int64 ids, names or None): ClassLabel ids as they are, other values numbered in sorted order."""
-    import datasets  # optional heavy dependency (see the module docstring)
+    """(int64 ids, names or None) of one column's values alone (see `labels.label_space` for the
+    space of a dataset's every split): ClassLabel ids as they are, other values numbered in sorted
+    order, missing values -1."""
+    import pyarrow as pa  # (as datasets: only its sources need it)
 
-    if isinstance(feature, datasets.ClassLabel):
-        return np.asarray(values, dtype=np.int64), list(feature.names)
-    values = np.asarray(values)
-    unique, ids = np.unique(values, return_inverse=True)
-    return ids.astype(np.int64), [str(v) for v in unique.tolist()]
+    column = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(list(np.asarray(values).tolist()))
+    space = label_space([column], feature)
+    return space.ids(column)[0], space.names
 
 
 def find_label_map_columns(columns: list[str], image_column: str | None, label_column: str | None, name: str) -> tuple[str, str]:

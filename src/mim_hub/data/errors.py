@@ -17,3 +17,11 @@ class DatasetError(ValueError):
 # errors that mean "this image cannot be read" (anything else is a bug and propagates)
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, Image.DecompressionBombError,
                 IndexError, KeyError)
+
+
+class BadImage(Exception):
+    """An item whose image cannot be read; `error` says why."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error

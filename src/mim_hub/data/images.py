@@ -17,7 +17,9 @@ import numpy as np
 from PIL import Image
 
 from .bad_images import MAX_BAD_IN_A_ROW, bad_image
-from .errors import IMAGE_ERRORS, DatasetError
+from .decode import decodes, prepared
+from .errors import IMAGE_ERRORS, BadImage, DatasetError
+from .files import check_regular
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -30,11 +32,13 @@ def open_image_value(value) -> Image.Image:
         if value.get("bytes"):
             return Image.open(io.BytesIO(value["bytes"]))
         if value.get("path"):
+            check_regular(value["path"])
             return Image.open(value["path"])
         raise ValueError("empty image entry")
     if isinstance(value, (bytes, bytearray)):
         return Image.open(io.BytesIO(value))
     if isinstance(value, str):
+        check_regular(value)
         return Image.open(value)
     if isinstance(value, Image.Image):
         return value
@@ -72,14 +76,44 @@ class ImageDataset:
         for attempt in range(MAX_BAD_IN_A_ROW):
             used = (index + attempt) % len(self)
             try:
-                with self._open(used) as image:
-                    return function(image), used
-            except DatasetError:
-                raise
-            except IMAGE_ERRORS as error:
-                self._bad(used, error)
+                return self.try_image(used, function), used
+            except BadImage as bad:
+                self._bad(used, bad.error)
         raise DatasetError(f"{self.name}: {MAX_BAD_IN_A_ROW} unreadable images in a row from item {index} "
                            f"({self.describe(index)}); is the dataset readable at all?")
+
+    def try_image(self, index: int, function):
+        """`function(image)` on item `index` opened and prepared (`decode.prepared`); `BadImage`
+        if the image cannot be read. An error of `function` on an image that decodes is raised as
+        it is: a transform's or an option's error is not the data's."""
+        image = None
+        try:
+            image = self._open(index)
+            prepared = self.prepared(image)
+        except DatasetError:
+            raise
+        except IMAGE_ERRORS as error:  # opening it failed: the data's
+            if image is not None:
+                image.close()
+            raise BadImage(error) from None
+        with image:
+            try:
+                return function(prepared)
+            except DatasetError:
+                raise
+            except IMAGE_ERRORS:
+                if decodes(lambda: self._open(index)):
+                    raise  # the image is fine: the error is the transform's or an option's
+        raise BadImage(_decode_error(lambda: self._open(index)))
+
+    @staticmethod
+    def prepared(image: Image.Image) -> Image.Image:
+        """An opened image within the pixel budget, upright and in 8 bits (`decode.prepared`)."""
+        return prepared(image)
+
+    def open(self, index: int) -> Image.Image:
+        """Item `index` opened and prepared (`decode.prepared`), not a stand-in: errors propagate."""
+        return self.prepared(self._open(index))
 
     def image(self, index: int) -> Image.Image:
         """Item `index` decoded to RGB (a stand-in if it is unreadable, see `with_image`)."""
@@ -90,6 +124,16 @@ class ImageDataset:
 
     def subset(self, indices) -> "ImageDataset":
         return SubsetImages(self, indices)
+
+
+def _decode_error(open_again) -> Exception:
+    """The error decoding the image `open_again()` opens raises (for the report)."""
+    try:
+        with open_again() as image:
+            prepared(image).load()
+    except Exception as error:  # noqa: BLE001 - reported, not raised
+        return error
+    return OSError("the image could not be decoded")
 
 
 class SubsetImages(ImageDataset):
@@ -118,6 +162,7 @@ class ImageList(ImageDataset):
         if isinstance(item, Image.Image):
             return item.copy()
         if isinstance(item, (str, os.PathLike)):
+            check_regular(item)
             return Image.open(item)
         return Image.fromarray(np.asarray(item))
 

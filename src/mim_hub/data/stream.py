@@ -29,6 +29,7 @@ import torch
 
 from .bad_images import bad_image
 from .errors import IMAGE_ERRORS, DatasetError
+from .decode import decodes, prepared
 from .images import open_image_value, to_rgb
 
 logger = logging.getLogger(__name__)
@@ -52,8 +53,13 @@ class StreamSource:
     def count(self, shard) -> int:
         return sum(1 for _ in self.records(shard))
 
+    def world(self) -> dict:
+        """What a resumed run must find again: the shards (names, sizes) and their counts."""
+        return {"name": self.name, "shards": len(self.shards), "total": self.total}
+
     def open(self, payload):
-        return open_image_value(payload)
+        """The image of a record's payload, opened and prepared (`decode.prepared`)."""
+        return prepared(open_image_value(payload))
 
 
 class ShardedStream(torch.utils.data.IterableDataset):
@@ -129,10 +135,17 @@ class ShardedStream(torch.utils.data.IterableDataset):
                     continue
                 rng = np.random.default_rng([self.seed, epoch, slot, position])
                 try:
-                    sample = self.sample_fn(self.source.open(payload), rng, label)
+                    image = self.source.open(payload)
+                except IMAGE_ERRORS as error:  # it does not open: the data's
+                    self._bad(where, error)
+                    continue
+                try:
+                    sample = self.sample_fn(image, rng, label)
                 except DatasetError:
                     raise
-                except IMAGE_ERRORS as error:
+                except IMAGE_ERRORS as error:  # the data's only if the image does not decode (else a transform's: raised)
+                    if decodes(lambda: self.source.open(payload)):
+                        raise
                     self._bad(where, error)
                     continue
                 sample[POSITION_KEY] = torch.tensor([slot, before + position + 1])
@@ -145,6 +158,40 @@ class ShardedStream(torch.utils.data.IterableDataset):
 
     def _bad(self, where: str, error: Exception) -> None:
         bad_image(where, error, self.on_bad_image, self.skipped, self.bad_image_log)
+
+
+def stream_world(source: StreamSource) -> dict:
+    """The stream's world, saved with a streamed run's checkpoints (see `world_differences`)."""
+    return {"kind": type(source).__name__, **source.world()}
+
+
+def world_differences(saved: dict | None, now: dict) -> list[str]:
+    """How the world a checkpoint was written in differs from the one a resume finds: shards
+    added, removed, resized or modified, counts changed (empty: the same world)."""
+    if not saved:
+        return []  # a checkpoint written before worlds were recorded: nothing to compare
+    changes = []
+    if saved.get("kind") != now.get("kind"):
+        changes.append(f"source {saved.get('kind')} -> {now.get('kind')}")
+    old, new = saved.get("shards"), now.get("shards")
+    if isinstance(old, list) and isinstance(new, list):
+        old_names = {str(s[0]): s for s in old}
+        new_names = {str(s[0]): s for s in new}
+        added, removed = sorted(set(new_names) - set(old_names)), sorted(set(old_names) - set(new_names))
+        if added:
+            changes.append(f"shards added: {', '.join(added[:3])}{' ...' if len(added) > 3 else ''}")
+        if removed:
+            changes.append(f"shards removed: {', '.join(removed[:3])}{' ...' if len(removed) > 3 else ''}")
+        resized = [n for n in sorted(set(old_names) & set(new_names)) if list(old_names[n]) != list(new_names[n])]
+        if resized:
+            changes.append("shards changed: " + ", ".join(f"{n} (size, rows or modification time {old_names[n][1:]} -> {new_names[n][1:]})"
+                                                          for n in resized[:3]) + (" ..." if len(resized) > 3 else ""))
+    elif old != new:
+        changes.append(f"shards {old} -> {new}")
+    for key in sorted((set(saved) | set(now)) - {"kind", "shards"}):
+        if saved.get(key) != now.get(key):
+            changes.append(f"{key} {saved.get(key)} -> {now.get(key)}")
+    return changes
 
 
 def collate_with_positions(collate):

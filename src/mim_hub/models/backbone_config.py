@@ -35,7 +35,7 @@ class MIMBackboneConfigMixin(BackboneConfigMixin):
         """The stages a backbone of this config can return, in forward order."""
         return ["stem"] + [f"stage{index}" for index in range(1, self.num_hidden_layers + 1)]
 
-    def dense_prediction_stages(self) -> tuple[list[str], bool]:
+    def segmentation_stages(self) -> tuple[list[str], bool]:
         """(out_features, add_fpn) that a dense-prediction head (UperNet) takes from this backbone.
         A plain ViT: four blocks evenly spaced, the last included (4/6/8/12 of 12, as BEiT's 3, 5,
         7, 11) through BEiT's x4/x2/x1/x0.5 pyramid; too shallow for four distinct blocks, the last

@@ -14,7 +14,7 @@ import importlib
 from dataclasses import dataclass, field
 
 # every method, in the order `mim-hub zoo` lists them; each is the package mim_hub.models.<method>
-METHODS = ("mae", "simmim", "cae", "mr_mae", "color_mae", "crate_mae")
+METHODS = ("mae", "simmim", "cae", "mr_mae", "color_mae", "crate_mae", "hpm", "spark")
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,12 @@ class EncoderFeaturesMixin:
             return tokens
         return norm(tokens)
 
+    def mean_patch_feature(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
+        """[B, D] the mean of `last_hidden_state`'s patch tokens (prefix tokens left out): the
+        frozen feature of the kNN and linear probes. A model whose output is a map [B, C, h, w]
+        (a CNN) averages over its positions instead."""
+        return last_hidden_state[:, self.num_prefix_tokens:].mean(1)
+
     def _pool(self, hidden: torch.Tensor) -> torch.Tensor:
         """`pooler_output` from `last_hidden_state`: `fc_norm` of the mean patch token when the
         model has one, else token 0."""

@@ -391,4 +391,5 @@ class ImageClassifierForwardMixin(ClassifierFeaturesMixin):
         )
         logits = self.head(encoded.pooler_output)
         loss = classification_loss(logits, labels, self.config) if labels is not None else None
-        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions)
+        # (a CNN's output has no attentions)
+        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=getattr(encoded, "attentions", None))

@@ -37,6 +37,9 @@ def estimated_parameters(config, pretraining: bool = True) -> int:
     fields alone: within a small factor of the real count for every method's valid configs.
     `pretraining=False` leaves out what only pre-training models build (decoder, regressor,
     token head, noise bank), whose fields a classifier's config still carries at their defaults."""
+    own = getattr(config, "estimated_parameters", None)
+    if callable(own):  # a config whose model is not ViT-shaped (SparK's convnets) counts its own
+        return int(own(pretraining=pretraining))
     hidden = _get(config, "hidden_size", 768)
     rows, cols = _sides(config)
     tokens = rows * cols

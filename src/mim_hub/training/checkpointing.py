@@ -18,7 +18,7 @@ import os
 import shutil
 
 from ..utils.atomic import atomic_folder
-from .test_hooks import pause_if_asked
+from ..utils.test_hooks import pause_if_asked
 
 # arguments that do not change what is trained (where files go, how often to log, workers, ...)
 NEUTRAL_ARGUMENTS = frozenset({
@@ -116,8 +116,9 @@ def check_resume(state: dict, current: dict, checkpoint: str, *, with_changes: b
     return changed
 
 
-def save_checkpoint(accelerator, folder: str, state: dict, keep: int, ema=None) -> None:
-    """accelerate state + our counters (+ the model EMA), written to a temporary folder and renamed into place. A
+def save_checkpoint(accelerator, folder: str, state: dict, keep: int, ema=None, recipe_state=None) -> None:
+    """accelerate state + our counters (+ the model EMA, + the recipe's state over the run: HPM's
+    teacher), written to a temporary folder and renamed into place. A
     failed write removes the temporary folder and raises `CheckpointSaveError` naming the step
     that could not be written and the previous checkpoint, which is intact."""
     root = os.path.join(folder, "checkpoints")
@@ -135,6 +136,8 @@ def save_checkpoint(accelerator, folder: str, state: dict, keep: int, ema=None) 
             if accelerator.is_main_process:
                 if ema is not None:
                     ema.save(tmp)
+                if recipe_state is not None:
+                    recipe_state.save(tmp)
                 pause_if_asked("checkpoint-written", state["step"])
                 with open(os.path.join(tmp, "state.json"), "w") as handle:
                     json.dump(state, handle)

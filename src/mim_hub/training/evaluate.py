@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data import IMAGE_ERRORS, DatasetError
+from ..data import BadImage
 from .probe_mae import mae_linear_probe
 
 logger = logging.getLogger("mim_hub.eval")
@@ -41,13 +41,10 @@ class ProcessedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         try:
-            with self.images._open(index) as image:
-                pixels = self.processor(image.convert("RGB"), return_tensors="pt").pixel_values[0]
+            pixels = self.images.try_image(index, lambda image: self.processor(image.convert("RGB"), return_tensors="pt").pixel_values[0])
             return pixels, int(self.images.labels[index]), True
-        except DatasetError:
-            raise
-        except IMAGE_ERRORS as error:
-            self.images._bad(index, error)
+        except BadImage as bad:  # (a processor error on a readable image is raised: not the data's)
+            self.images._bad(index, bad.error)
             size = self.processor.crop_size if getattr(self.processor, "do_center_crop", False) else self.processor.size
             height, width = size.get("height", size.get("shortest_edge")), size.get("width", size.get("shortest_edge"))
             return torch.zeros(3, height, width), int(self.images.labels[index]), False
@@ -103,8 +100,8 @@ def extract_features(model, processor, images, *, batch_size: int = 128, pooling
                 raise ValueError(f"{type(encoder).__name__} has no cls token: use --pooling mean")
             feature = out.last_hidden_state[:, 0].float()
         else:
-            # the patch tokens: the encoder states how many prefix (cls) tokens come first
-            feature = out.last_hidden_state[:, encoder.num_prefix_tokens:].mean(1).float()
+            # the mean patch token (the encoder states how many prefix tokens come first; a CNN averages its map)
+            feature = encoder.mean_patch_feature(out.last_hidden_state).float()
         bad = ~torch.isfinite(feature).all(dim=1)
         if bad.any():  # stop at the first broken batch, naming an image
             first = sum(len(f) for f in feats) + int(bad.nonzero()[0])

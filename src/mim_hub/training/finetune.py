@@ -25,6 +25,7 @@ from accelerate import PartialState
 from transformers import AutoImageProcessor, TrainingArguments
 
 from ..auto import method_classes
+from ..data.labels import check_labelled
 from ..hub.push import push_folder
 from .augment import FinetuneTransform, Mixup, MixupCollator, RandomErasing
 from .augmented_trainer import AugmentedTrainer, soft_target_loss
@@ -34,6 +35,7 @@ from .ema import EmaCallback, ModelEma
 from .evaluate import check_labels
 from .finetune_recipes import learning_rate
 from .modelio import method_of_folder
+from ..utils.values import check_finite_model, check_values
 from .optim import adamw, cosine_with_warmup, param_groups_lrd
 from .saving import save_final
 from .settings import FinetuneSettings
@@ -83,6 +85,7 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
     what the paper's recipe has. The lr is `lr_rule` applied to `base_lr` and the effective batch
     (batch x grad_accum x processes)."""
     s = dataclasses.replace(settings, **options) if settings is not None else FinetuneSettings.of(**options)
+    check_values(s, "finetune")  # the settings in their ranges, as the CLI's options are
     names = check_datasets(train_images, eval_images)
     method = method_of_folder(model_dir)
     model, processor = build_classifier(model_dir, method, names, s)
@@ -91,19 +94,18 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
     schedule = plan_schedule(len(train_data), state.num_processes, s)
     trainer, ema = build_trainer(model, train_data, eval_data, collator, schedule, output_dir, s)
     trainer.train(resume_from_checkpoint=s.resume_from_checkpoint)
+    if not s.fsdp:
+        check_finite_model(trainer.model, f"fine-tuning {model_dir}")
     metrics = trainer.evaluate() if eval_data is not None else {}
     save(trainer, ema, processor, metrics, method, model_dir, train_images, eval_images, schedule, output_dir, s)
     return trainer, metrics
 
 
 def check_datasets(train_images, eval_images) -> list[str]:
-    """The class names; an error for unlabelled data or a single class."""
-    for images in (train_images, eval_images):
-        if images is not None and not images.has_labels:
-            raise ValueError(f"{images.name} has no labels (or not for every image): fine-tuning needs a labelled dataset; "
-                             "pass --label-column if the labels are in another column")
+    """The class names; an error for unlabelled data, ids out of range or a single class."""
+    num_classes = check_labelled(train_images, eval_images, "fine-tuning")  # every id in [0, classes) (data/labels.py)
     check_labels(train_images.labels, f"the training split of {train_images.name}")  # one class: a num_labels 1 regression
-    return train_images.label_names or [str(i) for i in range(max(train_images.labels) + 1)]
+    return train_images.label_names or [str(i) for i in range(num_classes)]
 
 
 def build_classifier(model_dir: str, method: str, names: list[str], s: FinetuneSettings):

@@ -24,6 +24,8 @@ SIMMIM = "microsoft/SimMIM"
 CAE = "lxtGH/CAE (PaddlePaddle/VIMER CAE, PyTorch port)"
 CONVMAE = "Alpha-VL/ConvMAE FINETUNE.md"
 CRATE = "Ma-Lab-Berkeley/CRATE"
+HPM = "Haochen-Wang409/HPM"
+SPARK = "keyu-tian/SparK"
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,63 @@ def _crate() -> FinetuneRecipe:
     }, note="CRATE's released classifiers were trained from scratch; this is its transfer fine-tuning")
 
 
+def _hpm(name, script, batch, epochs, release) -> FinetuneRecipe:
+    """HPM's scripts/finetune_*.sh on its main_finetune.py (MAE's, with HPM's layer decay 0.8)."""
+    sh = f"{HPM} scripts/{script}:"
+    args = f"{HPM} main_finetune.py:"
+    return FinetuneRecipe(name, "hpm", release, {
+        "epochs": V(epochs, f"{sh} '--epochs {epochs}'"),
+        "per_device_batch": V(batch, f"{sh} '--batch_size {batch}'"),
+        "effective_batch": V(batch * 8, f"{sh} '--nproc_per_node=8' x '--batch_size {batch}' x '--accum_iter 1' (one node)"),
+        "base_lr": V(5e-4, f"{sh} '--blr 5e-4'"),
+        "lr_rule": V("blr/256", f"{args} 'args.lr = args.blr * eff_batch_size / 256'"),
+        "min_lr": V(1e-6, f"{args} \"parser.add_argument('--min_lr', type=float, default=1e-6\""),
+        "warmup_epochs": V(5, f"{sh} '--warmup_epochs 5'"),
+        "layer_decay": V(0.8, f"{sh} '--layer_decay 0.8'"),
+        "weight_decay": V(0.05, f"{sh} '--weight_decay 0.05'"),
+        "drop_path": V(0.1, f"{sh} '--drop_path 0.1'"),
+        "label_smoothing": V(0.1, f"{args} \"parser.add_argument('--smoothing', type=float, default=0.1\""),
+        "rand_augment": V("rand-m9-mstd0.5-inc1", f"{args} \"parser.add_argument('--aa', type=str, default='rand-m9-mstd0.5-inc1'\""),
+        "reprob": V(0.25, f"{sh} '--reprob 0.25'"),
+        "remode": V("pixel", f"{args} \"parser.add_argument('--remode', type=str, default='pixel'\""),
+        "mixup": V(0.8, f"{sh} '--mixup 0.8'"),
+        "cutmix": V(1.0, f"{sh} '--cutmix 1.0'"),
+        "mixup_prob": V(1.0, f"{args} \"parser.add_argument('--mixup_prob', type=float, default=1.0\""),
+        "mixup_switch_prob": V(0.5, f"{args} \"parser.add_argument('--mixup_switch_prob', type=float, default=0.5\""),
+        "crop_min_scale": V(0.08, f"{HPM} util/datasets.py build_transform -> timm create_transform (scale default (0.08, 1.0))", False),
+        "pooling": V("mean", f"{args} \"parser.add_argument('--global_pool', action='store_true')\", 'parser.set_defaults(global_pool=True)'"),
+        "model_ema": V(False, f"{args} no EMA of the fine-tuned weights"),
+    }, note="the reported accuracy is the README's results table, after 800 pre-training epochs")
+def _spark(name, arch, row: str, release) -> FinetuneRecipe:
+    """SparK's downstream_imagenet: one row of `HP_DEFAULT_VALUES` (arg.py) per architecture, in the
+    order `HP_DEFAULT_NAMES = ['bs', 'ep', 'wp_ep', 'opt', 'base_lr', 'lr_scale', 'wd', 'mixup', 'rep_aug', 'drop_path', 'ema']`."""
+    line = f"{SPARK} downstream_imagenet/arg.py: \"'{arch}': {row}\""
+    bs, ep, wp_ep, _opt, base_lr, lr_scale, wd, mixup, _rep_aug, drop_path, ema = (
+        x.strip().strip("'") for x in row.strip("()").split(","))
+    data = f"{SPARK} downstream_imagenet/data.py:"
+    util = f"{SPARK} downstream_imagenet/util.py:"
+    return FinetuneRecipe(name, "spark", release, {
+        "epochs": V(int(ep), f"{line} (ep)"),
+        "effective_batch": V(int(bs), f"{SPARK} downstream_imagenet/arg.py HP_DEFAULT_VALUES: the '{bs}' opening this architecture's row (bs: the global batch)"),
+        "base_lr": V(float(base_lr), f"{line} (base_lr)"),
+        "lr_rule": V("blr/256", f"{SPARK} downstream_imagenet/arg.py: 'args.lr = args.base_lr * args.glb_batch_size / 256'"),
+        "warmup_epochs": V(int(wp_ep), f"{line} (wp_ep)"),
+        "layer_decay": V(float(lr_scale), f"{line} (lr_scale: layer i gets lr_scale ** (N + 1 - i), downstream_imagenet/lr_decay.py)"),
+        "weight_decay": V(float(wd), f"{line} (wd)"),
+        "drop_path": V(float(drop_path), f"{line} (drop_path)"),
+        "mixup": V(float(mixup), f"{line} (mixup)"),
+        "cutmix": V(1.0, f"{util} 'mixup_fn = BatchMixup(mixup_alpha=args.mixup, cutmix_alpha=1.0, ...'"),
+        "label_smoothing": V(0.1, f"{util} 'label_smoothing=0.1, num_classes=num_classes'"),
+        "reprob": V(0.25, f"{data} \"auto_augment='v0', interpolation='bicubic', re_prob=0.25, re_mode='pixel', re_count=1\""),
+        "remode": V("pixel", f"{data} \"re_mode='pixel'\""),
+        "rand_augment": V(None, f"{data} TrivialAugmentWide replaces timm's AutoAugment 'v0' below 384 px: not reproduced here", False),
+        "pooling": V("mean", f"{SPARK} downstream_imagenet: global average pooling (timm ResNet; official ConvNeXt 'x.mean([-2, -1])' + norm)"),
+        "image_size": V(224, f"{SPARK} downstream_imagenet/arg.py: 'img_size: int = 224'"),
+        "model_ema": V(True, f"{line} (ema)"),
+        "model_ema_decay": V(float(ema), f"{line} (ema)"),
+    }, note="the optimizer is the trainer's AdamW; SparK uses " + ("LAMB" if "lamb" in row else "Adam") + " (arg.py 'opt')")
+
+
 RECIPES: dict[str, FinetuneRecipe] = {r.name: r for r in (
     _mae("mae-vit-base", "vit_base_patch16", "ViT-Base", 32, 4, 100, 5e-4, 0.65, 0.1,
          "mae_finetuned_vit_base.pth: 83.664 top-1 (FINETUNE.md 'reference ImageNet accuracy')"),
@@ -212,6 +271,16 @@ RECIPES: dict[str, FinetuneRecipe] = {r.name: r for r in (
     _cae("cae-large", "cae_large_finetune.sh", 64, 2, 2e-3, 50, 0.75, 0.2, "CAE-L fine-tuned (paper: 86.3 top-1)"),
     _convmae(),
     _crate(),
+    _hpm("hpm-vit-base", "finetune_base.sh", 48, 100, "HPM ViT-B/16, 800 pre-training epochs: 84.2 top-1 (README results table)"),
+    _hpm("hpm-vit-large", "finetune_large.sh", 64, 50, "HPM ViT-L/16, 800 pre-training epochs: 85.8 top-1 (README results table)"),
+    _spark("spark-resnet50", "resnet50", "(2048, 300, 5,  'lamb', 0.002,   0.7, 0.02, 0.1, 0, 0.05, 0.9999)",
+           "SparK ResNet-50 fine-tuned: 80.6 top-1 (README 'Pre-trained weights' table)"),
+    _spark("spark-resnet101", "resnet101", "(2048, 300, 5,  'lamb', 0.001,   0.8, 0.02, 0.1, 0, 0.2,  0.9999)",
+           "SparK ResNet-101 fine-tuned: 82.2 top-1 (README table)"),
+    _spark("spark-convnext-small", "convnext_small", "(4096, 400, 20, 'adam', 0.0002,  0.7, 0.01, 0.8, 3, 0.3,  0.9999)",
+           "SparK ConvNeXt-S fine-tuned: 84.1 top-1 (README table)"),
+    _spark("spark-convnext-base", "convnext_base", "(4096, 400, 20, 'adam', 0.0001,  0.7, 0.01, 0.8, 3, 0.4,  0.9999)",
+           "SparK ConvNeXt-B fine-tuned: 84.8 top-1 (README table)"),
 )}
 
 # MAE's linear-probe protocol (`mim-hub eval --protocol linear --probe mae`), with its sources.

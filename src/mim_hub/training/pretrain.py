@@ -40,7 +40,8 @@ from .pretrain_data import PretrainData, PretrainLoader, dataset_statistics, nor
 from .recipes import build_recipe, configure_model
 from .saving import save_final
 from .settings import MethodOptions, PretrainSettings
-from .test_hooks import pause_if_asked
+from ..utils.test_hooks import pause_if_asked
+from ..utils.values import check_finite_loss, check_finite_model
 from .throughput import Throughput
 
 logger = logging.getLogger("mim_hub.pretrain")
@@ -60,7 +61,7 @@ def pretrain(settings: PretrainSettings) -> int:
         method, model = build_model(settings)
         data_started = time.perf_counter()  # the data layer's start-up: spec -> index -> loader (-> first batch, in the log)
         source, mean, std, saved = build_data(settings, method)
-        options = MethodOptions(settings.method_options)
+        options = MethodOptions(settings.flat())  # every setting by its flag name, the methods' own included
         configure_model(method, model, options, mean=mean, std=std)  # the method's own options, in the model
         config = model.config
         recipe = build_recipe(method, model, options, mean=mean, std=std, device=accelerator.device)
@@ -73,12 +74,15 @@ def pretrain(settings: PretrainSettings) -> int:
         model, optimizer, scheduler = loader.prepare(accelerator, model, optimizer, scheduler)
         # saved as ema.safetensors in each checkpoint (accelerate's custom-state reader would unpickle)
         ema = ModelEma(accelerator.unwrap_model(model), settings.model_ema_decay) if settings.model_ema else None
+        # what the recipe keeps over the run besides the model (HPM: the EMA teacher choosing its masks), or None
+        recipe_state = recipe.training_state(accelerator.unwrap_model(model), total_epochs=plan.total_steps / plan.steps_per_epoch)
         record = run_record(settings.flat(), config, method=method, **plan.record(), num_processes=accelerator.num_processes,
                             num_images=loader.num_images)
-        position = resume(settings, accelerator, loader, optimizer, scheduler, ema, plan, record)
-        train(settings, accelerator, model, recipe, loader, normalize, optimizer, scheduler, ema, plan, position, record,
+        kept = (ema, recipe_state)
+        position = resume(settings, accelerator, loader, optimizer, scheduler, kept, plan, record)
+        train(settings, accelerator, model, recipe, loader, normalize, optimizer, scheduler, kept, plan, position, record,
               Throughput(data_index_s, compiled), method)
-        save(settings, accelerator, model, ema, method, mean, std, saved, plan)
+        save(settings, accelerator, model, kept, method, mean, std, saved, plan)
     finally:
         if lock is not None:
             lock.release()
@@ -173,8 +177,9 @@ class Position:
     resumed_with_changes: bool = False
 
 
-def resume(settings: PretrainSettings, accelerator, loader, optimizer, scheduler, ema, plan: Plan, record: dict) -> Position:
-    """The latest checkpoint's position (checked against this run), or the start."""
+def resume(settings: PretrainSettings, accelerator, loader, optimizer, scheduler, kept, plan: Plan, record: dict) -> Position:
+    """The latest checkpoint's position (checked against this run), or the start; `kept`: the
+    weight EMA and the recipe's state over the run (each or None), loaded with it."""
     checkpoint = latest_checkpoint(settings.output_dir) if settings.resume else None
     if checkpoint is None:
         if settings.resume:
@@ -194,9 +199,10 @@ def resume(settings: PretrainSettings, accelerator, loader, optimizer, scheduler
             position.batch_in_epoch = min(position.batch_in_epoch * old_batch // plan.total_batch, plan.steps_per_epoch)
         restart_schedule(scheduler, optimizer, plan.lr, position.step)
         logger.warning("--resume-with-changes: continuing %s with %s", checkpoint, "; ".join(changed))
-    loader.resume(state)
-    if ema is not None:
-        ema.load(checkpoint)
+    loader.resume(state, with_changes=settings.resume_with_changes)
+    for part in kept:
+        if part is not None:
+            part.load(checkpoint)
     logger.info("resumed from %s (step %d)", checkpoint, position.step)
     return position
 
@@ -209,9 +215,11 @@ def restart_schedule(scheduler, optimizer, lr: float, step: int) -> None:
         group["initial_lr"], group["lr"] = lr, lr * factor
 
 
-def train(settings, accelerator, model, recipe, loader, normalize, optimizer, scheduler, ema, plan: Plan, position: Position,
+def train(settings, accelerator, model, recipe, loader, normalize, optimizer, scheduler, kept, plan: Plan, position: Position,
           record: dict, throughput: Throughput, method: str) -> None:
-    """The loop: batches of each epoch until `plan.total_steps` optimizer steps are done."""
+    """The loop: batches of each epoch until `plan.total_steps` optimizer steps are done; `kept`:
+    the weight EMA and the recipe's state over the run (each or None)."""
+    ema, recipe_state = kept
     log = RunLog(settings, accelerator, throughput)
     progress = tqdm(total=plan.total_steps, initial=position.step, disable=not accelerator.is_local_main_process, desc=f"pre-train {method}")
     model.train()
@@ -222,7 +230,10 @@ def train(settings, accelerator, model, recipe, loader, normalize, optimizer, sc
             batch = loader.take(batch, position.step)
             if normalize is not None:  # uint8 from the workers, the same table's values here
                 batch["pixel_values"] = normalize.batch(batch["pixel_values"])
-            loss = train_step(accelerator, model, recipe, batch, optimizer, scheduler, settings.clip_grad)
+            inputs = recipe.model_inputs(batch)
+            if recipe_state is not None:
+                inputs = recipe_state.model_inputs(inputs, epoch=position.epoch)
+            loss = train_step(accelerator, model, inputs, optimizer, scheduler, settings.clip_grad)
             throughput.count(batch["pixel_values"].shape[0] * accelerator.num_processes)
             if not accelerator.sync_gradients:
                 throughput.waiting()
@@ -230,6 +241,8 @@ def train(settings, accelerator, model, recipe, loader, normalize, optimizer, sc
             position.step, position.batch_in_epoch = position.step + 1, position.batch_in_epoch + 1
             if ema is not None:
                 ema.update(model)
+            if recipe_state is not None:
+                recipe_state.step_end(model, epoch=position.epoch)
             progress.update(1)
             log.step(position, loss, scheduler, plan.total_steps, progress)
             if settings.save_every and position.step % settings.save_every == 0 and position.step < plan.total_steps:
@@ -237,7 +250,7 @@ def train(settings, accelerator, model, recipe, loader, normalize, optimizer, sc
                          "resumed_with_changes": position.resumed_with_changes}
                 stream = loader.checkpoint_state(accelerator)
                 save_checkpoint(accelerator, settings.output_dir, state if stream is None else {**state, "stream": stream},
-                                settings.keep_checkpoints, ema=ema)
+                                settings.keep_checkpoints, ema=ema, recipe_state=recipe_state)
             if position.step >= plan.total_steps:
                 break
             throughput.waiting()
@@ -248,10 +261,10 @@ def train(settings, accelerator, model, recipe, loader, normalize, optimizer, sc
     log.close()
 
 
-def train_step(accelerator, model, recipe, batch: dict, optimizer, scheduler, clip_grad: float | None) -> torch.Tensor:
+def train_step(accelerator, model, inputs: dict, optimizer, scheduler, clip_grad: float | None) -> torch.Tensor:
     """One forward and backward (and, at the end of an accumulation, the optimizer step)."""
     with accelerator.accumulate(model):
-        loss = model(**recipe.model_inputs(batch)).loss
+        loss = model(**inputs).loss
         accelerator.backward(loss)
         if accelerator.sync_gradients and clip_grad:
             accelerator.clip_grad_norm_(model.parameters(), clip_grad)
@@ -277,6 +290,7 @@ class RunLog:
         step = position.step
         if step % self.settings.log_every == 0 or step == total_steps:
             value = self.accelerator.gather(loss.detach().float().reshape(1)).mean().item()
+            check_finite_loss(value, step)  # every rank sees the same value: every rank stops
             record = {"step": step, "epoch": position.epoch, "loss": value, "lr": scheduler.get_last_lr()[0], **self.throughput.record(),
                       "bad_images": count_bad_images(bad_image_log(self.settings))}
             progress.set_postfix(loss=f"{value:.4f}")
@@ -294,13 +308,16 @@ class RunLog:
             self.writer.close()
 
 
-def save(settings: PretrainSettings, accelerator, model, ema, method: str, mean, std, saved, plan: Plan) -> None:
-    """The final model, its image processor and card (and the EMA's), pushed if asked."""
+def save(settings: PretrainSettings, accelerator, model, kept, method: str, mean, std, saved, plan: Plan) -> None:
+    """The final model, its image processor and card (and the EMA's, and what the recipe keeps:
+    HPM's teacher), pushed if asked."""
+    ema, recipe_state = kept
     accelerator.wait_for_everyone()
     full_state = accelerator.get_state_dict(model) if settings.fsdp else None  # gathered from the shards (every process takes part)
     if accelerator.is_main_process:
         dataset = settings.data.dataset
         final = accelerator.unwrap_model(model)
+        check_finite_model(final, f"pre-training {method} for {plan.total_steps} steps", full_state)
         processor = build_processor(method, final.config, mean, std, settings.model, saved)
         save_final(final, processor, settings.output_dir, method=method, state_dict=full_state,
                    provenance=f"Pre-trained with `mim-hub pretrain --method {method}` on `{dataset}` for {plan.total_steps} steps "
@@ -309,6 +326,10 @@ def save(settings: PretrainSettings, accelerator, model, ema, method: str, mean,
             save_final(ema.module, processor, os.path.join(settings.output_dir, "ema"), method=method, datasets=[dataset],
                        provenance=f"Exponential moving average (decay {settings.model_ema_decay}) of the weights of `mim-hub pretrain "
                        f"--method {method}` on `{dataset}` for {plan.total_steps} steps.")
+        for name, part in (recipe_state.final_models() if recipe_state is not None else {}).items():  # (HPM: its teacher, at ema/)
+            save_final(part, processor, os.path.join(settings.output_dir, name), method=method, datasets=[dataset],
+                       provenance=f"The `{name}` model kept by `mim-hub pretrain --method {method}` on `{dataset}` for "
+                       f"{plan.total_steps} steps.")
         if settings.push_to_hub:
             push_folder(settings.output_dir, settings.push_to_hub, commit_message=f"Pre-trained {method}")
         logger.info("saved the pre-trained model to %s", settings.output_dir)

@@ -12,14 +12,17 @@ it saves, the loader's position (`checkpoint_state`); a resume goes the other wa
 from __future__ import annotations
 
 import itertools
+import logging
 
 import numpy as np
 import torch
 
-from ..data.stream import KEYS_KEY, POSITION_KEY, ShardedStream, StreamState, collate_with_positions
-from . import test_hooks
+from ..data.stream import KEYS_KEY, POSITION_KEY, ShardedStream, StreamState, collate_with_positions, stream_world, world_differences
+from ..utils import test_hooks
 from .recipes import PretrainRecipe
 from .transforms import RandomResizedCropFlip
+
+logger = logging.getLogger("mim_hub.pretrain")
 
 
 def normalizes_on_device(recipe, transform, device) -> bool:
@@ -93,14 +96,24 @@ def dataset_statistics(images, limit: int = 2000) -> tuple[tuple, tuple]:
     return tuple(values.mean((0, 1, 2)).round(4).tolist()), tuple(values.std((0, 1, 2)).round(4).tolist())
 
 
-def check_stream_resume(saved: dict | None, now: dict) -> None:
-    """A streamed run resumes exactly only with the stream it was interrupted in."""
+def check_stream_resume(saved: dict | None, now: dict, world: dict | None = None, *, dataset: str = "",
+                        with_changes: bool = False) -> None:
+    """A streamed run resumes exactly only with the stream it was interrupted in: the same stream
+    settings, and (`world`) the same shards and counts, unless `with_changes` (then a warning)."""
     if saved is None:
         raise ValueError("--resume --streaming: the checkpoint was written by a run without --streaming")
     changed = {k: (saved[k], v) for k, v in now.items() if saved.get(k) != v}
     if changed:
         raise ValueError("--resume --streaming needs the interrupted run's stream settings; changed: "
                          + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
+    differences = world_differences(saved.get("world"), world) if world is not None else []
+    if differences and with_changes:
+        logger.warning("--resume-with-changes: the stream's data changed since the checkpoint (%s): the resumed stream is "
+                       "not the interrupted one's (some samples are seen twice, others never)", "; ".join(differences))
+    elif differences:
+        raise ValueError(f"--resume --streaming: {dataset} is not the data the interrupted run streamed; "
+                         + "; ".join(differences) + " (resuming would see some samples twice and others never; "
+                         "--resume-with-changes continues anyway)")
 
 
 class PretrainLoader:
@@ -117,6 +130,7 @@ class PretrainLoader:
                                         rank=self.rank, world_size=self.processes, on_bad_image=settings.data.on_bad_image,
                                         bad_image_log=bad_image_log)
             self.stream_state, self.slots_per_rank = StreamState(), max(1, settings.num_workers)
+            self.source = source
             self.loader = torch.utils.data.DataLoader(self.stream, collate_fn=collate_with_positions(collate), **options)
             self.num_images = source.total
             if source.total is None and settings.max_steps is None:
@@ -170,11 +184,12 @@ class PretrainLoader:
         if not self.streaming:
             return None
         return {"positions": self.stream_state.gathered(accelerator, self.slots_per_rank), "batches": self.stream_state.batches,
-                **self.stream_settings()}
+                **self.stream_settings(), "world": stream_world(self.source)}
 
-    def resume(self, state: dict) -> None:
+    def resume(self, state: dict, *, with_changes: bool = False) -> None:
         if self.streaming:
-            check_stream_resume(state.get("stream"), self.stream_settings())
+            check_stream_resume(state.get("stream"), self.stream_settings(), stream_world(self.source),
+                                dataset=self.settings.data.dataset, with_changes=with_changes)
             self.stream.resume(state["stream"]["positions"], state["stream"]["batches"])
             self.stream_state = StreamState(state["stream"]["positions"], state["stream"]["batches"])
 

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DatasetError
+from ..files import check_regular
 from ..images import ImageDataset
 from ..source import Source
 from ..splits import SPLIT_KEYWORDS, canonical_split, choose_split
@@ -24,15 +25,21 @@ class FileImages(ImageDataset):
         super().__init__(labels, label_names, name, on_bad_image)
 
     def _open(self, index):
+        check_regular(self.files[index])  # a FIFO named x.png would block the open forever
         return Image.open(self.files[index])
 
     def describe(self, index):
         return str(self.files[index])
 
 
+def _unreadable_folder(error: OSError):
+    raise DatasetError(f"{error.filename}: cannot list this folder ({error.strerror or error}); its images would be left out "
+                       "without a word: make it readable, or move it out of the dataset")
+
+
 def _image_files(folder: str) -> list[str]:
     found = []
-    for root, dirs, files in os.walk(folder):
+    for root, dirs, files in os.walk(folder, onerror=_unreadable_folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
     return found
@@ -66,6 +73,11 @@ def load_imagefolder(path: str, split: str = "train", on_bad_image: str = "skip"
     folder = choose_split(splits, split, spec)
     classes = sorted(set().union(*(_subfolders(f) for f in splits.values())))
     files, labels = [], []
+    loose = [f for f in sorted(os.listdir(folder)) if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
+    if classes and loose:  # class folders beside images: the images would have no class, and be left out
+        raise DatasetError(f"{spec}: {folder} holds images ({', '.join(loose[:2])}{' ...' if len(loose) > 2 else ''}) beside "
+                           f"subfolders ({', '.join(classes[:3])}{' ...' if len(classes) > 3 else ''}): either every image in a "
+                           "class folder (labelled), or a flat folder of images with no subfolders (unlabelled)")
     if classes:
         for label, name in enumerate(classes):
             if os.path.isdir(os.path.join(folder, name)):

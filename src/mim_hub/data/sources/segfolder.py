@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DatasetError
+from ..files import check_regular
 from ..segmentation import SegmentationDataset, names_from_labels, reduce_label_map
 from ..source import Source
 
@@ -54,6 +55,8 @@ class SegFolder(SegmentationDataset):
 
     def item(self, index: int):
         image_path, label_path = self.entries[index]
+        check_regular(image_path)  # a FIFO would block the open forever (data/files.py)
+        check_regular(label_path)
         with Image.open(image_path) as image:
             rgb = image.convert("RGB")
         with Image.open(label_path) as label_image:

@@ -13,24 +13,41 @@ import re
 from PIL import Image
 
 from ..errors import DatasetError
+from ..files import only_regular, open_regular
 from ..images import ImageDataset
-from ..shard_reading import WDS_IMAGE_KEYS, index_webdataset, iter_samples, member_name
+from ..members import WDS_IMAGE_KEYS
+from ..receipts import verified_index
+from ..shard_reading import index_webdataset, iter_samples, member_name
 from ..source import Source
 from ..splits import canonical_split, choose_split, group_files_by_split
 from ..stream import StreamSource
 
 
 def webdataset_shards(spec: str) -> list[str]:
-    """Tar shards of a folder or glob (`{000..099}` ranges as in webdataset URLs expand too)."""
+    """Tar shards of a folder or glob (`{000..099}` ranges as in webdataset URLs expand too): the
+    regular files named `*.tar` (a glob such as `train-*` does not pick up the `.tar.json`
+    receipts beside them). A shard a brace range names that does not exist is an error naming it."""
     if os.path.isdir(spec):
-        return sorted(os.path.join(spec, f) for f in os.listdir(spec) if f.endswith(".tar"))
+        return only_regular(sorted(os.path.join(spec, f) for f in os.listdir(spec) if f.endswith(".tar")), f"webdataset:{spec}")
     patterns = [spec]
-    match = re.search(r"\{(\d+)\.\.(\d+)\}", spec)
-    if match:
-        width = len(match.group(1))
-        patterns = [spec[:match.start()] + str(i).zfill(width) + spec[match.end():]
-                    for i in range(int(match.group(1)), int(match.group(2)) + 1)]
-    return sorted(f for p in patterns for f in globlib.glob(p))
+    while any(re.search(r"\{(\d+)\.\.(\d+)\}", p) for p in patterns):
+        expanded = []
+        for pattern in patterns:
+            match = re.search(r"\{(\d+)\.\.(\d+)\}", pattern)
+            if match is None:
+                expanded.append(pattern)
+                continue
+            width = len(match.group(1))
+            expanded += [pattern[:match.start()] + str(i).zfill(width) + pattern[match.end():]
+                         for i in range(int(match.group(1)), int(match.group(2)) + 1)]
+        patterns = expanded
+    if len(patterns) > 1 or patterns[0] != spec:  # a brace range names its shards: each must exist
+        missing = [p for p in patterns if not globlib.has_magic(p) and not os.path.exists(p)]
+        if missing:
+            raise DatasetError(f"webdataset:{spec}: {len(missing)} of the {len(patterns)} shards the range names do not exist: "
+                               f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+    found = sorted({f for p in patterns for f in globlib.glob(p) if f.endswith(".tar")})
+    return only_regular(found, f"webdataset:{spec}")
 
 
 def read_manifest(spec: str) -> dict:
@@ -45,7 +62,7 @@ def read_manifest(spec: str) -> dict:
 
 class WebDatasetImages(ImageDataset):
     """Samples of tar shards by (shard, byte offset, size) of their image member; the index is
-    built by reading the tar headers only (see `shard_reading.index_webdataset`)."""
+    built by reading the tar headers only (see `shards.index_tar`)."""
 
     def __init__(self, shards, shard_ids, offsets, sizes, labels, label_names, name, on_bad_image="skip"):
         self.shards, self.shard_ids, self.offsets, self.sizes = list(shards), shard_ids, offsets, sizes
@@ -61,7 +78,7 @@ class WebDatasetImages(ImageDataset):
         shard = int(self.shard_ids[index])
         handle = self._handles.get(shard)
         if handle is None:
-            handle = self._handles[shard] = open(self.shards[shard], "rb")
+            handle = self._handles[shard] = open_regular(self.shards[shard])
         handle.seek(int(self.offsets[index]))
         data = handle.read(int(self.sizes[index]))
         if len(data) != int(self.sizes[index]):
@@ -106,12 +123,37 @@ class WebDatasetStream(StreamSource):
             self.total = sum(self._counts[os.path.basename(s)] for s in self.shards)
 
     def records(self, shard):
+        read = 0
         for key, _, _, _, label, data in iter_samples(shard, image_key=self.image_key, label_key=self.label_key, read_images=True):
+            read += 1
             yield f"{shard}:{key}", data, label
+        known = self._counts.get(os.path.basename(shard))
+        if known is not None and known != read:  # the counts a resume skips by must be true
+            raise DatasetError(_count_error(shard, known, read))
 
     def count(self, shard) -> int:
-        known = self._counts.get(os.path.basename(shard))
-        return known if known is not None else sum(1 for _ in iter_samples(shard, image_key=self.image_key, label_key=self.label_key))
+        """Samples in `shard` (what a resumed stream skips by): the manifest's count, checked once
+        against the shard (its verified receipt, else its headers)."""
+        cache = self.__dict__.setdefault("_checked", {})
+        if shard not in cache:
+            receipt = verified_index(shard) if self.image_key in (None, "jpg") else None
+            cache[shard] = len(receipt["offsets"]) if receipt is not None else sum(
+                1 for _ in iter_samples(shard, image_key=self.image_key, label_key=self.label_key))
+            known = self._counts.get(os.path.basename(shard))
+            if known is not None and known != cache[shard]:
+                raise DatasetError(_count_error(shard, known, cache[shard]))
+        return cache[shard]
+
+    def world(self) -> dict:
+        return {"shards": [[os.path.basename(s), os.stat(s).st_size, os.stat(s).st_mtime_ns] for s in self.shards],
+                "counts": [self._counts.get(os.path.basename(s)) for s in self.shards]}
+
+
+def _count_error(shard: str, known: int, actual: int) -> str:
+    return (f"{shard}: manifest.json says {known} samples, the shard holds {actual}; the manifest does not describe these "
+            "shards (write them again with prepare-shards, or remove manifest.json to count them from the shards)")
+
+
 
 
 def _matches(spec: str) -> bool:

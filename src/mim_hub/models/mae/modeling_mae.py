@@ -30,15 +30,21 @@ def pixel_loss(pixel_values, pred, mask, patch_size: int, norm_pix_loss: bool, p
 
     With `norm_pix_loss` the target is each patch normalised by its own mean and unbiased
     variance (+1e-6), as the original."""
+    loss = patch_errors(pixel_values, pred, patch_size, norm_pix_loss)
+    if per_image:
+        return (loss * mask).sum(1) / mask.sum(1)
+    return (loss * mask).sum() / mask.sum()
+
+
+def patch_errors(pixel_values, pred, patch_size: int, norm_pix_loss: bool) -> torch.Tensor:
+    """Each patch's mean squared error [B, L] against its pixels (per-patch normalised by its own
+    mean and unbiased variance, +1e-6, with `norm_pix_loss`): what `pixel_loss` averages."""
     target = patchify(pixel_values, patch_size)
     if norm_pix_loss:
         mean = target.mean(dim=-1, keepdim=True)
         var = target.var(dim=-1, keepdim=True)
         target = (target - mean) / (var + 1.0e-6) ** 0.5
-    loss = ((pred - target) ** 2).mean(dim=-1)
-    if per_image:
-        return (loss * mask).sum(1) / mask.sum(1)
-    return (loss * mask).sum() / mask.sum()
+    return ((pred - target) ** 2).mean(dim=-1)
 
 
 class MAEEmbeddings(nn.Module):
@@ -165,14 +171,18 @@ class MAEDecoder(nn.Module):
         self.decoder_norm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
         self.decoder_pred = nn.Linear(config.decoder_hidden_size, config.patch_size**2 * config.num_channels)
 
-    def forward(self, latent, ids_restore, grid, output_attentions: bool = False) -> torch.Tensor:
+    def embed(self, latent, ids_restore, grid) -> torch.Tensor:
+        """The decoder's input: [cls, every patch in its place (masked ones as `mask_token`)] + positions."""
         hidden = self.decoder_embed(latent)
         batch, length = ids_restore.shape
         # append mask tokens and put every token back in its place
         mask_tokens = self.mask_token.expand(batch, length + 1 - hidden.shape[1], -1).to(hidden.dtype)
         # (no name holds the intermediates, so they are freed before the decoder runs: peak memory)
         hidden = torch.cat([hidden[:, :1], gather_tokens(torch.cat([hidden[:, 1:], mask_tokens], dim=1), ids_restore)], dim=1)
-        hidden = hidden + interpolate_pos_embed(self.decoder_pos_embed, grid, old_grid=self.grid_size)
+        return hidden + interpolate_pos_embed(self.decoder_pos_embed, grid, old_grid=self.grid_size)
+
+    def forward(self, latent, ids_restore, grid, output_attentions: bool = False) -> torch.Tensor:
+        hidden = self.embed(latent, ids_restore, grid)
         # decode, predict pixels, drop cls
         hidden = self.transformer(hidden, output_attentions=output_attentions)
         return self.decoder_pred(self.decoder_norm(hidden))[:, 1:]
@@ -208,11 +218,13 @@ class MAEForPreTraining(PixelTargetsMixin, MAEPreTrainedModel):
     turns predictions into images (in normalised-pixel space for `norm_pix_loss` models).
     """
 
+    decoder_class = MAEDecoder  # a subclass whose decoder adds parts of its own names it (HPM)
+
     def __init__(self, config: MAEConfig):
         super().__init__(config)
         self.mae = MAEModel(config, add_pooling_layer=False, add_final_norm=True)
         self.mae.embeddings.pos_embed.requires_grad_(False)
-        self.decoder = MAEDecoder(config, self.mae.embeddings.patch_embed.grid_size)
+        self.decoder = self.decoder_class(config, self.mae.embeddings.patch_embed.grid_size)
         self.post_init()
 
     def num_layers_for_decay(self) -> int:
@@ -272,4 +284,4 @@ class MAEForImageClassification(ImageClassifierForwardMixin, MAEPreTrainedModel)
             init.trunc_normal_(module.weight, std=2e-5)  # MAE's fine-tuning head init
 
 
-__all__ = ["MAEPreTrainedModel", "MAEModel", "MAEForPreTraining", "MAEForImageClassification", "pixel_loss"]
+__all__ = ["MAEPreTrainedModel", "MAEModel", "MAEForPreTraining", "MAEForImageClassification", "patch_errors", "pixel_loss"]

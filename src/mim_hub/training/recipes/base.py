@@ -81,3 +81,12 @@ class PretrainRecipe:
     def model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A batch on the training device -> the model's keyword arguments (MAE: the batch)."""
         return batch
+
+    def training_state(self, model, *, total_epochs: float):
+        """What the recipe keeps over a run besides the model, for the unwrapped `model` on its
+        device (HPM: the EMA teacher that chooses its masks), or None (MAE: nothing). The trainer
+        passes each batch's model inputs through `state.model_inputs(inputs, epoch=)`, calls
+        `state.step_end(model, epoch=)` after every optimizer step, `state.save(folder)` into every
+        checkpoint and `state.load(folder)` on resume, and writes `state.final_models()` (name ->
+        model) beside the final model."""
+        return None

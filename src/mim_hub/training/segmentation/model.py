@@ -13,8 +13,8 @@ from ..optim import layer_decay_groups
 
 def segmentation_stages(config) -> tuple[list[str], bool]:
     """(out_features, add_fpn) of the recipe for a method config: what its backbone reports
-    (`dense_prediction_stages`, models/backbone_config.py)."""
-    return config.dense_prediction_stages()
+    (`segmentation_stages`, models/backbone_config.py)."""
+    return config.segmentation_stages()
 
 
 def build_upernet(model_dir: str, num_labels: int, *, label_names: list[str] | None = None, channels: int = 512,

@@ -18,11 +18,16 @@ Two switches of `pretrain`: ``MIM_HUB_SAMPLE_LOG=FOLDER`` makes each rank of a s
 the keys of the samples it trains on to ``FOLDER/samples.rankR.tsv`` (an audit that every sample
 is seen once), and ``MIM_HUB_NORMALIZE_ON_DEVICE=1`` normalises uint8 crops on the device on a
 CPU too (where it only moves the work), so the GPU path is tested on CPU.
+
+With ``MIM_HUB_DIE_AT`` set to ``POINT:N``, the process that reaches that point kills itself
+with SIGKILL (as the out-of-memory killer would): ``shard:N`` in the process about to write
+shard N of `prepare-shards`.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 
@@ -31,6 +36,7 @@ ENV = "MIM_HUB_PAUSE_AT"
 MARKER = "MIM_HUB_PAUSED"
 SAMPLE_LOG_ENV = "MIM_HUB_SAMPLE_LOG"
 NORMALIZE_ON_DEVICE_ENV = "MIM_HUB_NORMALIZE_ON_DEVICE"
+DIE_ENV = "MIM_HUB_DIE_AT"
 
 
 def pause_if_asked(point: str, step: int) -> None:
@@ -57,3 +63,10 @@ def sample_log(rank: int):
 
 def normalize_on_cpu() -> bool:
     return os.environ.get(NORMALIZE_ON_DEVICE_ENV) == "1"
+
+
+def die_if_asked(point: str, number: int) -> None:
+    """SIGKILL this process if ``MIM_HUB_DIE_AT`` names this point and number."""
+    wanted = os.environ.get(DIE_ENV)
+    if wanted and f"{point}:{number}" in (w.strip() for w in wanted.split(",")):
+        os.kill(os.getpid(), signal.SIGKILL)
