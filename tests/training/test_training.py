@@ -245,6 +245,7 @@ def test_datasets_from_python_and_their_errors(tmp_path):
         load_images("no-such-user/no-such-dataset-xyz")
 
 
+@pytest.mark.slow  # three `mim-hub` processes, each importing everything
 def test_clear_errors_on_the_command_line(tmp_path):
     proc = mim_hub_cli("pretrain", "--model", str(tmp_path), "--output-dir", str(tmp_path / "o"), check=False)
     assert proc.returncode == 2 and "no config.json" in proc.stderr and "Traceback" not in proc.stderr
