@@ -1,5 +1,6 @@
-# The two things a newcomer runs: the offline demo and the tests.
-.PHONY: install demo test
+# The two things a newcomer runs: the offline demo and the tests (`make test`, what CI runs; `make test-fast`, all
+# but the end-to-end runs).
+.PHONY: install demo test test-fast
 VENV ?= .venv
 PY = $(VENV)/bin/python
 
@@ -13,3 +14,7 @@ demo: install
 
 test: install
 	$(PY) -m pytest tests -q -p no:cacheprovider
+
+# everything but the end-to-end runs (tests marked `slow`): the quick check while working
+test-fast: install
+	$(PY) -m pytest tests -q -p no:cacheprovider -m "not slow"

@@ -180,7 +180,7 @@ def transforms_at(commit: str):
 def decode_speed(work: str, count: int = 200, repeats: int = 5, against: str | None = None) -> dict:
     import torch
 
-    from mim_hub.training.data import load_images
+    from mim_hub.data import load_images
     from mim_hub.training.transforms import RandomResizedCropFlip
 
     torch.set_num_threads(1)

@@ -68,7 +68,7 @@ def _pretrain(method: str, init_dir: str, out: str, steps: int, seed: int, log_e
 def _initial_model(method: str, folder: str, seed: int) -> str:
     """The method's small model at random initialisation (seeded), saved with its processor."""
     from mim_hub.auto import method_classes
-    from mim_hub.training.data import load_digits_dataset
+    from mim_hub.data import load_digits_dataset
     from mim_hub.training.pretrain import dataset_statistics
 
     init_dir = os.path.join(folder, "init")
@@ -118,7 +118,7 @@ def run_method(method: str, output_dir: str, *, steps: int, seed: int, finetune_
     5 epochs, no CV, 0.2 fine-tuning epochs), no numbers."""
     from transformers import AutoModel
 
-    from mim_hub.training.data import load_digits_dataset
+    from mim_hub.data import load_digits_dataset
     from mim_hub.training.demo import pixel_features
     from mim_hub.training.evaluate import evaluate_model, knn_accuracy, linear_probe
     from mim_hub.training.finetune import finetune

@@ -48,9 +48,8 @@ def run_variant(name: str, extra: list[str], seed: int, steps: int, threads: int
     from transformers import AutoImageProcessor
 
     from mim_hub.models.mae import MAEForPreTraining
-    from mim_hub.training import pretrain as pretrain_module
-    from mim_hub.training.data import load_digits_dataset
-    from mim_hub.training.demo import _parse
+    from mim_hub.cli import main as mim_hub_main
+    from mim_hub.data import load_digits_dataset
     from mim_hub.training.evaluate import evaluate_model
 
     out = os.path.join(workdir, f"{name}-seed{seed}")
@@ -60,7 +59,8 @@ def run_variant(name: str, extra: list[str], seed: int, steps: int, threads: int
     argv = ["--model", "mae-tiny-digits", "--dataset", "digits", "--output-dir", out, "--seed", str(seed),
             "--save-every", "100000", "--log-every", "50", *args]
     started = time.time()
-    pretrain_module.main(_parse(pretrain_module, argv))
+    if mim_hub_main(["pretrain", *argv]) != 0:
+        raise RuntimeError(f"mim-hub pretrain {' '.join(argv)} failed")
     minutes = (time.time() - started) / 60
     train, test = load_digits_dataset("train"), load_digits_dataset("test")
     processor = AutoImageProcessor.from_pretrained(out)

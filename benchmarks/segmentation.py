@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "src"))
 import torch  # noqa: E402
 
 import mim_hub  # noqa: E402
-from mim_hub.training.data_segmentation import DigitsSegmentation  # noqa: E402
+from mim_hub.data.sources.digits_seg import DigitsSegmentation  # noqa: E402
 from mim_hub.training.segmentation import finetune_segmentation  # noqa: E402
 
 # a small ViT for digits (32 px, patch 4): the demo's recipe at a size that pre-trains in minutes

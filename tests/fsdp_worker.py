@@ -1,4 +1,4 @@
-"""Run by tests/test_fsdp.py under `torch.distributed.run --nproc_per_node 2` (gloo, CPU): a tiny
+"""Run by tests/training/test_fsdp.py under `torch.distributed.run --nproc_per_node 2` (gloo, CPU): a tiny
 MAE sharded with FSDP2 (`shard_model`, explicit CPU mesh), each process on half of a batch; rank 0
 compares the loss and the gradients with one unsharded process on the whole batch."""
 

@@ -1,5 +1,5 @@
 """Round three (issue 34): the data layer under hostile and careless input, as classes of cases
-shared by tests/test_robustness_data.py and benchmarks/robustness.py (`CLASSES`). Each case takes
+shared by tests/data/test_robustness_data.py and benchmarks/robustness.py (`CLASSES`). Each case takes
 an empty folder, writes the data it needs there, and returns (ok, why): ok when the input was
 refused with a clear message (exit 2 from the CLI, the phrase naming the fault in it, nothing
 half-written) or handled correctly (as docs/training.md states)."""
@@ -167,7 +167,7 @@ def _diverging_run(folder):
 
 def _finetune_keywords(folder):
     """The Python API checks its keywords as the CLI checks its options."""
-    from mim_hub.training.data import load_images
+    from mim_hub.data import load_images
     from mim_hub.training.finetune import finetune
 
     images = load_images("digits")
@@ -203,7 +203,7 @@ def captured_log(name: str = "mim_hub"):
 
 def prepared_shards(folder: str, per_class: int = 3, shard_size: int = 4) -> str:
     """Shards written by prepare-shards from a two-class image folder (pictures of distinct values)."""
-    from mim_hub.training.shards import prepare_shards
+    from mim_hub.data.shard_writing import prepare_shards
 
     source = image_folder(os.path.join(folder, "images"), per_class=per_class)
     output = os.path.join(folder, "shards")
@@ -217,8 +217,8 @@ def red(image) -> int:
 
 def _tar_truth(shards: str) -> list[tuple[int, int]]:
     """(label, picture value) of every sample, read from the tar members themselves."""
-    from mim_hub.training.data import webdataset_shards
-    from mim_hub.training.shards import iter_samples
+    from mim_hub.data.sources.webdataset import webdataset_shards
+    from mim_hub.data.shard_reading import iter_samples
 
     truth = []
     for shard in webdataset_shards(shards):
@@ -231,7 +231,7 @@ def _receipt_case(tamper, phrase="does not match the shard"):
     """Tamper with the shards or their receipts; the map-style index must still give each image
     its own label (the receipt re-checked, the shard indexed from its tar), and say so."""
     def case(folder):
-        from mim_hub.training.data import load_images
+        from mim_hub.data import load_images
 
         shards = prepared_shards(folder)
         tamper(os.path.join(shards, "train-000000.tar"))
@@ -258,7 +258,7 @@ def _edit_receipt(change):
 
 def _relabel_in_place(shard):
     """Flip one .cls member's digit in place: the same size, another label."""
-    from mim_hub.training.shards import iter_tar
+    from mim_hub.data.shard_reading import iter_tar
 
     for name, offset, size, _ in iter_tar(shard):
         if name.endswith(".cls"):
@@ -282,7 +282,7 @@ def _empty_receipt(shard):
 
 
 def _tar_claiming_a_tebibyte(folder):
-    from mim_hub.training.data import DatasetError, load_images
+    from mim_hub.data import DatasetError, load_images
 
     path = write_tar(os.path.join(folder, "train-000000.tar"), samples(2))
     with open(path, "r+b") as handle:  # the first member's size field: 1 TiB, checksum fixed up
@@ -343,7 +343,7 @@ def _write_splits(folder, kind, splits):
 def _label_space_case(kind):
     """Strings in the training split, a class missing from the test split: one numbering."""
     def case(folder):
-        from mim_hub.training.data import load_images
+        from mim_hub.data import load_images
 
         root = _write_splits(folder, kind, {"train": ([10, 20, 30, 40], ["cat", "dog", "eel", "cat"]),
                                             "test": ([50, 60], ["eel", "cat"])})
@@ -356,7 +356,7 @@ def _label_space_case(kind):
 
 def _null_label(folder):
     """A null in an int label column: unlabelled (-1) and counted, never a class "nan"; names stay ints."""
-    from mim_hub.training.data import load_images
+    from mim_hub.data import load_images
 
     root = _write_splits(folder, "parquet", {"train": ([10, 20, 30], [3, None, 7])})
     with captured_log() as log:
@@ -367,8 +367,8 @@ def _null_label(folder):
 
 
 def _null_label_refused_by_finetune(folder):
-    from mim_hub.training.data import load_images
-    from mim_hub.training.labels import LabelError, check_labelled
+    from mim_hub.data import load_images
+    from mim_hub.data.labels import LabelError, check_labelled
 
     root = _write_splits(folder, "parquet", {"train": ([10, 20, 30], [3, None, 7])})
     return raises(lambda: check_labelled(load_images(root), None, "fine-tuning"), "1 without a label of 3 items", LabelError)
@@ -389,7 +389,7 @@ def _labels_beyond_manifest(folder):
 
 def _string_labels_streamed(folder):
     """String labels in parquet under --streaming: the same label space as without it."""
-    from mim_hub.training.streaming import open_stream
+    from mim_hub.data import open_stream
 
     root = _write_splits(folder, "parquet", {"train": ([10, 20, 30], ["eel", "cat", "dog"]), "test": ([40], ["ant"])})
     stream = open_stream(root, split="train")
@@ -412,7 +412,7 @@ LABELS = [
 # ---------------------------------------------------------------- 1: prepare-shards outputs that know what made them
 
 def shard_values(shards: str, split: str = "train") -> list[int]:
-    from mim_hub.training.data import load_images
+    from mim_hub.data import load_images
 
     data = load_images(f"webdataset:{shards}", split=split)
     return [red(data.image(i)) for i in range(len(data))]
@@ -466,7 +466,7 @@ def _count_is_18(output):
 
 
 def _sides_at_most_8(output):
-    from mim_hub.training.data import load_images
+    from mim_hub.data import load_images
 
     data = load_images(f"webdataset:{output}")
     sides = {max(data.image(i).size) for i in range(len(data))}
@@ -589,8 +589,9 @@ def _remove_shard(shards):
 
 def _wrong_manifest_counts(folder):
     """A manifest whose counts are wrong: a resume that skips whole epochs by them is refused."""
-    from mim_hub.training.data import DatasetError
-    from mim_hub.training.streaming import ShardedStream, open_stream
+    from mim_hub.data import DatasetError
+    from mim_hub.data import open_stream
+    from mim_hub.data.stream import ShardedStream
 
     shards = stream_shards(folder)
     with open(os.path.join(shards, "manifest.json"), "w") as handle:
@@ -602,8 +603,8 @@ def _wrong_manifest_counts(folder):
 
 def _wrong_manifest_counts_read(folder):
     """Reading a shard whose manifest count is wrong is an error at the shard's end, not a skew."""
-    from mim_hub.training.data import DatasetError
-    from mim_hub.training.streaming import open_stream
+    from mim_hub.data import DatasetError
+    from mim_hub.data import open_stream
 
     shards = stream_shards(folder)
     with open(os.path.join(shards, "manifest.json"), "w") as handle:
@@ -652,7 +653,7 @@ def without_hanging(function, fifo: str):
 
 def _fifo_in_image_folder(folder):
     """A FIFO named x.png among the images: an unreadable image, skipped and named, not a hang."""
-    from mim_hub.training.data import load_images
+    from mim_hub.data import load_images
 
     source = image_folder(os.path.join(folder, "images"), per_class=2)
     fifo = os.path.join(source, "a", "x.png")
@@ -676,7 +677,7 @@ def _fifo_in_path_column(folder):
     """A parquet path column naming a FIFO: an unreadable image, skipped and named."""
     import datasets
 
-    from mim_hub.training.data import load_images
+    from mim_hub.data import load_images
 
     fifo = os.path.join(folder, "pipe.png")
     os.mkfifo(fifo)
@@ -699,7 +700,7 @@ def _fifo_in_path_column(folder):
 
 
 def _fifo_shard(folder):
-    from mim_hub.training.data import DatasetError, load_images
+    from mim_hub.data import DatasetError, load_images
 
     root = stream_shards(folder, shards=1)
     fifo = os.path.join(root, "train-000001.tar")
@@ -710,7 +711,7 @@ def _fifo_shard(folder):
 
 
 def _fifo_table(folder):
-    from mim_hub.training.data import DatasetError, load_images
+    from mim_hub.data import DatasetError, load_images
 
     _write_splits(folder, "parquet", {"train": ([10], [0])})
     fifo = os.path.join(folder, "parquet", "train-1.parquet")
@@ -751,8 +752,8 @@ def _shard_folder(folder, members, name="train-000000.tar"):
 def _load_error(spec_of, phrase, streaming=False):
     """Loading (and reading every item of) the data the maker writes is a DatasetError naming it."""
     def case(folder):
-        from mim_hub.training.data import DatasetError, load_images
-        from mim_hub.training.streaming import open_stream
+        from mim_hub.data import DatasetError, load_images
+        from mim_hub.data import open_stream
 
         spec = spec_of(folder)
 
@@ -822,7 +823,7 @@ def _zero_row_saved(folder):
 
 def _receipts_by_glob(folder):
     """`webdataset:DIR/train-*` beside receipts: the receipts are not taken for shards."""
-    from mim_hub.training.data import load_images
+    from mim_hub.data import load_images
 
     shards = prepared_shards(folder)
     data = load_images(f"webdataset:{shards}/train-*")
@@ -830,7 +831,7 @@ def _receipts_by_glob(folder):
 
 
 def _brace_range_missing(folder):
-    from mim_hub.training.data import DatasetError, load_images
+    from mim_hub.data import DatasetError, load_images
 
     root = stream_shards(folder, shards=2)
     return raises(lambda: load_images(f"webdataset:{root}/train-{{000000..000003}}.tar"), "2 of the 4 shards the range names do not exist",
@@ -839,7 +840,7 @@ def _brace_range_missing(folder):
 
 def _gif_members(folder):
     """.gif members are images, as image folders read them."""
-    from mim_hub.training.data import load_images
+    from mim_hub.data import load_images
 
     buffer = io.BytesIO()
     picture(70).save(buffer, "GIF")
@@ -851,7 +852,7 @@ def _gif_members(folder):
 def _unreadable_class_folder(folder):
     """A class folder that cannot be listed is an error naming it, not a silent drop. (Tests run as
     root, whom permissions do not stop: the listing's PermissionError is what is simulated.)"""
-    from mim_hub.training.data import DatasetError, load_images
+    from mim_hub.data import DatasetError, load_images
 
     source = image_folder(os.path.join(folder, "images"))
     locked = os.path.join(source, "b")
@@ -870,7 +871,7 @@ def _unreadable_class_folder(folder):
 
 
 def _flat_folder_with_subfolder(folder):
-    from mim_hub.training.data import DatasetError, load_images
+    from mim_hub.data import DatasetError, load_images
 
     source = os.path.join(folder, "flat")
     os.makedirs(os.path.join(source, "stray"))
@@ -913,7 +914,7 @@ MALFORMED = [
 
 def _sixteen_bit_png(folder):
     """A 16-bit grey PNG at half range decodes to grey 128, not white (clipped at 255)."""
-    from mim_hub.training.data import load_images
+    from mim_hub.data import load_images
 
     root = os.path.join(folder, "images")
     os.makedirs(root)
@@ -925,7 +926,7 @@ def _sixteen_bit_png(folder):
 
 def _exif_rotated(folder):
     """A JPEG stored 20 x 10 with EXIF orientation 6 (rotate 90 clockwise) is seen 10 x 20, its left half at the top."""
-    from mim_hub.training.data import load_images
+    from mim_hub.data import load_images
 
     root = os.path.join(folder, "images")
     os.makedirs(root)
@@ -940,7 +941,7 @@ def _exif_rotated(folder):
 
 
 def _with_budget(pixels, function):
-    from mim_hub.training.decode import PIXEL_BUDGET_ENV
+    from mim_hub.data.decode import PIXEL_BUDGET_ENV
 
     previous = os.environ.get(PIXEL_BUDGET_ENV)
     os.environ[PIXEL_BUDGET_ENV] = str(pixels)
@@ -955,7 +956,7 @@ def _with_budget(pixels, function):
 
 def _png_over_budget(folder):
     """A PNG over the pixel budget (under PIL's limit) is an unreadable image, named; its neighbour stands in."""
-    from mim_hub.training.data import load_images
+    from mim_hub.data import load_images
 
     root = os.path.join(folder, "images")
     os.makedirs(root)
@@ -970,7 +971,7 @@ def _png_over_budget(folder):
 
 def _jpeg_over_budget(folder):
     """A JPEG over the budget is decoded at a reduced scale (1/4 here), never at full size."""
-    from mim_hub.training.data import load_images
+    from mim_hub.data import load_images
 
     root = os.path.join(folder, "images")
     os.makedirs(root)
@@ -981,7 +982,7 @@ def _jpeg_over_budget(folder):
 
 def _budget_from_the_cli(folder):
     """--max-image-pixels reaches the decoders (and the worker processes, through the environment)."""
-    from mim_hub.training.decode import PIXEL_BUDGET_ENV
+    from mim_hub.data.decode import PIXEL_BUDGET_ENV
 
     source = os.path.join(folder, "images", "a")
     os.makedirs(source)
@@ -1002,7 +1003,7 @@ def _budget_from_the_cli(folder):
 
 def _transform_error_is_not_bad_data(folder):
     """An error in a transform on a healthy image is raised as it is (not "unreadable", not in bad_images.tsv)."""
-    from mim_hub.training.data import load_images
+    from mim_hub.data import load_images
 
     source = image_folder(os.path.join(folder, "images"))
     data = load_images(f"imagefolder:{source}")
@@ -1018,7 +1019,7 @@ def _transform_error_is_not_bad_data(folder):
 
 def _decode_error_is_bad_data(folder):
     """A truncated JPEG that fails only when the transform decodes it is still a bad image."""
-    from mim_hub.training.data import load_images
+    from mim_hub.data import load_images
 
     root = os.path.join(folder, "images")
     os.makedirs(root)
@@ -1032,7 +1033,8 @@ def _decode_error_is_bad_data(folder):
 
 def _streamed_transform_error(folder):
     """The same under --streaming: a transform's error on a healthy image is raised."""
-    from mim_hub.training.streaming import ShardedStream, open_stream
+    from mim_hub.data import open_stream
+    from mim_hub.data.stream import ShardedStream
 
     root = stream_shards(folder, shards=1)
 
@@ -1050,8 +1052,8 @@ def _large_cells(folder):
     when it is yielded; the pictures are still the right ones."""
     import pyarrow as pa
 
-    from mim_hub.training import streaming
-    from mim_hub.training.data import load_images
+    from mim_hub.data import load_images, open_stream
+    from mim_hub.data.sources import table as streaming  # the parquet stream's batch size
 
     root = _write_splits(folder, "parquet", {"train": ([10, 20, 30], [0, 1, 0])})
     data = load_images(root)
@@ -1059,7 +1061,7 @@ def _large_cells(folder):
     mapped = isinstance(opened.fp, pa.BufferReader) and red(data.image(1)) == 20
     previous, streaming.PARQUET_BATCH_BYTES = streaming.PARQUET_BATCH_BYTES, 1
     try:
-        source = streaming.open_stream(root)
+        source = open_stream(root)
         values = [red(source.open(payload)) for shard in source.shards for _, payload, _ in source.records(shard)]
     finally:
         streaming.PARQUET_BATCH_BYTES = previous
@@ -1091,7 +1093,7 @@ def _with_a_bad_image(root, name="a\tb\nc.jpg"):
 
 def _escaped_and_distinct(folder):
     """A name with a tab and a newline is one line, read back whole; met three times, it counts once."""
-    from mim_hub.training.data import count_bad_images, load_images, read_bad_images
+    from mim_hub.data import count_bad_images, load_images, read_bad_images
 
     bad = _with_a_bad_image(os.path.join(folder, "images"))
     data = load_images(f"imagefolder:{os.path.join(folder, 'images')}")
@@ -1107,7 +1109,7 @@ def _escaped_and_distinct(folder):
 
 def _every_command_writes_it(folder):
     """pretrain, finetune, eval and prepare-shards each write bad_images.tsv naming the bad image."""
-    from mim_hub.training.data import read_bad_images
+    from mim_hub.data import read_bad_images
 
     source = os.path.join(folder, "images")
     bad = _with_a_bad_image(source, "broken.jpg")

@@ -1,6 +1,6 @@
 """Hostile inputs to configs, image processors, from_pretrained and the evaluation commands (issue
 22: silent wrong results, tiny inputs that take gigabytes, tracebacks where a clear error
-belongs), shared by tests/test_robustness_models.py and benchmarks/robustness.py.
+belongs), shared by tests/models/test_robustness_models.py and benchmarks/robustness.py.
 
 Each case returns (verdict, why): "refused" (a clear error naming the problem), "correct" (an
 input that must be accepted gave the right result), or "wrong" (a silent wrong answer, a raw

@@ -4,7 +4,7 @@ after each kill. After every kill each visible checkpoint must be complete and l
 must end with exactly the weights of an uninterrupted run.
 
 No clock decides anything here: the run is started with `MIM_HUB_PAUSE_AT=POINT:STEP`
-(src/mim_hub/training/crash_points.py), blocks when it gets there and says so on stderr, and is
+(src/mim_hub/utils/test_hooks.py), blocks when it gets there and says so on stderr, and is
 killed then. A fast machine and a loaded one kill at the same points and reach the same verdict.
 Shared by tests/test_robustness.py and benchmarks/robustness.py."""
 
@@ -20,8 +20,8 @@ import sys
 import torch
 from safetensors.torch import load_file
 
-from mim_hub.training.crash_points import ENV as PAUSE_ENV
-from mim_hub.training.crash_points import MARKER, POINTS
+from mim_hub.utils.test_hooks import ENV as PAUSE_ENV
+from mim_hub.utils.test_hooks import MARKER, POINTS
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 ENV.pop(PAUSE_ENV, None)
@@ -49,7 +49,7 @@ def _command(model: str, output: str, steps: int) -> list[str]:
 
 def kill_plan(kills: int, steps: int, seed: int = 0) -> list[tuple[str, int]]:
     """`kills` (point, step) pairs at strictly increasing steps below `steps`, every point of
-    crash_points.POINTS used in turn (in an order drawn from `seed`), steps a seeded 1-3 apart.
+    test_hooks.POINTS used in turn (in an order drawn from `seed`), steps a seeded 1-3 apart.
     Checkpoint points fall on checkpoint steps (multiples of SAVE_EVERY)."""
     rng = random.Random(seed)
     order = list(POINTS)

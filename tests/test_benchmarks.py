@@ -24,6 +24,7 @@ def test_rounds_alternate_their_order_and_ratios_are_paired():
     assert timing.paired_ratio([3.0, 1.0, 2.0], [1.0, 1.0, 1.0]) == {"median": 2.0, "q1": 1.5, "q3": 2.5}
 
 
+@pytest.mark.slow
 def test_a_method_s_rows_carry_ratios_quartiles_peak_memory_and_the_bf16_step(tmp_path):
     import run
     from pairs import BF16_STEP, bf16_autocast_supported

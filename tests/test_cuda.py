@@ -79,7 +79,7 @@ def test_half_precision_loading_and_forward(method, dtype, device, tmp_path):
 def test_attention_implementations_agree(method, device, monkeypatch):
     """sdpa, flex_attention (and flash_attention_2 where installed and applicable) give eager's
     outputs on the device (flex compiled on a GPU; on the CPU stand-in uncompiled, torch's reference
-    path, as tests/test_attention.py runs it: inductor's CPU build of it takes minutes)."""
+    path, as tests/layers/test_attention.py runs it: inductor's CPU build of it takes minutes)."""
     torch._dynamo.reset()
     if device == "cpu":
         import transformers.integrations.flex_attention as flex

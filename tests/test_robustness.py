@@ -94,11 +94,11 @@ def test_training_checkpoint_with_config_objects_is_read_without_running_them(tm
 
 @pytest.mark.slow
 def test_training_survives_repeated_sigkill(tmp_path):
-    """Kills at points chosen by progress (crash_points.py), never by a clock: after a logged step
+    """Kills at points chosen by progress (test_hooks.py), never by a clock: after a logged step
     and at each stage of writing a checkpoint, so the verdict is the same on any machine."""
     from kill_loop import kill_loop, kill_plan
 
-    from mim_hub.training.crash_points import POINTS
+    from mim_hub.utils.test_hooks import POINTS
 
     plan = kill_plan(5, 16, seed=1)
     assert {point for point, _ in plan} == set(POINTS)  # mid-training and every stage of a checkpoint
@@ -111,7 +111,7 @@ def test_training_survives_repeated_sigkill(tmp_path):
 def test_a_run_pauses_only_at_the_point_asked(tmp_path, monkeypatch, capsys):
     import threading
 
-    from mim_hub.training import crash_points
+    from mim_hub.utils import test_hooks as crash_points
 
     waited = []
     monkeypatch.setattr(threading.Event, "wait", lambda self, timeout=None: waited.append(True))

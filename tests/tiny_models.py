@@ -68,7 +68,7 @@ def _simmim_swin():
 
 def _spark():
     # a 32-pixel image is one cell of SparK's 1/32 mask grid: nothing can be masked at 32 px, so the
-    # pre-training inputs here mask nothing (bool_masked_pos all False); tests/test_spark.py masks at 64 px
+    # pre-training inputs here mask nothing (bool_masked_pos all False); tests/models/test_spark.py masks at 64 px
     config = mim_hub.SparKConfig(backbone="convnext", image_size=32, depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 16, 32],
                                  decoder_hidden_size=32, mask_ratio=0.25, num_labels=3)
     return config, {"bool_masked_pos": torch.zeros(2, 1, dtype=torch.bool)}

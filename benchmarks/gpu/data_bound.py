@@ -86,7 +86,7 @@ def main() -> int:
     import torch
 
     import mim_hub
-    from mim_hub.training.data import default_num_workers
+    from mim_hub.commands.arguments import default_num_workers
 
     gpu = torch.cuda.is_available() and not args.dry_run
     if not args.dry_run and not gpu:

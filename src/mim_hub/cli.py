@@ -7,15 +7,8 @@ import importlib
 import logging
 import sys
 
-# subcommand -> (module with add_arguments/main, one-line help)
-TRAINING_COMMANDS = {
-    "pretrain": ("mim_hub.training.pretrain", "pre-train any method's *ForPreTraining model with Accelerate"),
-    "finetune": ("mim_hub.training.finetune", "fine-tune a *ForImageClassification model with transformers' Trainer"),
-    "eval": ("mim_hub.training.evaluate", "frozen-feature evaluation: kNN or linear probe"),
-    "reconstruct": ("mim_hub.training.reconstruct", "picture of an image, its mask and the model's reconstruction"),
-    "prepare-shards": ("mim_hub.training.shards", "write any --dataset source as webdataset tar shards of bounded image size"),
-    "demo": ("mim_hub.training.demo", "offline end-to-end demo: pre-train, evaluate, fine-tune and reconstruct on digits"),
-}
+from .commands import COMMANDS
+from .utils.values import check_values
 
 
 def _add_convert(subparsers) -> None:
@@ -70,25 +63,27 @@ def run_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_training(subparsers) -> None:
-    for name, (module_name, help_text) in TRAINING_COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name and error.name.startswith("mim_hub"):
-                continue  # command not available in this build
-            raise
+def _add_commands(subparsers, built) -> None:
+    """Every command, with the arguments of those in `built` only: building a command's arguments
+    imports its module, which `mim-hub --help` and other commands need not."""
+    for name, (module_name, help_text) in COMMANDS.items():
+        if name not in built:
+            subparsers.add_parser(name, help=help_text, add_help=False)
+            continue
+        module = importlib.import_module(f"mim_hub.commands.{module_name}")
         parser = subparsers.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
         module.add_arguments(parser)
         parser.set_defaults(func=module.main)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of `mim-hub`; given the command line `argv`, only its command's arguments are
+    built (the others are listed by name and help)."""
     parser = argparse.ArgumentParser(prog="mim-hub", description="Masked-image-modeling model zoo on transformers.")
     parser.add_argument("--verbose", action="store_true", help="show full tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_convert(subparsers)
-    _add_training(subparsers)
+    _add_commands(subparsers, COMMANDS if argv is None else [next((a for a in argv if not a.startswith("-")), None)])
     try:
         importlib.import_module("mim_hub.zoo")
         _add_zoo(subparsers)
@@ -99,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         _check_values(args)
@@ -122,14 +118,10 @@ def _one_line(error: BaseException) -> str:
 
 
 def _check_values(args: argparse.Namespace) -> None:
-    """Every numeric option in its range before anything runs (training/validation.py)."""
-    try:
-        from .training.validation import check_values
-    except ModuleNotFoundError:  # a build without training
-        return
+    """Every numeric option in its range before anything runs (utils/values.py)."""
     check_values(args, args.command)
-    if getattr(args, "max_image_pixels", None) is not None:  # read by every process that decodes (training/decode.py)
-        from .training.decode import set_max_image_pixels
+    if getattr(args, "max_image_pixels", None) is not None:  # read by every process that decodes (data/decode.py)
+        from .data.decode import set_max_image_pixels  # (the data layer: imported when a command runs)
 
         set_max_image_pixels(args.max_image_pixels)
 

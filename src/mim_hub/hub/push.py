@@ -1,7 +1,7 @@
 """Uploading a saved model folder to the Hub in one commit.
 
 The Hub cannot be reached from our CI: tests stop at the network boundary, checking the exact
-commit operations huggingface_hub would send (`tests/test_hub.py`).
+commit operations huggingface_hub would send (`tests/hub/test_hub.py`).
 """
 
 from __future__ import annotations

@@ -35,6 +35,17 @@ class MIMBackboneConfigMixin(BackboneConfigMixin):
         """The stages a backbone of this config can return, in forward order."""
         return ["stem"] + [f"stage{index}" for index in range(1, self.num_hidden_layers + 1)]
 
+    def segmentation_stages(self) -> tuple[list[str], bool]:
+        """(out_features, add_fpn) that a dense-prediction head (UperNet) takes from this backbone.
+        A plain ViT: four blocks evenly spaced, the last included (4/6/8/12 of 12, as BEiT's 3, 5,
+        7, 11) through BEiT's x4/x2/x1/x0.5 pyramid; too shallow for four distinct blocks, the last
+        three stages and no pyramid. Backbones with stages of their own override this."""
+        names = list(self.stage_names)
+        chosen = sorted({max(1, round(self.num_hidden_layers * k / 12)) for k in (4, 6, 8, 12)})
+        if len(chosen) < 4:
+            return names[-3:], False
+        return [f"stage{i}" for i in chosen], True
+
     def refresh_stage_names(self) -> None:
         """Recompute `stage_names` after an architecture field changed (e.g. a converter set
         `num_hidden_layers`), keeping the chosen stages when they still exist."""

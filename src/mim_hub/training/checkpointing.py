@@ -1,6 +1,6 @@
 """Pre-training checkpoints: what a checkpoint records about its run, how a resume is checked
 against it, and how a checkpoint is written (aside, then renamed; a failed write reported with
-the checkpoint that is still intact).
+the checkpoint that is still intact), through `utils.atomic.atomic_folder` like every other folder.
 
 A checkpoint's `state.json` holds the counters (`step`, `epoch`, `batch_in_epoch`) and `run`:
 every argument that changes the result (batch size, lr, schedule, data, method, seed, ...), the
@@ -11,12 +11,14 @@ config. `--resume` refuses a checkpoint whose run differs, naming each differenc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 
-from .crash_points import pause_if_asked
+from ..utils.atomic import atomic_folder
+from ..utils.test_hooks import pause_if_asked
 
 # arguments that do not change what is trained (where files go, how often to log, workers, ...)
 NEUTRAL_ARGUMENTS = frozenset({
@@ -38,9 +40,9 @@ def config_hash(config) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def run_record(args, config, **derived) -> dict:
-    """What the run is: its result-changing arguments, derived values and the config's hash."""
-    record = {k: v for k, v in sorted(vars(args).items()) if k not in NEUTRAL_ARGUMENTS and isinstance(v, (int, float, str, bool, type(None), list, tuple))}
+def run_record(settings: dict, config, **derived) -> dict:
+    """What the run is: its result-changing settings (by flag name), derived values and the config's hash."""
+    record = {k: v for k, v in sorted(settings.items()) if k not in NEUTRAL_ARGUMENTS and isinstance(v, (int, float, str, bool, type(None), list, tuple))}
     record = json.loads(json.dumps(record))  # tuples as lists, as they come back from state.json
     record.update(derived)
     record["config_hash"] = config_hash(config)
@@ -121,29 +123,26 @@ def save_checkpoint(accelerator, folder: str, state: dict, keep: int, ema=None, 
     that could not be written and the previous checkpoint, which is intact."""
     root = os.path.join(folder, "checkpoints")
     final = os.path.join(root, f"step_{state['step']:08d}")
-    tmp = os.path.join(root, f".tmp-step_{state['step']:08d}")
+    tmp = os.path.join(root, f".tmp-step_{state['step']:08d}")  # one name every rank knows
     previous = latest_checkpoint(folder)
     try:
-        if accelerator.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            os.makedirs(tmp, exist_ok=True)
-            pause_if_asked("checkpoint-begin", state["step"])  # test-only crash points: crash_points.py
-        accelerator.wait_for_everyone()
-        accelerator.save_state(tmp)
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            if ema is not None:
-                ema.save(tmp)
-            if recipe_state is not None:
-                recipe_state.save(tmp)
-            pause_if_asked("checkpoint-written", state["step"])
-            with open(os.path.join(tmp, "state.json"), "w") as handle:
-                json.dump(state, handle)
-            pause_if_asked("checkpoint-rename", state["step"])
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
+        # the main process renames the folder into place when the block succeeds (removes it when it fails)
+        with atomic_folder(final, temporary=tmp) if accelerator.is_main_process else contextlib.nullcontext(tmp):
+            if accelerator.is_main_process:
+                pause_if_asked("checkpoint-begin", state["step"])  # test-only crash points: test_hooks.py
+            accelerator.wait_for_everyone()
+            accelerator.save_state(tmp)
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                if ema is not None:
+                    ema.save(tmp)
+                if recipe_state is not None:
+                    recipe_state.save(tmp)
+                pause_if_asked("checkpoint-written", state["step"])
+                with open(os.path.join(tmp, "state.json"), "w") as handle:
+                    json.dump(state, handle)
+                pause_if_asked("checkpoint-rename", state["step"])
     except (OSError, RuntimeError) as error:
-        shutil.rmtree(tmp, ignore_errors=True)
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).strip().splitlines()[0][:300]
         if isinstance(error, OSError) and error.filename:
             reason += f" ({error.filename})"

@@ -9,21 +9,10 @@ name, so checkpoints, `--resume` and `save_pretrained` are exactly those of an e
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
 BACKENDS = ("inductor", "aot_eager", "eager")
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-def add_compile_arguments(parser) -> None:
-    group = parser.add_argument_group("compilation")
-    group.add_argument("--compile", action="store_true", help="torch.compile each transformer block (compile time in the log)")
-    group.add_argument("--compile-backend", choices=BACKENDS, default="inductor",
-                       help="torch.compile backend (aot_eager: graph capture without code generation, fast to compile)")
-    group.add_argument("--compile-mode", choices=MODES, default="default",
-                       help="inductor mode: reduce-overhead / max-autotune use CUDA graphs on a GPU (MAE-family shapes are static)")
 
 
 def compile_blocks(model: torch.nn.Module, *, backend: str = "inductor", mode: str = "default") -> int:
@@ -47,8 +36,8 @@ def compile_blocks(model: torch.nn.Module, *, backend: str = "inductor", mode: s
     return count
 
 
-def compile_from_args(model: torch.nn.Module, args: argparse.Namespace) -> int:
-    """`compile_blocks` when `--compile` was given; 0 otherwise."""
-    if not getattr(args, "compile", False):
+def compile_with(model: torch.nn.Module, settings) -> int:
+    """`compile_blocks` as `settings` (a `CompileSettings`) ask; 0 when they do not."""
+    if not settings.compile:
         return 0
-    return compile_blocks(model, backend=args.compile_backend, mode=args.compile_mode)
+    return compile_blocks(model, backend=settings.compile_backend, mode=settings.compile_mode)

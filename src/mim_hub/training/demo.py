@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -18,6 +17,16 @@ import time
 
 import numpy as np
 import torch
+from transformers import AutoImageProcessor
+
+from ..data import load_digits_dataset
+from ..models.mae import MAEForPreTraining
+from ..reconstruction import compose_picture, reconstruct
+from .evaluate import evaluate_model, knn_accuracy, linear_probe
+from .finetune import finetune
+from .presets import preset_config
+from .pretrain import pretrain
+from .settings import DataSettings, PretrainSettings
 
 logger = logging.getLogger("mim_hub.demo")
 
@@ -33,41 +42,13 @@ def demo_pretrain_arguments(*, batch_size: int, lr: float, warmup_steps: int, cr
             "--crop-min-scale", str(crop_min_scale), "--no-flip"]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output-dir", default="outputs/demo", help="where everything is written")
-    parser.add_argument("--pretrain-steps", type=int, default=DEMO_RECIPE["steps"], help="pre-training optimizer steps")
-    parser.add_argument("--pretrain-batch-size", type=int, default=DEMO_RECIPE["batch_size"], help="pre-training batch size")
-    parser.add_argument("--pretrain-lr", type=float, default=DEMO_RECIPE["lr"], help="pre-training peak learning rate")
-    parser.add_argument("--finetune-epochs", type=float, default=8, help="Trainer fine-tuning epochs")
-    parser.add_argument("--seed", type=int, default=0, help="seed of everything")
-    parser.add_argument("--quick", action="store_true", help="a few steps of everything (a smoke run, for tests)")
-    parser.add_argument("--overwrite", action="store_true", help="start again even if --output-dir holds a finished pre-training run")
-
-
-def _parse(module, argv):
-    parser = argparse.ArgumentParser()
-    module.add_arguments(parser)
-    return parser.parse_args(argv)
-
-
 def pixel_features(images) -> torch.Tensor:
     return torch.tensor(np.stack([np.asarray(images.image(i), dtype=np.float32).ravel() / 255 for i in range(len(images))]))
 
 
 def run_demo(output_dir: str, *, pretrain_steps: int = DEMO_RECIPE["steps"], pretrain_batch_size: int = DEMO_RECIPE["batch_size"],
              pretrain_lr: float = DEMO_RECIPE["lr"], finetune_epochs: float = 8, seed: int = 0, quick: bool = False,
-             overwrite: bool = False) -> dict:
-    import mim_hub  # noqa: F401
-    from transformers import AutoImageProcessor
-
-    from ..models.mae import MAEForPreTraining
-    from ..reconstruction import compose_picture, reconstruct
-    from . import finetune as finetune_module
-    from . import pretrain as pretrain_module
-    from .data import load_digits_dataset
-    from .evaluate import evaluate_model, knn_accuracy, linear_probe
-    from .presets import preset_config
-
+             overwrite: bool = False, num_workers: int = 0) -> dict:
     started = time.time()
     os.makedirs(output_dir, exist_ok=True)
     pretrained_dir = os.path.join(output_dir, "mae-digits")
@@ -80,13 +61,12 @@ def run_demo(output_dir: str, *, pretrain_steps: int = DEMO_RECIPE["steps"], pre
     # 1. pre-train
     logger.info("1/4 pre-training MAE on digits for %d steps", steps)
     if overwrite or not os.path.isfile(os.path.join(pretrained_dir, "model.safetensors")):
-        argv = ["--model", "mae-tiny-digits", "--dataset", "digits", "--output-dir", pretrained_dir, "--max-steps", str(steps),
-                "--seed", str(seed), "--save-every", str(max(50, steps // 4)), "--log-every", "10",
-                *demo_pretrain_arguments(batch_size=batch_size, lr=pretrain_lr, warmup_steps=min(DEMO_RECIPE["warmup_steps"], steps // 10),
-                                         crop_min_scale=DEMO_RECIPE["crop_min_scale"])]
-        if os.path.isdir(os.path.join(pretrained_dir, "checkpoints")) and not overwrite:
-            argv.append("--resume")
-        pretrain_module.main(_parse(pretrain_module, argv))
+        resume = os.path.isdir(os.path.join(pretrained_dir, "checkpoints")) and not overwrite
+        pretrain(PretrainSettings(
+            output_dir=pretrained_dir, model="mae-tiny-digits", data=DataSettings("digits"), max_steps=steps, seed=seed,
+            save_every=max(50, steps // 4), log_every=10, batch_size=batch_size, lr=pretrain_lr,
+            warmup_steps=min(DEMO_RECIPE["warmup_steps"], steps // 10), crop_min_scale=DEMO_RECIPE["crop_min_scale"], no_flip=True,
+            num_workers=num_workers, resume=resume))
     summary["pretrain_minutes"] = round((time.time() - started) / 60, 2)
 
     # 2. frozen-feature evaluation: pre-trained vs random init vs raw pixels
@@ -115,7 +95,7 @@ def run_demo(output_dir: str, *, pretrain_steps: int = DEMO_RECIPE["steps"], pre
     # 3. fine-tune with transformers' Trainer
     logger.info("3/4 fine-tuning with transformers' Trainer")
     finetuned_dir = os.path.join(output_dir, "mae-digits-finetuned")
-    _, metrics = finetune_module.finetune(
+    _, metrics = finetune(
         pretrained_dir, train, test, output_dir=finetuned_dir, epochs=1 if quick else finetune_epochs, batch_size=64,
         base_lr=2e-3, layer_decay=0.75, drop_path=0.1, crop_min_scale=0.5, flip=False, seed=seed, log_to_console=True)
     summary["finetuned_accuracy"] = metrics.get("eval_accuracy")
@@ -152,9 +132,3 @@ def write_summary(summary: dict, output_dir: str) -> None:
     print(text)
 
 
-def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    run_demo(args.output_dir, pretrain_steps=args.pretrain_steps, pretrain_batch_size=args.pretrain_batch_size,
-             pretrain_lr=args.pretrain_lr, finetune_epochs=args.finetune_epochs, seed=args.seed,
-             quick=args.quick, overwrite=args.overwrite)
-    return 0

@@ -15,14 +15,16 @@ FSDP needs GPUs (or an explicit CPU device mesh with gloo, as the test does); th
 
 from __future__ import annotations
 
+import torch
+from accelerate import FullyShardedDataParallelPlugin
+from torch.distributed.fsdp import fully_shard
+
 
 def cpu_only() -> bool:
     """True when torch sees no accelerator (CUDA, XPU, MPS, ...). The processes of a launch
     (`torchrun`, `accelerate launch --multi_gpu`) then run on CPU and join one another over gloo:
     Accelerate does that only when told `cpu=True`; without it every process trains alone, as a
     world of one, on the same output folder."""
-    import torch
-
     accelerator = getattr(torch, "accelerator", None)
     return not (accelerator.is_available() if accelerator is not None else torch.cuda.is_available())
 
@@ -37,8 +39,6 @@ def block_classes(model) -> set[type]:
 
 def shard_model(model, mesh=None, *, reshard_after_forward: bool = True):
     """Apply FSDP2's `fully_shard` to each transformer block, then to the whole model."""
-    from torch.distributed.fsdp import fully_shard
-
     classes = block_classes(model)
     for module in list(model.modules()):
         if type(module) in classes:
@@ -48,8 +48,6 @@ def shard_model(model, mesh=None, *, reshard_after_forward: bool = True):
 
 def fsdp_plugin(*, cpu_offload: bool = False):
     """Accelerate's FSDP2 plugin, wrapping the blocks named by each model's `_no_split_modules`."""
-    from accelerate import FullyShardedDataParallelPlugin
-
     return FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="transformer_based_wrap", reshard_after_forward=True,
                                           state_dict_type="SHARDED_STATE_DICT", cpu_ram_efficient_loading=False,
                                           cpu_offload=cpu_offload)

@@ -17,6 +17,7 @@ import copy
 import os
 
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 
 EMA_FILE = "ema.safetensors"
@@ -54,8 +55,6 @@ class ModelEma:
         self.module.load_state_dict(state)
 
     def save(self, folder: str) -> str:
-        from safetensors.torch import save_file
-
         path = os.path.join(folder, EMA_FILE)
         state = self.state_dict()
         # tied tensors share memory: safetensors wants each stored once
@@ -69,8 +68,6 @@ class ModelEma:
         return path
 
     def load(self, folder: str) -> None:
-        from safetensors.torch import load_file
-
         path = os.path.join(folder, EMA_FILE)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{folder} has no {EMA_FILE}: it was not saved with model EMA on")

@@ -10,16 +10,14 @@ cls token, where the model has one, is left out), computed once with the model's
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import os
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from .data import BadImage, add_dataset_arguments, dataset_from_args, default_num_workers, evaluation_split
-from .labels import check_labelled
+from ..data import BadImage
+from .probe_mae import mae_linear_probe
 
 logger = logging.getLogger("mim_hub.eval")
 
@@ -27,40 +25,6 @@ logger = logging.getLogger("mim_hub.eval")
 PROBE_WEIGHT_DECAYS = (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 
 
-def _weight_decay_choice(text: str):
-    if text == "cv":
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'cv', got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"weight decay must be >= 0, got {text}")
-    return value
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="saved model folder (any mim_hub model; its encoder is used)")
-    parser.add_argument("--protocol", choices=("knn", "linear", "both"), default="both", help="which evaluation to run")
-    add_dataset_arguments(parser, streaming=False)
-    parser.add_argument("--k", type=int, default=20, help="neighbours for kNN")
-    parser.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature")
-    parser.add_argument("--linear-epochs", type=int, default=None, help="linear probe epochs (default 100; --probe mae: 90)")
-    parser.add_argument("--probe", choices=("cv", "mae"), default="cv",
-                        help="linear probe: 'cv' (SGD, weight decay by cross-validation; the default) or 'mae' (MAE's protocol: "
-                             "LARS, BatchNorm without affine, no weight decay, effective batch 16384, lr 0.1 x batch / 256, 10 warm-up epochs)")
-    parser.add_argument("--probe-batch-size", type=int, default=512, help="--probe mae: per-step batch; accumulation reaches the effective batch")
-    parser.add_argument("--probe-effective-batch", type=int, default=16384, help="--probe mae: effective batch (MAE: 16384)")
-    parser.add_argument("--linear-weight-decay", type=_weight_decay_choice, default="cv",
-                        help="linear probe weight decay: a number, or 'cv' (default) to choose it from "
-                             f"{list(PROBE_WEIGHT_DECAYS)} by 5-fold cross-validation on the training split")
-    parser.add_argument("--batch-size", type=int, default=128, help="feature extraction batch size")
-    parser.add_argument("--pooling", choices=("mean", "pooler", "cls"), default=None,
-                        help="mean of patch tokens (default), the model's pooler_output, or the cls token (default of --probe mae)")
-    parser.add_argument("--num-workers", type=int, default=default_num_workers(),
-                        help="data loader worker processes decoding images (default: the CPUs less one, at most 8)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the linear probe")
-    parser.add_argument("--output", default=None, help="write the results as JSON here")
 
 
 class ProcessedImages(torch.utils.data.Dataset):
@@ -121,8 +85,6 @@ def extract_features(model, processor, images, *, batch_size: int = 128, pooling
     """[N, D] frozen features of an `ImageDataset` (encoder of any mim_hub model), decoded and
     processed in `num_workers` DataLoader workers; only the features are kept. With
     `return_labels`, (features, labels) of the readable images (unreadable ones are left out)."""
-    from tqdm.auto import tqdm
-
     encoder = getattr(model, model.base_model_prefix, model) if not hasattr(model, "embeddings") else model
     encoder.eval()
     device = next(encoder.parameters()).device
@@ -305,8 +267,6 @@ def evaluate_model(model, processor, train_images, test_images, *, protocol: str
     if protocol in ("knn", "both"):
         results["knn"] = knn_accuracy(train_x, train_y, test_x, test_y, k=k, temperature=temperature)
     if protocol in ("linear", "both") and probe == "mae":
-        from .probe_mae import mae_linear_probe
-
         results.update(mae_linear_probe(train_x, train_y, test_x, test_y, effective_batch=probe_effective_batch,
                                         batch_size=probe_batch_size, epochs=linear_epochs, seed=seed))
     elif protocol in ("linear", "both"):
@@ -315,38 +275,3 @@ def evaluate_model(model, processor, train_images, test_images, *, protocol: str
     return results
 
 
-def main(args: argparse.Namespace) -> int:
-    import mim_hub  # noqa: F401
-    from transformers import AutoImageProcessor, AutoModel
-
-    from .modelio import method_of_folder
-
-    method_of_folder(args.model)
-    model = AutoModel.from_pretrained(args.model)
-    processor = AutoImageProcessor.from_pretrained(args.model)
-    train = dataset_from_args(args)
-    eval_split = evaluation_split(args)
-    if eval_split is None:
-        raise ValueError(f"{args.dataset} has no split to evaluate on besides the training split {args.split!r}; "
-                         "give --eval-split (e.g. --eval-split test)")
-    test = dataset_from_args(args, split=eval_split)
-    bad_image_log = os.path.join(os.path.dirname(os.path.abspath(args.output)), "bad_images.tsv") if args.output else None
-    train.bad_image_log = test.bad_image_log = bad_image_log  # beside --output, as every command writes it (data.bad_image)
-    check_labelled(train, test, "kNN and linear probes")  # one label space, every id in range (training/labels.py)
-    results = evaluate_model(model, processor, train, test, protocol=args.protocol, k=args.k, temperature=args.temperature,
-                             linear_epochs=args.linear_epochs or (90 if args.probe == "mae" else 100),
-                             linear_weight_decay=args.linear_weight_decay, pooling=args.pooling or ("cls" if args.probe == "mae" else "mean"),
-                             seed=args.seed, num_workers=args.num_workers, batch_size=args.batch_size, progress=True,
-                             probe=args.probe, probe_batch_size=args.probe_batch_size, probe_effective_batch=args.probe_effective_batch)
-    for name, value in results.items():
-        is_setting = name == "linear_weight_decay" or (name.startswith("linear_mae_"))
-        print(f"{name}: {value:g}" if is_setting else f"{name}: {100 * value:.2f}%")
-    if bad_image_log:
-        from .data import count_bad_images
-
-        results["bad_images"] = count_bad_images(bad_image_log)
-        print(f"bad_images: {results['bad_images']} (listed in {bad_image_log})")
-    if args.output:
-        with open(args.output, "w") as handle:
-            json.dump(results, handle, indent=2)
-    return 0

@@ -6,75 +6,42 @@ best checkpoint (by accuracy on the evaluation split) is kept. From Python:
 
     from mim_hub.training.finetune import finetune
     trainer, metrics = finetune("my-mae", train_images, eval_images, output_dir="my-mae-ft", epochs=5)
+
+The keyword options are `FinetuneSettings`' fields (their defaults stated there once); the run
+reads top to bottom: check the data, build the model and processor, the data and augmentation,
+the optimizer and schedule, the Trainer; train, evaluate, save.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import logging
 import os
 
 import numpy as np
 import torch
 
-from .compiling import add_compile_arguments, compile_blocks
-from .data import add_dataset_arguments, dataset_from_args, default_num_workers, evaluation_split
+from accelerate import PartialState
+from transformers import AutoImageProcessor, TrainingArguments
+
+from ..auto import method_classes
+from ..data.labels import check_labelled
+from ..hub.push import push_folder
+from .augment import FinetuneTransform, Mixup, MixupCollator, RandomErasing
+from .augmented_trainer import AugmentedTrainer, soft_target_loss
+from .compiling import compile_with
+from .distributed import cpu_only, trainer_fsdp_arguments
+from .ema import EmaCallback, ModelEma
 from .evaluate import check_labels
-from .labels import check_labelled
+from .finetune_recipes import learning_rate
+from .modelio import method_of_folder
+from ..utils.values import check_finite_model, check_values
 from .optim import adamw, cosine_with_warmup, param_groups_lrd
+from .saving import save_final
+from .settings import FinetuneSettings
 from .transforms import RandomResizedCropFlip
 
 logger = logging.getLogger("mim_hub.finetune")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", choices=("image-classification", "semantic-segmentation"), default="image-classification",
-                        help="image-classification (the method's classifier) or semantic-segmentation (UperNet on the "
-                             "model's backbone; see training/segmentation.py)")
-    parser.add_argument("--model", required=True, help="saved model folder (a pre-trained or converted mim_hub model)")
-    parser.add_argument("--output-dir", required=True, help="where checkpoints and the fine-tuned model go")
-    add_dataset_arguments(parser, streaming=False)
-    parser.add_argument("--recipe", default=None, metavar="NAME",
-                        help="a paper's fine-tuning recipe (mim-hub zoo lists them, with sources): its values fill every flag not given")
-    parser.add_argument("--epochs", type=float, default=None, help="training epochs (default 10)")
-    parser.add_argument("--batch-size", type=int, default=None, help="images per device per step (default 64)")
-    parser.add_argument("--grad-accum", type=int, default=None,
-                        help="gradient accumulation steps (default 1; with --recipe: enough to reach the recipe's effective batch)")
-    parser.add_argument("--base-lr", type=float, default=None,
-                        help="base lr, scaled by the effective batch as the recipe's original does (default: lr = base_lr x batch / 256, 5e-4)")
-    parser.add_argument("--min-lr", type=float, default=None, help="lr at the end of the cosine schedule (default 0)")
-    parser.add_argument("--layer-decay", type=float, default=None, help="layer-wise lr decay (MAE: 0.65 ViT-B, 0.75 ViT-L/H; default 0.65)")
-    parser.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default 0.05)")
-    parser.add_argument("--label-smoothing", type=float, default=None, help="label smoothing factor (default 0.1; folded into MixUp targets)")
-    parser.add_argument("--drop-path", type=float, default=None, help="stochastic depth rate (default 0.1)")
-    parser.add_argument("--warmup-ratio", type=float, default=None, help="fraction of steps for linear warm-up (default 0.1)")
-    parser.add_argument("--warmup-epochs", type=float, default=None, help="epochs of linear warm-up (overrides --warmup-ratio)")
-    parser.add_argument("--crop-min-scale", type=float, default=None, help="RandomResizedCrop's smallest area fraction (default 0.08)")
-    parser.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
-    parser.add_argument("--rand-augment", default=None, metavar="CONFIG",
-                        help="timm RandAugment config, e.g. rand-m9-mstd0.5-inc1; 'none' for none (default none)")
-    parser.add_argument("--reprob", type=float, default=None, help="random erasing probability (default 0)")
-    parser.add_argument("--remode", choices=("pixel", "rand", "const"), default=None, help="random erasing fill (default pixel)")
-    parser.add_argument("--mixup", type=float, default=None, help="MixUp alpha, on if > 0 (default 0)")
-    parser.add_argument("--cutmix", type=float, default=None, help="CutMix alpha, on if > 0 (default 0)")
-    parser.add_argument("--mixup-prob", type=float, default=None, help="probability of mixing a batch (default 1)")
-    parser.add_argument("--mixup-switch-prob", type=float, default=None, help="probability of CutMix when both are on (default 0.5)")
-    parser.add_argument("--model-ema", action=argparse.BooleanOptionalAction, default=None, help="keep an EMA of the weights (timm ModelEmaV2)")
-    parser.add_argument("--model-ema-decay", type=float, default=None, help="EMA decay (default 0.9999)")
-    parser.add_argument("--fsdp", action="store_true", help="shard with FSDP2 (GPUs; see docs/training.md for the accelerate config)")
-    parser.add_argument("--resume-from-checkpoint", default=None, metavar="DIR", help="resume from a checkpoint-N folder of --output-dir")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="fine-tune at this resolution (default: the model's); position tables are resized, as SimMIM/MAE do")
-    parser.add_argument("--window-size", type=int, default=None, help="Swin: fine-tune with this attention window (SimMIM: 6 -> 7 at 224 px)")
-    parser.add_argument("--pooling", choices=("mean", "cls"), default=None, help="classifier head input: mean of patch tokens + fc_norm (MAE recipe, the default) or cls token")
-    parser.add_argument("--seed", type=int, default=0, help="seed")
-    parser.add_argument("--num-workers", type=int, default=default_num_workers(),
-                        help="data loader worker processes (default: the CPUs less one, at most 8)")
-    parser.add_argument("--push-to-hub", metavar="REPO", default=None, help="upload the fine-tuned model to this Hub repo")
-    from .segmentation import add_arguments as add_segmentation_arguments
-
-    add_segmentation_arguments(parser)
-    add_compile_arguments(parser)
 
 
 class ClassificationData(torch.utils.data.Dataset):
@@ -106,147 +73,162 @@ def accuracy(eval_prediction) -> dict:
     return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}
 
 
-def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str, epochs: float = 10, batch_size: int = 64,
-             base_lr: float = 5e-4, layer_decay: float = 0.65, weight_decay: float = 0.05, label_smoothing: float = 0.1,
-             drop_path: float = 0.1, warmup_ratio: float = 0.1, crop_min_scale: float = 0.08, flip: bool = True,
-             pooling: str = "mean", image_size: int | None = None, window_size: int | None = None, seed: int = 0, num_workers: int = 0, push_to_hub: str | None = None, log_to_console: bool = True,
-             grad_accum: int = 1, lr_rule: str = "blr/256", min_lr: float = 0.0, warmup_epochs: float | None = None,
-             rand_augment: str | None = None, reprob: float = 0.0, remode: str = "pixel", mixup: float = 0.0, cutmix: float = 0.0,
-             mixup_prob: float = 1.0, mixup_switch_prob: float = 0.5, model_ema: bool = False, model_ema_decay: float = 0.9999,
-             resume_from_checkpoint: str | None = None, recipe: str | None = None, fsdp: bool = False,
-             compile: bool = False, compile_backend: str = "inductor", compile_mode: str = "default"):
+def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str, settings: FinetuneSettings | None = None,
+             **options):
     """Fine-tune with transformers' Trainer; returns (trainer, final evaluation metrics).
 
-    `image_size` / `window_size` fine-tune at another geometry than the model's: it is loaded
-    with `load_at_geometry` (position tables resized, one model's memory) and the image
-    processor follows the new size.
-
-    The timm-style augmentations (`rand_augment`, `reprob`/`remode`, `mixup`/`cutmix`) and
-    `model_ema` are off by default; `--recipe` turns on what the paper's recipe has. The lr is
-    `lr_rule` applied to `base_lr` and the effective batch (batch x grad_accum x processes)."""
-    import mim_hub  # noqa: F401
-    from transformers import AutoImageProcessor, Trainer, TrainingArguments
-
-    from .validation import check_finite_model, check_values
-
-    check_values(dict(locals()), "finetune")  # the keywords in their ranges, as the CLI's options are
-
-    from ..auto import method_classes
-    from .modelio import method_of_folder
-
+    `settings` (default `FinetuneSettings()`), with `options` (its fields by name) replacing
+    some. `image_size` / `window_size` fine-tune at another geometry than the model's: it is
+    loaded with `load_at_geometry` (position tables resized, one model's memory) and the image
+    processor follows the new size. The timm-style augmentations (`rand_augment`,
+    `reprob`/`remode`, `mixup`/`cutmix`) and `model_ema` are off by default; `--recipe` turns on
+    what the paper's recipe has. The lr is `lr_rule` applied to `base_lr` and the effective batch
+    (batch x grad_accum x processes)."""
+    s = dataclasses.replace(settings, **options) if settings is not None else FinetuneSettings.of(**options)
+    check_values(s, "finetune")  # the settings in their ranges, as the CLI's options are
+    names = check_datasets(train_images, eval_images)
     method = method_of_folder(model_dir)
-    num_classes = check_labelled(train_images, eval_images, "fine-tuning")  # every id in [0, classes) (training/labels.py)
+    model, processor = build_classifier(model_dir, method, names, s)
+    train_data, eval_data, collator = build_data(train_images, eval_images, processor, model.config, len(names), s)
+    state = PartialState(cpu=cpu_only())  # on CPU, launched processes are gloo ranks (see distributed.cpu_only)
+    schedule = plan_schedule(len(train_data), state.num_processes, s)
+    trainer, ema = build_trainer(model, train_data, eval_data, collator, schedule, output_dir, s)
+    trainer.train(resume_from_checkpoint=s.resume_from_checkpoint)
+    if not s.fsdp:
+        check_finite_model(trainer.model, f"fine-tuning {model_dir}")
+    metrics = trainer.evaluate() if eval_data is not None else {}
+    save(trainer, ema, processor, metrics, method, model_dir, train_images, eval_images, schedule, output_dir, s)
+    return trainer, metrics
+
+
+def check_datasets(train_images, eval_images) -> list[str]:
+    """The class names; an error for unlabelled data, ids out of range or a single class."""
+    num_classes = check_labelled(train_images, eval_images, "fine-tuning")  # every id in [0, classes) (data/labels.py)
     check_labels(train_images.labels, f"the training split of {train_images.name}")  # one class: a num_labels 1 regression
-    names = train_images.label_names or [str(i) for i in range(num_classes)]
-    id2label, label2id = {i: n for i, n in enumerate(names)}, {n: i for i, n in enumerate(names)}
+    return train_images.label_names or [str(i) for i in range(num_classes)]
+
+
+def build_classifier(model_dir: str, method: str, names: list[str], s: FinetuneSettings):
+    """(the method's classifier with a fresh head of `names`, its image processor)."""
     config_class = method_classes(method)["config"]
-    extra = {"drop_path_rate": drop_path} if "drop_path_rate" in config_class.__dataclass_fields__ else {}  # (CRATE has none)
+    extra = {"drop_path_rate": s.drop_path} if "drop_path_rate" in config_class.__dataclass_fields__ else {}  # (CRATE has none)
     if "use_mean_pooling" in config_class.__dataclass_fields__:
-        extra["use_mean_pooling"] = pooling == "mean"
-    geometry = {k: v for k, v in (("image_size", image_size), ("window_size", window_size)) if v is not None}
+        extra["use_mean_pooling"] = s.pooling == "mean"
+    geometry = {k: v for k, v in (("image_size", s.image_size), ("window_size", s.window_size)) if v is not None}
     if "window_size" in geometry and "window_size" not in config_class.__dataclass_fields__:
         raise ValueError(f"{method} models have no attention window: --window-size applies to Swin backbones")
     classifier = method_classes(method)["classification"]
     load = classifier.load_at_geometry if geometry else classifier.from_pretrained  # (another geometry: position tables resized)
-    model = load(model_dir, num_labels=len(names), id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True, **extra, **geometry)
+    model = load(model_dir, num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+                 ignore_mismatched_sizes=True, **extra, **geometry)
     model.prepare_for_finetuning()  # the method's fine-tuning layout (SimMIM's ViT: a relative position table per block)
-    if compile:  # per block, in place: parameter names (Trainer checkpoints, resume) unchanged
-        compiled = compile_blocks(model, backend=compile_backend, mode=compile_mode)
-        logger.info("--compile: %d blocks compiled (%s)", compiled, compile_backend)
+    compiled = compile_with(model, s.compile)  # per block, in place: parameter names (Trainer checkpoints, resume) unchanged
+    if compiled:
+        logger.info("--compile: %d blocks compiled (%s)", compiled, s.compile.compile_backend)
     processor = AutoImageProcessor.from_pretrained(model_dir)
-    size = model.config.image_size if isinstance(model.config.image_size, int) else model.config.image_size[0]
-    if image_size is not None and hasattr(processor, "with_image_size"):  # evaluation inputs of the new size, the rest as saved
-        processor = processor.with_image_size(size)
-    from accelerate import PartialState
+    if s.image_size is not None and hasattr(processor, "with_image_size"):  # evaluation inputs of the new size, the rest as saved
+        processor = processor.with_image_size(_side(model.config))
+    return model, processor
 
-    from .augment import FinetuneTransform, Mixup, MixupCollator, RandomErasing
-    from .augmented_trainer import AugmentedTrainer, soft_target_loss
-    from .finetune_recipes import learning_rate
 
-    rand_augment = None if rand_augment in (None, "", "none") else rand_augment
-    if rand_augment or reprob > 0:
-        erasing = RandomErasing(reprob, remode) if reprob > 0 else None
-        train_transform = FinetuneTransform(size, processor.image_mean, processor.image_std, scale=(crop_min_scale, 1.0), flip=flip,
-                                            rand_augment=rand_augment, erasing=erasing)
+def _side(config) -> int:
+    return config.image_size if isinstance(config.image_size, int) else config.image_size[0]
+
+
+def build_data(train_images, eval_images, processor, config, num_labels: int, s: FinetuneSettings):
+    """(training data, evaluation data or None, the MixUp/CutMix collator or None)."""
+    size, rand_augment = _side(config), None if s.rand_augment in (None, "", "none") else s.rand_augment
+    if rand_augment or s.reprob > 0:
+        erasing = RandomErasing(s.reprob, s.remode) if s.reprob > 0 else None
+        transform = FinetuneTransform(size, processor.image_mean, processor.image_std, scale=(s.crop_min_scale, 1.0), flip=s.flip,
+                                      rand_augment=rand_augment, erasing=erasing)
     else:
-        train_transform = RandomResizedCropFlip(size, processor.image_mean, processor.image_std, scale=(crop_min_scale, 1.0), flip=flip)
-    train_data = ClassificationData(train_images, train_transform, seed, True)
-    eval_data = ClassificationData(eval_images, _eval_transform(processor), seed, False) if eval_images is not None else None
+        transform = RandomResizedCropFlip(size, processor.image_mean, processor.image_std, scale=(s.crop_min_scale, 1.0), flip=s.flip)
+    train_data = ClassificationData(train_images, transform, s.seed, True)
+    eval_data = ClassificationData(eval_images, _eval_transform(processor), s.seed, False) if eval_images is not None else None
+    collator = None
+    if s.mixup > 0 or s.cutmix > 0:
+        collator = MixupCollator(Mixup(num_classes=num_labels, mixup_alpha=s.mixup, cutmix_alpha=s.cutmix, prob=s.mixup_prob,
+                                       switch_prob=s.mixup_switch_prob, label_smoothing=s.label_smoothing),
+                                 seed=s.seed, rank=PartialState(cpu=cpu_only()).process_index)
+    return train_data, eval_data, collator
 
-    from .distributed import cpu_only
 
-    state = PartialState(cpu=cpu_only())  # on CPU, launched processes are gloo ranks (see distributed.cpu_only)
-    if grad_accum < 1:
-        raise ValueError(f"--grad-accum must be at least 1, got {grad_accum}")
-    effective_batch = batch_size * grad_accum * state.num_processes
-    lr = learning_rate(lr_rule, base_lr, effective_batch)
-    if lr_rule == "blr/512":  # SimMIM scales its minimum lr with the batch too
-        min_lr = learning_rate(lr_rule, min_lr, effective_batch)
-    steps_per_epoch = max(1, int(np.ceil(np.ceil(len(train_data) / (batch_size * state.num_processes)) / grad_accum)))
-    steps = max(1, int(np.ceil(steps_per_epoch * epochs)))
-    warmup = int(round(warmup_epochs * steps_per_epoch)) if warmup_epochs is not None else int(warmup_ratio * steps)
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """The run's effective batch, learning rate and length."""
+
+    effective_batch: int
+    lr: float
+    min_lr: float
+    steps: int
+    warmup_steps: int
+
+
+def plan_schedule(num_images: int, num_processes: int, s: FinetuneSettings) -> Schedule:
+    if s.grad_accum < 1:
+        raise ValueError(f"--grad-accum must be at least 1, got {s.grad_accum}")
+    effective_batch = s.batch_size * s.grad_accum * num_processes
+    lr = learning_rate(s.lr_rule, s.base_lr, effective_batch)
+    min_lr = learning_rate(s.lr_rule, s.min_lr, effective_batch) if s.lr_rule == "blr/512" else s.min_lr  # SimMIM scales it too
+    steps_per_epoch = max(1, int(np.ceil(np.ceil(num_images / (s.batch_size * num_processes)) / s.grad_accum)))
+    steps = max(1, int(np.ceil(steps_per_epoch * s.epochs)))
+    warmup = int(round(s.warmup_epochs * steps_per_epoch)) if s.warmup_epochs is not None else int(s.warmup_ratio * steps)
+    logger.info("effective batch %d (%d per device x %d accumulation x %d processes), lr %.3g (%s of base lr %.3g)",
+                effective_batch, s.batch_size, s.grad_accum, num_processes, lr, s.lr_rule, s.base_lr)
+    return Schedule(effective_batch, lr, min_lr, steps, warmup)
+
+
+def build_trainer(model, train_data, eval_data, collator, schedule: Schedule, output_dir: str, s: FinetuneSettings):
+    """(the `AugmentedTrainer`, the weight EMA or None)."""
     def make_optimizer(m):
-        return adamw(param_groups_lrd(m, weight_decay, layer_decay), lr=lr)
+        return adamw(param_groups_lrd(m, s.weight_decay, s.layer_decay), lr=schedule.lr)
 
     def make_scheduler(opt):
-        return cosine_with_warmup(opt, min(warmup, steps), steps, min_lr_ratio=min(1.0, min_lr / lr) if lr > 0 else 0.0)
+        ratio = min(1.0, schedule.min_lr / schedule.lr) if schedule.lr > 0 else 0.0
+        return cosine_with_warmup(opt, min(schedule.warmup_steps, schedule.steps), schedule.steps, min_lr_ratio=ratio)
 
-    fsdp_arguments = {}
-    if fsdp:
-        if model_ema:
-            raise ValueError("--model-ema with --fsdp is not supported (the EMA would hold sharded tensors)")
-        if not torch.cuda.is_available():
-            raise ValueError("--fsdp fine-tuning needs CUDA devices (transformers' Trainer runs FSDP only in distributed GPU training); "
-                             "on CPU fine-tune without --fsdp")
-        from .distributed import trainer_fsdp_arguments
-
-        fsdp_arguments = trainer_fsdp_arguments(model)  # the Trainer wraps the model, then builds the optimizer from the factories
-        optimizer = scheduler = None
-    else:
-        optimizer = make_optimizer(model)
-        scheduler = make_scheduler(optimizer)
-    logger.info("effective batch %d (%d per device x %d accumulation x %d processes), lr %.3g (%s of base lr %.3g)",
-                effective_batch, batch_size, grad_accum, state.num_processes, lr, lr_rule, base_lr)
-    collator = None
-    if mixup > 0 or cutmix > 0:
-        collator = MixupCollator(Mixup(num_classes=len(names), mixup_alpha=mixup, cutmix_alpha=cutmix, prob=mixup_prob,
-                                       switch_prob=mixup_switch_prob, label_smoothing=label_smoothing), seed=seed, rank=state.process_index)
+    if s.fsdp and s.model_ema:
+        raise ValueError("--model-ema with --fsdp is not supported (the EMA would hold sharded tensors)")
+    if s.fsdp and not torch.cuda.is_available():
+        raise ValueError("--fsdp fine-tuning needs CUDA devices (transformers' Trainer runs FSDP only in distributed GPU training); "
+                         "on CPU fine-tune without --fsdp")
+    # with FSDP the Trainer wraps the model, then builds the optimizer from the factories
+    optimizer = None if s.fsdp else make_optimizer(model)
+    scheduler = None if s.fsdp else make_scheduler(optimizer)
     arguments = TrainingArguments(
-        output_dir=output_dir, num_train_epochs=epochs, per_device_train_batch_size=batch_size, per_device_eval_batch_size=batch_size,
-        gradient_accumulation_steps=grad_accum,
-        eval_strategy="epoch" if eval_data is not None else "no", save_strategy="epoch" if eval_data is not None or model_ema else "no",
+        output_dir=output_dir, num_train_epochs=s.epochs, per_device_train_batch_size=s.batch_size, per_device_eval_batch_size=s.batch_size,
+        gradient_accumulation_steps=s.grad_accum,
+        eval_strategy="epoch" if eval_data is not None else "no", save_strategy="epoch" if eval_data is not None or s.model_ema else "no",
         load_best_model_at_end=eval_data is not None, metric_for_best_model="accuracy", greater_is_better=True,
-        save_total_limit=2, seed=seed, report_to="none", remove_unused_columns=False,
-        logging_steps=max(1, steps // 20), dataloader_num_workers=num_workers, disable_tqdm=not log_to_console,
-        dataloader_persistent_workers=num_workers > 0, dataloader_pin_memory=torch.cuda.is_available(),
-        push_to_hub=bool(push_to_hub), hub_model_id=push_to_hub, use_cpu=cpu_only(), **fsdp_arguments,
+        save_total_limit=2, seed=s.seed, report_to="none", remove_unused_columns=False,
+        logging_steps=max(1, schedule.steps // 20), dataloader_num_workers=s.num_workers, disable_tqdm=not s.log_to_console,
+        dataloader_persistent_workers=s.num_workers > 0, dataloader_pin_memory=torch.cuda.is_available(),
+        push_to_hub=bool(s.push_to_hub), hub_model_id=s.push_to_hub, use_cpu=cpu_only(),
+        **(trainer_fsdp_arguments(model) if s.fsdp else {}),
     )
-    ema = None
-    callbacks = []
-    if model_ema:
-        from .ema import EmaCallback, ModelEma
-
-        ema = ModelEma(model, model_ema_decay)
-        callbacks.append(EmaCallback(ema, resume_from=resume_from_checkpoint))
+    ema = ModelEma(model, s.model_ema_decay) if s.model_ema else None
+    callbacks = [EmaCallback(ema, resume_from=s.resume_from_checkpoint)] if ema is not None else []
     trainer = AugmentedTrainer(model=model, args=arguments, train_dataset=train_data, eval_dataset=eval_data, data_collator=collator,
                                compute_metrics=accuracy, optimizers=(optimizer, scheduler), callbacks=callbacks,
-                               compute_loss_func=soft_target_loss(label_smoothing),
-                               optimizer_factory=make_optimizer if fsdp else None, scheduler_factory=make_scheduler if fsdp else None)
-    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    if not fsdp:
-        check_finite_model(trainer.model, f"fine-tuning {model_dir}")
-    metrics = trainer.evaluate() if eval_data is not None else {}
-    from .saving import save_final
+                               compute_loss_func=soft_target_loss(s.label_smoothing),
+                               optimizer_factory=make_optimizer if s.fsdp else None, scheduler_factory=make_scheduler if s.fsdp else None)
+    return trainer, ema
 
+
+def save(trainer, ema, processor, metrics: dict, method: str, model_dir: str, train_images, eval_images, schedule: Schedule,
+         output_dir: str, s: FinetuneSettings) -> None:
+    """The fine-tuned model, its processor and card (with the accuracy); the EMA's beside it."""
     card_metrics = [{"dataset": eval_images.name, "type": "accuracy", "value": round(metrics["eval_accuracy"], 4), "name": "top-1"}] if metrics else None
-    augment = ", ".join(a for a in (f"RandAugment {rand_augment}" if rand_augment else "", f"random erasing {reprob}" if reprob else "",
-                                    f"MixUp {mixup}" if mixup else "", f"CutMix {cutmix}" if cutmix else "") if a)
-    provenance = (f"Fine-tuned from `{model_dir}` with `mim-hub finetune`{f' --recipe {recipe}' if recipe else ''} (transformers Trainer) on "
-                  f"`{train_images.name}`: {epochs} epochs, effective batch {effective_batch}, lr {lr:.2e}, layer decay {layer_decay}, "
-                  f"label smoothing {label_smoothing}{', ' + augment if augment else ''}.")
+    augment = ", ".join(a for a in (f"RandAugment {s.rand_augment}" if s.rand_augment not in (None, "", "none") else "",
+                                    f"random erasing {s.reprob}" if s.reprob else "", f"MixUp {s.mixup}" if s.mixup else "",
+                                    f"CutMix {s.cutmix}" if s.cutmix else "") if a)
+    provenance = (f"Fine-tuned from `{model_dir}` with `mim-hub finetune`{f' --recipe {s.recipe}' if s.recipe else ''} (transformers Trainer) on "
+                  f"`{train_images.name}`: {s.epochs} epochs, effective batch {schedule.effective_batch}, lr {schedule.lr:.2e}, layer decay "
+                  f"{s.layer_decay}, label smoothing {s.label_smoothing}{', ' + augment if augment else ''}.")
     save_final(trainer.model, processor, output_dir, method=method, datasets=[train_images.name], metrics=card_metrics, provenance=provenance)
     if ema is not None:
-        if eval_data is not None:
+        if eval_images is not None:
             weights = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
             trainer.model.load_state_dict(ema.module.state_dict())
             metrics.update(trainer.evaluate(metric_key_prefix="eval_ema"))
@@ -254,83 +236,6 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
         ema_metrics = [{"dataset": eval_images.name, "type": "accuracy", "value": round(metrics["eval_ema_accuracy"], 4),
                         "name": "top-1 (EMA)"}] if "eval_ema_accuracy" in metrics else None
         save_final(ema.module, processor, os.path.join(output_dir, "ema"), method=method, datasets=[train_images.name], metrics=ema_metrics,
-                   provenance=provenance + f" Exponential moving average of the weights, decay {model_ema_decay}.")
-    if push_to_hub:
-        from ..hub.push import push_folder
-
-        push_folder(output_dir, push_to_hub, commit_message=f"Fine-tuned {method}")
-    return trainer, metrics
-
-
-# finetune() keyword -> (argparse name, default without a recipe)
-DEFAULTS = {
-    "epochs": ("epochs", 10), "batch_size": ("batch_size", 64), "base_lr": ("base_lr", 5e-4), "min_lr": ("min_lr", 0.0),
-    "layer_decay": ("layer_decay", 0.65), "weight_decay": ("weight_decay", 0.05), "label_smoothing": ("label_smoothing", 0.1),
-    "drop_path": ("drop_path", 0.1), "warmup_ratio": ("warmup_ratio", 0.1), "warmup_epochs": ("warmup_epochs", None),
-    "crop_min_scale": ("crop_min_scale", 0.08), "pooling": ("pooling", "mean"), "image_size": ("image_size", None),
-    "window_size": ("window_size", None), "rand_augment": ("rand_augment", None), "reprob": ("reprob", 0.0), "remode": ("remode", "pixel"),
-    "mixup": ("mixup", 0.0), "cutmix": ("cutmix", 0.0), "mixup_prob": ("mixup_prob", 1.0), "mixup_switch_prob": ("mixup_switch_prob", 0.5),
-    "model_ema": ("model_ema", False), "model_ema_decay": ("model_ema_decay", 0.9999), "grad_accum": ("grad_accum", 1),
-}
-# recipe field -> finetune() keyword where the names differ
-RECIPE_KEYS = {"per_device_batch": "batch_size"}
-
-
-def resolve_settings(args: argparse.Namespace) -> dict:
-    """finetune() keywords from the flags: a flag given wins, then the recipe's value, then the
-    default. With a recipe and no --grad-accum, the accumulation reaches the recipe's effective batch."""
-    from .finetune_recipes import get_recipe
-
-    recipe = get_recipe(args.recipe) if args.recipe else None
-    from_recipe = {RECIPE_KEYS.get(k, k): v.value for k, v in recipe.values.items()} if recipe else {}
-    settings = {}
-    for key, (flag, default) in DEFAULTS.items():
-        given = getattr(args, flag, None)
-        settings[key] = given if given is not None else from_recipe.get(key, default)
-    settings["lr_rule"] = from_recipe.get("lr_rule", "blr/256")
-    if recipe is not None and args.grad_accum is None and "effective_batch" in from_recipe:
-        from accelerate import PartialState
-
-        from .distributed import cpu_only
-
-        per_step = settings["batch_size"] * PartialState(cpu=cpu_only()).num_processes
-        settings["grad_accum"] = max(1, int(round(from_recipe["effective_batch"] / per_step)))
-    if recipe is not None:
-        settings["recipe"] = recipe.name
-    return settings
-
-
-def main(args: argparse.Namespace) -> int:
-    if args.task == "semantic-segmentation":
-        from .segmentation import main as segmentation_main
-
-        return segmentation_main(args)
-    settings = resolve_settings(args)  # an unknown recipe fails here, before any data is read
-    if args.recipe:
-        from .modelio import method_of_folder
-
-        method = method_of_folder(args.model)
-        from .finetune_recipes import get_recipe
-
-        if get_recipe(args.recipe).method != method:
-            logger.warning("recipe %s is %s's; %s is a %s model", args.recipe, get_recipe(args.recipe).method, args.model, method)
-    train = dataset_from_args(args)
-    eval_split = evaluation_split(args)
-    evaluation = dataset_from_args(args, split=eval_split) if eval_split else None
-    bad_image_log = os.path.join(args.output_dir, "bad_images.tsv")  # as every command writes it (data.bad_image)
-    for images in (train, evaluation):
-        if images is not None:
-            images.bad_image_log = bad_image_log
-    _, metrics = finetune(args.model, train, evaluation, output_dir=args.output_dir, flip=not args.no_flip, seed=args.seed,
-                          num_workers=args.num_workers, push_to_hub=args.push_to_hub,
-                          resume_from_checkpoint=args.resume_from_checkpoint, fsdp=args.fsdp,
-                          compile=args.compile, compile_backend=args.compile_backend, compile_mode=args.compile_mode, **settings)
-    from .data import count_bad_images
-
-    if count_bad_images(bad_image_log):
-        print(f"{count_bad_images(bad_image_log)} unreadable images skipped (listed in {bad_image_log})")
-    if metrics:
-        print(f"eval accuracy: {100 * metrics['eval_accuracy']:.2f}%")
-        if "eval_ema_accuracy" in metrics:
-            print(f"eval accuracy (EMA): {100 * metrics['eval_ema_accuracy']:.2f}%")
-    return 0
+                   provenance=provenance + f" Exponential moving average of the weights, decay {s.model_ema_decay}.")
+    if s.push_to_hub:
+        push_folder(output_dir, s.push_to_hub, commit_message=f"Fine-tuned {method}")

@@ -6,6 +6,7 @@ import json
 import os
 
 from ..auto import METHODS, method_classes
+from .presets import PRESETS, preset_config
 
 
 class ModelDirError(ValueError):
@@ -33,9 +34,6 @@ def method_of_folder(path: str) -> str:
 def load_model(spec: str, role: str, *, method: str | None = None, config_overrides: dict | None = None, **kwargs):
     """(method, model) for `spec` (a folder or preset name); `role` is pretraining, model or
     classification. A folder's weights are loaded; a preset is initialised at random."""
-    import mim_hub  # noqa: F401  (registration)
-    from .presets import PRESETS, preset_config
-
     overrides = dict(config_overrides or {})
     if os.path.isdir(spec):
         found = method_of_folder(spec)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ..models.image_processing_common import RESIZE_BACKENDS, resize_uint8
@@ -73,8 +74,6 @@ class Normalize:
 
     def _device_table(self, device):
         """The table as a tensor on `device`, copied there once (not on every batch)."""
-        import torch
-
         cache = self.__dict__.setdefault("_device_tables", {})
         key = str(torch.device(device))
         if key not in cache:
@@ -87,8 +86,6 @@ class Normalize:
     def batch(self, pixels):
         """A batch of uint8 [B, 3, H, W] tensors (on any device) normalised by the same table: the
         same float32 values `__call__` gives per image, bit for bit."""
-        import torch
-
         table = self._device_table(pixels.device)
         out = torch.empty(pixels.shape, dtype=torch.float32, device=pixels.device)
         for c in range(3):

@@ -46,8 +46,13 @@ def is_atomic_temporary(folder: str) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_folder(target: str | os.PathLike, *, merge: bool = False, overwrite: bool = True) -> Iterator[str]:
+def atomic_folder(target: str | os.PathLike, *, merge: bool = False, overwrite: bool = True,
+                  temporary: str | os.PathLike | None = None) -> Iterator[str]:
     """Yield a temporary folder beside `target`, renamed into place when the block succeeds.
+
+    `temporary` names the temporary folder (beside `target`, starting with `.tmp-`) where other
+    processes must know it too (a checkpoint that every rank writes into); what a killed writer
+    left under that name is removed first. By default the name carries this host and pid.
 
     A new `target` appears whole or not at all. An existing one is replaced whole (`merge=False`,
     only with `overwrite=True`) or, with `merge=True`, receives each written file by a rename
@@ -61,7 +66,13 @@ def atomic_folder(target: str | os.PathLike, *, merge: bool = False, overwrite: 
         raise FileExistsError(f"{target} exists and is not empty (pass --overwrite to replace it)")
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, _temporary_name(target))
+    if temporary is None:
+        tmp = os.path.join(parent, _temporary_name(target))
+    else:
+        tmp = os.path.abspath(os.fspath(temporary))
+        if os.path.dirname(tmp) != parent or not os.path.basename(tmp).startswith(TMP_PREFIX):
+            raise ValueError(f"temporary folder {tmp} must be a {TMP_PREFIX}* folder beside {target}")
+        shutil.rmtree(tmp, ignore_errors=True)
     os.mkdir(tmp)  # the umask applies (mkdtemp would make it 0700)
     _ACTIVE.add(tmp)
     try:

@@ -140,6 +140,12 @@ class MRMAEConfig(MIMBackboneConfigMixin, MIMConfig, ViTEncoderFields, MAEDecode
         names = super().backbone_stage_names()
         return ["conv1", "conv2", *names] if self.backbone == "convvit" else names
 
+    def segmentation_stages(self) -> tuple[list[str], bool]:
+        """The hybrid: its two convolution stages and the last block (ConvMAE's); ViT: as every ViT."""
+        if self.backbone == "convvit":
+            return ["conv1", "conv2", list(self.stage_names)[-1]], False
+        return super().segmentation_stages()
+
     @property
     def stage3_patch_size(self) -> int:
         """Patch size of the embedding in front of the transformer stage ("convvit")."""

@@ -145,6 +145,12 @@ class SimMIMConfig(MIMBackboneConfigMixin, MIMConfig, ViTEncoderFields, BlockNum
             return ["stem"] + [f"stage{index}" for index in range(1, len(self.depths) + 1)]
         return super().backbone_stage_names()
 
+    def segmentation_stages(self) -> tuple[list[str], bool]:
+        """Swin: its stages, one per resolution (a pyramid already); ViT: as every ViT."""
+        if self.backbone == "swin":
+            return list(self.stage_names)[1:], False
+        return super().segmentation_stages()
+
     @property
     def image_hw(self) -> tuple[int, int]:
         size = self.image_size

@@ -13,7 +13,7 @@ From the command line: `python -m mim_hub.models.spark.export_transformers SPARK
 
 The networks are the same (timm's ResNet is transformers' with `downsample_in_bottleneck=False`
 and the stride on the 3x3 conv; the official ConvNeXt is transformers' ConvNext): only the keys
-are renamed, and the outputs are equal (tests/test_spark.py).
+are renamed, and the outputs are equal (tests/models/test_spark.py).
 """
 
 from __future__ import annotations

@@ -7,17 +7,19 @@ command-line options of its own.
 
 A recipe is a fresh, immutable object built for one model and one run:
 
-    recipe = build_recipe("cae", model, args, mean=mean, std=std, device=device)
+    configure_model("cae", model, options, mean=mean, std=std)  # the run's options, in the model
+    recipe = build_recipe("cae", model, options, mean=mean, std=std, device=device)
     transform = recipe.train_transform(min_crop_scale=0.08)     # image -> views
     sample = recipe.sample_inputs(rng)                          # per-sample draws (masks)
     batch = recipe.model_inputs(recipe.collate(samples))        # on the device: + targets
     loss = model(**batch).loss
 
-`build_recipe` first applies the run's options to the model (`configure_model`: CAE's
-`--num-mask-patches`, ColorMAE's `--noise-color`, MR-MAE's teachers and the run's
-normalisation), then builds the recipe from the model's config. Nothing it holds changes
-afterwards, so two runs in one process (a notebook, the test suite) never see each other's
-settings, whatever their order.
+Building the run's model applies its options to it, as an explicit step (`configure_model`:
+CAE's `--num-mask-patches`, ColorMAE's `--noise-color`, MR-MAE's teachers and the run's
+normalisation); `build_recipe` then builds the recipe from the model's config and changes
+nothing in the model. Nothing a recipe holds changes afterwards, so two runs in one process (a
+notebook, the test suite) never see each other's settings, whatever their order. `options` is
+the run's method options as attributes (`settings.MethodOptions`, or None for the defaults).
 
 Adding a method: write `mim_hub/training/recipes/<method>.py` defining `RECIPE`, a subclass of
 `PretrainRecipe` overriding what differs (`add_arguments`, `configure_model`, `train_transform`,
@@ -44,12 +46,17 @@ def get_recipe(method: str) -> type[PretrainRecipe]:
     return module.RECIPE
 
 
-def build_recipe(method: str, model, args=None, *, mean=IMAGENET_MEAN, std=IMAGENET_STD, device=None) -> PretrainRecipe:
-    """`method`'s recipe for `model` and the run's options `args` (an argparse namespace, or
-    None for the defaults), whose inputs are normalised with `mean` / `std`; what it computes on
-    the training device (CAE's tokenizer) is placed on `device`. Applies the options to the model
-    first (see the module docstring)."""
-    return get_recipe(method).for_model(model, args, mean=mean, std=std, device=device)
+def configure_model(method: str, model, options=None, *, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
+    """Apply the run's method `options` and its input normalisation `mean` / `std` to `model`
+    (the method's `configure_model`): a step of building the run's model."""
+    get_recipe(method).configure_model(model, options, mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std))
 
 
-__all__ = ["PretrainRecipe", "build_recipe", "get_recipe"]
+def build_recipe(method: str, model, options=None, *, mean=IMAGENET_MEAN, std=IMAGENET_STD, device=None) -> PretrainRecipe:
+    """`method`'s recipe for `model` (configured, see `configure_model`) and the run's `options`,
+    whose inputs are normalised with `mean` / `std`; what it computes on the training device
+    (CAE's tokenizer) is placed on `device`. Changes nothing in the model."""
+    return get_recipe(method).for_model(model, options, mean=mean, std=std, device=device)
+
+
+__all__ = ["PretrainRecipe", "build_recipe", "configure_model", "get_recipe"]

@@ -42,22 +42,23 @@ class PretrainRecipe:
         """Command-line options of this method's own (none for MAE)."""
 
     @classmethod
-    def configure_model(cls, model, args, *, mean=None, std=None) -> None:
-        """Apply the run's options `args` (may be None) and its input normalisation (`mean` /
-        `std`, None: not known) to the model before the recipe is built (none for MAE). The
-        model, not the recipe, keeps what they change."""
+    def configure_model(cls, model, options, *, mean=None, std=None) -> None:
+        """Apply the run's options `options` (its method options as attributes, may be None) and
+        its input normalisation (`mean` / `std`, None: not known) to the model: an explicit step
+        of building the run's model (`recipes.configure_model`), before the recipe is built. The
+        model, not the recipe, keeps what they change. Nothing for MAE."""
 
     @classmethod
-    def recipe_options(cls, args) -> dict:
-        """Keyword arguments of the recipe itself taken from `args` (none for MAE)."""
+    def recipe_options(cls, options) -> dict:
+        """Keyword arguments of the recipe itself taken from `options` (none for MAE)."""
         return {}
 
     @classmethod
-    def for_model(cls, model, args=None, *, mean=IMAGENET_MEAN, std=IMAGENET_STD, device=None) -> "PretrainRecipe":
-        """`configure_model`, then a recipe for the model's config (see `build_recipe`)."""
+    def for_model(cls, model, options=None, *, mean=IMAGENET_MEAN, std=IMAGENET_STD, device=None) -> "PretrainRecipe":
+        """A recipe for the model's config (configured already, see `configure_model`); changes
+        nothing in the model."""
         mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
-        cls.configure_model(model, args, mean=mean, std=std)
-        return cls(model.config, mean=mean, std=std, device=device, **cls.recipe_options(args))
+        return cls(model.config, mean=mean, std=std, device=device, **cls.recipe_options(options))
 
     @property
     def image_size(self) -> int:

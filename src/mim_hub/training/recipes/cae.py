@@ -68,13 +68,13 @@ class CAERecipe(PretrainRecipe):
         group.add_argument("--num-mask-patches", type=int, default=None, help="CAE: patches masked per image (default: the model's, 98 of 196)")
 
     @classmethod
-    def configure_model(cls, model, args, *, mean=None, std=None) -> None:
-        if getattr(args, "num_mask_patches", None):
-            model.config.num_masking_patches = int(args.num_mask_patches)
+    def configure_model(cls, model, options, *, mean=None, std=None) -> None:
+        if getattr(options, "num_mask_patches", None):
+            model.config.num_masking_patches = int(options.num_mask_patches)
 
     @classmethod
-    def recipe_options(cls, args) -> dict:
-        return {"tokenizer": getattr(args, "tokenizer", None)}
+    def recipe_options(cls, options) -> dict:
+        return {"tokenizer": getattr(options, "tokenizer", None)}
 
     def train_transform(self, *, min_crop_scale: float | None = None, flip: bool = True):
         """One crop, two views: the encoder's (bicubic, normalised) and the tokenizer's (Lanczos, [0, 1])."""

@@ -34,11 +34,11 @@ class ColorMAERecipe(PretrainRecipe):
         group.add_argument("--noise-patterns", default=None, help="ColorMAE: the authors' <color>_noise_data_3072.npz (default: generated offline)")
 
     @classmethod
-    def configure_model(cls, model, args, *, mean=None, std=None) -> None:
-        if getattr(args, "noise_color", None):
-            model.config.noise_color = args.noise_color
-        if getattr(args, "noise_patterns", None):
-            model.config.noise_pattern_path = args.noise_patterns
+    def configure_model(cls, model, options, *, mean=None, std=None) -> None:
+        if getattr(options, "noise_color", None):
+            model.config.noise_color = options.noise_color
+        if getattr(options, "noise_patterns", None):
+            model.config.noise_pattern_path = options.noise_patterns
 
     def sample_inputs(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         return {"mask_seed": torch.tensor(int(rng.integers(0, 2**62)))}

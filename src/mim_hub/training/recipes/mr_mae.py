@@ -24,9 +24,9 @@ class MRMAERecipe(PretrainRecipe):
                            help="MR-MAE: weight of each --teacher's mimic loss, in the same order (default 1 each)")
 
     @classmethod
-    def configure_model(cls, model, args, *, mean=None, std=None) -> None:
-        teachers = getattr(args, "teacher", None)
-        weights = getattr(args, "mimic_weight", None)
+    def configure_model(cls, model, options, *, mean=None, std=None) -> None:
+        teachers = getattr(options, "teacher", None)
+        weights = getattr(options, "mimic_weight", None)
         if weights and not teachers:
             raise ValueError("--mimic-weight needs --teacher")
         if teachers:
