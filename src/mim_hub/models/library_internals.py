@@ -1,5 +1,5 @@
 """The two places where a model here reads or writes another library's private attributes, each
-isolated in one function, checked where it is used, and pinned by tests/test_library_internals.py
+isolated in one function, checked where it is used, and pinned by tests/models/test_library_internals.py
 (which fails loudly, naming the attribute, when transformers or accelerate change it).
 
 - `forget_key_mapping(model)`: transformers records the `key_mapping` a model was loaded with in
