@@ -198,7 +198,7 @@ class SparKModel(EncoderFeaturesMixin, SparKPreTrainedModel):
         super().__init__(config)
         self.encoder = self._encoder_class()(config)
         # the official ConvNeXt's fine-tuning `norm` on the pooled feature (timm's ResNet pools only)
-        has_norm = add_pooling_layer and config.backbone == "convnext"
+        has_norm = add_pooling_layer and self.encoder.pooled_norm
         self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if has_norm else None
         self.post_init()
 

@@ -50,6 +50,8 @@ class ConvNeXtBlock(GradientCheckpointingLayer):
 class SparKConvNeXtEncoder(nn.Module):
     """The official ConvNeXt without its final norm and head; `forward` returns the stem's output and the four stages' maps."""
 
+    pooled_norm = True  # its fine-tuning model norms the pooled feature (`norm`) before the head
+
     def __init__(self, config: SparKConfig):
         super().__init__()
         dims, eps = config.hidden_sizes, config.layer_norm_eps

@@ -72,6 +72,8 @@ BLOCKS = {"bottleneck": ResNetBottleneck, "basic": ResNetBasicBlock}
 class SparKResNetEncoder(nn.Module):
     """timm's ResNet without its head; `forward` returns the stem's output and the four stages' maps."""
 
+    pooled_norm = False  # timm's ResNet pools straight into the head
+
     def __init__(self, config: SparKConfig):
         super().__init__()
         self.conv1 = MaskedConv2d(config.num_channels, config.embedding_size, 7, stride=2, padding=3, bias=False, init_mode="kaiming")
