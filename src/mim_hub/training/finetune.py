@@ -1,8 +1,10 @@
 """Fine-tune a *ForImageClassification model with transformers' Trainer.
 
 Labels come from the dataset (`id2label`/`label2id` are saved with the model); the MAE recipe's
-layer-wise lr decay, label smoothing, stochastic depth and the accuracy metric are applied; the
-best checkpoint (by accuracy on the evaluation split) is kept. From Python:
+layer-wise lr decay, label smoothing, stochastic depth and the accuracy metric are applied. With
+`validation_fraction` (`--validation-fraction`) a seeded, stratified part of the training split is
+held out and the best epoch on it is kept; otherwise the last epoch is. The evaluation split is
+evaluated once, at the end, and never selects anything. From Python:
 
     from mim_hub.training.finetune import finetune
     trainer, metrics = finetune("my-mae", train_images, eval_images, output_dir="my-mae-ft", epochs=5)
@@ -45,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer-decay", type=float, default=None, help="layer-wise lr decay (MAE: 0.65 ViT-B, 0.75 ViT-L/H; default 0.65)")
     parser.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default 0.05)")
     parser.add_argument("--label-smoothing", type=float, default=None, help="label smoothing factor (default 0.1; folded into MixUp targets)")
-    parser.add_argument("--drop-path", type=float, default=None, help="stochastic depth rate (default 0.1)")
+    parser.add_argument("--drop-path", type=float, default=None,
+                        help="stochastic depth rate (default 0.1; refused for a method without stochastic depth, e.g. CRATE-MAE)")
     parser.add_argument("--warmup-ratio", type=float, default=None, help="fraction of steps for linear warm-up (default 0.1)")
     parser.add_argument("--warmup-epochs", type=float, default=None, help="epochs of linear warm-up (overrides --warmup-ratio)")
     parser.add_argument("--crop-min-scale", type=float, default=None, help="RandomResizedCrop's smallest area fraction (default 0.08)")
@@ -65,7 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=None,
                         help="fine-tune at this resolution (default: the model's); position tables are resized, as SimMIM/MAE do")
     parser.add_argument("--window-size", type=int, default=None, help="Swin: fine-tune with this attention window (SimMIM: 6 -> 7 at 224 px)")
-    parser.add_argument("--pooling", choices=("mean", "cls"), default=None, help="classifier head input: mean of patch tokens + fc_norm (MAE recipe, the default) or cls token")
+    parser.add_argument("--pooling", choices=("mean", "cls"), default=None,
+                        help="classifier head input: mean of patch tokens (MAE recipe, the default) or the cls token (refused "
+                             "for a model without one); reaches every method's config (use_mean_pooling, or CRATE's pooling)")
+    parser.add_argument("--validation-fraction", type=float, default=0.0,
+                        help="hold out this fraction of the training split (stratified, seeded by --seed) and keep the best "
+                             "epoch on it (default 0: no selection, the last epoch is kept); the evaluation split never selects")
     parser.add_argument("--seed", type=int, default=0, help="seed")
     parser.add_argument("--num-workers", type=int, default=default_num_workers(),
                         help="data loader worker processes (default: the CPUs less one, at most 8)")
@@ -107,13 +115,14 @@ def accuracy(eval_prediction) -> dict:
 
 def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str, epochs: float = 10, batch_size: int = 64,
              base_lr: float = 5e-4, layer_decay: float = 0.65, weight_decay: float = 0.05, label_smoothing: float = 0.1,
-             drop_path: float = 0.1, warmup_ratio: float = 0.1, crop_min_scale: float = 0.08, flip: bool = True,
-             pooling: str = "mean", image_size: int | None = None, window_size: int | None = None, seed: int = 0, num_workers: int = 0, push_to_hub: str | None = None, log_to_console: bool = True,
+             drop_path: float | None = None, warmup_ratio: float = 0.1, crop_min_scale: float = 0.08, flip: bool = True,
+             pooling: str | None = None, image_size: int | None = None, window_size: int | None = None, seed: int = 0, num_workers: int = 0, push_to_hub: str | None = None, log_to_console: bool = True,
              grad_accum: int = 1, lr_rule: str = "blr/256", min_lr: float = 0.0, warmup_epochs: float | None = None,
              rand_augment: str | None = None, reprob: float = 0.0, remode: str = "pixel", mixup: float = 0.0, cutmix: float = 0.0,
              mixup_prob: float = 1.0, mixup_switch_prob: float = 0.5, model_ema: bool = False, model_ema_decay: float = 0.9999,
              resume_from_checkpoint: str | None = None, recipe: str | None = None, fsdp: bool = False,
-             compile: bool = False, compile_backend: str = "inductor", compile_mode: str = "default"):
+             compile: bool = False, compile_backend: str = "inductor", compile_mode: str = "default",
+             validation_fraction: float = 0.0, save_checkpoints: bool = True):
     """Fine-tune with transformers' Trainer; returns (trainer, final evaluation metrics).
 
     `image_size` / `window_size` fine-tune at another geometry than the model's: it is loaded
@@ -122,7 +131,14 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
 
     The timm-style augmentations (`rand_augment`, `reprob`/`remode`, `mixup`/`cutmix`) and
     `model_ema` are off by default; `--recipe` turns on what the paper's recipe has. The lr is
-    `lr_rule` applied to `base_lr` and the effective batch (batch x grad_accum x processes)."""
+    `lr_rule` applied to `base_lr` and the effective batch (batch x grad_accum x processes); it is
+    logged, returned as `metrics["learning_rate"]` and written to `finetune_settings.json`.
+
+    `pooling` and `drop_path` reach every method's config, or raise ValueError where they cannot
+    apply (see `finetune_protocol`); None: mean pooling, drop path 0.1 where the method has it.
+    `validation_fraction` > 0: that part of `train_images` (stratified, seeded) is held out and the
+    best epoch on it kept (`metrics["validation_accuracy"]`); `eval_images` is evaluated once at
+    the end (`metrics["eval_accuracy"]`) and never selects."""
     import mim_hub  # noqa: F401
     from transformers import AutoImageProcessor, Trainer, TrainingArguments
 
@@ -138,15 +154,20 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
     names = train_images.label_names or [str(i) for i in range(max(train_images.labels) + 1)]
     id2label, label2id = {i: n for i, n in enumerate(names)}, {n: i for i, n in enumerate(names)}
     config_class = method_classes(method)["config"]
-    extra = {"drop_path_rate": drop_path} if "drop_path_rate" in config_class.__dataclass_fields__ else {}  # (CRATE has none)
-    if "use_mean_pooling" in config_class.__dataclass_fields__:
-        extra["use_mean_pooling"] = pooling == "mean"
+    from .finetune_protocol import check_pooling_applies, classifier_config_overrides, selection_and_evaluation, write_settings
+    from .label_splits import validation_split
+
+    extra = classifier_config_overrides(method, config_class, pooling=pooling, drop_path=drop_path)
+    validation_images = None
+    if validation_fraction:
+        train_images, validation_images = validation_split(train_images, validation_fraction, seed)
     geometry = {k: v for k, v in (("image_size", image_size), ("window_size", window_size)) if v is not None}
     if "window_size" in geometry and "window_size" not in config_class.__dataclass_fields__:
         raise ValueError(f"{method} models have no attention window: --window-size applies to Swin backbones")
     classifier = method_classes(method)["classification"]
     load = classifier.load_at_geometry if geometry else classifier.from_pretrained  # (another geometry: position tables resized)
     model = load(model_dir, num_labels=len(names), id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True, **extra, **geometry)
+    pooling_used = check_pooling_applies(model, pooling)
     model.prepare_for_finetuning()  # the method's fine-tuning layout (SimMIM's ViT: a relative position table per block)
     if compile:  # per block, in place: parameter names (Trainer checkpoints, resume) unchanged
         compiled = compile_blocks(model, backend=compile_backend, mode=compile_mode)
@@ -170,6 +191,7 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
         train_transform = RandomResizedCropFlip(size, processor.image_mean, processor.image_std, scale=(crop_min_scale, 1.0), flip=flip)
     train_data = ClassificationData(train_images, train_transform, seed, True)
     eval_data = ClassificationData(eval_images, _eval_transform(processor), seed, False) if eval_images is not None else None
+    validation_data = ClassificationData(validation_images, _eval_transform(processor), seed, False) if validation_images is not None else None
 
     from .distributed import cpu_only
 
@@ -212,8 +234,9 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
     arguments = TrainingArguments(
         output_dir=output_dir, num_train_epochs=epochs, per_device_train_batch_size=batch_size, per_device_eval_batch_size=batch_size,
         gradient_accumulation_steps=grad_accum,
-        eval_strategy="epoch" if eval_data is not None else "no", save_strategy="epoch" if eval_data is not None or model_ema else "no",
-        load_best_model_at_end=eval_data is not None, metric_for_best_model="accuracy", greater_is_better=True,
+        eval_strategy="epoch" if validation_data is not None else "no",
+        save_strategy="epoch" if save_checkpoints and (validation_data is not None or eval_data is not None or model_ema) else "no",
+        load_best_model_at_end=validation_data is not None, metric_for_best_model="accuracy", greater_is_better=True,
         save_total_limit=2, seed=seed, report_to="none", remove_unused_columns=False,
         logging_steps=max(1, steps // 20), dataloader_num_workers=num_workers, disable_tqdm=not log_to_console,
         dataloader_persistent_workers=num_workers > 0, dataloader_pin_memory=torch.cuda.is_available(),
@@ -226,15 +249,24 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
 
         ema = ModelEma(model, model_ema_decay)
         callbacks.append(EmaCallback(ema, resume_from=resume_from_checkpoint))
-    trainer = AugmentedTrainer(model=model, args=arguments, train_dataset=train_data, eval_dataset=eval_data, data_collator=collator,
+    trainer = AugmentedTrainer(model=model, args=arguments, train_dataset=train_data, eval_dataset=validation_data, data_collator=collator,
                                compute_metrics=accuracy, optimizers=(optimizer, scheduler), callbacks=callbacks,
                                compute_loss_func=soft_target_loss(label_smoothing),
                                optimizer_factory=make_optimizer if fsdp else None, scheduler_factory=make_scheduler if fsdp else None)
+    settings = {"method": method, "model": model_dir, "train_images": len(train_data), "epochs": epochs, "steps": steps,
+                "effective_batch": effective_batch, "lr": lr, "lr_rule": lr_rule, "base_lr": base_lr, "min_lr": min_lr,
+                "layer_decay": layer_decay, "weight_decay": weight_decay, "label_smoothing": label_smoothing, "warmup_steps": min(warmup, steps),
+                "pooling": pooling_used, **{k: v for k, v in extra.items() if k == "drop_path_rate"},
+                "crop_min_scale": crop_min_scale, "flip": flip, "seed": seed,
+                "model_selection": (f"best epoch on {validation_images.name}" if validation_images is not None else "last epoch"),
+                "evaluation": eval_images.name if eval_images is not None else None}
+    write_settings(output_dir, settings)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    metrics = trainer.evaluate() if eval_data is not None else {}
+    metrics = selection_and_evaluation(trainer, validation_data, eval_data)
     from .saving import save_final
 
-    card_metrics = [{"dataset": eval_images.name, "type": "accuracy", "value": round(metrics["eval_accuracy"], 4), "name": "top-1"}] if metrics else None
+    card_metrics = [{"dataset": eval_images.name, "type": "accuracy", "value": round(metrics["eval_accuracy"], 4), "name": "top-1"}] \
+        if "eval_accuracy" in metrics else None
     augment = ", ".join(a for a in (f"RandAugment {rand_augment}" if rand_augment else "", f"random erasing {reprob}" if reprob else "",
                                     f"MixUp {mixup}" if mixup else "", f"CutMix {cutmix}" if cutmix else "") if a)
     provenance = (f"Fine-tuned from `{model_dir}` with `mim-hub finetune`{f' --recipe {recipe}' if recipe else ''} (transformers Trainer) on "
@@ -245,12 +277,13 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
         if eval_data is not None:
             weights = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
             trainer.model.load_state_dict(ema.module.state_dict())
-            metrics.update(trainer.evaluate(metric_key_prefix="eval_ema"))
+            metrics.update(trainer.evaluate(eval_dataset=eval_data, metric_key_prefix="eval_ema"))
             trainer.model.load_state_dict(weights)
         ema_metrics = [{"dataset": eval_images.name, "type": "accuracy", "value": round(metrics["eval_ema_accuracy"], 4),
                         "name": "top-1 (EMA)"}] if "eval_ema_accuracy" in metrics else None
         save_final(ema.module, processor, os.path.join(output_dir, "ema"), method=method, datasets=[train_images.name], metrics=ema_metrics,
                    provenance=provenance + f" Exponential moving average of the weights, decay {model_ema_decay}.")
+    metrics.update(learning_rate=lr, effective_batch=effective_batch)
     if push_to_hub:
         from ..hub.push import push_folder
 
@@ -262,8 +295,8 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
 DEFAULTS = {
     "epochs": ("epochs", 10), "batch_size": ("batch_size", 64), "base_lr": ("base_lr", 5e-4), "min_lr": ("min_lr", 0.0),
     "layer_decay": ("layer_decay", 0.65), "weight_decay": ("weight_decay", 0.05), "label_smoothing": ("label_smoothing", 0.1),
-    "drop_path": ("drop_path", 0.1), "warmup_ratio": ("warmup_ratio", 0.1), "warmup_epochs": ("warmup_epochs", None),
-    "crop_min_scale": ("crop_min_scale", 0.08), "pooling": ("pooling", "mean"), "image_size": ("image_size", None),
+    "drop_path": ("drop_path", None), "warmup_ratio": ("warmup_ratio", 0.1), "warmup_epochs": ("warmup_epochs", None),
+    "crop_min_scale": ("crop_min_scale", 0.08), "pooling": ("pooling", None), "image_size": ("image_size", None),
     "window_size": ("window_size", None), "rand_augment": ("rand_augment", None), "reprob": ("reprob", 0.0), "remode": ("remode", "pixel"),
     "mixup": ("mixup", 0.0), "cutmix": ("cutmix", 0.0), "mixup_prob": ("mixup_prob", 1.0), "mixup_switch_prob": ("mixup_switch_prob", 0.5),
     "model_ema": ("model_ema", False), "model_ema_decay": ("model_ema_decay", 0.9999), "grad_accum": ("grad_accum", 1),
@@ -316,8 +349,13 @@ def main(args: argparse.Namespace) -> int:
     _, metrics = finetune(args.model, train, evaluation, output_dir=args.output_dir, flip=not args.no_flip, seed=args.seed,
                           num_workers=args.num_workers, push_to_hub=args.push_to_hub,
                           resume_from_checkpoint=args.resume_from_checkpoint, fsdp=args.fsdp,
-                          compile=args.compile, compile_backend=args.compile_backend, compile_mode=args.compile_mode, **settings)
-    if metrics:
+                          compile=args.compile, compile_backend=args.compile_backend, compile_mode=args.compile_mode,
+                          validation_fraction=args.validation_fraction, **settings)
+    print(f"lr used: {metrics['learning_rate']:.3g} ({settings['lr_rule']} of base lr {settings['base_lr']:g}, effective batch "
+          f"{metrics['effective_batch']})")
+    if "validation_accuracy" in metrics:
+        print(f"validation accuracy (the kept epoch): {100 * metrics['validation_accuracy']:.2f}%")
+    if "eval_accuracy" in metrics:
         print(f"eval accuracy: {100 * metrics['eval_accuracy']:.2f}%")
         if "eval_ema_accuracy" in metrics:
             print(f"eval accuracy (EMA): {100 * metrics['eval_ema_accuracy']:.2f}%")
