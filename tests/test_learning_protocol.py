@@ -97,3 +97,30 @@ def test_one_method_s_protocol_runs_resumes_and_writes_its_tables(tmp_path, monk
     assert presets["digits-small-mae-10pct-random-init"]["chosen_from"].keys() == learning_protocol.SWEEP_GRID.keys()
     learning_report.write_report(str(out), str(markdown), records_dir=str(tmp_path))  # rewritten in place, not appended
     assert markdown.read_text().count(learning_report.BEGIN) == 1
+
+
+def _synthetic_records():
+    records = []
+    for method in ("mae", "cae"):
+        for seed in (0, 1):
+            frozen = {init: {"knn": 0.9 - 0.2 * k, "linear": 0.95 - 0.1 * k, "knn_shuffled_patches": 0.2 + 0.1 * seed} for k, init in
+                      enumerate(("pre-trained", "random init"))}
+            records.append({"method": method, "seed": seed, "unit": "frozen", **frozen, "pretrain_loss": [[50, 1.0], [100, 0.7]]})
+            for unit, accuracy in (("full", 0.98), ("10%", 0.8), ("1%", 0.5)):
+                for k, init in enumerate(("pre-trained", "random init")):
+                    records.append({"method": method, "seed": seed, "unit": unit, "init": init, "accuracy": accuracy - 0.1 * k,
+                                    "lr": 2.5e-3, "layer_decay": 0.75, "epochs": 10, "train_images": 20})
+    return records
+
+
+def test_the_figures_are_drawn_from_records(tmp_path):
+    from PIL import Image
+
+    import learning_figures
+
+    path = tmp_path / "records.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _synthetic_records()))
+    assert learning_figures.main(str(path), str(tmp_path / "figures")) == 0
+    for name in ("methods.png", "label_budget.png", "pretraining_loss.png"):
+        with Image.open(tmp_path / "figures" / name) as image:
+            assert image.width > 400 and image.height > 300
