@@ -13,7 +13,8 @@ Per method and seed, on the small digits models that `learning_methods.py` pre-t
   validation split with the same grid (the same search budget) for pre-trained and random init.
 
 Fine-tunes keep their last epoch (no checkpoint selection) and read the test split once, at the
-end. Every finished unit (frozen features, or one fine-tune) is appended to `records.jsonl` in the
+end. Seed 0's 10% runs are the sweep's chosen runs (the same seed, subset and settings: the same
+model), scored once on the test split rather than trained again. Every finished unit (frozen features, or one fine-tune) is appended to `records.jsonl` in the
 output folder, so a cut-off run resumes where it stopped.
 """
 
@@ -30,8 +31,8 @@ INITS = ("pre-trained", "random init")
 # fine-tuning settings every run shares (the demo's augmentation: crop 0.5-1, no flips, batch 64);
 # base lr is scaled by batch / 256: base 1e-2 is lr 2.5e-3
 COMMON = dict(batch_size=64, weight_decay=0.05, label_smoothing=0.1, warmup_ratio=0.1, crop_min_scale=0.5, flip=False)
-# the budget-dependent length: about 300 steps for all labels, 120 and 100 for the low-label subsets
-EPOCHS = {"full": 15, "10%": 40, "1%": 100}
+# the budget-dependent length: 220 steps for all labels, 120 and 100 for the low-label subsets
+EPOCHS = {"full": 10, "10%": 40, "1%": 100}
 QUICK_EPOCHS = {"full": 0.05, "10%": 1, "1%": 1}  # --quick: a smoke run of every path, no numbers
 # the sweep's grid, the same for every method, budget and init
 SWEEP_GRID = {"ld0.75": dict(base_lr=1e-2, layer_decay=0.75), "ld1.0": dict(base_lr=1e-2, layer_decay=1.0)}
@@ -86,7 +87,23 @@ def fine_tune(model_dir: str, train, evaluation, out: str, *, seed: int, unit: s
     _, metrics = finetune(model_dir, train, evaluation, output_dir=out, epochs=epochs, seed=seed, log_to_console=False, save_checkpoints=False,
                           **COMMON, **settings)
     return {"accuracy": metrics["eval_accuracy"], "lr": metrics["learning_rate"], "epochs": epochs,
-            "train_images": len(train), "seconds": round(time.time() - started, 1), **settings}
+            "train_images": len(train), "seconds": round(time.time() - started, 1), "output_dir": out, **settings}
+
+
+def test_accuracy(model_dir: str, test) -> float:
+    """Accuracy of a saved classifier on `test` (its own image processor, batches of 128)."""
+    import numpy as np
+    import torch
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    model, processor = AutoModelForImageClassification.from_pretrained(model_dir).eval(), AutoImageProcessor.from_pretrained(model_dir)
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(test), 128):
+            indices = range(start, min(len(test), start + 128))
+            pixels = processor([test.image(i) for i in indices], return_tensors="pt").pixel_values
+            correct += int((model(pixel_values=pixels).logits.argmax(-1).numpy() == np.asarray(test.labels[start:start + len(indices)])).sum())
+    return correct / len(test)
 
 
 def sweep(methods, output_dir: str, *, seed: int = 0, budgets=("10%",), quick: bool = False) -> dict:
@@ -160,9 +177,18 @@ def run_seed(method: str, seed: int, output_dir: str, presets: dict, *, units=("
                 images = labelled_subset(pool, unit, seed)
                 chosen = presets[method][unit][init]
                 settings, name = {k: v for k, v in chosen.items() if k != "name"}, preset_name(method, unit, init)
-            out = os.path.join(output_dir, f"{method}-seed{seed}", "finetuned", f"{unit.rstrip('%')}-{init.replace(' ', '-')}")
-            record = {"method": method, "seed": seed, "unit": unit, "init": init, "preset": name,
-                      **fine_tune(folder, images, test, out, seed=seed, unit=unit, settings=settings, quick=quick)}
+            swept = _done(_records(os.path.join(output_dir, "sweep.jsonl")), method=method, seed=seed, budget=unit, init=init,
+                          point=presets.get(method, {}).get(unit, {}).get(init, {}).get("name"))
+            if swept and os.path.exists(os.path.join(swept.get("output_dir", ""), "model.safetensors")):
+                # the sweep trained this very model (same seed, subset and settings): its test accuracy, read once
+                record = {"method": method, "seed": seed, "unit": unit, "init": init, "preset": name,
+                          **{k: v for k, v in swept.items() if k not in ("method", "seed", "budget", "init", "point", "accuracy")},
+                          "accuracy": test_accuracy(swept["output_dir"], test), "validation_accuracy": swept["accuracy"],
+                          "from_sweep": True}
+            else:
+                out = os.path.join(output_dir, f"{method}-seed{seed}", "finetuned", f"{unit.rstrip('%')}-{init.replace(' ', '-')}")
+                record = {"method": method, "seed": seed, "unit": unit, "init": init, "preset": name,
+                          **fine_tune(folder, images, test, out, seed=seed, unit=unit, settings=settings, quick=quick)}
             new.append(record)
             _append(path, record)
             print(f"{method} seed {seed} {unit} {init}: test {100 * record['accuracy']:.1f} (lr {record['lr']:.3g}, {record['seconds']:.0f} s)",

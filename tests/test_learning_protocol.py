@@ -83,6 +83,8 @@ def test_one_method_s_protocol_runs_resumes_and_writes_its_tables(tmp_path, monk
     assert {"knn", "linear", "knn_shuffled_patches"} <= set(frozen["pre-trained"]) and frozen["pretrain_loss"]
     low = next(r for r in records if r["unit"] == "1%" and r["init"] == "random init")
     assert low["train_images"] == 20 and low["lr"] == pytest.approx(low["base_lr"] * 64 / 256)
+    reused = [r for r in records if r["unit"] == "10%"]  # seed 0's 10% models are the sweep's chosen ones, scored on test
+    assert all(r["from_sweep"] and 0 <= r["accuracy"] <= 1 and "validation_accuracy" in r for r in reused)
     sweep = [json.loads(line) for line in (out / "sweep.jsonl").read_text().splitlines()]
     assert len(sweep) == 2 * len(learning_protocol.SWEEP_GRID)
     # resumed: nothing is run again
