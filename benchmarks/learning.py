@@ -30,6 +30,7 @@ REFERENCE = ("Reference (same protocol, measured with transformers' own ViTMAE a
              "pixels), held-out masked loss 0.15-0.30 (0.91 random init).")
 
 
+SIX_METHODS = "## All six methods, one protocol"
 MEASURE_NAMES = {"linear": "linear probe (weight decay by CV)", "linear_unregularised": "linear probe, no weight decay",
                  "heldout_loss": "held-out masked loss"}
 
@@ -100,8 +101,13 @@ def main() -> int:
     lines += ["", REFERENCE]
     text = "\n".join(lines) + "\n"
     print(text)
+    kept = ""  # the six-method section (written by --method all) stays
+    if os.path.exists(args.markdown):
+        with open(args.markdown) as handle:
+            old = handle.read()
+        kept = old[old.index(SIX_METHODS):] if SIX_METHODS in old else ""
     with open(args.markdown, "w") as handle:
-        handle.write(text)
+        handle.write(text + ("\n" + kept if kept else ""))
     with open(os.path.join(args.output_dir, "learning.json"), "w") as handle:
         json.dump({"seeds": args.seeds, "runs": runs}, handle, indent=2)
     return 0

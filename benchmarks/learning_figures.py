@@ -52,7 +52,9 @@ def _values(records, method: str, measure: str, init: str) -> list[float]:
 def methods_figure(records, path: str) -> str:
     plt = _pyplot()
     methods = _methods(records)
-    measures = [("knn", "kNN"), ("linear", "linear probe"), ("knn_shuffled_patches", "kNN, shuffled patches"), ("full", "fine-tuned, all labels"),
+    full = "full30" if any(r["unit"] == "full30" for r in records) else "full"  # the longer all-labels fine-tune where it ran
+    measures = [("knn", "kNN"), ("linear", "linear probe"), ("knn_shuffled_patches", "kNN, shuffled patches"),
+                (full, f"fine-tuned, all labels ({'30' if full == 'full30' else '10'} epochs)"),
                 ("10%", "fine-tuned, 13 labels/class")]
     fig, axes = plt.subplots(1, len(measures), figsize=(4 * len(measures), 4), sharey=True)
     width = 0.38
@@ -84,7 +86,8 @@ def methods_figure(records, path: str) -> str:
 def label_budget_figure(records, path: str) -> str:
     plt = _pyplot()
     methods = _methods(records)
-    units = [("1%", 2), ("10%", 13), ("full", 134.7)]  # labelled images per class (all: 1347 / 10 classes)
+    full = "full30" if any(r["unit"] == "full30" for r in records) else "full"
+    units = [("1%", 2), ("10%", 13), (full, 134.7)]  # labelled images per class (all: 1347 / 10 classes)
     fig, axes = plt.subplots(2, (len(methods) + 1) // 2, figsize=(max(9, 4 * ((len(methods) + 1) // 2)), 7), sharey=True,
                              squeeze=False)
     for ax, method in zip(axes.flat, methods):

@@ -134,13 +134,21 @@ def run_all(methods, seeds, output_dir: str, mae_steps: int, markdown: str | Non
         rates = relative_rates(methods, output_dir, steps=20 if quick else 80, rounds=1 if quick else 2)
         with open(rates_path, "w") as handle:
             json.dump(rates, handle, indent=1)
+    def pretrained(method, seed):
+        steps = max(5, round((20 if quick else mae_steps) * rates[method]["vs_reference"]))
+        seconds = ensure_pretrained(method, output_dir, steps=steps, seed=seed)
+        print(f"{method} seed {seed}: pre-trained {steps} steps ({seconds:.0f} s)", flush=True)
+
     presets = None
     for seed in sorted(seeds, key=lambda s: s != 0):  # seed 0 first: its sweep sets the presets
-        for method in methods:
-            steps = max(5, round((20 if quick else mae_steps) * rates[method]["vs_reference"]))
-            seconds = ensure_pretrained(method, output_dir, steps=steps, seed=seed)
-            print(f"{method} seed {seed}: pre-trained {steps} steps ({seconds:.0f} s)", flush=True)
-        presets = run_protocol(methods, seed, output_dir, presets=presets, quick=quick)
+        if seed == 0:  # the sweep compares all methods: every one pre-trained first
+            for method in methods:
+                pretrained(method, seed)
+            presets = run_protocol(methods, seed, output_dir, presets=presets, quick=quick)
+            continue
+        for method in methods:  # later seeds method by method, so a cut-off run leaves whole methods
+            pretrained(method, seed)
+            run_protocol([method], seed, output_dir, presets=None, quick=quick)  # (the presets: read back from the seed-0 sweep)
     if markdown and not quick:
         from learning_report import write_report
 

@@ -31,9 +31,10 @@ INITS = ("pre-trained", "random init")
 # fine-tuning settings every run shares (the demo's augmentation: crop 0.5-1, no flips, batch 64);
 # base lr is scaled by batch / 256: base 1e-2 is lr 2.5e-3
 COMMON = dict(batch_size=64, weight_decay=0.05, label_smoothing=0.1, warmup_ratio=0.1, crop_min_scale=0.5, flip=False)
-# the budget-dependent length: 220 steps for all labels, 120 and 100 for the low-label subsets
-EPOCHS = {"full": 10, "10%": 40, "1%": 100}
-QUICK_EPOCHS = {"full": 0.05, "10%": 1, "1%": 1}  # --quick: a smoke run of every path, no numbers
+# the budget-dependent length: 220 and 660 steps for all labels, 120 and 100 for the low-label subsets
+EPOCHS = {"full": 10, "full30": 30, "10%": 40, "1%": 100}
+QUICK_EPOCHS = {"full": 0.05, "full30": 0.05, "10%": 1, "1%": 1}  # --quick: a smoke run of every path, no numbers
+FULL_UNITS = ("full", "full30")  # all labels: 10 and 30 epochs
 # the sweep's grid, the same for every method, budget and init
 SWEEP_GRID = {"ld0.75": dict(base_lr=1e-2, layer_decay=0.75), "ld1.0": dict(base_lr=1e-2, layer_decay=1.0)}
 FULL_PRESET = dict(base_lr=1e-2, layer_decay=0.75)  # all labels: not swept (see learning.md), one preset for every method
@@ -79,7 +80,7 @@ def model_dirs(output_dir: str, method: str, seed: int) -> dict[str, str]:
 
 
 def fine_tune(model_dir: str, train, evaluation, out: str, *, seed: int, unit: str, settings: dict, quick: bool = False) -> dict:
-    """One fine-tune of the protocol (`unit`: "full", "10%" or "1%" sets the epochs)."""
+    """One fine-tune of the protocol (`unit`: "full", "full30", "10%" or "1%" sets the epochs)."""
     epochs = (QUICK_EPOCHS if quick else EPOCHS)[unit]
     from mim_hub.training.finetune import finetune
 
@@ -138,7 +139,8 @@ def preset_name(method: str, budget: str, init: str) -> str:
     return f"digits-small-{method}-{budget.rstrip('%')}pct-{'pretrained' if init == 'pre-trained' else 'random-init'}"
 
 
-def run_seed(method: str, seed: int, output_dir: str, presets: dict, *, units=("frozen", "full", "10%", "1%"), quick: bool = False) -> list[dict]:
+def run_seed(method: str, seed: int, output_dir: str, presets: dict, *, units=("frozen", "full", "10%", "1%", "full30"),
+             quick: bool = False) -> list[dict]:
     """Every unit of `method` and `seed` not yet in records.jsonl, each appended when done."""
     from transformers import AutoImageProcessor, AutoModel
 
@@ -171,8 +173,8 @@ def run_seed(method: str, seed: int, output_dir: str, presets: dict, *, units=("
         for init, folder in dirs.items():
             if _done(_records(path), method=method, seed=seed, unit=unit, init=init):
                 continue
-            if unit == "full":
-                images, settings, name = train, FULL_PRESET, "digits-small-full"
+            if unit in FULL_UNITS:
+                images, settings, name = train, FULL_PRESET, f"digits-small-{unit}"
             else:
                 images = labelled_subset(pool, unit, seed)
                 chosen = presets[method][unit][init]
@@ -228,14 +230,14 @@ def finetune_table(records: list[dict]) -> str:
              "layer decay (pre-trained / random init) | epochs |", "|---|---|---|---|---|---|---|---|---|"]
     tuned = [r for r in records if r["unit"] != "frozen"]
     for method in dict.fromkeys(r["method"] for r in tuned):
-        for unit in ("full", "10%", "1%"):
+        for unit in ("full", "full30", "10%", "1%"):
             by_init = {init: {r["seed"]: r for r in tuned if r["method"] == method and r["unit"] == unit and r["init"] == init} for init in INITS}
             seeds = sorted(set(by_init["pre-trained"]) & set(by_init["random init"]))
             if not seeds:
                 continue
             pre, rnd = [by_init["pre-trained"][s] for s in seeds], [by_init["random init"][s] for s in seeds]
             gaps = ", ".join(f"{100 * (p['accuracy'] - r['accuracy']):+.1f}" for p, r in zip(pre, rnd))
-            label = "all (1347)" if unit == "full" else f"{unit} ({pre[0]['train_images']})"
+            label = f"all (1347), {EPOCHS[unit]} epochs" if unit in FULL_UNITS else f"{unit} ({pre[0]['train_images']})"
             lines.append(f"| {method} | {label} | {', '.join(map(str, seeds))} | {_stat([r['accuracy'] for r in pre])} | "
                          f"{_stat([r['accuracy'] for r in rnd])} | {gaps} | {pre[0]['lr']:.3g} / {rnd[0]['lr']:.3g} | "
                          f"{pre[0]['layer_decay']} / {rnd[0]['layer_decay']} | {pre[0]['epochs']:g} |")
@@ -259,7 +261,7 @@ def sweep_table(sweep_records: list[dict]) -> str:
 
 def presets_from_sweep(sweep_records: list[dict]) -> dict:
     """{preset name: settings} of every finished sweep cell, plus the all-labels preset."""
-    presets = {"digits-small-full": {**COMMON, **FULL_PRESET, "epochs": EPOCHS["full"]}}
+    presets = {f"digits-small-{unit}": {**COMMON, **FULL_PRESET, "epochs": EPOCHS[unit]} for unit in FULL_UNITS}
     points = list(SWEEP_GRID)
     for method, budget, init in dict.fromkeys((r["method"], r["budget"], r["init"]) for r in sweep_records):
         scores = {r["point"]: r["accuracy"] for r in sweep_records if (r["method"], r["budget"], r["init"]) == (method, budget, init)}
@@ -290,7 +292,7 @@ def run_protocol(methods, seed: int, output_dir: str, *, presets: dict | None = 
         for method in presets:
             presets[method]["1%"] = dict(presets[method]["10%"])
         write_presets(output_dir)
-    for units in (("10%", "1%"), ("full",)):
+    for units in (("10%", "1%"), ("full",), ("full30",)):
         for method in methods:
             run_seed(method, seed, output_dir, presets, units=units, quick=quick)
     return presets

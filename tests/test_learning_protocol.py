@@ -78,7 +78,7 @@ def test_one_method_s_protocol_runs_resumes_and_writes_its_tables(tmp_path, monk
     assert learning_methods.run_all(("mae",), [0], str(out), 20, None, quick=True) == 0
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     units = sorted((r["unit"], r.get("init", "")) for r in records)
-    assert units == sorted([("frozen", "")] + [(u, i) for u in ("full", "10%", "1%") for i in ("pre-trained", "random init")])
+    assert units == sorted([("frozen", "")] + [(u, i) for u in ("full", "full30", "10%", "1%") for i in ("pre-trained", "random init")])
     frozen = next(r for r in records if r["unit"] == "frozen")
     assert {"knn", "linear", "knn_shuffled_patches"} <= set(frozen["pre-trained"]) and frozen["pretrain_loss"]
     low = next(r for r in records if r["unit"] == "1%" and r["init"] == "random init")
