@@ -30,6 +30,7 @@ REFERENCE = ("Reference (same protocol, measured with transformers' own ViTMAE a
              "pixels), held-out masked loss 0.15-0.30 (0.91 random init).")
 
 
+SIX_METHODS = "## All six methods, one protocol"
 MEASURE_NAMES = {"linear": "linear probe (weight decay by CV)", "linear_unregularised": "linear probe, no weight decay",
                  "heldout_loss": "held-out masked loss"}
 
@@ -54,10 +55,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads per process (0: torch's default)")
     parser.add_argument("--markdown", default=os.path.join(os.path.dirname(__file__), "learning.md"))
     parser.add_argument("--method", nargs="+", default=None,
-                        help="'all' or method keys: the six-method protocol of learning_methods.py (its table is appended to --markdown)")
+                        help="'all' or method keys: the six-method protocol of learning_protocol.py (its section of --markdown is rewritten)")
     parser.add_argument("--mae-steps", type=int, default=2000,
                         help="--method: the pre-training budget, as MAE's steps; every method gets the same wall-clock time (rates measured side by side)")
     parser.add_argument("--quick", action="store_true", help="--method: a smoke run of every method's path (no numbers written)")
+    parser.add_argument("--figures", action="store_true",
+                        help="draw benchmarks/figures/*.png from the records in --output-dir (needs matplotlib: pip install 'mim-hub[plot]')")
     args = parser.parse_args()
     if args.method:
         sys.path.insert(0, os.path.dirname(__file__))
@@ -65,6 +68,11 @@ def main() -> int:
 
         methods = METHODS if args.method == ["all"] else args.method
         return run_all(methods, args.seeds, args.output_dir, args.mae_steps, args.markdown, quick=args.quick)
+    if args.figures:
+        sys.path.insert(0, os.path.dirname(__file__))
+        from learning_figures import main as figures_main
+
+        return figures_main(args.output_dir, os.path.join(os.path.dirname(__file__), "figures"))
     jobs = [(args.output_dir, s, args.pretrain_steps, args.batch_size, args.lr, args.threads) for s in args.seeds]
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -93,8 +101,13 @@ def main() -> int:
     lines += ["", REFERENCE]
     text = "\n".join(lines) + "\n"
     print(text)
+    kept = ""  # the six-method section (written by --method all) stays
+    if os.path.exists(args.markdown):
+        with open(args.markdown) as handle:
+            old = handle.read()
+        kept = old[old.index(SIX_METHODS):] if SIX_METHODS in old else ""
     with open(args.markdown, "w") as handle:
-        handle.write(text)
+        handle.write(text + ("\n" + kept if kept else ""))
     with open(os.path.join(args.output_dir, "learning.json"), "w") as handle:
         json.dump({"seeds": args.seeds, "runs": runs}, handle, indent=2)
     return 0

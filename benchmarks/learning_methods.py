@@ -1,4 +1,5 @@
-"""One learning protocol for all six methods (`python benchmarks/learning.py --method all`).
+"""The six methods' small digits models and their pre-training, for the learning protocol
+(`python benchmarks/learning.py --method all`; the evaluations are learning_protocol.py's).
 
 Each method's small digits model (32 px, patch 4 or 8, 64 wide, 3-4 layers) is pre-trained with
 `mim-hub pretrain --method M` and the demo's recipe (batch 32, lr 5e-4, crop 0.5-1, no flips) for
@@ -6,12 +7,8 @@ the same wall-clock budget: MAE's `--mae-steps` steps. The budget is set by rate
 side: every method runs a short `mim-hub pretrain` in alternating order (two rounds), its steady
 rate is read from the training log (steps between the first and the last record, start-up left
 out), and a method gets `mae_steps x its rate / MAE's rate` steps. Measured that way the ratios
-hold on a loaded machine, where wall-clock seconds do not. Then, on frozen mean-pooled features:
-kNN (k 20, T 0.07) and the linear probe with its weight decay chosen by 5-fold cross-validation on
-the training split, against the same architecture at random initialisation and raw pixels; and the
-fine-tuned accuracy (Trainer, the demo's fine-tuning recipe, 10 epochs). Per method and seed, a JSON
-record.
-"""
+hold on a loaded machine, where wall-clock seconds do not. The random init every comparison uses
+is the seed's init that pre-training started from (`<method>-seed<S>/init`)."""
 
 from __future__ import annotations
 
@@ -24,7 +21,6 @@ import torch
 
 from mim_hub.models.catalogue import METHODS
 
-_RAW: dict[int, dict] = {}
 VIT = dict(image_size=32, patch_size=4, hidden_size=64, num_hidden_layers=4, num_attention_heads=2, intermediate_size=128)
 DECODER = dict(decoder_hidden_size=64, decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=128)
 
@@ -113,73 +109,25 @@ def relative_rates(methods, output_dir: str, *, steps: int = 80, rounds: int = 2
             for method, values in rates.items()}
 
 
-def run_method(method: str, output_dir: str, *, steps: int, seed: int, finetune_epochs: float = 10, quick: bool = False) -> dict:
-    """One method and seed, pre-trained for `steps`. `quick`: a smoke run of the code path (probe
-    5 epochs, no CV, 0.2 fine-tuning epochs), no numbers."""
-    from transformers import AutoModel
-
-    from mim_hub.data import load_digits_dataset
-    from mim_hub.training.demo import pixel_features
-    from mim_hub.training.evaluate import evaluate_model, knn_accuracy, linear_probe
-    from mim_hub.training.finetune import finetune
-
-    train, test = load_digits_dataset("train"), load_digits_dataset("test")
+def ensure_pretrained(method: str, output_dir: str, *, steps: int, seed: int) -> float:
+    """The method's seeded random init and its pre-training for `steps` (skipped if a finished
+    one is there: it is saved atomically); returns the pre-training seconds."""
     folder = os.path.join(output_dir, f"{method}-seed{seed}")
-    init_dir = _initial_model(method, folder, seed)
     pretrained = os.path.join(folder, "pretrained")
-    if os.path.exists(os.path.join(pretrained, "model.safetensors")):  # a finished pre-training (saved atomically) of a resumed run
+    if os.path.exists(os.path.join(pretrained, "model.safetensors")):
         with open(os.path.join(pretrained, "log.jsonl")) as handle:
-            seconds = [json.loads(line) for line in handle if line.strip()][-1]["elapsed_s"]
-    else:
-        seconds = _pretrain(method, init_dir, pretrained, steps, seed)
-    from transformers import AutoImageProcessor
-
-    processor = AutoImageProcessor.from_pretrained(init_dir)
-    record = {"method": method, "seed": seed, "steps": steps, "pretrain_s": round(seconds, 1)}
-    for name, path in (("pre-trained", os.path.join(folder, "pretrained")), ("random init", init_dir)):
-        record[name] = evaluate_model(AutoModel.from_pretrained(path), processor, train, test, seed=seed,
-                                      **(dict(linear_epochs=5, linear_weight_decay=0.0) if quick else {}))
-    if seed not in _RAW:  # the same for every method: computed once per seed
-        raw_train, raw_test = pixel_features(train), pixel_features(test)
-        _RAW[seed] = {"knn": knn_accuracy(raw_train, train.labels, raw_test, test.labels),
-                      **linear_probe(raw_train, train.labels, raw_test, test.labels, seed=seed,
-                                     **(dict(epochs=5, weight_decay=0.0) if quick else {}))}
-    record["raw pixels"] = _RAW[seed]
-    _, metrics = finetune(os.path.join(folder, "pretrained"), train, test, output_dir=os.path.join(folder, "finetuned"),
-                          epochs=0.2 if quick else finetune_epochs, batch_size=64, base_lr=2e-3, layer_decay=0.75, drop_path=0.1, crop_min_scale=0.5,
-                          flip=False, seed=seed,
-                          log_to_console=False)
-    record["fine-tuned"] = metrics.get("eval_accuracy")
-    return record
+            return [json.loads(line) for line in handle if line.strip()][-1]["elapsed_s"]
+    init_dir = _initial_model(method, folder, seed)
+    return _pretrain(method, init_dir, pretrained, steps, seed)
 
 
-def table(records: list[dict]) -> str:
-    lines = ["| method | steps (s) | kNN pre-trained | kNN random init | linear pre-trained | linear random init | fine-tuned | ahead of random init? |",
-             "|---|---|---|---|---|---|---|---|"]
-    for method in dict.fromkeys(r["method"] for r in records):
-        rs = [r for r in records if r["method"] == method]
+def run_all(methods, seeds, output_dir: str, mae_steps: int, markdown: str | None = None, quick: bool = False) -> int:
+    """Rates (measured once, kept in rates.json for a resumed run), then per seed: every method's
+    pre-training and the protocol of learning_protocol.py (the sweep on seed 0). Records append to
+    output_dir as they finish; with `markdown`, the tables are written there at the end."""
+    from learning_protocol import run_protocol
 
-        def m(key, metric):
-            values = [100 * r[key][metric] for r in rs]
-            return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-        knn, knn0, lin, lin0 = m("pre-trained", "knn"), m("random init", "knn"), m("pre-trained", "linear"), m("random init", "linear")
-        ft = statistics.mean(100 * r["fine-tuned"] for r in rs)
-        ahead = ("yes" if knn[0] > knn0[0] and lin[0] > lin0[0] else
-                 f"no ({'kNN' if knn[0] <= knn0[0] else ''}{' and ' if knn[0] <= knn0[0] and lin[0] <= lin0[0] else ''}"
-                 f"{'linear' if lin[0] <= lin0[0] else ''} at or below random init)")
-        steps = "/".join(str(r["steps"]) for r in rs)
-        secs = "/".join(f"{r['pretrain_s']:.0f}" for r in rs)
-        lines.append(f"| {method} | {steps} ({secs}) | {knn[0]:.1f} +- {knn[1]:.1f} | {knn0[0]:.1f} +- {knn0[1]:.1f} | "
-                     f"{lin[0]:.1f} +- {lin[1]:.1f} | {lin0[0]:.1f} +- {lin0[1]:.1f} | {ft:.1f} | {ahead} |")
-    raw = records[0]["raw pixels"]
-    lines.append(f"| raw pixels | | {100 * raw['knn']:.1f} | | {100 * raw['linear']:.1f} | | | |")
-    return "\n".join(lines)
-
-
-def run_all(methods, seeds, output_dir: str, mae_steps: int, markdown: str, quick: bool = False) -> int:
     os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, "learning_methods.jsonl")
     rates_path = os.path.join(output_dir, "rates.json")
     if os.path.exists(rates_path):  # a resumed run keeps the budget it started with
         with open(rates_path) as handle:
@@ -188,32 +136,23 @@ def run_all(methods, seeds, output_dir: str, mae_steps: int, markdown: str, quic
         rates = relative_rates(methods, output_dir, steps=20 if quick else 80, rounds=1 if quick else 2)
         with open(rates_path, "w") as handle:
             json.dump(rates, handle, indent=1)
-    done = []
-    if os.path.exists(path):  # resume: the (method, seed) pairs already recorded are not run again
-        with open(path) as handle:
-            done = [json.loads(line) for line in handle if line.strip()]
-    records = [r for r in done if r["method"] in methods and r["seed"] in seeds]
-    for seed in seeds:
-        for method in methods:
-            if any(r["method"] == method and r["seed"] == seed for r in records):
-                continue
-            steps = max(5, round((20 if quick else mae_steps) * rates[method]["vs_reference"]))
-            record = run_method(method, output_dir, steps=steps, seed=seed, quick=quick)
-            record["vs_mae_rate"] = round(rates[method]["vs_reference"], 3)
-            records.append(record)
-            with open(path, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-    if quick:
-        print(table(records))
-        return 0
-    rate_line = ", ".join(f"{m} {rates[m]['vs_reference']:.2f}" for m in methods)
-    text = (f"\n## All six methods, one protocol (`benchmarks/learning.py --method all`)\n\n"
-            f"Seeds {list(seeds)}; each method's small digits model (64 wide) pre-trained for the wall-clock budget of {mae_steps} MAE "
-            f"steps (batch 32, lr 5e-4, crop 0.5-1, no flips): a method gets {mae_steps} x its steady pre-training rate / MAE's, the rates "
-            f"measured side by side in alternating short runs ({rate_line}). kNN (k 20, T 0.07) and linear probe (weight decay by "
-            f"5-fold CV on train) on frozen mean-pooled features; fine-tuned: Trainer, the demo's recipe (10 epochs, lr 2e-3, layer decay 0.75, drop path 0.1). Mean +- std over seeds; the steps "
-            f"column gives each seed's steps and pre-training seconds.\n\n" + table(records) + "\n")
-    print(text)
-    with open(markdown, "a") as handle:
-        handle.write(text)
+    def pretrained(method, seed):
+        steps = max(5, round((20 if quick else mae_steps) * rates[method]["vs_reference"]))
+        seconds = ensure_pretrained(method, output_dir, steps=steps, seed=seed)
+        print(f"{method} seed {seed}: pre-trained {steps} steps ({seconds:.0f} s)", flush=True)
+
+    presets = None
+    for seed in sorted(seeds, key=lambda s: s != 0):  # seed 0 first: its sweep sets the presets
+        if seed == 0:  # the sweep compares all methods: every one pre-trained first
+            for method in methods:
+                pretrained(method, seed)
+            presets = run_protocol(methods, seed, output_dir, presets=presets, quick=quick)
+            continue
+        for method in methods:  # later seeds method by method, so a cut-off run leaves whole methods
+            pretrained(method, seed)
+            run_protocol([method], seed, output_dir, presets=None, quick=quick)  # (the presets: read back from the seed-0 sweep)
+    if markdown and not quick:
+        from learning_report import write_report
+
+        write_report(output_dir, markdown)
     return 0

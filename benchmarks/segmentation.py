@@ -72,6 +72,15 @@ NOTES = [
     "steps per run would be 2.3 CPU-hours each here, 14 for the six: "
     "`python benchmarks/segmentation.py --pretrained OUT/mae-digits --image-size 64 --steps 3000 --batch-size 16 --jobs 6` "
     "on a GPU machine or a day of this one.",
+    "- The CPU protocol (designed, not yet run; a smoke run of its path passes): low-label segmentation on the demo's backbone, "
+    "at a size one run fits in 30 CPU-minutes. 100 labelled training canvases (against the default 1000), the canvases at "
+    "their own 64 px (16x16 tokens: the digits 4-8 tokens wide), UperNet width 32, batch 16, lr 1e-3, layer decay 0.65, "
+    "600 steps: 600 x 2.8 CPU-s per batch-16 step at 64 px (measured above) is 28 CPU-minutes; whole-image evaluation "
+    "on 200 test canvases; seeds 0, 1, 2, pre-trained and random init. Read it by the per-digit IoUs and the mean class "
+    "accuracy beside mIoU: the first stage (strokes against background) is reached by both inits, and the question is "
+    "which one gets past \"all strokes one class\" with few labels. Command: `python benchmarks/segmentation.py "
+    "--pretrained OUT/mae-digits --image-size 64 --train-size 100 --test-size 200 --steps 600 --batch-size 16 --seeds 0,1,2 "
+    "--jobs 1`. The long result (3000 steps, all 1000 canvases) is the GPU run's.",
 ]
 
 

@@ -277,7 +277,11 @@ def test_finetune_semantic_segmentation_slide_eval_cli(tmp_path, capsys):
     metrics = json.load(open(out / "metrics.json"))
     assert 0 <= metrics["eval_mean_iou"] <= 1 and "eval_iou_left" in metrics
     assert "sliding window, crop 32, stride 8" in (out / "README.md").read_text()
-    assert Image.open(out / "segmentation.png").size == (3 * 3 * 40, 3 * 40)  # the picture at the image's own size
+    picture = Image.open(out / "segmentation.png").convert("L")
+    assert picture.size == (3 * 3 * 40, 3 * 40 + 16)  # the picture at the image's own size, under a 16-px title band
+    band = np.asarray(picture)[:16]
+    for column in range(3):  # "input", "truth", "prediction": ink over every column
+        assert (band[:, column * 120:(column + 1) * 120] < 128).any()
     assert cli([*base, "--output-dir", str(tmp_path / "bad"), "--eval-mode", "slide", "--eval-stride", "40"]) == 2
     assert "larger than" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 

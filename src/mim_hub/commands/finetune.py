@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer-decay", type=float, default=None, help="layer-wise lr decay (MAE: 0.65 ViT-B, 0.75 ViT-L/H; default 0.65)")
     parser.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default 0.05)")
     parser.add_argument("--label-smoothing", type=float, default=None, help="label smoothing factor (default 0.1; folded into MixUp targets)")
-    parser.add_argument("--drop-path", type=float, default=None, help="stochastic depth rate (default 0.1)")
+    parser.add_argument("--drop-path", type=float, default=None,
+                        help="stochastic depth rate (default 0.1; refused for a method without stochastic depth, e.g. CRATE-MAE)")
     parser.add_argument("--warmup-ratio", type=float, default=None, help="fraction of steps for linear warm-up (default 0.1)")
     parser.add_argument("--warmup-epochs", type=float, default=None, help="epochs of linear warm-up (overrides --warmup-ratio)")
     parser.add_argument("--crop-min-scale", type=float, default=None, help="RandomResizedCrop's smallest area fraction (default 0.08)")
@@ -53,7 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=None,
                         help="fine-tune at this resolution (default: the model's); position tables are resized, as SimMIM/MAE do")
     parser.add_argument("--window-size", type=int, default=None, help="Swin: fine-tune with this attention window (SimMIM: 6 -> 7 at 224 px)")
-    parser.add_argument("--pooling", choices=("mean", "cls"), default=None, help="classifier head input: mean of patch tokens + fc_norm (MAE recipe, the default) or cls token")
+    parser.add_argument("--pooling", choices=("mean", "cls"), default=None,
+                        help="classifier head input: mean of patch tokens (MAE recipe, the default) or the cls token (refused "
+                             "for a model without one); reaches every method's config (use_mean_pooling, or CRATE's pooling)")
+    parser.add_argument("--validation-fraction", type=float, default=0.0,
+                        help="hold out this fraction of the training split (stratified, seeded by --seed) and keep the best "
+                             "epoch on it (default 0: no selection, the last epoch is kept); the evaluation split never selects")
     parser.add_argument("--seed", type=int, default=0, help="seed")
     parser.add_argument("--num-workers", type=int, default=default_num_workers(),
                         help="data loader worker processes (default: the CPUs less one, at most 8)")
@@ -142,10 +148,15 @@ def main(args: argparse.Namespace) -> int:
     _, metrics = finetune(args.model, train, evaluation, output_dir=args.output_dir, flip=not args.no_flip, seed=args.seed,
                           num_workers=args.num_workers, push_to_hub=args.push_to_hub,
                           resume_from_checkpoint=args.resume_from_checkpoint, fsdp=args.fsdp,
-                          compile=args.compile, compile_backend=args.compile_backend, compile_mode=args.compile_mode, **settings)
+                          compile=args.compile, compile_backend=args.compile_backend, compile_mode=args.compile_mode,
+                          validation_fraction=args.validation_fraction, **settings)
     if count_bad_images(bad_image_log):
         print(f"{count_bad_images(bad_image_log)} unreadable images skipped (listed in {bad_image_log})")
-    if metrics:
+    print(f"lr used: {metrics['learning_rate']:.3g} ({settings.get('lr_rule', 'blr/256')} of base lr {settings.get('base_lr', 5e-4):g}, "
+          f"effective batch {metrics['effective_batch']})")
+    if "validation_accuracy" in metrics:
+        print(f"validation accuracy (the kept epoch): {100 * metrics['validation_accuracy']:.2f}%")
+    if "eval_accuracy" in metrics:
         print(f"eval accuracy: {100 * metrics['eval_accuracy']:.2f}%")
         if "eval_ema_accuracy" in metrics:
             print(f"eval accuracy (EMA): {100 * metrics['eval_ema_accuracy']:.2f}%")

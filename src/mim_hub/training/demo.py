@@ -78,12 +78,13 @@ def run_demo(output_dir: str, *, pretrain_steps: int = DEMO_RECIPE["steps"], pre
     random_init = MAEForPreTraining(config)
     epochs = 5 if quick else 100
     results = {
-        "pre-trained MAE": evaluate_model(pretrained.mae, processor, train, test, linear_epochs=epochs, seed=seed),
-        "random init (same architecture)": evaluate_model(random_init.mae, processor, train, test, linear_epochs=epochs, seed=seed),
+        "pre-trained MAE": evaluate_model(pretrained.mae, processor, train, test, linear_epochs=epochs, seed=seed, progress=True),
+        "random init (same architecture)": evaluate_model(random_init.mae, processor, train, test, linear_epochs=epochs, seed=seed,
+                                                          progress=True),
     }
     raw_train, raw_test = pixel_features(train), pixel_features(test)
     results["raw pixels"] = {"knn": knn_accuracy(raw_train, train.labels, raw_test, test.labels),
-                             **linear_probe(raw_train, train.labels, raw_test, test.labels, epochs=epochs, seed=seed)}
+                             **linear_probe(raw_train, train.labels, raw_test, test.labels, epochs=epochs, seed=seed, progress=True)}
     # held-out masked-reconstruction loss (same masks for both models)
     pixels = processor([test.image(i) for i in range(len(test))], return_tensors="pt").pixel_values
     noise = torch.rand(len(test), 64, generator=torch.Generator().manual_seed(seed))

@@ -81,10 +81,12 @@ def check_labels(labels, what: str) -> None:
 
 @torch.no_grad()
 def extract_features(model, processor, images, *, batch_size: int = 128, pooling: str = "mean", num_workers: int = 0,
-                     return_labels: bool = False, progress: bool = False):
+                     return_labels: bool = False, progress: bool = False, pixel_transform=None):
     """[N, D] frozen features of an `ImageDataset` (encoder of any mim_hub model), decoded and
     processed in `num_workers` DataLoader workers; only the features are kept. With
-    `return_labels`, (features, labels) of the readable images (unreadable ones are left out)."""
+    `return_labels`, (features, labels) of the readable images (unreadable ones are left out).
+    `pixel_transform`: applied to each batch of processed pixels before the encoder (e.g. the
+    patch shuffle of `position_check`)."""
     encoder = getattr(model, model.base_model_prefix, model) if not hasattr(model, "embeddings") else model
     encoder.eval()
     device = next(encoder.parameters()).device
@@ -92,6 +94,8 @@ def extract_features(model, processor, images, *, batch_size: int = 128, pooling
                                          pin_memory=device.type == "cuda")
     feats, labels = [], []
     for pixels, batch_labels, readable in tqdm(loader, desc=f"features {images.name}", disable=not progress, unit="batch"):
+        if pixel_transform is not None:
+            pixels = pixel_transform(pixels)
         out = encoder(pixels.to(device))
         if pooling == "pooler" and getattr(out, "pooler_output", None) is not None:
             feature = out.pooler_output.float()
@@ -219,13 +223,17 @@ def stratified_folds(labels, folds: int = 5, seed: int = 0) -> list[torch.Tensor
 
 
 def select_probe_weight_decay(train_x, train_y, *, grid=PROBE_WEIGHT_DECAYS, folds: int = 5, repeats: int = 3, epochs: int = 100,
-                              seed: int = 0) -> tuple[float, dict]:
+                              seed: int = 0, progress: bool = False) -> tuple[float, dict]:
     """The weight decay of `grid` whose probe scores best in stratified k-fold cross-validation on
     the training features, repeated `repeats` times with other fold assignments (one split alone
     is too noisy to rank close values; ties go to the smaller weight decay). Returns (choice,
-    {weight decay: mean validation accuracy})."""
+    {weight decay: mean validation accuracy}). `progress`: a tqdm bar over the folds x repeats
+    probes (each trains the whole grid at once)."""
+    from tqdm.auto import tqdm
+
     train_x, train_y = torch.as_tensor(train_x, dtype=torch.float32), torch.as_tensor(train_y)
     totals = torch.zeros(len(grid))
+    bar = tqdm(total=folds * repeats, desc=f"probe weight decay ({folds}-fold CV x {repeats})", unit="fold", disable=not progress)
     for repeat in range(repeats):
         splits = stratified_folds(train_y, folds, seed + repeat)
         if min(len(s) for s in splits) == 0:
@@ -236,19 +244,21 @@ def select_probe_weight_decay(train_x, train_y, *, grid=PROBE_WEIGHT_DECAYS, fol
             keep[held_out] = False
             totals += torch.tensor(probe_accuracies(train_x[keep], train_y[keep], train_x[held_out], train_y[held_out], grid,
                                                     epochs=epochs, seed=seed))
+            bar.update()
+    bar.close()
     scores = {float(w): (total / (folds * repeats)).item() for w, total in zip(grid, totals)}
     best = max(scores.values())
     choice = min(w for w, score in scores.items() if score >= best - 1e-9)
     return choice, scores
 
 
-def linear_probe(train_x, train_y, test_x, test_y, *, epochs: int = 100, seed: int = 0, weight_decay="cv") -> dict:
+def linear_probe(train_x, train_y, test_x, test_y, *, epochs: int = 100, seed: int = 0, weight_decay="cv", progress: bool = False) -> dict:
     """{"linear": test accuracy, "linear_weight_decay": the weight decay used,
     "linear_unregularised": test accuracy of the same probe without weight decay (MAE's ImageNet
     setting), reported beside it, never used to choose}; weight_decay="cv" chooses the weight
     decay with `select_probe_weight_decay` on the training features alone."""
     if weight_decay == "cv":
-        weight_decay, _ = select_probe_weight_decay(train_x, train_y, epochs=epochs, seed=seed)
+        weight_decay, _ = select_probe_weight_decay(train_x, train_y, epochs=epochs, seed=seed, progress=progress)
     # both probes in one stack (same initialisation and sample order)
     chosen, unregularised = probe_accuracies(train_x, train_y, test_x, test_y, [weight_decay, 0.0], epochs=epochs, seed=seed)
     return {"linear": chosen, "linear_weight_decay": weight_decay, "linear_unregularised": unregularised}
@@ -271,7 +281,7 @@ def evaluate_model(model, processor, train_images, test_images, *, protocol: str
                                         batch_size=probe_batch_size, epochs=linear_epochs, seed=seed))
     elif protocol in ("linear", "both"):
         results.update(linear_probe(train_x, train_y, test_x, test_y, epochs=linear_epochs, seed=seed,
-                                    weight_decay=linear_weight_decay))
+                                    weight_decay=linear_weight_decay, progress=progress))
     return results
 
 

@@ -1,8 +1,10 @@
 """Fine-tune a *ForImageClassification model with transformers' Trainer.
 
 Labels come from the dataset (`id2label`/`label2id` are saved with the model); the MAE recipe's
-layer-wise lr decay, label smoothing, stochastic depth and the accuracy metric are applied; the
-best checkpoint (by accuracy on the evaluation split) is kept. From Python:
+layer-wise lr decay, label smoothing, stochastic depth and the accuracy metric are applied. With
+`validation_fraction` (`--validation-fraction`) a seeded, stratified part of the training split is
+held out and the best epoch on it is kept; otherwise the last epoch is. The evaluation split is
+evaluated once, at the end, and never selects anything. From Python:
 
     from mim_hub.training.finetune import finetune
     trainer, metrics = finetune("my-mae", train_images, eval_images, output_dir="my-mae-ft", epochs=5)
@@ -33,7 +35,9 @@ from .compiling import compile_with
 from .distributed import cpu_only, trainer_fsdp_arguments
 from .ema import EmaCallback, ModelEma
 from .evaluate import check_labels
+from .finetune_protocol import check_pooling_applies, classifier_config_overrides, selection_and_evaluation, write_settings
 from .finetune_recipes import learning_rate
+from .label_splits import validation_split
 from .modelio import method_of_folder
 from ..utils.values import check_finite_model, check_values
 from .optim import adamw, cosine_with_warmup, param_groups_lrd
@@ -83,22 +87,47 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
     processor follows the new size. The timm-style augmentations (`rand_augment`,
     `reprob`/`remode`, `mixup`/`cutmix`) and `model_ema` are off by default; `--recipe` turns on
     what the paper's recipe has. The lr is `lr_rule` applied to `base_lr` and the effective batch
-    (batch x grad_accum x processes)."""
+    (batch x grad_accum x processes); it is logged, returned as `metrics["learning_rate"]` and
+    written to `finetune_settings.json`.
+
+    `pooling` and `drop_path` reach every method's config, or raise ValueError where they cannot
+    apply (see `finetune_protocol`); None: mean pooling, drop path 0.1 where the method has it.
+    `validation_fraction` > 0: that part of `train_images` (stratified, seeded) is held out and the
+    best epoch on it kept (`metrics["validation_accuracy"]`); `eval_images` is evaluated once at
+    the end (`metrics["eval_accuracy"]`) and never selects."""
     s = dataclasses.replace(settings, **options) if settings is not None else FinetuneSettings.of(**options)
     check_values(s, "finetune")  # the settings in their ranges, as the CLI's options are
     names = check_datasets(train_images, eval_images)
     method = method_of_folder(model_dir)
-    model, processor = build_classifier(model_dir, method, names, s)
+    model, processor, pooling = build_classifier(model_dir, method, names, s)
+    validation_images = None
+    if s.validation_fraction:  # held out of the training split: the only split that selects
+        train_images, validation_images = validation_split(train_images, s.validation_fraction, s.seed)
     train_data, eval_data, collator = build_data(train_images, eval_images, processor, model.config, len(names), s)
+    validation_data = ClassificationData(validation_images, _eval_transform(processor), s.seed, False) if validation_images is not None else None
     state = PartialState(cpu=cpu_only())  # on CPU, launched processes are gloo ranks (see distributed.cpu_only)
     schedule = plan_schedule(len(train_data), state.num_processes, s)
-    trainer, ema = build_trainer(model, train_data, eval_data, collator, schedule, output_dir, s)
+    trainer, ema = build_trainer(model, train_data, validation_data, collator, schedule, output_dir, s, keep_checkpoints=eval_data is not None)
+    write_settings(output_dir, used_settings(method, model_dir, model, pooling, train_data, validation_images, eval_images, schedule, s))
     trainer.train(resume_from_checkpoint=s.resume_from_checkpoint)
     if not s.fsdp:
         check_finite_model(trainer.model, f"fine-tuning {model_dir}")
-    metrics = trainer.evaluate() if eval_data is not None else {}
-    save(trainer, ema, processor, metrics, method, model_dir, train_images, eval_images, schedule, output_dir, s)
+    metrics = selection_and_evaluation(trainer, validation_data, eval_data)
+    save(trainer, ema, processor, metrics, method, model_dir, train_images, eval_images, eval_data, schedule, output_dir, s)
+    metrics.update(learning_rate=schedule.lr, effective_batch=schedule.effective_batch)
     return trainer, metrics
+
+
+def used_settings(method, model_dir, model, pooling, train_data, validation_images, eval_images, schedule, s) -> dict:
+    """What `finetune_settings.json` records: the settings a fine-tune actually used."""
+    return {"method": method, "model": model_dir, "train_images": len(train_data), "epochs": s.epochs, "steps": schedule.steps,
+            "effective_batch": schedule.effective_batch, "lr": schedule.lr, "lr_rule": s.lr_rule, "base_lr": s.base_lr,
+            "min_lr": schedule.min_lr, "layer_decay": s.layer_decay, "weight_decay": s.weight_decay,
+            "label_smoothing": s.label_smoothing, "warmup_steps": min(schedule.warmup_steps, schedule.steps), "pooling": pooling,
+            **({"drop_path_rate": model.config.drop_path_rate} if hasattr(model.config, "drop_path_rate") else {}),
+            "crop_min_scale": s.crop_min_scale, "flip": s.flip, "seed": s.seed,
+            "model_selection": f"best epoch on {validation_images.name}" if validation_images is not None else "last epoch",
+            "evaluation": eval_images.name if eval_images is not None else None}
 
 
 def check_datasets(train_images, eval_images) -> list[str]:
@@ -109,11 +138,9 @@ def check_datasets(train_images, eval_images) -> list[str]:
 
 
 def build_classifier(model_dir: str, method: str, names: list[str], s: FinetuneSettings):
-    """(the method's classifier with a fresh head of `names`, its image processor)."""
+    """(the method's classifier with a fresh head of `names`, its image processor, the pooling it uses)."""
     config_class = method_classes(method)["config"]
-    extra = {"drop_path_rate": s.drop_path} if "drop_path_rate" in config_class.__dataclass_fields__ else {}  # (CRATE has none)
-    if "use_mean_pooling" in config_class.__dataclass_fields__:
-        extra["use_mean_pooling"] = s.pooling == "mean"
+    extra = classifier_config_overrides(method, config_class, pooling=s.pooling, drop_path=s.drop_path)  # or refused, naming the method
     geometry = {k: v for k, v in (("image_size", s.image_size), ("window_size", s.window_size)) if v is not None}
     if "window_size" in geometry and "window_size" not in config_class.__dataclass_fields__:
         raise ValueError(f"{method} models have no attention window: --window-size applies to Swin backbones")
@@ -121,6 +148,7 @@ def build_classifier(model_dir: str, method: str, names: list[str], s: FinetuneS
     load = classifier.load_at_geometry if geometry else classifier.from_pretrained  # (another geometry: position tables resized)
     model = load(model_dir, num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
                  ignore_mismatched_sizes=True, **extra, **geometry)
+    pooling = check_pooling_applies(model, s.pooling)
     model.prepare_for_finetuning()  # the method's fine-tuning layout (SimMIM's ViT: a relative position table per block)
     compiled = compile_with(model, s.compile)  # per block, in place: parameter names (Trainer checkpoints, resume) unchanged
     if compiled:
@@ -128,7 +156,7 @@ def build_classifier(model_dir: str, method: str, names: list[str], s: FinetuneS
     processor = AutoImageProcessor.from_pretrained(model_dir)
     if s.image_size is not None and hasattr(processor, "with_image_size"):  # evaluation inputs of the new size, the rest as saved
         processor = processor.with_image_size(_side(model.config))
-    return model, processor
+    return model, processor, pooling
 
 
 def _side(config) -> int:
@@ -179,8 +207,12 @@ def plan_schedule(num_images: int, num_processes: int, s: FinetuneSettings) -> S
     return Schedule(effective_batch, lr, min_lr, steps, warmup)
 
 
-def build_trainer(model, train_data, eval_data, collator, schedule: Schedule, output_dir: str, s: FinetuneSettings):
-    """(the `AugmentedTrainer`, the weight EMA or None)."""
+def build_trainer(model, train_data, validation_data, collator, schedule: Schedule, output_dir: str, s: FinetuneSettings, *,
+                  keep_checkpoints: bool = False):
+    """(the `AugmentedTrainer`, the weight EMA or None). The Trainer evaluates the validation
+    split each epoch and keeps the best (when there is one); checkpoints are saved per epoch when
+    `s.save_checkpoints` and something is evaluated or averaged (`keep_checkpoints`: an
+    evaluation split at the end)."""
     def make_optimizer(m):
         return adamw(param_groups_lrd(m, s.weight_decay, s.layer_decay), lr=schedule.lr)
 
@@ -199,8 +231,9 @@ def build_trainer(model, train_data, eval_data, collator, schedule: Schedule, ou
     arguments = TrainingArguments(
         output_dir=output_dir, num_train_epochs=s.epochs, per_device_train_batch_size=s.batch_size, per_device_eval_batch_size=s.batch_size,
         gradient_accumulation_steps=s.grad_accum,
-        eval_strategy="epoch" if eval_data is not None else "no", save_strategy="epoch" if eval_data is not None or s.model_ema else "no",
-        load_best_model_at_end=eval_data is not None, metric_for_best_model="accuracy", greater_is_better=True,
+        eval_strategy="epoch" if validation_data is not None else "no",
+        save_strategy="epoch" if s.save_checkpoints and (validation_data is not None or keep_checkpoints or s.model_ema) else "no",
+        load_best_model_at_end=validation_data is not None, metric_for_best_model="accuracy", greater_is_better=True,
         save_total_limit=2, seed=s.seed, report_to="none", remove_unused_columns=False,
         logging_steps=max(1, schedule.steps // 20), dataloader_num_workers=s.num_workers, disable_tqdm=not s.log_to_console,
         dataloader_persistent_workers=s.num_workers > 0, dataloader_pin_memory=torch.cuda.is_available(),
@@ -209,17 +242,18 @@ def build_trainer(model, train_data, eval_data, collator, schedule: Schedule, ou
     )
     ema = ModelEma(model, s.model_ema_decay) if s.model_ema else None
     callbacks = [EmaCallback(ema, resume_from=s.resume_from_checkpoint)] if ema is not None else []
-    trainer = AugmentedTrainer(model=model, args=arguments, train_dataset=train_data, eval_dataset=eval_data, data_collator=collator,
+    trainer = AugmentedTrainer(model=model, args=arguments, train_dataset=train_data, eval_dataset=validation_data, data_collator=collator,
                                compute_metrics=accuracy, optimizers=(optimizer, scheduler), callbacks=callbacks,
                                compute_loss_func=soft_target_loss(s.label_smoothing),
                                optimizer_factory=make_optimizer if s.fsdp else None, scheduler_factory=make_scheduler if s.fsdp else None)
     return trainer, ema
 
 
-def save(trainer, ema, processor, metrics: dict, method: str, model_dir: str, train_images, eval_images, schedule: Schedule,
+def save(trainer, ema, processor, metrics: dict, method: str, model_dir: str, train_images, eval_images, eval_data, schedule: Schedule,
          output_dir: str, s: FinetuneSettings) -> None:
     """The fine-tuned model, its processor and card (with the accuracy); the EMA's beside it."""
-    card_metrics = [{"dataset": eval_images.name, "type": "accuracy", "value": round(metrics["eval_accuracy"], 4), "name": "top-1"}] if metrics else None
+    card_metrics = [{"dataset": eval_images.name, "type": "accuracy", "value": round(metrics["eval_accuracy"], 4), "name": "top-1"}] \
+        if "eval_accuracy" in metrics else None
     augment = ", ".join(a for a in (f"RandAugment {s.rand_augment}" if s.rand_augment not in (None, "", "none") else "",
                                     f"random erasing {s.reprob}" if s.reprob else "", f"MixUp {s.mixup}" if s.mixup else "",
                                     f"CutMix {s.cutmix}" if s.cutmix else "") if a)
@@ -231,7 +265,7 @@ def save(trainer, ema, processor, metrics: dict, method: str, model_dir: str, tr
         if eval_images is not None:
             weights = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
             trainer.model.load_state_dict(ema.module.state_dict())
-            metrics.update(trainer.evaluate(metric_key_prefix="eval_ema"))
+            metrics.update(trainer.evaluate(eval_dataset=eval_data, metric_key_prefix="eval_ema"))
             trainer.model.load_state_dict(weights)
         ema_metrics = [{"dataset": eval_images.name, "type": "accuracy", "value": round(metrics["eval_ema_accuracy"], 4),
                         "name": "top-1 (EMA)"}] if "eval_ema_accuracy" in metrics else None

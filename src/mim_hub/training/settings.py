@@ -144,7 +144,7 @@ class FinetuneSettings:
     layer_decay: float = 0.65
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
-    drop_path: float = 0.1
+    drop_path: float | None = None  # None: 0.1 where the method has stochastic depth (finetune_protocol)
     # augmentation
     flip: bool = True
     crop_min_scale: float = 0.08
@@ -156,12 +156,16 @@ class FinetuneSettings:
     cutmix: float = 0.0
     mixup_prob: float = 1.0
     mixup_switch_prob: float = 0.5
-    # the model: head input, geometry, weight average
-    pooling: str = "mean"
+    # the model: head input (None: mean where the method can choose; finetune_protocol), geometry, weight average
+    pooling: str | None = None
     image_size: int | None = None
     window_size: int | None = None
     model_ema: bool = False
     model_ema_decay: float = 0.9999
+    # model selection: a seeded, stratified share of the training split held out, the best epoch on it
+    # kept (0: no selection, the last epoch); the evaluation split is read once, at the end
+    validation_fraction: float = 0.0
+    save_checkpoints: bool = True
     # the run
     seed: int = 0
     num_workers: int = 0

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from ...data.segmentation import SegmentationDataset
 from .data import JointTransform
@@ -29,8 +29,8 @@ def _colour(label: np.ndarray, colours: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def segmentation_picture(model, source: SegmentationDataset, transform: JointTransform, indices, path: str, scale: int = 3,
                          slide: tuple | None = None) -> str:
-    """A PNG with one row per item: image, ground truth, prediction (side by side). With `slide`
-    (crop_size, stride) the prediction is sliding-window at the image's own resolution
+    """A PNG with one row per item: input, truth, prediction (side by side, titled above). With
+    `slide` (crop_size, stride) the prediction is sliding-window at the image's own resolution
     (`transform` then has `size=None`)."""
     model.eval()
     colours = palette(model.config.num_labels)
@@ -46,7 +46,20 @@ def segmentation_picture(model, source: SegmentationDataset, transform: JointTra
         shown = np.asarray(image.convert("RGB") if transform.size is None else image.resize((transform.size, transform.size), Image.BILINEAR))
         rows.append(np.concatenate([shown, _colour(resized_label, colours), _colour(prediction, colours)], axis=1))
     grid = np.concatenate(rows, axis=0)
-    picture = Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
+    picture = titled_columns(Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST),
+                             ["input", "truth", "prediction"])
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     picture.save(path)
     return path
+
+
+def titled_columns(picture: Image.Image, titles: list[str], height: int = 16) -> Image.Image:
+    """`picture` (equal-width columns side by side) below a white band with each column's title."""
+    canvas = Image.new("RGB", (picture.width, picture.height + height), "white")
+    canvas.paste(picture, (0, height))
+    draw = ImageDraw.Draw(canvas)
+    width = picture.width // len(titles)
+    for i, title in enumerate(titles):
+        left, _, right, _ = draw.textbbox((0, 0), title)
+        draw.text((i * width + max(0, (width - (right - left)) // 2), 2), title, fill="black")
+    return canvas

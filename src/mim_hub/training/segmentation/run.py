@@ -23,6 +23,7 @@ from .metrics import StreamingIoU, trainer_metrics
 from .model import build_upernet, input_size, param_groups_segmentation, poly_with_warmup, segmentation_processor
 from .pictures import segmentation_picture
 from .sliding_window import EVAL_MODES, default_stride, evaluate_segmentation
+from ..finetune_protocol import DEFAULT_DROP_PATH
 
 logger = logging.getLogger("mim_hub.segmentation")
 
@@ -63,7 +64,7 @@ def finetune_segmentation(model_dir: str, train: SegmentationDataset, evaluation
     set_seed(s.seed)
     model = build_upernet(model_dir, train.num_labels, label_names=train.label_names, channels=s.channels,
                           auxiliary_channels=s.auxiliary_channels or max(8, s.channels // 2), from_scratch=s.from_scratch,
-                          drop_path=s.drop_path)
+                          drop_path=DEFAULT_DROP_PATH if s.drop_path is None else s.drop_path)
     size = s.image_size or input_size(model.config.backbone_config)
     processor = segmentation_processor(model_dir, size)
     slide = sliding_window(size, s)

@@ -1,0 +1,298 @@
+"""The six-method learning protocol on digits (`python benchmarks/learning.py --method all`).
+
+Per method and seed, on the small digits models that `learning_methods.py` pre-trains:
+
+- frozen features (mean-pooled): kNN (k 20, T 0.07), the linear probe (weight decay by 5-fold CV
+  on train), and the position check: kNN with each test image's patches shuffled; pre-trained and
+  the same architecture at random init (the seed's init, the one pre-training started from);
+- fine-tuning, pre-trained and random init side by side, at three label budgets: all 1347
+  training labels, and 13 and 2 labelled images per class (130 and 20 images: "10%" and "1%" of
+  the labels), the rest of the set unlabelled. The low-label subsets are drawn (seeded, the same
+  for every method) from the training split less a validation split of 10% (stratified, seed 0);
+- the hyper-parameters: a preset per method, label budget and init, chosen by `sweep` on that
+  validation split with the same grid (the same search budget) for pre-trained and random init.
+
+Fine-tunes keep their last epoch (no checkpoint selection) and read the test split once, at the
+end. Seed 0's 10% runs are the sweep's chosen runs (the same seed, subset and settings: the same
+model), scored once on the test split rather than trained again. Every finished unit (frozen features, or one fine-tune) is appended to `records.jsonl` in the
+output folder, so a cut-off run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+
+LABEL_BUDGETS = {"10%": 13, "1%": 2}  # labelled images per class (130 and 20 of 1347: 9.7% and 1.5%)
+VALIDATION_FRACTION, SPLIT_SEED = 0.1, 0
+INITS = ("pre-trained", "random init")
+# fine-tuning settings every run shares (the demo's augmentation: crop 0.5-1, no flips, batch 64);
+# base lr is scaled by batch / 256: base 1e-2 is lr 2.5e-3
+COMMON = dict(batch_size=64, weight_decay=0.05, label_smoothing=0.1, warmup_ratio=0.1, crop_min_scale=0.5, flip=False)
+# the budget-dependent length: 220 and 660 steps for all labels, 120 and 100 for the low-label subsets
+EPOCHS = {"full": 10, "full30": 30, "10%": 40, "1%": 100}
+QUICK_EPOCHS = {"full": 0.05, "full30": 0.05, "10%": 1, "1%": 1}  # --quick: a smoke run of every path, no numbers
+FULL_UNITS = ("full", "full30")  # all labels: 10 and 30 epochs
+# the sweep's grid, the same for every method, budget and init
+SWEEP_GRID = {"ld0.75": dict(base_lr=1e-2, layer_decay=0.75), "ld1.0": dict(base_lr=1e-2, layer_decay=1.0)}
+FULL_PRESET = dict(base_lr=1e-2, layer_decay=0.75)  # all labels: not swept (see learning.md), one preset for every method
+
+
+def _records(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _append(path: str, record: dict) -> None:
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _done(records, **key) -> dict | None:
+    return next((r for r in records if all(r.get(k) == v for k, v in key.items())), None)
+
+
+def splits():
+    """(train, test, pool, validation): the digits splits, and the training split cut into the
+    low-label pool and the validation split the sweep scores on."""
+    from mim_hub.data import load_digits_dataset
+    from mim_hub.training.label_splits import validation_split
+
+    train, test = load_digits_dataset("train"), load_digits_dataset("test")
+    pool, validation = validation_split(train, VALIDATION_FRACTION, SPLIT_SEED)
+    return train, test, pool, validation
+
+
+def labelled_subset(pool, budget: str, seed: int):
+    """The `budget`'s labelled images of `pool` for `seed` (the same for every method)."""
+    from mim_hub.training.label_splits import per_class_subset
+
+    return pool.subset(per_class_subset(pool.labels, LABEL_BUDGETS[budget], seed))
+
+
+def model_dirs(output_dir: str, method: str, seed: int) -> dict[str, str]:
+    folder = os.path.join(output_dir, f"{method}-seed{seed}")
+    return {"pre-trained": os.path.join(folder, "pretrained"), "random init": os.path.join(folder, "init")}
+
+
+def fine_tune(model_dir: str, train, evaluation, out: str, *, seed: int, unit: str, settings: dict, quick: bool = False) -> dict:
+    """One fine-tune of the protocol (`unit`: "full", "full30", "10%" or "1%" sets the epochs)."""
+    epochs = (QUICK_EPOCHS if quick else EPOCHS)[unit]
+    from mim_hub.training.finetune import finetune
+
+    started = time.time()
+    _, metrics = finetune(model_dir, train, evaluation, output_dir=out, epochs=epochs, seed=seed, log_to_console=False, save_checkpoints=False,
+                          **COMMON, **settings)
+    return {"accuracy": metrics["eval_accuracy"], "lr": metrics["learning_rate"], "epochs": epochs,
+            "train_images": len(train), "seconds": round(time.time() - started, 1), "output_dir": out, **settings}
+
+
+def test_accuracy(model_dir: str, test) -> float:
+    """Accuracy of a saved classifier on `test` (its own image processor, batches of 128)."""
+    import numpy as np
+    import torch
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    model, processor = AutoModelForImageClassification.from_pretrained(model_dir).eval(), AutoImageProcessor.from_pretrained(model_dir)
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(test), 128):
+            indices = range(start, min(len(test), start + 128))
+            pixels = processor([test.image(i) for i in indices], return_tensors="pt").pixel_values
+            correct += int((model(pixel_values=pixels).logits.argmax(-1).numpy() == np.asarray(test.labels[start:start + len(indices)])).sum())
+    return correct / len(test)
+
+
+def sweep(methods, output_dir: str, *, seed: int = 0, budgets=("10%",), quick: bool = False) -> dict:
+    """The sweep: every grid point of SWEEP_GRID fine-tuned on the seed's low-label subset of the
+    pool and scored on the validation split, per method, budget and init; returns the presets
+    {method: {budget: {init: {"name": grid point, **settings}}}} (the best validation accuracy;
+    a tie goes to the first grid point)."""
+    _, _, pool, validation = splits()
+    path = os.path.join(output_dir, "sweep.jsonl")
+    presets: dict = {}
+    for budget in budgets:
+        train = labelled_subset(pool, budget, seed)
+        for method in methods:
+            for init, model_dir in model_dirs(output_dir, method, seed).items():
+                scores = {}
+                for name, settings in SWEEP_GRID.items():
+                    key = dict(method=method, seed=seed, budget=budget, init=init, point=name)
+                    record = _done(_records(path), **key)
+                    if record is None:
+                        out = os.path.join(output_dir, "sweep", f"{method}-{budget}-{init.replace(' ', '-')}-{name}")
+                        record = {**key, **fine_tune(model_dir, train, validation, out, seed=seed, unit=budget, settings=settings,
+                                                      quick=quick)}
+                        _append(path, record)
+                        print(f"sweep {method} {budget} {init} {name}: validation {100 * record['accuracy']:.1f}", flush=True)
+                    scores[name] = record["accuracy"]
+                best = max(SWEEP_GRID, key=lambda n: (scores[n], -list(SWEEP_GRID).index(n)))
+                presets.setdefault(method, {}).setdefault(budget, {})[init] = {"name": best, **SWEEP_GRID[best]}
+    return presets
+
+
+def preset_name(method: str, budget: str, init: str) -> str:
+    return f"digits-small-{method}-{budget.rstrip('%')}pct-{'pretrained' if init == 'pre-trained' else 'random-init'}"
+
+
+def run_seed(method: str, seed: int, output_dir: str, presets: dict, *, units=("frozen", "full", "10%", "1%", "full30"),
+             quick: bool = False) -> list[dict]:
+    """Every unit of `method` and `seed` not yet in records.jsonl, each appended when done."""
+    from transformers import AutoImageProcessor, AutoModel
+
+    from mim_hub.training.evaluate import evaluate_model, extract_features
+    from mim_hub.training.position_check import shuffled_patch_knn
+
+    train, test, pool, _ = splits()
+    path = os.path.join(output_dir, "records.jsonl")
+    dirs = model_dirs(output_dir, method, seed)
+    new = []
+    for unit in units:
+        if unit == "frozen":
+            if _done(_records(path), method=method, seed=seed, unit="frozen"):
+                continue
+            processor = AutoImageProcessor.from_pretrained(dirs["random init"])
+            record = {"method": method, "seed": seed, "unit": "frozen"}
+            for init, folder in dirs.items():
+                model = AutoModel.from_pretrained(folder)
+                scores = evaluate_model(model, processor, train, test, seed=seed, progress=True,
+                                        **(dict(linear_epochs=5, linear_weight_decay=0.0) if quick else {}))
+                features = extract_features(model, processor, train, return_labels=True)
+                scores["knn_shuffled_patches"] = shuffled_patch_knn(model, processor, train, test, seed=seed, train_features=features)
+                record[init] = scores
+            record["pretrain_loss"] = pretrain_curve(dirs["pre-trained"])
+            new.append(record)
+            _append(path, record)
+            print(f"{method} seed {seed} frozen: " + ", ".join(f"{i} knn {100 * record[i]['knn']:.1f} linear {100 * record[i]['linear']:.1f} "
+                                                               f"shuffled {100 * record[i]['knn_shuffled_patches']:.1f}" for i in INITS), flush=True)
+            continue
+        for init, folder in dirs.items():
+            if _done(_records(path), method=method, seed=seed, unit=unit, init=init):
+                continue
+            if unit in FULL_UNITS:
+                images, settings, name = train, FULL_PRESET, f"digits-small-{unit}"
+            else:
+                images = labelled_subset(pool, unit, seed)
+                chosen = presets[method][unit][init]
+                settings, name = {k: v for k, v in chosen.items() if k != "name"}, preset_name(method, unit, init)
+            swept = _done(_records(os.path.join(output_dir, "sweep.jsonl")), method=method, seed=seed, budget=unit, init=init,
+                          point=presets.get(method, {}).get(unit, {}).get(init, {}).get("name"))
+            if swept and os.path.exists(os.path.join(swept.get("output_dir", ""), "model.safetensors")):
+                # the sweep trained this very model (same seed, subset and settings): its test accuracy, read once
+                record = {"method": method, "seed": seed, "unit": unit, "init": init, "preset": name,
+                          **{k: v for k, v in swept.items() if k not in ("method", "seed", "budget", "init", "point", "accuracy")},
+                          "accuracy": test_accuracy(swept["output_dir"], test), "validation_accuracy": swept["accuracy"],
+                          "from_sweep": True}
+            else:
+                out = os.path.join(output_dir, f"{method}-seed{seed}", "finetuned", f"{unit.rstrip('%')}-{init.replace(' ', '-')}")
+                record = {"method": method, "seed": seed, "unit": unit, "init": init, "preset": name,
+                          **fine_tune(folder, images, test, out, seed=seed, unit=unit, settings=settings, quick=quick)}
+            new.append(record)
+            _append(path, record)
+            print(f"{method} seed {seed} {unit} {init}: test {100 * record['accuracy']:.1f} (lr {record['lr']:.3g}, {record['seconds']:.0f} s)",
+                  flush=True)
+    return new
+
+
+def pretrain_curve(pretrained_dir: str, points: int = 40) -> list[list[float]]:
+    """[[step, loss], ...] of the pre-training log, at most `points` of them (for the figure)."""
+    log = _records(os.path.join(pretrained_dir, "log.jsonl"))
+    log = [r for r in log if "loss" in r]
+    every = max(1, len(log) // points)
+    return [[r["step"], round(r["loss"], 5)] for r in log[::every]]
+
+
+def _stat(values: list[float]) -> str:
+    values = [100 * v for v in values]
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} +- {statistics.stdev(values):.1f}"
+
+
+def frozen_table(records: list[dict]) -> str:
+    lines = ["| method | seeds | kNN pre-trained | kNN random init | linear pre-trained | linear random init | "
+             "kNN shuffled patches, pre-trained | kNN shuffled patches, random init |", "|---|---|---|---|---|---|---|---|"]
+    frozen = [r for r in records if r["unit"] == "frozen"]
+    for method in dict.fromkeys(r["method"] for r in frozen):
+        rs = sorted((r for r in frozen if r["method"] == method), key=lambda r: r["seed"])
+        cells = [_stat([r[init][m] for r in rs]) for m in ("knn", "linear") for init in INITS]
+        cells += [_stat([r[init]["knn_shuffled_patches"] for r in rs]) for init in INITS]
+        lines.append(f"| {method} | {', '.join(str(r['seed']) for r in rs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def finetune_table(records: list[dict]) -> str:
+    lines = ["| method | labels | seeds | pre-trained | random init | pre-trained - random init (per seed) | lr (pre-trained / random init) | "
+             "layer decay (pre-trained / random init) | epochs |", "|---|---|---|---|---|---|---|---|---|"]
+    tuned = [r for r in records if r["unit"] != "frozen"]
+    for method in dict.fromkeys(r["method"] for r in tuned):
+        for unit in ("full", "full30", "10%", "1%"):
+            by_init = {init: {r["seed"]: r for r in tuned if r["method"] == method and r["unit"] == unit and r["init"] == init} for init in INITS}
+            seeds = sorted(set(by_init["pre-trained"]) & set(by_init["random init"]))
+            if not seeds:
+                continue
+            pre, rnd = [by_init["pre-trained"][s] for s in seeds], [by_init["random init"][s] for s in seeds]
+            gaps = ", ".join(f"{100 * (p['accuracy'] - r['accuracy']):+.1f}" for p, r in zip(pre, rnd))
+            label = f"all (1347), {EPOCHS[unit]} epochs" if unit in FULL_UNITS else f"{unit} ({pre[0]['train_images']})"
+            lines.append(f"| {method} | {label} | {', '.join(map(str, seeds))} | {_stat([r['accuracy'] for r in pre])} | "
+                         f"{_stat([r['accuracy'] for r in rnd])} | {gaps} | {pre[0]['lr']:.3g} / {rnd[0]['lr']:.3g} | "
+                         f"{pre[0]['layer_decay']} / {rnd[0]['layer_decay']} | {pre[0]['epochs']:g} |")
+    return "\n".join(lines)
+
+
+def sweep_table(sweep_records: list[dict]) -> str:
+    points = list(SWEEP_GRID)
+    lines = ["| method | labels | init | " + " | ".join(f"{p} (validation)" for p in points) + " | preset |",
+             "|---|---|---|" + "---|" * (len(points) + 1)]
+    keys = dict.fromkeys((r["method"], r["budget"], r["init"]) for r in sweep_records)
+    for method, budget, init in keys:
+        scores = {r["point"]: r["accuracy"] for r in sweep_records if (r["method"], r["budget"], r["init"]) == (method, budget, init)}
+        if len(scores) < len(points):
+            continue
+        best = max(points, key=lambda n: (scores[n], -points.index(n)))
+        lines.append(f"| {method} | {budget} | {init} | " + " | ".join(f"{100 * scores[p]:.1f}" for p in points) +
+                     f" | `{preset_name(method, budget, init)}` = {best} |")
+    return "\n".join(lines)
+
+
+def presets_from_sweep(sweep_records: list[dict]) -> dict:
+    """{preset name: settings} of every finished sweep cell, plus the all-labels preset."""
+    presets = {f"digits-small-{unit}": {**COMMON, **FULL_PRESET, "epochs": EPOCHS[unit]} for unit in FULL_UNITS}
+    points = list(SWEEP_GRID)
+    for method, budget, init in dict.fromkeys((r["method"], r["budget"], r["init"]) for r in sweep_records):
+        scores = {r["point"]: r["accuracy"] for r in sweep_records if (r["method"], r["budget"], r["init"]) == (method, budget, init)}
+        if len(scores) == len(points):
+            best = max(points, key=lambda n: (scores[n], -points.index(n)))
+            presets[preset_name(method, budget, init)] = {**COMMON, **SWEEP_GRID[best], "epochs": EPOCHS[budget],
+                                                          "chosen_from": {p: round(scores[p], 4) for p in points}}
+    return presets
+
+
+def write_presets(output_dir: str) -> dict:
+    """presets.json in `output_dir`, from the sweep's records."""
+    presets = presets_from_sweep(_records(os.path.join(output_dir, "sweep.jsonl")))
+    with open(os.path.join(output_dir, "presets.json"), "w") as handle:
+        json.dump(presets, handle, indent=1)
+    return presets
+
+
+def run_protocol(methods, seed: int, output_dir: str, *, presets: dict | None = None, quick: bool = False) -> dict:
+    """One seed of the protocol, unit by unit across methods (frozen features of all methods first,
+    then the sweep when `presets` is None, the low-label fine-tunes, the all-labels fine-tunes);
+    returns the presets (10% sweep; they serve the 1% budget too: its 20 images leave too little
+    to sweep on)."""
+    for method in methods:
+        run_seed(method, seed, output_dir, {}, units=("frozen",), quick=quick)
+    if presets is None:
+        presets = sweep(methods, output_dir, seed=0, quick=quick)
+        for method in presets:
+            presets[method]["1%"] = dict(presets[method]["10%"])
+        write_presets(output_dir)
+    for units in (("10%", "1%"), ("full",), ("full30",)):
+        for method in methods:
+            run_seed(method, seed, output_dir, presets, units=units, quick=quick)
+    return presets

@@ -1,0 +1,128 @@
+"""The learning protocol's pieces: the patch-shuffle position check, the probe's progress, and one
+method's protocol end to end in quick mode (tiny epochs: this checks the harness and its records,
+not the numbers); the figures where matplotlib is installed."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+
+from mim_hub.training.position_check import shuffle_patches  # noqa: E402
+
+
+def test_shuffle_patches_permutes_whole_patches_per_image():
+    pixels = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    shuffled = shuffle_patches(pixels, 4, torch.Generator().manual_seed(0))
+
+    def patches(x):
+        return x.reshape(2, 3, 2, 4, 2, 4).permute(0, 2, 4, 1, 3, 5).reshape(2, 4, -1)
+
+    for image in range(2):  # the same patches, each intact, in another order
+        original = {tuple(p.tolist()) for p in patches(pixels)[image]}
+        assert {tuple(p.tolist()) for p in patches(shuffled)[image]} == original
+    assert not torch.equal(shuffled, pixels)
+    with pytest.raises(ValueError, match="does not tile"):
+        shuffle_patches(pixels, 3, torch.Generator())
+
+
+def test_mean_pooled_features_without_positions_ignore_the_shuffle_and_mae_s_do_not():
+    """The check measures what it says: a model with no position information (SimMIM's ViT at
+    init: no absolute positions, its relative table zero) gives the same features for shuffled
+    patches; MAE (sin-cos positions) does not."""
+    from mim_hub.auto import method_classes
+    from tiny_models import TINY
+
+    pixels = torch.randn(4, 3, 32, 32)
+    shuffled = shuffle_patches(pixels, 4, torch.Generator().manual_seed(1))
+    change = {}
+    for method in ("simmim", "mae"):
+        torch.manual_seed(0)
+        config, _ = TINY[method]()
+        model = method_classes(method)["model"](config).eval()
+        with torch.no_grad():
+            a = model(pixels).last_hidden_state[:, model.num_prefix_tokens:].mean(1)
+            b = model(shuffled).last_hidden_state[:, model.num_prefix_tokens:].mean(1)
+        change[method] = (a - b).abs().max().item() / a.abs().max().item()
+    assert change["simmim"] < 1e-4 and change["mae"] > 1e-2
+
+
+def test_the_probe_s_cross_validation_shows_progress(capsys):
+    from mim_hub.training.evaluate import select_probe_weight_decay
+
+    x, y = torch.randn(60, 4), torch.arange(60) % 3
+    select_probe_weight_decay(x, y, grid=(0.0, 0.1), epochs=1, progress=True)
+    assert "probe weight decay (5-fold CV x 3)" in capsys.readouterr().err
+
+
+def test_one_method_s_protocol_runs_resumes_and_writes_its_tables(tmp_path, monkeypatch):
+    import learning_methods
+    import learning_protocol
+    import learning_report
+
+    real_splits = learning_protocol.splits
+
+    def small_splits():  # a small test split keeps the quick run quick
+        train, test, pool, validation = real_splits()
+        return train, test.subset(range(30)), pool, validation.subset(range(20))
+
+    monkeypatch.setattr(learning_protocol, "splits", small_splits)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "rates.json").write_text(json.dumps({"mae": {"vs_reference": 1.0}}))  # no rate measurement
+    assert learning_methods.run_all(("mae",), [0], str(out), 20, None, quick=True) == 0
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    units = sorted((r["unit"], r.get("init", "")) for r in records)
+    assert units == sorted([("frozen", "")] + [(u, i) for u in ("full", "full30", "10%", "1%") for i in ("pre-trained", "random init")])
+    frozen = next(r for r in records if r["unit"] == "frozen")
+    assert {"knn", "linear", "knn_shuffled_patches"} <= set(frozen["pre-trained"]) and frozen["pretrain_loss"]
+    low = next(r for r in records if r["unit"] == "1%" and r["init"] == "random init")
+    assert low["train_images"] == 20 and low["lr"] == pytest.approx(low["base_lr"] * 64 / 256)
+    reused = [r for r in records if r["unit"] == "10%"]  # seed 0's 10% models are the sweep's chosen ones, scored on test
+    assert all(r["from_sweep"] and 0 <= r["accuracy"] <= 1 and "validation_accuracy" in r for r in reused)
+    sweep = [json.loads(line) for line in (out / "sweep.jsonl").read_text().splitlines()]
+    assert len(sweep) == 2 * len(learning_protocol.SWEEP_GRID)
+    # resumed: nothing is run again
+    monkeypatch.setattr(learning_protocol, "fine_tune", lambda *a, **k: pytest.fail("a finished fine-tune ran again"))
+    assert learning_methods.run_all(("mae",), [0], str(out), 20, None, quick=True) == 0
+    markdown = tmp_path / "learning.md"
+    markdown.write_text("# prose kept\n")
+    learning_report.write_report(str(out), str(markdown), records_dir=str(tmp_path))
+    text = markdown.read_text()
+    assert text.startswith("# prose kept") and "| mae | 10% (130) | 0 |" in text and "digits-small-mae-10pct-pretrained" in text
+    presets = json.loads((tmp_path / "learning_presets.json").read_text())
+    assert presets["digits-small-mae-10pct-random-init"]["chosen_from"].keys() == learning_protocol.SWEEP_GRID.keys()
+    learning_report.write_report(str(out), str(markdown), records_dir=str(tmp_path))  # rewritten in place, not appended
+    assert markdown.read_text().count(learning_report.BEGIN) == 1
+
+
+def _synthetic_records():
+    records = []
+    for method in ("mae", "cae"):
+        for seed in (0, 1):
+            frozen = {init: {"knn": 0.9 - 0.2 * k, "linear": 0.95 - 0.1 * k, "knn_shuffled_patches": 0.2 + 0.1 * seed} for k, init in
+                      enumerate(("pre-trained", "random init"))}
+            records.append({"method": method, "seed": seed, "unit": "frozen", **frozen, "pretrain_loss": [[50, 1.0], [100, 0.7]]})
+            for unit, accuracy in (("full", 0.98), ("10%", 0.8), ("1%", 0.5)):
+                for k, init in enumerate(("pre-trained", "random init")):
+                    records.append({"method": method, "seed": seed, "unit": unit, "init": init, "accuracy": accuracy - 0.1 * k,
+                                    "lr": 2.5e-3, "layer_decay": 0.75, "epochs": 10, "train_images": 20})
+    return records
+
+
+def test_the_figures_are_drawn_from_records(tmp_path):
+    from PIL import Image
+
+    import learning_figures
+
+    path = tmp_path / "records.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _synthetic_records()))
+    assert learning_figures.main(str(path), str(tmp_path / "figures")) == 0
+    for name in ("methods.png", "label_budget.png", "pretraining_loss.png"):
+        with Image.open(tmp_path / "figures" / name) as image:
+            assert image.width > 400 and image.height > 300
