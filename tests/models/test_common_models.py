@@ -18,6 +18,7 @@ bfloat16 / float16, building on the meta device.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import os
 
@@ -263,16 +264,24 @@ def test_ddp_without_find_unused_parameters(key, name, tmp_path):
     is enough for the reducer to check it (and costs no process start-up)."""
     dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
     try:
-        model, config, kwargs = build(key, name)
-        model.train()
-        ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
-        optimizer = torch.optim.SGD(ddp.parameters(), lr=0.01)
-        for _ in range(2):
-            optimizer.zero_grad()
-            scalar_objective(ddp(**kwargs)).backward()
-            optimizer.step()
+        _two_ddp_steps(key, name)
     finally:
+        # everything that holds the group (DDP's reducer) is gone with _two_ddp_steps' frame: the
+        # group is destroyed here, not later inside the reducer's destructor, which holds the GIL
+        # while gloo's threads are joined (seen to hang about one run in three)
+        gc.collect()
         dist.destroy_process_group()
+
+
+def _two_ddp_steps(key: str, name: str) -> None:
+    model, config, kwargs = build(key, name)
+    model.train()
+    ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
+    optimizer = torch.optim.SGD(ddp.parameters(), lr=0.01)
+    for _ in range(2):
+        optimizer.zero_grad()
+        scalar_objective(ddp(**kwargs)).backward()
+        optimizer.step()
 
 
 # ---- outputs -----------------------------------------------------------------------------------------------------------
