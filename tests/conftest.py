@@ -75,3 +75,15 @@ def digits():
     from mim_hub.data import load_digits_dataset
 
     return load_digits_dataset("train"), load_digits_dataset("test")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The `cuda` tests (tests/test_cuda.py) need a GPU: without one they are deselected, not
+    skipped (MIM_HUB_CUDA_TESTS_ON_CPU=1 runs them on the CPU's stand-ins, as the GPU run's dry run
+    does, which tests/test_gpu_run.py runs)."""
+    if torch.cuda.is_available() or os.environ.get("MIM_HUB_CUDA_TESTS_ON_CPU") == "1":
+        return
+    kept = [item for item in items if item.get_closest_marker("cuda") is None]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker("cuda") is not None])
+        items[:] = kept

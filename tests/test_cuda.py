@@ -3,7 +3,7 @@ steps, normalisation on the device, fused AdamW, a one-rank FSDP2 step, the back
 UperNet, and `mim-hub pretrain` end to end on the device.
 
 Marked `cuda`: `pytest -m cuda` (benchmarks/gpu/run.sh runs them first). Without a GPU they are
-skipped, unless MIM_HUB_CUDA_TESTS_ON_CPU=1 (the GPU run's dry run, and `test_gpu_run.py`), which
+deselected (tests/conftest.py), unless MIM_HUB_CUDA_TESTS_ON_CPU=1 (the GPU run's dry run, and `test_gpu_run.py`), which
 runs the same checks on the CPU with the CPU's stand-ins (the aot_eager backend instead of
 inductor, gloo instead of NCCL), so that this file cannot rot between the sessions that have a GPU.
 """

@@ -603,8 +603,8 @@ def test_finetune_expands_the_shared_relative_position_table_per_block(tmp_path)
     model.save_pretrained(pre)
     SimMIMImageProcessor(size={"height": 32, "width": 32}, do_center_crop=False).save_pretrained(pre)
     train, test = load_digits_dataset("train").subset(range(32)), load_digits_dataset("test").subset(range(16))
-    trainer, _ = finetune(str(pre), train, test, output_dir=str(tmp_path / "ft"), epochs=1, batch_size=16, base_lr=0.0,
-                          drop_path=0.0, log_to_console=False)
+    trainer, _ = finetune(str(pre), train, test, output_dir=str(tmp_path / "ft"), epochs=1, batch_size=16, base_lr=1e-12,
+                          drop_path=0.0, log_to_console=False)  # (lr must be > 0: a step that moves nothing measurable)
     tuned = trainer.model
     assert tuned.config.use_shared_relative_position_bias is False and tuned.config.use_relative_position_bias is True
     for layer in tuned.simmim.encoder.layers:

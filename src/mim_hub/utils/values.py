@@ -129,9 +129,10 @@ def check_values(settings, command: str = "") -> None:
         rule = rules.get(name)
         if rule is None or (isinstance(value, str) and name not in rules):
             continue
-        if not rule.accepts(value):
-            why = f": {rule.why}" if rule.why else ""
-            raise ValueError(f"{flag} {value}: must be {rule.describe()}{why}")
+        for item in value if isinstance(value, (list, tuple)) else [value]:  # a repeatable option: each value
+            if not rule.accepts(item):
+                why = f": {rule.why}" if rule.why else ""
+                raise ValueError(f"{flag} {item}: must be {rule.describe()}{why}")
 
 
 def check_finite_loss(value: float, step: int) -> None:
