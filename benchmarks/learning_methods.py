@@ -46,6 +46,10 @@ def small_config(method: str):
                                       decoder_num_hidden_layers=1, decoder_num_attention_heads=2)
     if method == "hpm":  # HPM's scripts: no norm_pix_loss; the hard-patch share rises over the run's epochs
         return mim_hub.HPMConfig(**VIT, **DECODER)
+    if method == "spark":  # a small ResNet (basic blocks, 1 per stage); its mask lives on the 1/32 grid, so 64 px gives
+        # 2 x 2 mask cells (60%: 2 of the 4 masked) where 32 px would give one
+        return mim_hub.SparKConfig(backbone="resnet", image_size=64, layer_type="basic", embedding_size=16, depths=[1, 1, 1, 1],
+                                   hidden_sizes=[32, 64, 128, 128], decoder_hidden_size=64)
     raise ValueError(f"unknown method {method!r}; known: {METHODS}")
 
 
@@ -121,6 +125,34 @@ def ensure_pretrained(method: str, output_dir: str, *, steps: int, seed: int) ->
     return _pretrain(method, init_dir, pretrained, steps, seed)
 
 
+def measured_rates(methods, output_dir: str, *, quick: bool = False) -> dict[str, dict]:
+    """rates.json of `output_dir`: a resumed run keeps the budget it started with; methods added
+    since are measured side by side with the reference (MAE) again, and their ratio is to that
+    new measurement of MAE (the machine's load then, not the first run's)."""
+    path = os.path.join(output_dir, "rates.json")
+    rates = {}
+    if os.path.exists(path):
+        with open(path) as handle:
+            rates = json.load(handle)
+    missing = [method for method in methods if method not in rates]
+    if missing:
+        measured = relative_rates((["mae"] if "mae" not in missing and rates else []) + missing, output_dir,
+                                  steps=20 if quick else 80, rounds=1 if quick else 2)
+        rates.update({method: {**measured[method], "measured_with": sorted(measured)} for method in missing})
+        with open(path, "w") as handle:
+            json.dump(rates, handle, indent=1)
+    return rates
+
+
+def finished(output_dir: str, method: str, seed: int) -> bool:
+    """Whether records.jsonl holds every unit of `method` and `seed` (frozen features and each
+    fine-tune of both inits)."""
+    from learning_protocol import EPOCHS, INITS, _records
+
+    done = {(r["unit"], r.get("init")) for r in _records(os.path.join(output_dir, "records.jsonl")) if r["method"] == method and r["seed"] == seed}
+    return ("frozen", None) in done and all((unit, init) in done for unit in EPOCHS for init in INITS)
+
+
 def run_all(methods, seeds, output_dir: str, mae_steps: int, markdown: str | None = None, quick: bool = False) -> int:
     """Rates (measured once, kept in rates.json for a resumed run), then per seed: every method's
     pre-training and the protocol of learning_protocol.py (the sweep on seed 0). Records append to
@@ -128,15 +160,11 @@ def run_all(methods, seeds, output_dir: str, mae_steps: int, markdown: str | Non
     from learning_protocol import run_protocol
 
     os.makedirs(output_dir, exist_ok=True)
-    rates_path = os.path.join(output_dir, "rates.json")
-    if os.path.exists(rates_path):  # a resumed run keeps the budget it started with
-        with open(rates_path) as handle:
-            rates = json.load(handle)
-    else:
-        rates = relative_rates(methods, output_dir, steps=20 if quick else 80, rounds=1 if quick else 2)
-        with open(rates_path, "w") as handle:
-            json.dump(rates, handle, indent=1)
+    rates = measured_rates(methods, output_dir, quick=quick)
+
     def pretrained(method, seed):
+        if finished(output_dir, method, seed):  # every unit recorded: its models are not needed again
+            return
         steps = max(5, round((20 if quick else mae_steps) * rates[method]["vs_reference"]))
         seconds = ensure_pretrained(method, output_dir, steps=steps, seed=seed)
         print(f"{method} seed {seed}: pre-trained {steps} steps ({seconds:.0f} s)", flush=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 
 import pytest
@@ -87,8 +88,10 @@ def test_one_method_s_protocol_runs_resumes_and_writes_its_tables(tmp_path, monk
     assert all(r["from_sweep"] and 0 <= r["accuracy"] <= 1 and "validation_accuracy" in r for r in reused)
     sweep = [json.loads(line) for line in (out / "sweep.jsonl").read_text().splitlines()]
     assert len(sweep) == 2 * len(learning_protocol.SWEEP_GRID)
-    # resumed: nothing is run again
+    # resumed: nothing is run again, not even the pre-training whose models are gone
     monkeypatch.setattr(learning_protocol, "fine_tune", lambda *a, **k: pytest.fail("a finished fine-tune ran again"))
+    monkeypatch.setattr(learning_methods, "_pretrain", lambda *a, **k: pytest.fail("a finished method-seed was pre-trained again"))
+    shutil.rmtree(out / "mae-seed0" / "pretrained")
     assert learning_methods.run_all(("mae",), [0], str(out), 20, None, quick=True) == 0
     markdown = tmp_path / "learning.md"
     markdown.write_text("# prose kept\n")
@@ -99,6 +102,26 @@ def test_one_method_s_protocol_runs_resumes_and_writes_its_tables(tmp_path, monk
     assert presets["digits-small-mae-10pct-random-init"]["chosen_from"].keys() == learning_protocol.SWEEP_GRID.keys()
     learning_report.write_report(str(out), str(markdown), records_dir=str(tmp_path))  # rewritten in place, not appended
     assert markdown.read_text().count(learning_report.BEGIN) == 1
+
+
+def test_a_method_added_to_a_resumed_run_is_timed_beside_mae_again(tmp_path, monkeypatch):
+    import learning_methods
+
+    kept = {"mae": {"steps_per_s": 4.0, "vs_reference": 1.0}, "cae": {"steps_per_s": 3.0, "vs_reference": 0.75}}
+    (tmp_path / "rates.json").write_text(json.dumps(kept))
+    calls = []
+
+    def fake_rates(methods, output_dir, **_):
+        calls.append(list(methods))
+        return {"mae": {"steps_per_s": 2.0, "vs_reference": 1.0}, "spark": {"steps_per_s": 1.0, "vs_reference": 0.5}}
+
+    monkeypatch.setattr(learning_methods, "relative_rates", fake_rates)
+    rates = learning_methods.measured_rates(("mae", "cae", "spark"), str(tmp_path))
+    assert calls == [["mae", "spark"]]  # the reference measured again, side by side with the new method
+    assert rates["mae"] == kept["mae"] and rates["cae"] == kept["cae"]  # the budget the run started with
+    assert rates["spark"]["vs_reference"] == 0.5 and rates["spark"]["measured_with"] == ["mae", "spark"]
+    assert json.loads((tmp_path / "rates.json").read_text()) == rates
+    assert learning_methods.measured_rates(("mae", "cae", "spark"), str(tmp_path)) == rates and len(calls) == 1
 
 
 def _synthetic_records():
