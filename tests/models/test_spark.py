@@ -4,6 +4,7 @@ surface (Auto classes, backbone, recipes, reconstruction, training)."""
 
 import copy
 import json
+import math
 import os
 import subprocess
 import sys
@@ -387,6 +388,11 @@ def test_pretrain_resumes_exactly(tmp_path):
         assert torch.equal(a[key], b[key]), key
     config = json.loads((straight / "config.json").read_text())
     assert config["model_type"] == "spark" and config["architectures"] == ["SparKForPreTraining"]
+    # the paper's optimiser: LAMB clipping at 5, the weight decay on its cosine from 0.04 towards 0.2 (step 4 of 6)
+    groups = torch.load(straight / "checkpoints" / "step_00000004" / "optimizer.bin", weights_only=True)["param_groups"]
+    decayed = [g for g in groups if g["initial_weight_decay"]]
+    assert groups and all(g["max_grad_norm"] == 5.0 for g in groups) and all(g["weight_decay"] == 0 for g in groups if g not in decayed)
+    assert decayed and all(g["weight_decay"] == pytest.approx(0.2 + (0.04 - 0.2) * 0.5 * (1 + math.cos(math.pi * 4 / 5))) for g in decayed)
 
 
 def test_public_names():

@@ -57,5 +57,8 @@ def test_pretrain_fsdp_flag_runs_and_finetune_fsdp_on_cpu_is_refused(tmp_path):
     assert main(["pretrain", "--model", str(folder), "--output-dir", str(tmp_path / "pt"), "--batch-size", "16", "--max-steps", "2", "--fsdp"]) == 0
     assert (tmp_path / "pt" / "model.safetensors").exists()
     assert main(["pretrain", "--model", str(folder), "--output-dir", str(tmp_path / "pt2"), "--max-steps", "1", "--fsdp", "--model-ema"]) == 2
+    # LAMB's norms would be a shard's: refused before anything is written
+    assert main(["pretrain", "--model", str(folder), "--output-dir", str(tmp_path / "pt3"), "--max-steps", "1", "--fsdp", "--optimizer", "lamb"]) == 2
+    assert not (tmp_path / "pt3").exists()
     if not torch.cuda.is_available():
         assert main(["finetune", "--model", str(folder), "--output-dir", str(tmp_path / "ft"), "--epochs", "1", "--fsdp"]) == 2

@@ -26,10 +26,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
     group.add_argument("--base-lr", type=float, default=None, help="lr = base_lr x total batch / 256 (default: the method's)")
     group.add_argument("--lr", type=float, default=None, help="absolute learning rate (overrides --base-lr)")
-    group.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default: the method's, 0.05)")
+    group.add_argument("--optimizer", choices=("adamw", "lamb"), default=None,
+                       help="adamw, or lamb (LAMB, which clips the global gradient norm itself to --clip-grad); default: the method's "
+                            "(lamb for spark, adamw for the others)")
+    group.add_argument("--weight-decay", type=float, default=None, help="weight decay (default: the method's, 0.05)")
+    group.add_argument("--weight-decay-end", type=float, default=None,
+                       help="anneal the weight decay along a cosine to this value at the last step (default: the method's: "
+                            "0.2 for spark, constant for the others)")
     group.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps (default: 5%% of the run)")
     group.add_argument("--min-lr-ratio", type=float, default=0.0, help="final lr as a fraction of the peak")
-    group.add_argument("--clip-grad", type=float, default=None, help="clip the gradient norm to this value")
+    group.add_argument("--clip-grad", type=float, default=None, help="clip the gradient norm to this value (default: the method's: 5 for spark)")
     group.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no", help="autocast precision (bf16 is stable for MAE; fp16 is not)")
     group.add_argument("--mask-ratio", type=float, default=None, help="override the model's mask ratio")
     group.add_argument("--norm-pix-loss", choices=("true", "false"), default=None, help="override the model's norm_pix_loss")

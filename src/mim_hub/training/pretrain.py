@@ -34,7 +34,7 @@ from .compiling import compile_with
 from .distributed import cpu_only, fsdp_plugin
 from .ema import ModelEma
 from .modelio import load_model
-from .optim import adamw, cosine_with_warmup, param_groups
+from .optim import build_optimizer, cosine_with_warmup, param_groups
 from .preprocessing import build_processor, input_statistics, saved_processor
 from .pretrain_data import PretrainData, PretrainLoader, dataset_statistics, normalizes_on_device
 from .recipes import build_recipe, configure_model
@@ -51,6 +51,8 @@ def pretrain(settings: PretrainSettings) -> int:
     """The whole run (see the module docstring); every process of a launched run calls it."""
     if settings.fsdp and settings.model_ema:
         raise ValueError("--model-ema with --fsdp is not supported (the EMA would hold sharded tensors)")
+    if settings.fsdp and settings.optimizer == "lamb":
+        raise ValueError("--optimizer lamb with --fsdp is not supported: LAMB's norms would be computed over each rank's shard")
     # cpu=True on a machine without an accelerator: several launched processes are gloo ranks of one run
     accelerator = Accelerator(gradient_accumulation_steps=settings.grad_accum, mixed_precision=settings.mixed_precision,
                               fsdp_plugin=fsdp_plugin() if settings.fsdp else None, cpu=cpu_only())
@@ -69,8 +71,9 @@ def pretrain(settings: PretrainSettings) -> int:
         loader, normalize = build_loader(settings, source, recipe, config, accelerator)
         data_index_s = time.perf_counter() - data_started
         plan = plan_schedule(settings, recipe, loader, accelerator)
-        optimizer = adamw(param_groups(model, plan.weight_decay), lr=plan.lr, betas=recipe.betas)
-        scheduler = cosine_with_warmup(optimizer, plan.warmup_steps, plan.total_steps, settings.min_lr_ratio)
+        optimizer = build_optimizer(plan.optimizer, param_groups(model, plan.weight_decay), lr=plan.lr, betas=recipe.betas,
+                                    max_grad_norm=plan.clip_grad)
+        scheduler = cosine_with_warmup(optimizer, plan.warmup_steps, plan.total_steps, settings.min_lr_ratio, plan.weight_decay_end)
         model, optimizer, scheduler = loader.prepare(accelerator, model, optimizer, scheduler)
         # saved as ema.safetensors in each checkpoint (accelerate's custom-state reader would unpickle)
         ema = ModelEma(accelerator.unwrap_model(model), settings.model_ema_decay) if settings.model_ema else None
@@ -151,6 +154,9 @@ class Plan:
     warmup_steps: int
     total_steps: int
     steps_per_epoch: int
+    optimizer: str = "adamw"
+    weight_decay_end: float | None = None  # None: constant
+    clip_grad: float | None = None  # the gradient norm's bound (LAMB applies it itself)
 
     def record(self) -> dict:  # what a checkpoint records of it
         return {"total_batch": self.total_batch, "lr": self.lr, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps,
@@ -164,7 +170,12 @@ def plan_schedule(settings: PretrainSettings, recipe, loader: PretrainLoader, ac
     steps_per_epoch = max(1, loader.batches_per_epoch // settings.grad_accum)
     total_steps = settings.max_steps or int(math.ceil((settings.epochs or 1) * steps_per_epoch))
     warmup = settings.warmup_steps if settings.warmup_steps is not None else int(recipe.warmup_fraction * total_steps)
-    return Plan(total_batch, lr, weight_decay, warmup, total_steps, steps_per_epoch)
+    optimizer = settings.optimizer or recipe.optimizer
+    if optimizer == "lamb" and settings.fsdp:  # its global and per-tensor norms would be a shard's
+        raise ValueError("--optimizer lamb with --fsdp is not supported: LAMB's norms would be computed over each rank's shard")
+    weight_decay_end = settings.weight_decay_end if settings.weight_decay_end is not None else recipe.weight_decay_end
+    clip_grad = settings.clip_grad if settings.clip_grad is not None else recipe.clip_grad
+    return Plan(total_batch, lr, weight_decay, warmup, total_steps, steps_per_epoch, optimizer, weight_decay_end, clip_grad)
 
 
 @dataclass
@@ -233,7 +244,7 @@ def train(settings, accelerator, model, recipe, loader, normalize, optimizer, sc
             inputs = recipe.model_inputs(batch)
             if recipe_state is not None:
                 inputs = recipe_state.model_inputs(inputs, epoch=position.epoch)
-            loss = train_step(accelerator, model, inputs, optimizer, scheduler, settings.clip_grad)
+            loss = train_step(accelerator, model, inputs, optimizer, scheduler, None if plan.optimizer == "lamb" else plan.clip_grad)
             throughput.count(batch["pixel_values"].shape[0] * accelerator.num_processes)
             if not accelerator.sync_gradients:
                 throughput.waiting()

@@ -70,6 +70,8 @@ class PretrainSettings:
     base_lr: float | None = None
     lr: float | None = None
     weight_decay: float | None = None
+    weight_decay_end: float | None = None
+    optimizer: str | None = None
     warmup_steps: int | None = None
     min_lr_ratio: float = 0.0
     # numerics

@@ -81,7 +81,7 @@ def cpu_count() -> int:
 RULES: dict[str, Rule] = {
     # learning rates and schedules
     "lr": POSITIVE, "base_lr": POSITIVE, "pretrain_lr": POSITIVE, "min_lr": NON_NEGATIVE,
-    "min_lr_ratio": FRACTION, "weight_decay": NON_NEGATIVE, "clip_grad": POSITIVE, "layer_decay": Rule(low=0, high=1, low_open=True),
+    "min_lr_ratio": FRACTION, "weight_decay": NON_NEGATIVE, "weight_decay_end": NON_NEGATIVE, "clip_grad": POSITIVE, "layer_decay": Rule(low=0, high=1, low_open=True),
     "warmup_steps": NON_NEGATIVE_INT, "warmup_ratio": FRACTION, "warmup_epochs": NON_NEGATIVE,
     "model_ema_decay": Rule(low=0, high=1, low_open=True, high_open=True),
     # how long, how big, how often

@@ -36,6 +36,9 @@ class PretrainRecipe:
     betas: ClassVar[tuple[float, float]] = (0.9, 0.95)
     min_crop_scale: ClassVar[float] = 0.2
     warmup_fraction: ClassVar[float] = 0.05
+    optimizer: ClassVar[str] = "adamw"
+    weight_decay_end: ClassVar[float | None] = None  # None: constant weight decay
+    clip_grad: ClassVar[float | None] = None  # None: no clipping
 
     @classmethod
     def add_arguments(cls, parser) -> None:

@@ -2,11 +2,13 @@
 flip (`utils/imagenet.py`), a uniform `noise` draw per sample over the 1/32 mask grid (the
 original's `torch.rand` in `SparK.mask`: the lowest `round(L * (1 - mask_ratio))` cells stay
 visible), base lr 2e-4 x batch / 256, weight decay 0.04, betas (0.9, 0.95) for ResNets and
-(0.9, 0.999) for ConvNeXts, 40 warm-up epochs of 1600 (`utils/arg_util.py`).
+(0.9, 0.999) for ConvNeXts, 40 warm-up epochs of 1600, LAMB (`opt`, `utils/lamb.py`: the global
+gradient norm clipped at 5 inside it) with the weight decay annealed along a cosine from 0.04 to
+0.2 (`wd`, `wde`; `utils/lr_control.py`) (`utils/arg_util.py`, `main.py`).
 
-What differs from the original: the trainer's AdamW with a constant weight decay, where SparK uses
-LAMB (`utils/lamb.py`, gradient norm clipped at 5) with the weight decay annealed from 0.04 to
-0.2 (`wde`)."""
+What differs from the original: the lr schedule is the trainer's (warm-up from lr/warm-up to the
+peak, a cosine to `--min-lr-ratio`) where SparK's warms up from 0.005 of the peak and ends at
+0.001 of it."""
 
 from __future__ import annotations
 
@@ -25,6 +27,9 @@ class SparKRecipe(PretrainRecipe):
     weight_decay = 0.04
     min_crop_scale = 0.67
     warmup_fraction = 40 / 1600
+    optimizer = "lamb"
+    weight_decay_end = 0.2
+    clip_grad = 5.0
 
     @property
     def betas(self) -> tuple[float, float]:  # utils/arg_util.py: `ada` 0.95 for ResNets, 0.999 for ConvNeXts
