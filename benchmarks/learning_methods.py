@@ -1,9 +1,11 @@
-"""The six methods' small digits models and their pre-training, for the learning protocol
+"""The eight methods' small digits models and their pre-training, for the learning protocol
 (`python benchmarks/learning.py --method all`; the evaluations are learning_protocol.py's).
 
-Each method's small digits model (32 px, patch 4 or 8, 64 wide, 3-4 layers) is pre-trained with
-`mim-hub pretrain --method M` and the demo's recipe (batch 32, lr 5e-4, crop 0.5-1, no flips) for
-the same wall-clock budget: MAE's `--mae-steps` steps. The budget is set by rates measured side by
+Each method's small digits model (32 px, patch 4 or 8, 64 wide, 3-4 layers; SparK: a small ResNet
+at 64 px) is pre-trained with `mim-hub pretrain --method M` and the demo's recipe (AdamW at batch 32
+and lr 5e-4, crop 0.5-1, no flips; the rest, such as betas and weight decay, the method's own:
+SparK's LAMB is replaced by AdamW here, as its lr would mean another thing, a step relative to each
+weight's norm) for the same wall-clock budget: MAE's `--mae-steps` steps. The budget is set by rates measured side by
 side: every method runs a short `mim-hub pretrain` in alternating order (two rounds), its steady
 rate is read from the training log (steps between the first and the last record, start-up left
 out), and a method gets `mae_steps x its rate / MAE's rate` steps. Measured that way the ratios
@@ -58,7 +60,7 @@ def _pretrain(method: str, init_dir: str, out: str, steps: int, seed: int, log_e
 
     started = time.time()
     code = main(["pretrain", "--method", method, "--model", init_dir, "--output-dir", out, "--dataset", "digits", "--max-steps", str(steps),
-                 "--batch-size", "32", "--lr", "5e-4", "--warmup-steps", str(max(1, steps // 20)), "--crop-min-scale", "0.5", "--no-flip",
+                 "--batch-size", "32", "--lr", "5e-4", "--optimizer", "adamw", "--warmup-steps", str(max(1, steps // 20)), "--crop-min-scale", "0.5", "--no-flip",
                  "--seed", str(seed), "--save-every", "0", "--log-every", str(log_every)])
     if code != 0:
         raise RuntimeError(f"pre-training {method} failed (exit {code})")
