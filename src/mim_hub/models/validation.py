@@ -9,12 +9,13 @@ fields (divisibility, grid sizes) stay in each config's `__post_init__`."""
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
 from dataclasses import dataclass
 
 from transformers import PreTrainedConfig
+
+from ..utils.values import within
 
 
 @dataclass(frozen=True)
@@ -55,13 +56,7 @@ class Rule:
     def _number_ok(self, value, integer: bool) -> bool:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
             return False
-        if not integer and not math.isfinite(value):
-            return False
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return False
-        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
-            return False
-        return True
+        return within(value, self.low, self.high, low_open=self.low_open, high_open=self.high_open)
 
     def accepts(self, value) -> bool:
         if value is None:

@@ -22,6 +22,48 @@ def adamw(groups, *, lr: float, betas=(0.9, 0.999)) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
 
 
+def _closure_loss(closure):
+    """An optimiser step's `closure()` (with gradients on), or None."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
+def trust_ratio(weight: torch.Tensor, update: torch.Tensor, coefficient: float = 1.0) -> torch.Tensor:
+    """The layer-wise rate of LARS and LAMB: `coefficient x ||weight|| / ||update||`, 1 where
+    either norm is 0."""
+    weight_norm, update_norm = torch.linalg.vector_norm(weight), torch.linalg.vector_norm(update)
+    return torch.where((weight_norm > 0) & (update_norm > 0), coefficient * weight_norm / update_norm, torch.ones_like(weight_norm))
+
+
+class LARS(torch.optim.Optimizer):
+    """LARS as MAE's util/lars.py defines it, for its linear probe: SGD with momentum whose update
+    of every weight matrix is weight-decayed, then scaled by `trust_ratio` (x `trust_coefficient`);
+    1-D parameters get neither."""
+
+    def __init__(self, params, lr: float = 0.0, weight_decay: float = 0.0, momentum: float = 0.9, trust_coefficient: float = 0.001):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, trust_coefficient=trust_coefficient))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = _closure_loss(closure)
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                update = param.grad
+                if param.ndim > 1:  # weight matrices: weight decay, then the trust ratio
+                    update = update.add(param, alpha=group["weight_decay"])
+                    update = update.mul(trust_ratio(param, update, group["trust_coefficient"]))
+                state = self.state[param]
+                if "mu" not in state:
+                    state["mu"] = torch.zeros_like(param)
+                state["mu"].mul_(group["momentum"]).add_(update)
+                param.add_(state["mu"], alpha=-group["lr"])
+        return loss
+
+
 class Lamb(torch.optim.Optimizer):
     """LAMB (You et al. 2019, "Large Batch Optimization for Deep Learning") as NVIDIA's FusedLAMB
     and timm's `Lamb` compute it, the variant SparK pre-trains with (keyu-tian/SparK
@@ -50,10 +92,7 @@ class Lamb(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
         if not grads:
             return loss
@@ -83,8 +122,7 @@ class Lamb(torch.optim.Optimizer):
                 if group["weight_decay"] != 0:
                     update.add_(param, alpha=group["weight_decay"])
                 if adapt:
-                    weight_norm, update_norm = torch.linalg.vector_norm(param), torch.linalg.vector_norm(update)
-                    ratio = torch.where((weight_norm > 0) & (update_norm > 0), weight_norm / update_norm, torch.ones_like(weight_norm))
+                    ratio = trust_ratio(param, update)
                     if group["trust_clip"]:
                         ratio = ratio.clamp(max=1.0)
                     update.mul_(ratio)

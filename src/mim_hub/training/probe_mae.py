@@ -3,7 +3,7 @@ main_linprobe.py runs it (values and sources: `finetune_recipes.LINEAR_PROBE_MAE
 
 - the head: BatchNorm1d without affine parameters (eps 1e-6), then a Linear layer initialised
   with a truncated normal of std 0.01 and zero bias, on frozen features (cls token by default);
-- LARS (`LARS` below: SGD with momentum 0.9 whose update of every weight matrix is rescaled by
+- LARS (`optim.LARS`: SGD with momentum 0.9 whose update of every weight matrix is rescaled by
   trust x |w| / |update|; biases and other 1-D parameters get neither weight decay nor that
   rescaling), no weight decay;
 - effective batch 16384, lr = 0.1 x effective batch / 256, 90 epochs, 10 of them linear warm-up,
@@ -23,40 +23,9 @@ import math
 import torch
 from torch import nn
 
+from .optim import LARS
+
 logger = logging.getLogger("mim_hub.eval")
-
-
-class LARS(torch.optim.Optimizer):
-    """LARS as MAE's util/lars.py defines it (no rate scaling or weight decay for 1-D parameters)."""
-
-    def __init__(self, params, lr: float = 0.0, weight_decay: float = 0.0, momentum: float = 0.9, trust_coefficient: float = 0.001):
-        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, trust_coefficient=trust_coefficient))
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                update = p.grad
-                if p.ndim > 1:  # weight matrices: weight decay, then the trust ratio
-                    update = update.add(p, alpha=group["weight_decay"])
-                    param_norm, update_norm = torch.norm(p), torch.norm(update)
-                    one = torch.ones_like(param_norm)
-                    ratio = torch.where(param_norm > 0.0,
-                                        torch.where(update_norm > 0, group["trust_coefficient"] * param_norm / update_norm, one), one)
-                    update = update.mul(ratio)
-                state = self.state[p]
-                if "mu" not in state:
-                    state["mu"] = torch.zeros_like(p)
-                mu = state["mu"]
-                mu.mul_(group["momentum"]).add_(update)
-                p.add_(mu, alpha=-group["lr"])
-        return loss
 
 
 def lr_at(epoch: float, *, lr: float, epochs: float, warmup_epochs: float, min_lr: float = 0.0) -> float:

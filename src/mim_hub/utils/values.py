@@ -14,6 +14,7 @@ gives its options (`COMMAND_RULES`).
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import dataclass
 
@@ -52,13 +53,17 @@ class Rule:
             return False
         if self.integer and not float(value).is_integer():
             return False
-        if not math.isfinite(value):
-            return False
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return False
-        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
-            return False
-        return True
+        return within(value, self.low, self.high, low_open=self.low_open, high_open=self.high_open)
+
+
+def within(value: float, low: float | None, high: float | None, *, low_open: bool = False, high_open: bool = False) -> bool:
+    """Whether `value` is finite and between `low` and `high` (None: unbounded), each bound open
+    (excluded) or closed. Integers are finite (huge ones too: no float conversion)."""
+    if not isinstance(value, numbers.Integral) and not math.isfinite(value):
+        return False
+    if low is not None and (value <= low if low_open else value < low):
+        return False
+    return high is None or (value < high if high_open else value <= high)
 
 
 def _number(value: float) -> str:
