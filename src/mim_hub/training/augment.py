@@ -344,8 +344,11 @@ class Mixup:
 class MixupCollator:
     """Batch collator: stacks the samples' `pixel_values` and `labels` and mixes them with
     `mixup`. Works as transformers' `Trainer(data_collator=...)` (train batches only: see
-    `AugmentedTrainer`) and as any DataLoader's `collate_fn`. Its generator is seeded with
-    (seed, process rank) so that each process mixes its own batches."""
+    `AugmentedTrainer`) and as any DataLoader's `collate_fn`. When the samples carry a
+    `sample_key` (their epoch and index: `ClassificationData(with_keys=True)`), each batch's
+    generator is seeded with (seed, process rank, the batch's keys), so a batch is mixed the same
+    way whichever worker collates it and after a resume; the keys are not passed on. Without keys,
+    one generator seeded with (seed, process rank) mixes the batches in the order they come."""
 
     mixup: Mixup
     seed: int = 0
@@ -353,10 +356,15 @@ class MixupCollator:
     _rng: np.random.Generator | None = field(default=None, repr=False)
 
     def __call__(self, samples: list[dict]) -> dict[str, torch.Tensor]:
-        if self._rng is None:
-            self._rng = np.random.default_rng([self.seed, self.rank, 0x6D6978])
         batch = {key: torch.stack([torch.as_tensor(s[key]) for s in samples]) for key in samples[0]}
-        batch["pixel_values"], batch["labels"] = self.mixup(batch["pixel_values"], batch["labels"], self._rng)
+        keys = batch.pop("sample_key", None)
+        if keys is not None:
+            rng = np.random.default_rng([self.seed, self.rank, 0x6D6978, *keys.flatten().tolist()])
+        else:
+            if self._rng is None:
+                self._rng = np.random.default_rng([self.seed, self.rank, 0x6D6978])
+            rng = self._rng
+        batch["pixel_values"], batch["labels"] = self.mixup(batch["pixel_values"], batch["labels"], rng)
         return batch
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from accelerate import PartialState
-from transformers import AutoImageProcessor, TrainingArguments
+from transformers import AutoImageProcessor, TrainerCallback, TrainingArguments
 
 from ..auto import method_classes
 from ..data.labels import check_labelled
@@ -49,23 +49,48 @@ logger = logging.getLogger("mim_hub.finetune")
 
 
 class ClassificationData(torch.utils.data.Dataset):
-    def __init__(self, images, transform, seed: int, train: bool):
-        self.images, self.transform, self.seed, self.train = images, transform, seed, train
-        self.calls = 0
+    """Labelled images through `transform`. For training (`train`), a sample's augmentation is
+    drawn from a generator seeded with (seed, epoch, index), so it depends on nothing else: not
+    on the worker that reads it, nor on how many samples a process read before (a resumed run
+    draws what the uninterrupted one drew). `set_epoch` is called at each epoch's start
+    (`DataEpochCallback`); `with_keys` adds each sample's `sample_key` (epoch, index), from which
+    `MixupCollator` seeds the batch's mixing."""
+
+    def __init__(self, images, transform, seed: int, train: bool, *, with_keys: bool = False):
+        self.images, self.transform, self.seed, self.train, self.with_keys = images, transform, seed, train, with_keys
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
     def __len__(self):
         return len(self.images)
 
     def __getitem__(self, index):
-        self.calls += 1
-        seed = [self.seed, self.calls, index]
+        seed = [self.seed, self.epoch, index]
 
         def transform(image):  # an unreadable image: the next readable one stands in, with its label
             image = image.convert("RGB") if image.mode != "RGB" else image
             return self.transform(image, np.random.default_rng(seed) if self.train else None)
 
         pixels, used = self.images.with_image(index, transform)
-        return {"pixel_values": torch.as_tensor(np.asarray(pixels)), "labels": torch.tensor(int(self.images.labels[used]))}
+        sample = {"pixel_values": torch.as_tensor(np.asarray(pixels)), "labels": torch.tensor(int(self.images.labels[used]))}
+        if self.with_keys:
+            sample["sample_key"] = torch.tensor([self.epoch, index])
+        return sample
+
+
+class DataEpochCallback(TrainerCallback):
+    """Tells the training data which epoch begins (the Trainer's own `set_epoch` reaches a
+    dataset only when its sampler has none). Called before the epoch's data loader starts its
+    workers, which are therefore not persistent: each epoch's copy of the dataset knows its epoch.
+    On resume the epoch is the checkpoint's (`state.epoch`, a float, mid-epoch included)."""
+
+    def __init__(self, dataset: ClassificationData):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.dataset.set_epoch(int(state.epoch + 1e-6))
 
 
 def _eval_transform(processor):
@@ -172,10 +197,11 @@ def build_data(train_images, eval_images, processor, config, num_labels: int, s:
                                       rand_augment=rand_augment, erasing=erasing)
     else:
         transform = RandomResizedCropFlip(size, processor.image_mean, processor.image_std, scale=(s.crop_min_scale, 1.0), flip=s.flip)
-    train_data = ClassificationData(train_images, transform, s.seed, True)
+    mixing = s.mixup > 0 or s.cutmix > 0
+    train_data = ClassificationData(train_images, transform, s.seed, True, with_keys=mixing)
     eval_data = ClassificationData(eval_images, _eval_transform(processor), s.seed, False) if eval_images is not None else None
     collator = None
-    if s.mixup > 0 or s.cutmix > 0:
+    if mixing:
         collator = MixupCollator(Mixup(num_classes=num_labels, mixup_alpha=s.mixup, cutmix_alpha=s.cutmix, prob=s.mixup_prob,
                                        switch_prob=s.mixup_switch_prob, label_smoothing=s.label_smoothing),
                                  seed=s.seed, rank=PartialState(cpu=cpu_only()).process_index)
@@ -236,12 +262,12 @@ def build_trainer(model, train_data, validation_data, collator, schedule: Schedu
         load_best_model_at_end=validation_data is not None, metric_for_best_model="accuracy", greater_is_better=True,
         save_total_limit=2, seed=s.seed, report_to="none", remove_unused_columns=False,
         logging_steps=max(1, schedule.steps // 20), dataloader_num_workers=s.num_workers, disable_tqdm=not s.log_to_console,
-        dataloader_persistent_workers=s.num_workers > 0, dataloader_pin_memory=torch.cuda.is_available(),
+        dataloader_persistent_workers=False, dataloader_pin_memory=torch.cuda.is_available(),
         push_to_hub=bool(s.push_to_hub), hub_model_id=s.push_to_hub, use_cpu=cpu_only(),
         **(trainer_fsdp_arguments(model) if s.fsdp else {}),
     )
     ema = ModelEma(model, s.model_ema_decay) if s.model_ema else None
-    callbacks = [EmaCallback(ema, resume_from=s.resume_from_checkpoint)] if ema is not None else []
+    callbacks = [DataEpochCallback(train_data)] + ([EmaCallback(ema, resume_from=s.resume_from_checkpoint)] if ema is not None else [])
     trainer = AugmentedTrainer(model=model, args=arguments, train_dataset=train_data, eval_dataset=validation_data, data_collator=collator,
                                compute_metrics=accuracy, optimizers=(optimizer, scheduler), callbacks=callbacks,
                                compute_loss_func=soft_target_loss(s.label_smoothing),
