@@ -1,7 +1,7 @@
 """Whether this process is the `mim-hub` command line, told from how the interpreter was started.
 
 `import mim_hub` registers every model with transformers' Auto classes, which imports
-transformers' modelling code: about twice the time of `import torch` on top of it. A user's
+transformers' modelling code (`import mim_hub` takes about 3x `import torch`). A user's
 `import mim_hub` must do it (`AutoModel.from_pretrained(folder)` follows), but the command line
 need not before it knows what to run: `mim-hub --help` and `mim-hub <command> --help` import
 neither torch nor transformers. So `mim_hub/__init__.py` leaves the registration to the command
