@@ -37,3 +37,12 @@ def test_the_flags_parse_into_options_the_recipe_applies():
     configure_model("color_mae", Model, options)
     configure_model("cae", Model, options)
     assert Model.config.noise_color == "purple" and Model.config.num_masking_patches == 20
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_no_recipe_declares_flags_of_its_own(method):
+    """A method's flags are a row of METHOD_FLAGS: the parser never imports a recipe, so flags a
+    recipe added itself (the former `add_arguments`) would never be offered."""
+    from mim_hub.training.recipes import get_recipe
+
+    assert not hasattr(get_recipe(method), "add_arguments"), f"{method}: move its flags to commands/method_options.py"
