@@ -1,4 +1,10 @@
-"""`mim-hub` (also `python -m mim_hub`): convert, pretrain, finetune, eval, reconstruct, prepare-shards, demo, zoo."""
+"""`mim-hub` (also `python -m mim_hub`): convert, pretrain, finetune, eval, reconstruct, prepare-shards, demo, zoo.
+
+Building the parser imports the command layer only (`commands/`: argument tables, no torch); in
+this process `import mim_hub` left the registration with the Auto classes to `main`, which does it
+once the arguments are read and a command is to run (`utils/entry_point.py`). So `--help` and a
+refused argument cost the interpreter's start, not torch's and transformers'.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,9 @@ import importlib
 import logging
 import sys
 
+from . import _import_everything
 from .commands import COMMANDS
+from .models.catalogue import METHODS
 from .utils.values import check_values
 
 
@@ -23,8 +31,6 @@ def _add_convert(subparsers) -> None:
             "Nothing is written at --output unless conversion succeeds."
         ),
     )
-    from .auto import METHODS
-
     parser.add_argument("--method", required=True, choices=METHODS, help="which method's checkpoint format to read")
     parser.add_argument("--checkpoint", required=True, help="path of the original checkpoint file (.pth/.pt/.bin/.pth.tar/.safetensors)")
     parser.add_argument("--output", required=True, help="folder to write (created; must not exist or be empty unless --overwrite)")
@@ -99,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         _check_values(args)
+        _import_everything()  # what `import mim_hub` does elsewhere: every model registered before the command runs
         return int(args.func(args) or 0)
     except (ValueError, FileExistsError, FileNotFoundError, OSError) as error:
         if args.verbose:

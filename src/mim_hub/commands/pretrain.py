@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from ..auto import available_methods
-from ..training.recipes import get_recipe
+from ..models.catalogue import METHODS
 from .arguments import add_compile_arguments, add_data_arguments, compile_settings, data_settings, default_num_workers, settings_from
+from .method_options import add_method_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,8 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "schedule and data position rescaled)")
     group.add_argument("--push-to-hub", metavar="REPO", default=None, help="upload the final model to this Hub repo")
     add_compile_arguments(parser)
-    for method in available_methods():  # each method's own options (imports the recipes: only for `pretrain --help` and runs)
-        get_recipe(method).add_arguments(parser)
+    add_method_arguments(parser, METHODS)  # each method's own flags (a table: no recipe is imported)
 
 
 def settings(args: argparse.Namespace):

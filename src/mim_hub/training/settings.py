@@ -100,7 +100,7 @@ class PretrainSettings:
     # after the run
     push_to_hub: str | None = None
     compile: CompileSettings = CompileSettings()
-    method_options: dict = field(default_factory=dict)  # each method's own flags (recipes' add_arguments), by name
+    method_options: dict = field(default_factory=dict)  # each method's own flags (commands/method_options.py), by name
 
     def flat(self) -> dict:
         """Every setting by its flag's name (data, compilation and the methods' options included)."""

@@ -2,8 +2,9 @@
 
 A recipe tells the trainer what only the method knows: its augmentation, what each sample
 carries besides the image (MAE's `noise`, SimMIM's and CAE's `bool_masked_pos`, ...), the
-targets computed on the training device (CAE's token `labels`), its optimiser defaults, and any
-command-line options of its own.
+targets computed on the training device (CAE's token `labels`), its optimiser defaults, and what
+the run's method options (its own command-line flags, listed in `commands/method_options.py`)
+change in the model or the recipe.
 
 A recipe is a fresh, immutable object built for one model and one run:
 
@@ -22,10 +23,12 @@ notebook, the test suite) never see each other's settings, whatever their order.
 the run's method options as attributes (`settings.MethodOptions`, or None for the defaults).
 
 Adding a method: write `mim_hub/training/recipes/<method>.py` defining `RECIPE`, a subclass of
-`PretrainRecipe` overriding what differs (`add_arguments`, `configure_model`, `train_transform`,
+`PretrainRecipe` overriding what differs (`configure_model`, `recipe_options`, `train_transform`,
 `sample_inputs`, `collate`, `model_inputs`; derived objects such as mask generators are built in
 `__post_init__`). `get_recipe(method)` imports it; methods without one use MAE's recipe, which
-fits every model whose pre-training forward takes `pixel_values` and `noise`.
+fits every model whose pre-training forward takes `pixel_values` and `noise`. Flags of the
+method's own: an entry in `commands/method_options.py` (the parser reads that table, not the
+recipes, so that `mim-hub pretrain --help` imports no model).
 """
 
 from __future__ import annotations

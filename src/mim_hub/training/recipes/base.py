@@ -41,10 +41,6 @@ class PretrainRecipe:
     clip_grad: ClassVar[float | None] = None  # None: no clipping
 
     @classmethod
-    def add_arguments(cls, parser) -> None:
-        """Command-line options of this method's own (none for MAE)."""
-
-    @classmethod
     def configure_model(cls, model, options, *, mean=None, std=None) -> None:
         """Apply the run's options `options` (its method options as attributes, may be None) and
         its input normalisation (`mean` / `std`, None: not known) to the model: an explicit step

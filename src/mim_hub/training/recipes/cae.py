@@ -60,14 +60,6 @@ class CAERecipe(PretrainRecipe):
         return {**self.__dict__, "tokenizer": None}
 
     @classmethod
-    def add_arguments(cls, parser) -> None:
-        group = parser.add_argument_group("cae")
-        group.add_argument("--tokenizer", default=None,
-                           help="CAE: the DALL-E dVAE encoder.pkl (or a state-dict file of it) giving the target ids; "
-                                "default 'color', a weightless colour quantiser for offline demos")
-        group.add_argument("--num-mask-patches", type=int, default=None, help="CAE: patches masked per image (default: the model's, 98 of 196)")
-
-    @classmethod
     def configure_model(cls, model, options, *, mean=None, std=None) -> None:
         if getattr(options, "num_mask_patches", None):
             model.config.num_masking_patches = int(options.num_mask_patches)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ...layers.mask_color_noise import COLORS, ColorNoiseMaskGenerator
+from ...layers.mask_color_noise import ColorNoiseMaskGenerator
 from ...models.color_mae.modeling_color_mae import mask_generator_for
 from .base import PretrainRecipe
 
@@ -26,12 +26,6 @@ class ColorMAERecipe(PretrainRecipe):
 
     def __post_init__(self):
         object.__setattr__(self, "mask_generator", mask_generator_for(self.config))
-
-    @classmethod
-    def add_arguments(cls, parser) -> None:
-        group = parser.add_argument_group("color_mae")
-        group.add_argument("--noise-color", choices=COLORS, default=None, help="ColorMAE: colour of the masking noise (default: the model's, green)")
-        group.add_argument("--noise-patterns", default=None, help="ColorMAE: the authors' <color>_noise_data_3072.npz (default: generated offline)")
 
     @classmethod
     def configure_model(cls, model, options, *, mean=None, std=None) -> None:

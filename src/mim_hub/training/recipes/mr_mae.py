@@ -16,14 +16,6 @@ class MRMAERecipe(PretrainRecipe):
     method = "mr_mae"
 
     @classmethod
-    def add_arguments(cls, parser) -> None:
-        group = parser.add_argument_group("mr_mae")
-        group.add_argument("--teacher", action="append", default=None, metavar="PATH",
-                           help="MR-MAE: a frozen teacher to mimic (a transformers CLIP/ViT/DINOv2 model folder or Hub id); repeat for several")
-        group.add_argument("--mimic-weight", action="append", type=float, default=None, metavar="W",
-                           help="MR-MAE: weight of each --teacher's mimic loss, in the same order (default 1 each)")
-
-    @classmethod
     def configure_model(cls, model, options, *, mean=None, std=None) -> None:
         teachers = getattr(options, "teacher", None)
         weights = getattr(options, "mimic_weight", None)
