@@ -2,6 +2,9 @@
 
     python benchmarks/run.py [--quick] [--device cpu|cuda] [--methods mae,simmim,...] [--output benchmarks/results.json]
 
+On a GPU the whole session is benchmarks/gpu/run.sh (docs/gpu.md), which writes BENCHMARKS_cuda.md
+and results_cuda.json; this script's own CUDA tables go to benchmarks/gpu/out/ unless named.
+
 Measures, each with warm-up, the median of repetitions and A/B interleaving (the order reversed
 every other round; a ratio is the median of the per-round ratios, with its quartiles):
 - the machine's matmul ceiling (fp32, and bf16 where supported) on the models' layer shapes;
@@ -268,14 +271,20 @@ def main() -> int:
     parser.add_argument("--measures", default=None, help="run only the measures whose name contains one of these (comma-separated), "
                         "e.g. 'compiled'; the others' earlier results in --output are kept")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compiled step")
-    parser.add_argument("--output", default=None, help="JSON results (default: benchmarks/results.json, results_cuda.json on a GPU)")
-    parser.add_argument("--markdown", default=None, help="the table (default: BENCHMARKS.md, BENCHMARKS_cuda.md on a GPU)")
+    parser.add_argument("--output", default=None, help="JSON results (default: benchmarks/results.json; on a GPU "
+                        "benchmarks/gpu/out/run_py_results.json: results_cuda.json is benchmarks/gpu/run.sh's)")
+    parser.add_argument("--markdown", default=None, help="the table (default: BENCHMARKS.md; on a GPU benchmarks/gpu/out/run_py_BENCHMARKS.md: "
+                        "BENCHMARKS_cuda.md is benchmarks/gpu/run.sh's)")
     parser.add_argument("--skip", default="", help="comma-separated sections to skip (their earlier results in --output are kept): models,data,loading,backbone;"
                         " likewise the earlier results of methods left out of --methods are kept")
     args = parser.parse_args()
-    suffix = "_cuda" if args.device == "cuda" else ""
-    args.output = args.output or os.path.join(os.path.dirname(__file__), f"results{suffix}.json")
-    args.markdown = args.markdown or os.path.join(os.path.dirname(__file__), "..", f"BENCHMARKS{suffix}.md")
+    if args.device == "cuda":  # the GPU session's files (BENCHMARKS_cuda.md, results_cuda.json) are gpu/run.sh's: not overwritten
+        gpu_out = os.path.join(os.path.dirname(__file__), "gpu", "out")
+        os.makedirs(gpu_out, exist_ok=True)
+        args.output = args.output or os.path.join(gpu_out, "run_py_results.json")
+        args.markdown = args.markdown or os.path.join(gpu_out, "run_py_BENCHMARKS.md")
+    args.output = args.output or os.path.join(os.path.dirname(__file__), "results.json")
+    args.markdown = args.markdown or os.path.join(os.path.dirname(__file__), "..", "BENCHMARKS.md")
     repeats = args.repeats or (3 if args.quick else 7)
     batch = args.batch or (2 if args.quick else 8 if args.device == "cpu" else 64)
     skip = set(filter(None, args.skip.split(",")))
