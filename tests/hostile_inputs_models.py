@@ -100,7 +100,7 @@ def _processor(**kwargs):
 def _config_cases():
     cases = []
     bad = {"bool": "false", "int": "12", "float": "0.5", "choice": "no-such-value", "size": "224", "ints": "2,2",
-           "floats": ["x"], "str": 3, "strs": [1]}
+           "floats": ["x"], "channels": ["x"], "str": 3, "strs": [1]}
     from mim_hub.auto import METHODS, method_classes
 
     for method in METHODS:

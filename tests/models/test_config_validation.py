@@ -28,11 +28,12 @@ def _bad_values(rule):
     """Values of the wrong type, and out of range, for a field's rule."""
     wrong_type = {"int": ["12", 3.5, True, [1]], "float": ["0.5", [0.1], True, float("nan")], "bool": ["false", "true", 1, None],
                   "str": [3, ["a"]], "choice": ["no-such-value", 1.5, ["x"]], "size": ["224", -1, [1, 2, 3], 0, True],
-                  "ints": ["1,2", 3, [1.5], [True]], "floats": ["0.5", [None], 1.0], "strs": ["a", [1]]}[rule.kind]
+                  "ints": ["1,2", 3, [1.5], [True]], "floats": ["0.5", [None], 1.0], "strs": ["a", [1]],
+                  "channels": ["0.5", [None], [0.1, "x"], True]}[rule.kind]
     bad = [v for v in wrong_type if not (v is None and rule.optional)]
     if rule.low is not None:
         below = rule.low if rule.low_open else rule.low - 1
-        bad.append([below] if rule.kind in ("ints", "floats") else below)
+        bad.append([below] if rule.kind in ("ints", "floats", "channels") else below)
     if rule.high is not None:
         bad.append(rule.high if rule.high_open else rule.high + 1)
     return bad
@@ -162,3 +163,15 @@ def test_a_directory_as_checkpoint_says_it_is_a_directory(tmp_path, capsys):
     assert cli(["convert", "--method", "mae", "--checkpoint", str(tmp_path / "run"), "--output", str(tmp_path / "o")]) == 2
     assert "is a directory" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "o")
+
+
+def test_a_per_channel_normalisation_takes_one_number_for_every_channel():
+    # transformers' common tests set every *_std field to one small number (`_config_zero_init`)
+    from mim_hub import MRMAEConfig
+
+    config = MRMAEConfig(image_mean=0.5, image_std=1e-10)
+    assert config.image_mean == [0.5] * 3 and config.image_std == [1e-10] * 3
+    assert MRMAEConfig.from_dict(config.to_dict()).image_std == [1e-10] * 3
+    for bad in (0.0, True, "x", [0.2, 0.0, 0.1]):
+        with pytest.raises(ValueError, match="image_std must be a number or a list of numbers"):
+            MRMAEConfig(image_std=bad)

@@ -23,7 +23,8 @@ class Rule:
     """What one config field may hold.
 
     kind: "int", "float", "bool", "str", "choice", "size" (a positive int or a (height, width)
-    pair), "ints" / "floats" / "strs" (a list or tuple of them). low / high: inclusive bounds of
+    pair), "ints" / "floats" / "strs" (a list or tuple of them), "channels" (a number, or a list
+    or tuple of numbers: a per-channel value such as a normalisation's mean). low / high: inclusive bounds of
     numbers (of every item for lists); low_open / high_open make them exclusive. choices: the
     allowed values of "choice". optional: None is allowed too."""
 
@@ -42,14 +43,15 @@ class Rule:
             text = "a positive int or a [height, width] pair of them"
         else:
             noun = {"int": "an int", "float": "a number", "bool": "a bool (true or false)", "str": "a string",
-                    "ints": "a list of ints", "floats": "a list of numbers", "strs": "a list of strings"}[self.kind]
+                    "ints": "a list of ints", "floats": "a list of numbers", "strs": "a list of strings",
+                    "channels": "a number or a list of numbers"}[self.kind]
             bounds = []
             if self.low is not None:
                 bounds.append(f"{'>' if self.low_open else '>='} {self.low:g}")
             if self.high is not None:
                 bounds.append(f"{'<' if self.high_open else '<='} {self.high:g}")
             text = noun + (f" {' and '.join(bounds)}" if bounds else "")
-            if self.kind in ("ints", "floats") and bounds:
+            if self.kind in ("ints", "floats", "channels") and bounds:
                 text = noun + f" (each {' and '.join(bounds)})"
         return text + (" or null" if self.optional else "")
 
@@ -73,6 +75,8 @@ class Rule:
         if kind == "size":
             sides = list(value) if isinstance(value, (list, tuple)) else [value]
             return 1 <= len(sides) <= 2 and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in sides)
+        if kind == "channels":
+            return all(self._number_ok(v, False) for v in (value if isinstance(value, (list, tuple)) else [value]))
         if kind in ("ints", "floats", "strs"):
             if not isinstance(value, (list, tuple)):
                 return False

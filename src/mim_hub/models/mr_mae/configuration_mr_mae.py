@@ -3,6 +3,8 @@ Feature Mimicking", arXiv:2303.05475), with ConvMAE's hybrid backbone (Alpha-VL/
 
 from __future__ import annotations
 
+import numbers
+
 from huggingface_hub.dataclasses import strict
 
 from ..backbone_config import MIMBackboneConfigMixin
@@ -61,7 +63,7 @@ class MRMAEConfig(MIMBackboneConfigMixin, MIMConfig, ViTEncoderFields, MAEDecode
         mimic_head: projection of the student's visible tokens to each teacher's width:
             "linear" or "mlp" (Linear-GELU-Linear).
         image_mean, image_std: the normalisation of the student's `pixel_values`, undone before
-            each teacher's own preprocessing.
+            each teacher's own preprocessing (one number: the same for every channel).
     """
 
     model_type = "mr_mae"
@@ -84,8 +86,8 @@ class MRMAEConfig(MIMBackboneConfigMixin, MIMConfig, ViTEncoderFields, MAEDecode
     mimic_loss: str = "mse"
     mimic_target_norm: str = "layernorm"
     mimic_head: str = "linear"
-    image_mean: list[float] | tuple[float, ...] = (0.485, 0.456, 0.406)
-    image_std: list[float] | tuple[float, ...] = (0.229, 0.224, 0.225)
+    image_mean: float | list[float] | tuple[float, ...] = (0.485, 0.456, 0.406)
+    image_std: float | list[float] | tuple[float, ...] = (0.229, 0.224, 0.225)
 
     FIELD_RULES = {
         **VIT_ENCODER_RULES, **MAE_DECODER_RULES, **BLOCK_NUMERICS_RULES,
@@ -94,12 +96,16 @@ class MRMAEConfig(MIMBackboneConfigMixin, MIMConfig, ViTEncoderFields, MAEDecode
         "conv_layer_norm_eps": EPS, "use_cls_token": BOOL, "use_multiscale_fusion": BOOL, "use_mean_pooling": BOOL,
         "teacher_names_or_paths": Rule("strs"), "teacher_hidden_sizes": Rule("ints", 1), "teacher_layer": Int(optional=True),
         "mimic_loss_weights": Rule("floats", 0, optional=True), "mimic_loss": Choice(*MIMIC_LOSSES),
-        "mimic_target_norm": Choice(*MIMIC_TARGET_NORMS), "mimic_head": Choice(*MIMIC_HEADS), "image_mean": Rule("floats"),
-        "image_std": Rule("floats", 0, low_open=True),
+        "mimic_target_norm": Choice(*MIMIC_TARGET_NORMS), "mimic_head": Choice(*MIMIC_HEADS), "image_mean": Rule("channels"),
+        "image_std": Rule("channels", 0, low_open=True),
     }
 
     def __post_init__(self, **kwargs):
         name = type(self).__name__
+        for field in ("image_mean", "image_std"):  # one number: every channel's (as transformers' image processors take it)
+            value = getattr(self, field)
+            if isinstance(value, numbers.Real) and not isinstance(value, bool):
+                setattr(self, field, [value] * self.num_channels)
         for field in ("conv_hidden_sizes", "conv_depths", "conv_patch_sizes", "conv_intermediate_sizes", "teacher_names_or_paths",
                       "teacher_hidden_sizes", "image_mean", "image_std"):
             setattr(self, field, list(getattr(self, field)))
