@@ -20,7 +20,7 @@ from .. import initialization as init
 from ..layers.attention import Attention, InterfaceAttention
 from ..layers.block import LayerScale, ViTBlock
 from ..layers.relative_position import RelativePositionBias, relative_position_index
-from .encoder import RecordedStackMixin, block_recorders, can_return_tuple
+from .encoder import RecordedStackMixin, TransformersKwargs, Unpack, block_recorders, can_return_tuple
 from .features import ClassifierFeaturesMixin
 from ..utils.atomic import atomic_folder, is_atomic_temporary
 from .library_internals import accelerate_hooks
@@ -390,15 +390,10 @@ class ImageClassifierForwardMixin(ClassifierFeaturesMixin):
         self,
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> ImageClassifierOutput:
-        encoded = getattr(self, self.base_model_prefix)(
-            pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-        )
+        encoded = getattr(self, self.base_model_prefix)(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
         logits = self.head(encoded.pooler_output)
         loss = classification_loss(logits, labels, self.config) if labels is not None else None
         # (a CNN's output has no attentions)

@@ -18,7 +18,7 @@ from ...layers import (
     random_masking,
     unpatchify,
 )
-from ..encoder import FinalNormMixin, can_return_tuple, flags, record_outputs
+from ..encoder import FinalNormMixin, TransformersKwargs, Unpack, can_return_tuple, record_outputs
 from ..features import EncoderFeaturesMixin
 from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput, classification_head
 from .configuration_mae import MAEConfig
@@ -129,12 +129,9 @@ class MAEModel(FinalNormMixin, EncoderFeaturesMixin, MAEPreTrainedModel):
         pixel_values: torch.Tensor,
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MIMModelOutput:
-        output_attentions, _ = flags(self.config, output_attentions, output_hidden_states)
         # patches, positions
         tokens, cls, _ = self.embeddings(pixel_values, interpolate_pos_encoding)
         mask = ids_restore = None
@@ -147,7 +144,7 @@ class MAEModel(FinalNormMixin, EncoderFeaturesMixin, MAEPreTrainedModel):
             tokens = gather_tokens(tokens, ids_keep)
         # encode cls + visible patches (rebinding `tokens` frees the patch tokens once copied: peak memory)
         tokens = torch.cat([cls, tokens], dim=1)
-        hidden = self.encoder(tokens, output_attentions=output_attentions)
+        hidden = self.encoder(tokens, **kwargs)
         # final norm, the feature the classifier head receives
         hidden, pooled = self._normalize_and_pool(hidden)
         return MIMModelOutput(last_hidden_state=hidden, pooler_output=pooled, mask=mask, ids_restore=ids_restore)
@@ -181,10 +178,10 @@ class MAEDecoder(nn.Module):
         hidden = torch.cat([hidden[:, :1], gather_tokens(torch.cat([hidden[:, 1:], mask_tokens], dim=1), ids_restore)], dim=1)
         return hidden + interpolate_pos_embed(self.decoder_pos_embed, grid, old_grid=self.grid_size)
 
-    def forward(self, latent, ids_restore, grid, output_attentions: bool = False) -> torch.Tensor:
+    def forward(self, latent, ids_restore, grid, **kwargs: Unpack[TransformersKwargs]) -> torch.Tensor:
         hidden = self.embed(latent, ids_restore, grid)
         # decode, predict pixels, drop cls
-        hidden = self.transformer(hidden, output_attentions=output_attentions)
+        hidden = self.transformer(hidden, **kwargs)
         return self.decoder_pred(self.decoder_norm(hidden))[:, 1:]
 
 
@@ -233,26 +230,19 @@ class MAEForPreTraining(PixelTargetsMixin, MAEPreTrainedModel):
         pixel_values: torch.Tensor,
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MIMPreTrainingOutput:
-        output_attentions, output_hidden_states = flags(self.config, output_attentions, output_hidden_states)
         if noise is None:
             grid = self.mae.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
             noise = torch.rand(pixel_values.shape[0], grid[0] * grid[1], device=pixel_values.device)
         # encode visible patches
         encoded = self.mae(
-            pixel_values, noise=noise, mask_ratio=mask_ratio, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states, interpolate_pos_encoding=interpolate_pos_encoding,
+            pixel_values, noise=noise, mask_ratio=mask_ratio, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs,
         )
         grid = self.mae.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
         # decode every patch
-        decoded = self.run_recorded(
-            self.decoder, encoded.last_hidden_state, encoded.ids_restore, grid,
-            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-        )
+        decoded = self.run_recorded(self.decoder, encoded.last_hidden_state, encoded.ids_restore, grid, **kwargs)
         logits = decoded.last_hidden_state
         # loss on masked patches only
         loss = self.forward_loss(pixel_values, logits.float(), encoded.mask)

@@ -18,7 +18,7 @@ from torch import nn
 from ... import initialization as init
 from ...layers import ViTBlock, ViTEncoder, gather_tokens, get_2d_sincos_pos_embed, interpolate_pos_embed, random_masking
 from ..mae.modeling_mae import MAEDecoder, MAEEmbeddings, PixelTargetsMixin
-from ..encoder import FinalNormMixin, can_return_tuple, flags, record_outputs
+from ..encoder import FinalNormMixin, TransformersKwargs, Unpack, can_return_tuple, record_outputs
 from ..features import EncoderFeaturesMixin, FeatureStage
 from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput, classification_head
 from .configuration_mr_mae import MRMAEConfig
@@ -62,7 +62,7 @@ class ConvMAEDecoder(MAEDecoder):
         table = get_2d_sincos_pos_embed(config.decoder_hidden_size, grid_size, cls_token=False)
         self.decoder_pos_embed = nn.Parameter(table.unsqueeze(0), requires_grad=False)
 
-    def forward(self, latent, ids_restore, grid, output_attentions: bool = False) -> torch.Tensor:
+    def forward(self, latent, ids_restore, grid, **kwargs: Unpack[TransformersKwargs]) -> torch.Tensor:
         hidden = self.decoder_embed(latent)
         batch, length = ids_restore.shape
         # append mask tokens and put every token back in its place
@@ -70,7 +70,7 @@ class ConvMAEDecoder(MAEDecoder):
         hidden = gather_tokens(torch.cat([hidden, mask_tokens], dim=1), ids_restore)
         hidden = hidden + interpolate_pos_embed(self.decoder_pos_embed, grid, num_prefix_tokens=0, old_grid=self.grid_size)
         # decode, predict pixels
-        hidden = self.transformer(hidden, output_attentions=output_attentions)
+        hidden = self.transformer(hidden, **kwargs)
         return self.decoder_pred(self.decoder_norm(hidden))
 
 
@@ -145,9 +145,9 @@ class MRMAEModel(FinalNormMixin, EncoderFeaturesMixin, MRMAEPreTrainedModel):
     def _num_stem_stages(self) -> int:
         return self.embeddings.num_stem_stages
 
-    def _feature_stages(self, pixel_values, interpolate_pos_encoding: bool = False, output_attentions: bool = False):
+    def _feature_stages(self, pixel_values, interpolate_pos_encoding: bool = False, **kwargs):
         """The hybrid's convolution stages, then the embeddings and every transformer block."""
-        stages, output = super()._feature_stages(pixel_values, interpolate_pos_encoding, output_attentions)
+        stages, output = super()._feature_stages(pixel_values, interpolate_pos_encoding, **kwargs)
         maps = [FeatureStage(m.flatten(2).transpose(1, 2), (m.shape[-2], m.shape[-1])) for m in output.conv_hidden_states or ()]
         return maps + stages, output
 
@@ -164,12 +164,9 @@ class MRMAEModel(FinalNormMixin, EncoderFeaturesMixin, MRMAEPreTrainedModel):
         pixel_values: torch.Tensor,
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MRMAEModelOutput:
-        output_attentions, output_hidden_states = flags(self.config, output_attentions, output_hidden_states)
         grid = self.token_grid(pixel_values, interpolate_pos_encoding)
         mask = ids_restore = ids_keep = None
         # choose the visible patches
@@ -179,12 +176,13 @@ class MRMAEModel(FinalNormMixin, EncoderFeaturesMixin, MRMAEPreTrainedModel):
             ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
             ids_keep, mask, ids_restore = random_masking(noise, ratio)
         # patches (masked convolution in the hybrid's stages), positions
-        tokens, cls, fused, conv_hidden = self.embeddings(pixel_values, mask, interpolate_pos_encoding, output_stage_maps=output_hidden_states)
+        stage_maps = bool(kwargs["output_hidden_states"])  # (set by record_outputs)
+        tokens, cls, fused, conv_hidden = self.embeddings(pixel_values, mask, interpolate_pos_encoding, output_stage_maps=stage_maps)
         if ids_keep is not None:
             tokens = gather_tokens(tokens, ids_keep)
         hidden = tokens if cls is None else torch.cat([cls, tokens], dim=1)
         # transformer stage
-        hidden = self.encoder(hidden, output_attentions=output_attentions)
+        hidden = self.encoder(hidden, **kwargs)
         # multi-scale fusion of the stage-1/2 features at the visible tokens
         if fused is not None:
             prefix = self.num_prefix_tokens
@@ -300,25 +298,18 @@ class MRMAEForPreTraining(PixelTargetsMixin, MRMAEPreTrainedModel):
         pixel_values: torch.Tensor,
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MRMAEPreTrainingOutput:
-        output_attentions, output_hidden_states = flags(self.config, output_attentions, output_hidden_states)
         grid = self.mr_mae.token_grid(pixel_values, interpolate_pos_encoding)
         if noise is None:
             noise = torch.rand(pixel_values.shape[0], grid[0] * grid[1], device=pixel_values.device)
         # encode visible patches
         encoded = self.mr_mae(
-            pixel_values, noise=noise, mask_ratio=mask_ratio, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states, interpolate_pos_encoding=interpolate_pos_encoding,
+            pixel_values, noise=noise, mask_ratio=mask_ratio, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs,
         )
         # decode every patch
-        decoded = self.run_recorded(
-            self.decoder, encoded.last_hidden_state, encoded.ids_restore, grid,
-            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-        )
+        decoded = self.run_recorded(self.decoder, encoded.last_hidden_state, encoded.ids_restore, grid, **kwargs)
         logits = decoded.last_hidden_state
         # reconstruct the masked patches
         reconstruction = self.forward_loss(pixel_values, logits.float(), encoded.mask)

@@ -6,7 +6,7 @@ q/v biases with a zero k bias, and mean pooling + `fc_norm` in fine-tuning.
 
 The architecture interface `SimMIMModel` relies on (`modeling_simmim_swin.py` has the other):
 `num_prefix_tokens`, `head_init_scale`, `final_norms`, `shared_relative_position_bias`,
-`forward(tokens, grid, shared_bias, output_attentions)` (`shared_bias`: the bias tensor of the
+`forward(tokens, grid, shared_bias, **kwargs)` (`shared_bias`: the bias tensor of the
 model's shared table), `output_grid`, `pool`, `layer_id`, `feature_stages`,
 `expand_relative_position_bias`.
 """
@@ -78,8 +78,7 @@ class SimMIMViTEncoder(ViTEncoder):
     def shared_relative_position_bias(config: SimMIMConfig, grid: tuple[int, int]) -> RelativePositionBias | None:
         return RelativePositionBias(grid, config.num_attention_heads) if config.use_shared_relative_position_bias else None
 
-    def forward(self, tokens: torch.Tensor, grid: tuple[int, int], shared_bias: torch.Tensor | None = None,
-                output_attentions: bool = False) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int], shared_bias: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         """`shared_bias`: [heads, N, N] from the model's shared table (pre-training), or None;
         with per-block tables each block gets its own (+ the shared one)."""
         bias = shared_bias
@@ -87,7 +86,7 @@ class SimMIMViTEncoder(ViTEncoder):
             def bias(index: int) -> torch.Tensor:
                 own = self.layers[index].relative_position_bias(grid)
                 return own if shared_bias is None else own + shared_bias
-        return super().forward(tokens, attention_bias=bias, output_attentions=output_attentions)
+        return super().forward(tokens, attention_bias=bias, **kwargs)
 
     def output_grid(self, grid: tuple[int, int]) -> tuple[int, int]:
         return tuple(grid)
