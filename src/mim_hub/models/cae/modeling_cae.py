@@ -24,7 +24,6 @@ from ...layers import (
     PatchEmbedding,
     ViTBlock,
     ViTEncoder,
-    build_vit_blocks,
     get_2d_sincos_pos_embed,
     interpolate_pos_embed,
 )
@@ -36,7 +35,7 @@ from ...layers.relative_position import RelativePositionBias, relative_position_
 from ..encoder import FinalNormMixin, TransformersKwargs, Unpack, block_recorders, can_return_tuple, record_outputs
 from ..features import EncoderFeaturesMixin
 from ..library_internals import forget_key_mapping
-from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, classification_head, hub_kwargs
+from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, classification_head, hub_kwargs, vit_blocks
 from .configuration_cae import CAEConfig
 
 
@@ -148,6 +147,14 @@ class CAEEmbeddings(nn.Module):
 def _attention_head_size(width: int, heads: int) -> int:
     """CAE's head width: `width // heads` (the attention may be narrower than the model)."""
     return width // heads
+
+
+def _cae_blocks(config: CAEConfig, stack: str, layer_scale_init_value: float) -> list:
+    """CAE's self-attention blocks of a stack ("" the encoder, "decoder_" the decoder): BEiT's
+    learned q/v biases, layer scale, CAE's head width, stochastic depth to `drop_path_rate` in both."""
+    width, heads = getattr(config, f"{stack}hidden_size"), getattr(config, f"{stack}num_attention_heads")
+    return vit_blocks(config, stack, drop_path_rate=config.drop_path_rate, qkv_bias="qv" if config.qkv_bias else False,
+                      layer_scale_init_value=layer_scale_init_value, attention_head_size=_attention_head_size(width, heads))
 
 
 class CAECrossAttention(InterfaceAttention):
@@ -280,16 +287,7 @@ class CAEModel(FinalNormMixin, EncoderFeaturesMixin, CAEPreTrainedModel):
         super().__init__(config)
         self.embeddings = CAEEmbeddings(config)
         grid = self.embeddings.patch_embed.grid_size
-        self.encoder = ViTEncoder(
-            build_vit_blocks(
-                config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.intermediate_size,
-                drop_path_rate=config.drop_path_rate, qkv_bias="qv" if config.qkv_bias else False,
-                layer_norm_eps=config.layer_norm_eps, hidden_act=config.hidden_act,
-                layer_scale_init_value=config.layer_scale_init_value,
-                attention_head_size=_attention_head_size(config.hidden_size, config.num_attention_heads),
-                attention_dropout=config.attention_probs_dropout_prob, hidden_dropout=config.hidden_dropout_prob,
-            )
-        )
+        self.encoder = ViTEncoder(_cae_blocks(config, "", config.layer_scale_init_value))
         # relative position biases (fine-tuning only; `use_relative_position_bias=False` turns both off)
         per_block = config.use_relative_position_bias if use_relative_position_bias is None else use_relative_position_bias
         shared = config.use_shared_relative_position_bias and use_relative_position_bias is not False
@@ -356,16 +354,7 @@ class CAEDecoder(nn.Module):
 
     def __init__(self, config: CAEConfig):
         super().__init__()
-        self.transformer = ViTEncoder(
-            build_vit_blocks(
-                config.decoder_num_hidden_layers, config.decoder_hidden_size, config.decoder_num_attention_heads,
-                config.decoder_intermediate_size, drop_path_rate=config.drop_path_rate,
-                qkv_bias="qv" if config.qkv_bias else False, layer_norm_eps=config.layer_norm_eps,
-                hidden_act=config.hidden_act, layer_scale_init_value=config.decoder_layer_scale_init_value,
-                attention_head_size=_attention_head_size(config.decoder_hidden_size, config.decoder_num_attention_heads),
-                attention_dropout=config.attention_probs_dropout_prob, hidden_dropout=config.hidden_dropout_prob,
-            )
-        )
+        self.transformer = ViTEncoder(_cae_blocks(config, "decoder_", config.decoder_layer_scale_init_value))
         self.layernorm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
         self.head = nn.Linear(config.decoder_hidden_size, config.vocab_size)
 

@@ -14,8 +14,8 @@ from torch import nn
 
 from ...layers import ViTEncoder, random_masking
 from ..encoder import TransformersKwargs, Unpack, can_return_tuple
-from ..mae.modeling_mae import MAEDecoder, MAEForImageClassification, MAEForPreTraining, MAEModel, _encoder_blocks, patch_errors
-from ..modeling_common import MIMPreTrainingOutput
+from ..mae.modeling_mae import MAEDecoder, MAEForImageClassification, MAEForPreTraining, MAEModel, patch_errors
+from ..modeling_common import MIMPreTrainingOutput, vit_blocks
 from .configuration_hpm import HPMConfig
 
 
@@ -111,10 +111,7 @@ class HPMDecoder(MAEDecoder):
 
     def __init__(self, config: HPMConfig, grid_size: tuple[int, int]):
         super().__init__(config, grid_size)
-        self.loss_transformer = ViTEncoder(
-            _encoder_blocks(config, config.decoder_hidden_size, config.decoder_num_hidden_layers,
-                            config.decoder_num_attention_heads, config.decoder_intermediate_size, 0.0)
-        )
+        self.loss_transformer = ViTEncoder(vit_blocks(config, "decoder_"))
         self.loss_norm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
         self.loss_pred = nn.Linear(config.decoder_hidden_size, config.patch_size**2 * config.num_channels)
 

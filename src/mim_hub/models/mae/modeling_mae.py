@@ -10,7 +10,6 @@ from ... import initialization as init
 from ...layers import (
     PatchEmbedding,
     ViTEncoder,
-    build_vit_blocks,
     gather_tokens,
     get_2d_sincos_pos_embed,
     interpolate_pos_embed,
@@ -20,7 +19,14 @@ from ...layers import (
 )
 from ..encoder import FinalNormMixin, TransformersKwargs, Unpack, can_return_tuple, record_outputs
 from ..features import EncoderFeaturesMixin
-from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput, classification_head
+from ..modeling_common import (
+    ImageClassifierForwardMixin,
+    MIMModelOutput,
+    MIMPreTrainedModel,
+    MIMPreTrainingOutput,
+    classification_head,
+    vit_blocks,
+)
 from .configuration_mae import MAEConfig
 
 
@@ -88,15 +94,6 @@ class MAEPreTrainedModel(MIMPreTrainedModel):
             init.normal_(module.mask_token, std=0.02)
 
 
-def _encoder_blocks(config: MAEConfig, hidden_size: int, num_layers: int, heads: int, intermediate: int, drop_path_rate: float):
-    return build_vit_blocks(
-        num_layers, hidden_size, heads, intermediate,
-        qkv_bias=config.qkv_bias, layer_norm_eps=config.layer_norm_eps, hidden_act=config.hidden_act,
-        drop_path_rate=drop_path_rate, attention_dropout=config.attention_probs_dropout_prob,
-        hidden_dropout=config.hidden_dropout_prob,
-    )
-
-
 class MAEModel(FinalNormMixin, EncoderFeaturesMixin, MAEPreTrainedModel):
     """MAE's ViT encoder.
 
@@ -116,10 +113,7 @@ class MAEModel(FinalNormMixin, EncoderFeaturesMixin, MAEPreTrainedModel):
     def __init__(self, config: MAEConfig, add_pooling_layer: bool = True, add_final_norm: bool | None = None):
         super().__init__(config)
         self.embeddings = MAEEmbeddings(config)
-        self.encoder = ViTEncoder(
-            _encoder_blocks(config, config.hidden_size, config.num_hidden_layers, config.num_attention_heads,
-                            config.intermediate_size, config.drop_path_rate)
-        )
+        self.encoder = ViTEncoder(vit_blocks(config))
         self._build_final_norms(config, add_final_norm, add_pooling_layer)
         self.post_init()
 
@@ -170,10 +164,7 @@ class MAEDecoder(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, config.decoder_hidden_size))
         table = get_2d_sincos_pos_embed(config.decoder_hidden_size, grid_size, cls_token=num_prefix_tokens > 0)
         self.decoder_pos_embed = nn.Parameter(table.unsqueeze(0), requires_grad=False)
-        self.transformer = ViTEncoder(
-            _encoder_blocks(config, config.decoder_hidden_size, config.decoder_num_hidden_layers,
-                            config.decoder_num_attention_heads, config.decoder_intermediate_size, 0.0)
-        )
+        self.transformer = ViTEncoder(vit_blocks(config, "decoder_"))
         self.decoder_norm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
         self.decoder_pred = nn.Linear(config.decoder_hidden_size, config.patch_size**2 * config.num_channels)
 

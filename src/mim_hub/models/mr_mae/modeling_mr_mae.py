@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from ... import initialization as init
-from ...layers import ViTBlock, ViTEncoder, gather_tokens, get_2d_sincos_pos_embed, random_masking
+from ...layers import ViTEncoder, gather_tokens, get_2d_sincos_pos_embed, random_masking
 from ..mae.modeling_mae import MAEDecoder, MAEPreTrainedModel, PixelTargetsMixin
 from ..encoder import FinalNormMixin, TransformersKwargs, Unpack, can_return_tuple, record_outputs
 from ..features import EncoderFeaturesMixin, FeatureStage
-from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainingOutput, classification_head
+from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainingOutput, classification_head, vit_blocks
 from .configuration_mr_mae import MRMAEConfig
 from .modeling_convvit import ConvViTEmbeddings
 from .modeling_mr_mae_vit import MRMAEViTEmbeddings
@@ -76,15 +76,6 @@ class MRMAEPreTrainedModel(MAEPreTrainedModel):
                 init.normal_(module.cls_token, std=0.02)
 
 
-def _transformer_blocks(config: MRMAEConfig, rates: list[float]) -> list[ViTBlock]:
-    return [
-        ViTBlock(config.hidden_size, config.num_attention_heads, config.intermediate_size, qkv_bias=config.qkv_bias,
-                 layer_norm_eps=config.layer_norm_eps, hidden_act=config.hidden_act, drop_path=rate,
-                 attention_dropout=config.attention_probs_dropout_prob, hidden_dropout=config.hidden_dropout_prob)
-        for rate in rates
-    ]
-
-
 class MRMAEModel(FinalNormMixin, EncoderFeaturesMixin, MRMAEPreTrainedModel):
     """MR-MAE's encoder (plain ViT or ConvMAE hybrid).
 
@@ -106,7 +97,7 @@ class MRMAEModel(FinalNormMixin, EncoderFeaturesMixin, MRMAEPreTrainedModel):
         super().__init__(config)
         stem = STEMS[config.backbone]
         self.embeddings = stem(config, add_fusion=config.use_multiscale_fusion if add_fusion is None else add_fusion)
-        self.encoder = ViTEncoder(_transformer_blocks(config, stem.transformer_drop_path_rates(config)))
+        self.encoder = ViTEncoder(vit_blocks(config, rates=stem.transformer_drop_path_rates(config)))
         self._build_final_norms(config, add_final_norm, add_pooling_layer)
         self.post_init()
 

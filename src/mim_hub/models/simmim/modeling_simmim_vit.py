@@ -16,10 +16,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...layers import PatchEmbedding, ViTEncoder, build_vit_blocks, interpolate_pos_embed
+from ...layers import PatchEmbedding, ViTEncoder, interpolate_pos_embed
 from ...layers.relative_position import RelativePositionBias
 from ..features import FeatureStage
-from ..modeling_common import MIMPreTrainedModel
+from ..modeling_common import MIMPreTrainedModel, vit_blocks
 from .configuration_simmim import SimMIMConfig
 
 
@@ -57,12 +57,7 @@ class SimMIMViTEncoder(ViTEncoder):
     head_init_scale = 1e-3  # BEiT's init_scale of the classifier head
 
     def __init__(self, config: SimMIMConfig, grid: tuple[int, int]):
-        blocks = build_vit_blocks(
-            config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.intermediate_size,
-            qkv_bias="qv" if config.qkv_bias else False, layer_norm_eps=config.layer_norm_eps, hidden_act=config.hidden_act,
-            layer_scale_init_value=config.layer_scale_init_value, drop_path_rate=config.drop_path_rate,
-            attention_dropout=config.attention_probs_dropout_prob, hidden_dropout=config.hidden_dropout_prob,
-        )
+        blocks = vit_blocks(config, qkv_bias="qv" if config.qkv_bias else False, layer_scale_init_value=config.layer_scale_init_value)
         if config.use_relative_position_bias:  # one table per block (fine-tuning)
             for block in blocks:
                 block.relative_position_bias = RelativePositionBias(grid, config.num_attention_heads)
