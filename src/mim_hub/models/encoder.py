@@ -20,8 +20,10 @@ regressor, HPM's loss predictor) are recorded by `run_recorded` into their own f
 (`decoder_hidden_states`, ...). Why not transformers' capture there too: it records into the
 fields of the model it decorates, keyed by flags of the same name (`output_decoder_hidden_states`
 for `decoder_hidden_states`), and only `hidden_states` gets the first block's input; transformers'
-encoder-decoders get their decoder's fields by making the decoder a model of its own, which would
-rename every decoder weight of every checkpoint here. So `run_recorded` registers hooks through
+encoder-decoders get their decoder's fields by making the decoder a `PreTrainedModel` of its own
+(its own config, `_init_weights` and `capture_outputs`), while a decoder here is a part of its
+pre-training model (one config, one initialisation; HPM runs two stacks of one decoder module,
+each into its own fields). So `run_recorded` registers hooks through
 torch's public `register_forward_hook` for that one call and removes them after it (none exist
 when nothing is asked for): one mechanism, in this file, and the base model's own hooks are never
 installed twice.
