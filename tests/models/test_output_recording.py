@@ -46,6 +46,18 @@ def test_every_model_class_declares_what_it_records(name):
             assert recorder.index == (0 if key == "hidden_states" else 1)  # blocks return (hidden, weights)
 
 
+@pytest.mark.parametrize("name", [n for n in MODEL_CLASSES if not n.endswith("PreTrainedModel")])
+def test_output_flags_travel_in_kwargs(name):
+    """As transformers v5: no forward and no recorded block names an output flag; they arrive in
+    `**kwargs` (TransformersKwargs) and are handed on, down to the attention."""
+    cls = getattr(mim_hub, name)
+    forwards = [cls.forward] + [r.target_class.forward for r in cls._can_record_outputs.get("hidden_states", [])]
+    for forward in forwards:
+        parameters = inspect.signature(forward).parameters
+        assert not {"output_attentions", "output_hidden_states"} & set(parameters), (name, forward.__qualname__)
+        assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()), (name, forward.__qualname__)
+
+
 def test_model_classes_cover_every_method():
     assert len(MODEL_CLASSES) >= 6 * 4 and {"SimMIMBackbone", "CrateMAEForImageClassification", "CAEForPreTraining"} <= set(MODEL_CLASSES)
 
@@ -90,8 +102,8 @@ def test_hidden_states_chain_block_by_block(key):
         out = model(_pixels(), output_hidden_states=True, output_attentions=True)
         layers = model.encoder.layers if key == "mae" else model.layers
         for i, layer in enumerate(layers):
-            args = (out.hidden_states[i], None, True) if key == "mae" else (out.hidden_states[i], True)
-            hidden, weights = layer(*args)
+            args = (out.hidden_states[i], None) if key == "mae" else (out.hidden_states[i],)
+            hidden, weights = layer(*args, output_attentions=True)
             torch.testing.assert_close(hidden, out.hidden_states[i + 1])
             torch.testing.assert_close(weights, out.attentions[i])
 
@@ -133,7 +145,7 @@ def test_mae_decoder_hidden_states_start_with_the_decoder_input():
         decoder_input = out.decoder_hidden_states[0]
         hidden = decoder_input
         for layer in model.decoder.transformer.layers:
-            hidden = layer(hidden, None, False)[0]
+            hidden = layer(hidden)[0]
         torch.testing.assert_close(hidden, out.decoder_hidden_states[-1])
         assert decoder_input.shape == (2, 1 + 64, config.decoder_hidden_size)
         assert len(out.hidden_states) == config.num_hidden_layers + 1

@@ -10,9 +10,10 @@ function registered with `transformers.AttentionInterface`, mim_hub's "mim_cpu_f
 (`MIMPreTrainedModel.post_init` hands its config to every `InterfaceAttention` of the model).
 
 An additive bias (relative positions, Swin's region mask) travels as the interface's
-`position_bias`, [B or 1, heads, N, N]. `output_attentions=True` needs the weights, which only the
-eager formulation has: that call runs eager whatever the implementation (as transformers' own
-models warn and do).
+`position_bias`, [B or 1, heads, N, N]. The model's keyword arguments reach the layers as
+transformers v5 passes them (`**kwargs`, its `TransformersKwargs`): `output_attentions=True` among
+them needs the weights, which only the eager formulation has, so that call runs eager whatever
+the implementation (where transformers' SDPA would warn and return none).
 
 q/k/v come from one fused Linear (`qkv_proj`, output laid out as [3, heads, head_dim], the
 originals' `qkv`).
@@ -52,12 +53,12 @@ def attention_implementation(config) -> str:
     return getattr(config, "_attn_implementation", None) or "sdpa"
 
 
-def dispatch_attention(module: nn.Module, query, key, value, *, scaling: float, bias=None, dropout: float = 0.0,
-                       output_attentions: bool = False):
-    """q/k/v [B, heads, N, d] through the implementation `module.config` names; `bias`
-    (broadcastable to [B, heads, N, M]) is added to the scores. Returns (output [B, N, heads, d],
-    weights [B, heads, N, M] or None)."""
-    implementation = "eager" if output_attentions else attention_implementation(module.config)
+def dispatch_attention(module: nn.Module, query, key, value, *, scaling: float, bias=None, dropout: float = 0.0, **kwargs):
+    """q/k/v [B, heads, N, d] through the implementation `module.config` names (eager when the
+    model's keyword arguments ask for `output_attentions`); `bias` (broadcastable to
+    [B, heads, N, M]) is added to the scores. Returns (output [B, N, heads, d], weights
+    [B, heads, N, M] or None)."""
+    implementation = "eager" if kwargs.get("output_attentions") else attention_implementation(module.config)
     interface = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
     if bias is not None:
         if is_flash_attention_requested(requested_attention_implementation=implementation):
@@ -88,10 +89,11 @@ class InterfaceAttention(nn.Module):
     scale: float
     attention_dropout: float = 0.0
 
-    def attend(self, query, key, value, bias=None, output_attentions: bool = False):
-        """q/k/v [B, heads, N, d] -> (output [B, N, heads, d], weights or None)."""
+    def attend(self, query, key, value, bias=None, **kwargs):
+        """q/k/v [B, heads, N, d] -> (output [B, N, heads, d], weights or None); `kwargs`: the
+        model's keyword arguments (see `dispatch_attention`)."""
         return dispatch_attention(self, query, key, value, scaling=self.scale, bias=bias,
-                                  dropout=self.attention_dropout if self.training else 0.0, output_attentions=output_attentions)
+                                  dropout=self.attention_dropout if self.training else 0.0, **kwargs)
 
 
 def linear_with_output_scale(hidden_states: torch.Tensor, linear: nn.Linear, scale: torch.Tensor | None) -> torch.Tensor:
@@ -151,12 +153,12 @@ class Attention(InterfaceAttention):
         qkv = qkv.reshape(*hidden_states.shape[:-1], 3, self.num_heads, self.head_dim)
         return qkv.permute(2, 0, 3, 1, 4).unbind(0)
 
-    def forward(self, hidden_states: torch.Tensor, attention_bias: torch.Tensor | None = None, output_attentions: bool = False,
-                output_scale: torch.Tensor | None = None):
+    def forward(self, hidden_states: torch.Tensor, attention_bias: torch.Tensor | None = None,
+                output_scale: torch.Tensor | None = None, **kwargs):
         """`attention_bias` (broadcastable to [B, heads, N, N]) is added to the scores, e.g. a
         relative position bias; `output_scale` [D] multiplies the output (a block's LayerScale).
         Returns (output [B, N, D], attention weights or None)."""
         q, k, v = self.project_qkv(hidden_states)
-        out, weights = self.attend(q, k, v, attention_bias, output_attentions)
+        out, weights = self.attend(q, k, v, attention_bias, **kwargs)
         out = out.reshape(*hidden_states.shape[:-1], -1)
         return self.proj_dropout(linear_with_output_scale(out, self.o_proj, output_scale)), weights

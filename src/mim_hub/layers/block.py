@@ -92,11 +92,12 @@ class ViTBlock(GradientCheckpointingLayer):
         self.layer_scale2 = LayerScale(hidden_size, layer_scale_init_value) if use_scale else nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, hidden_states, attention_bias=None, output_attentions: bool = False):
+    def forward(self, hidden_states, attention_bias=None, **kwargs):
+        """Returns (output, attention weights or None); `kwargs`: the model's keyword arguments,
+        passed on to the attention (`output_attentions=True` there asks for the weights)."""
         # the LayerScales are folded into the output projections (see linear_with_output_scale)
         scale1, scale2 = _gamma(self.layer_scale1), _gamma(self.layer_scale2)
-        attn_out, weights = self.attn(self.norm1(hidden_states), attention_bias=attention_bias, output_attentions=output_attentions,
-                                      output_scale=scale1)
+        attn_out, weights = self.attn(self.norm1(hidden_states), attention_bias=attention_bias, output_scale=scale1, **kwargs)
         hidden_states = hidden_states + self.drop_path(attn_out)
         del attn_out  # not held while the MLP runs (inference peak memory)
         hidden_states = hidden_states + self.drop_path(self.mlp(self.norm2(hidden_states), output_scale=scale2))
@@ -107,9 +108,9 @@ class ViTEncoder(nn.Module):
     """A stack of blocks (`layers`); returns the last block's output.
 
     `attention_bias` may be one tensor shared by all blocks or a callable `i -> tensor` for
-    per-block biases (SimMIM/CAE fine-tuning use a relative position table per block).
-    `output_attentions` makes each block compute its attention weights (the eager path); the
-    model records them and the hidden states with hooks (`models/encoder.py`), not here.
+    per-block biases (SimMIM/CAE fine-tuning use a relative position table per block). The
+    model's keyword arguments (`kwargs`) go on to every block, as transformers v5 passes them; the
+    model records the blocks' outputs with hooks (`models/encoder.py`), not here.
     """
 
     def __init__(self, blocks: list[nn.Module]):
@@ -121,11 +122,11 @@ class ViTEncoder(nn.Module):
         hidden_states: torch.Tensor,
         *,
         attention_bias: torch.Tensor | Callable[[int], torch.Tensor] | None = None,
-        output_attentions: bool = False,
+        **kwargs,
     ) -> torch.Tensor:
         for index, layer in enumerate(self.layers):
             bias = attention_bias(index) if callable(attention_bias) else attention_bias
-            hidden_states = layer(hidden_states, bias, output_attentions)[0]
+            hidden_states = layer(hidden_states, bias, **kwargs)[0]
         return hidden_states
 
 

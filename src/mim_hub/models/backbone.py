@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers.backbone_utils import BackboneMixin
+from transformers.backbone_utils import BackboneMixin, filter_output_hidden_states
 from transformers.modeling_outputs import BackboneOutput
-from transformers.utils.generic import can_return_tuple
+from transformers.processing_utils import Unpack
+from transformers.utils.generic import TransformersKwargs, can_return_tuple
 
 from .. import initialization as init
 
@@ -126,20 +127,13 @@ class MIMBackboneMixin(BackboneMixin):
             init.zeros_(module.num_batches_tracked)
 
     @can_return_tuple
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        **kwargs,
-    ) -> BackboneOutput:
+    @filter_output_hidden_states
+    def forward(self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> BackboneOutput:
         """`feature_maps`: a [B, C, h, w] map per stage of `config.out_features` (after the
-        feature pyramid with `add_fpn`). `hidden_states` / `attentions`: the encoder's, on request."""
-        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        feature pyramid with `add_fpn`). `hidden_states` / `attentions`: the encoder's, on request
+        (transformers' `filter_output_hidden_states`, as its ViT-style backbones)."""
         encoder = self.encoder
-        stages, encoded = encoder._feature_stages(pixel_values, interpolate_pos_encoding=encoder.supports_interpolation,
-                                                  output_attentions=bool(output_attentions))
+        stages, encoded = encoder._feature_stages(pixel_values, interpolate_pos_encoding=encoder.supports_interpolation, **kwargs)
         if len(stages) != len(self.stage_names):
             raise RuntimeError(f"{type(encoder).__name__} gave {len(stages)} stages for stage_names {self.stage_names}")
         chosen = [stage for name, stage in zip(self.stage_names, stages) if name in self.out_features]
@@ -150,8 +144,8 @@ class MIMBackboneMixin(BackboneMixin):
             feature_maps = self.neck(maps) if self.neck is not None else tuple(maps)
         return BackboneOutput(
             feature_maps=tuple(feature_maps),
-            hidden_states=encoded.hidden_states if output_hidden_states else None,
-            attentions=encoded.get("attentions") if output_attentions else None,  # (none in a convnet)
+            hidden_states=encoded.hidden_states,
+            attentions=encoded.get("attentions"),  # (none in a convnet)
         )
 
 

@@ -8,57 +8,64 @@ Forward hooks on the blocks, installed the first time anything is asked for and 
 then collect the input of the first block and every block's output (`hidden_states`, before any
 final norm) and every block's attention weights (`attentions`).
 
+The output flags travel as transformers v5 passes them: callers name them
+(`model(x, output_hidden_states=True, output_attentions=True)`), every forward takes them in its
+`**kwargs: Unpack[TransformersKwargs]` and hands its kwargs on to the stacks, the stacks to their
+blocks and the blocks to their attention, which reads `output_attentions` there (the weights need
+the eager formulation; see `layers/attention.py`). No forward names a flag.
+
 A pre-training model's `hidden_states` / `attentions` are its base model's (the encoder's), as in
 transformers' ViTMAE and VideoMAE. The stacks it runs outside its base model (a decoder, CAE's
-regressor) are recorded by `run_recorded` into their own fields (`decoder_hidden_states`, ...):
-with hooks registered through torch's public `register_forward_hook` for that one call and
-removed after it (none exist when nothing is asked for), so the base model's own hooks are never
+regressor, HPM's loss predictor) are recorded by `run_recorded` into their own fields
+(`decoder_hidden_states`, ...). Why not transformers' capture there too: it records into the
+fields of the model it decorates, keyed by flags of the same name (`output_decoder_hidden_states`
+for `decoder_hidden_states`), and only `hidden_states` gets the first block's input; transformers'
+encoder-decoders get their decoder's fields by making the decoder a `PreTrainedModel` of its own
+(its own config, `_init_weights` and `capture_outputs`), while a decoder here is a part of its
+pre-training model (one config, one initialisation; HPM runs two stacks of one decoder module,
+each into its own fields). So `run_recorded` registers hooks through
+torch's public `register_forward_hook` for that one call and removes them after it (none exist
+when nothing is asked for): one mechanism, in this file, and the base model's own hooks are never
 installed twice.
 """
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from functools import wraps
 
 import torch
 from torch import nn
+from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput
-from transformers.utils.generic import can_return_tuple
+from transformers.utils.generic import TransformersKwargs, can_return_tuple
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 _FLAGS = ("output_attentions", "output_hidden_states")
 
 
+def requested_outputs(config, kwargs: dict) -> dict:
+    """`output_attentions` / `output_hidden_states` as `kwargs` ask for them, None or absent
+    meaning the config's value (`output_hidden_states` may also be transformers' selection of
+    indices, kept as it is)."""
+    return {flag: getattr(config, flag, False) if kwargs.get(flag) is None else kwargs[flag] for flag in _FLAGS}
+
+
 def record_outputs(func):
     """transformers' `capture_outputs` (hidden states before the final norm: not tied to
-    `last_hidden_state`), with our arguments' conventions: an output flag given as None (or not
-    at all) means the config's value, flags given by position count as well, and the recorded
-    fields keep their place in the output (and in its `return_dict=False` tuple). Only an
-    explicit `return_dict=False` gives a tuple: a base model is also called inside the other
-    models, which read its output by name whatever `config.return_dict` says."""
+    `last_hidden_state`), with our conventions: an output flag given as None (or not at all)
+    means the config's value, and is passed on explicitly (the blocks' attention reads it), and
+    the recorded fields keep their place in the output (and in its `return_dict=False` tuple).
+    Only an explicit `return_dict=False` gives a tuple: a base model is also called inside the
+    other models, which read its output by name whatever `config.return_dict` says."""
     captured = capture_outputs(tie_last_hidden_states=False)(func)
-    signature = inspect.signature(func)
-    names = list(signature.parameters)
-    positional = [names.index(f) - 1 for f in _FLAGS
-                  if f in signature.parameters and signature.parameters[f].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
-    first_flag = min(positional) if positional else None
 
     @wraps(func)
     def wrapper(self, *args, **kwargs):
-        if first_flag is not None and len(args) > first_flag:  # (rare) flags by position: capture reads keywords
-            bound = signature.bind(self, *args, **kwargs).arguments
-            bound.pop("self")
-            extra = bound.pop("kwargs", {})
-            args, kwargs = (), {**bound, **extra}
-        for flag in _FLAGS:
-            if flag in kwargs and kwargs[flag] is None:
-                del kwargs[flag]
         return_dict = kwargs.pop("return_dict", None)
-        recording = any(kwargs.get(flag, getattr(self.config, flag, False)) for flag in _FLAGS)
-        output = captured(self, *args, return_dict=True, **kwargs)
-        if recording:  # the recorded fields were added last: back into the output's field order
+        requested = requested_outputs(self.config, kwargs)
+        output = captured(self, *args, return_dict=True, **{**kwargs, **requested})
+        if any(requested.values()):  # the recorded fields were added last: back into the output's field order
             output = type(output)(**output)
         return output if return_dict is not False else output.to_tuple()
 
@@ -71,13 +78,6 @@ def block_recorders(*block_classes: type[nn.Module]) -> dict[str, list[OutputRec
         "hidden_states": [OutputRecorder(cls, index=0) for cls in block_classes],
         "attentions": [OutputRecorder(cls, index=1) for cls in block_classes],
     }
-
-
-def flags(config, output_attentions: bool | None, output_hidden_states=None) -> tuple[bool, bool | int | list[int]]:
-    """The output flags, None meaning the config's value (`output_hidden_states` may also be
-    transformers' selection of indices, passed on as it is)."""
-    hidden = config.output_hidden_states if output_hidden_states is None else output_hidden_states
-    return bool(config.output_attentions if output_attentions is None else output_attentions), hidden
 
 
 @dataclass
@@ -93,14 +93,16 @@ class StackOutput(ModelOutput):
 class RecordedStackMixin:
     """For a model that runs block stacks outside its base model (a decoder, CAE's regressor)."""
 
-    def run_recorded(self, stack, *inputs, output_attentions: bool = False, output_hidden_states=False,
-                     blocks_of: nn.Module | None = None) -> StackOutput:
-        """`stack(*inputs, output_attentions=...)`, and when asked for, the input of its first block
-        and every block's output (`hidden_states`) and attention weights (`attentions`), for the
-        block classes the model's `_can_record_outputs` names, found in `blocks_of` (default: the
-        stack itself; a callable that runs part of a module names that part)."""
-        if not (output_attentions or output_hidden_states):
-            return StackOutput(last_hidden_state=stack(*inputs))
+    def run_recorded(self, stack, *inputs, blocks_of: nn.Module | None = None, **kwargs) -> StackOutput:
+        """`stack(*inputs, **kwargs)` (`kwargs`: the model's keyword arguments, the output flags
+        among them), and when they ask for it, the input of its first block and every block's
+        output (`hidden_states`) and attention weights (`attentions`), for the block classes the
+        model's `_can_record_outputs` names, found in `blocks_of` (default: the stack itself; a
+        callable that runs part of a module names that part)."""
+        requested = requested_outputs(self.config, kwargs)
+        kwargs.update(requested)
+        if not any(requested.values()):
+            return StackOutput(last_hidden_state=stack(*inputs, **kwargs))
         classes = tuple({r.target_class for r in _recorders(self._can_record_outputs.get("hidden_states", ()))})
         hidden, weights = [], []
 
@@ -112,12 +114,12 @@ class RecordedStackMixin:
 
         handles = [m.register_forward_hook(record) for m in (blocks_of or stack).modules() if isinstance(m, classes)]
         try:
-            result = stack(*inputs, output_attentions=bool(output_attentions))
+            result = stack(*inputs, **kwargs)
         finally:
             for handle in handles:
                 handle.remove()
-        return StackOutput(last_hidden_state=result, hidden_states=tuple(hidden) if output_hidden_states else None,
-                           attentions=tuple(weights) if output_attentions else None)
+        return StackOutput(last_hidden_state=result, hidden_states=tuple(hidden) if requested["output_hidden_states"] else None,
+                           attentions=tuple(weights) if requested["output_attentions"] else None)
 
 
 def _recorders(specs) -> list:
@@ -148,4 +150,5 @@ class FinalNormMixin:
         return hidden, self._pool(hidden)
 
 
-__all__ = ["record_outputs", "can_return_tuple", "block_recorders", "flags", "StackOutput", "RecordedStackMixin", "FinalNormMixin"]
+__all__ = ["record_outputs", "requested_outputs", "can_return_tuple", "Unpack", "TransformersKwargs", "block_recorders", "StackOutput",
+           "RecordedStackMixin", "FinalNormMixin"]

@@ -72,6 +72,13 @@ class _StopEarly(Exception):
     """Raised before the first block after the last one `forward_intermediates` wants."""
 
 
+def _with_hidden_states(kwargs: dict, interpolate_pos_encoding: bool) -> dict:
+    """A forward's keyword arguments for `_feature_stages`: every hidden state, and
+    `interpolate_pos_encoding` only when set (a model that cannot interpolate, CRATE, never gets it)."""
+    extra = {"interpolate_pos_encoding": True} if interpolate_pos_encoding else {}
+    return {**kwargs, "output_hidden_states": True, **extra}
+
+
 def _grid_of(pixel_values: torch.Tensor, patch_size: int) -> tuple[int, int]:
     return pixel_values.shape[-2] // patch_size, pixel_values.shape[-1] // patch_size
 
@@ -90,11 +97,11 @@ class EncoderFeaturesMixin:
         return self.config.hidden_size
 
     # what a model may override -------------------------------------------------------------
-    def _feature_stages(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False, output_attentions: bool = False):
-        """(stages: [FeatureStage] in forward order, the forward's output). Default: the hidden
+    def _feature_stages(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False, **kwargs):
+        """(stages: [FeatureStage] in forward order, the forward's output); `kwargs`: the
+        caller's keyword arguments for the forward (`output_attentions`, ...). Default: the hidden
         states of a plain ViT (embeddings, then every block) on the patch grid."""
-        kwargs = {"interpolate_pos_encoding": True} if interpolate_pos_encoding else {}
-        output = self(pixel_values, output_hidden_states=True, output_attentions=output_attentions, **kwargs)
+        output = self(pixel_values, **_with_hidden_states(kwargs, interpolate_pos_encoding))
         grid = _grid_of(pixel_values, self.config.patch_size)
         stages = [FeatureStage(h, grid, self.num_prefix_tokens) for h in output.hidden_states]
         return stages, output

@@ -1,5 +1,5 @@
 """What every mim_hub model shares: the PreTrainedModel base with timm-style hooks, output
-types, and the classification loss."""
+types, the blocks built from a config's fields, and the classification loss."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from transformers.utils import ModelOutput
 
 from .. import initialization as init
 from ..layers.attention import Attention, InterfaceAttention
-from ..layers.block import LayerScale, ViTBlock
+from ..layers.block import LayerScale, ViTBlock, drop_path_rates
 from ..layers.relative_position import RelativePositionBias, relative_position_index
-from .encoder import RecordedStackMixin, block_recorders, can_return_tuple
+from .encoder import RecordedStackMixin, TransformersKwargs, Unpack, block_recorders, can_return_tuple
 from .features import ClassifierFeaturesMixin
 from ..utils.atomic import atomic_folder, is_atomic_temporary
 from .library_internals import accelerate_hooks
@@ -75,6 +75,25 @@ class MIMPreTrainingOutput(ModelOutput):
     attentions: tuple[torch.FloatTensor, ...] | None = None
     decoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
     decoder_attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+def vit_blocks(config, stack: str = "", *, drop_path_rate: float | None = None, rates: list[float] | None = None,
+               **block_kwargs) -> list[ViTBlock]:
+    """The pre-norm blocks of one of `config`'s stacks, built from its fields: `stack` "" is the
+    encoder (`hidden_size`, `num_hidden_layers`, `num_attention_heads`, `intermediate_size`),
+    "decoder_" the decoder (`decoder_hidden_size`, ...), with the block numerics every config
+    here shares (`qkv_bias`, `layer_norm_eps`, `hidden_act`, `attention_probs_dropout_prob`,
+    `hidden_dropout_prob`). Stochastic depth rises to `drop_path_rate` (default: the config's
+    for the encoder, none for another stack), or is given per block (`rates`). `block_kwargs`
+    set the rest or override (SimMIM's and CAE's "qv" biases, layer scale, head width)."""
+    depth = getattr(config, f"{stack}num_hidden_layers")
+    if rates is None:
+        rate = drop_path_rate if drop_path_rate is not None else (config.drop_path_rate if not stack else 0.0)
+        rates = drop_path_rates(rate, depth)
+    numerics = dict(qkv_bias=config.qkv_bias, layer_norm_eps=config.layer_norm_eps, hidden_act=config.hidden_act,
+                    attention_dropout=config.attention_probs_dropout_prob, hidden_dropout=config.hidden_dropout_prob)
+    width, heads, intermediate = (getattr(config, f"{stack}{f}") for f in ("hidden_size", "num_attention_heads", "intermediate_size"))
+    return [ViTBlock(width, heads, intermediate, drop_path=rate, **{**numerics, **block_kwargs}) for rate in rates]
 
 
 def classification_head(config) -> nn.Module:
@@ -390,15 +409,10 @@ class ImageClassifierForwardMixin(ClassifierFeaturesMixin):
         self,
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> ImageClassifierOutput:
-        encoded = getattr(self, self.base_model_prefix)(
-            pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-        )
+        encoded = getattr(self, self.base_model_prefix)(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
         logits = self.head(encoded.pooler_output)
         loss = classification_loss(logits, labels, self.config) if labels is not None else None
         # (a CNN's output has no attentions)

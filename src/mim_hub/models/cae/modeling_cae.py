@@ -24,7 +24,6 @@ from ...layers import (
     PatchEmbedding,
     ViTBlock,
     ViTEncoder,
-    build_vit_blocks,
     get_2d_sincos_pos_embed,
     interpolate_pos_embed,
 )
@@ -33,10 +32,10 @@ from ...layers.block import drop_path_rates
 from ...layers.mask_block import BlockMaskGenerator
 from ...layers.masking import flat_bool_mask
 from ...layers.relative_position import RelativePositionBias, relative_position_attention_bias
-from ..encoder import FinalNormMixin, block_recorders, can_return_tuple, flags, record_outputs
+from ..encoder import FinalNormMixin, TransformersKwargs, Unpack, block_recorders, can_return_tuple, record_outputs
 from ..features import EncoderFeaturesMixin
 from ..library_internals import forget_key_mapping
-from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, classification_head, hub_kwargs
+from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, classification_head, hub_kwargs, vit_blocks
 from .configuration_cae import CAEConfig
 
 
@@ -150,6 +149,14 @@ def _attention_head_size(width: int, heads: int) -> int:
     return width // heads
 
 
+def _cae_blocks(config: CAEConfig, stack: str, layer_scale_init_value: float) -> list:
+    """CAE's self-attention blocks of a stack ("" the encoder, "decoder_" the decoder): BEiT's
+    learned q/v biases, layer scale, CAE's head width, stochastic depth to `drop_path_rate` in both."""
+    width, heads = getattr(config, f"{stack}hidden_size"), getattr(config, f"{stack}num_attention_heads")
+    return vit_blocks(config, stack, drop_path_rate=config.drop_path_rate, qkv_bias="qv" if config.qkv_bias else False,
+                      layer_scale_init_value=layer_scale_init_value, attention_head_size=_attention_head_size(width, heads))
+
+
 class CAECrossAttention(InterfaceAttention):
     """CAE's cross-attention: separate q/k/v projections without bias, learned q and v biases
     (k has none), queries [B, M, D] attending to keys/values [B, N, D]."""
@@ -175,11 +182,11 @@ class CAECrossAttention(InterfaceAttention):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, queries, keys, values, output_attentions: bool = False, output_scale: torch.Tensor | None = None):
+    def forward(self, queries, keys, values, output_scale: torch.Tensor | None = None, **kwargs):
         q = self._heads(F.linear(queries, self.q_proj.weight, self.q_bias))
         k = self._heads(self.k_proj(keys))
         v = self._heads(F.linear(values, self.v_proj.weight, self.v_bias))
-        out, weights = self.attend(q, k, v, output_attentions=output_attentions)
+        out, weights = self.attend(q, k, v, **kwargs)
         out = out.reshape(queries.shape[0], queries.shape[1], -1)
         return self.proj_dropout(linear_with_output_scale(out, self.o_proj, output_scale)), weights
 
@@ -212,10 +219,10 @@ class CAERegressorBlock(GradientCheckpointingLayer):
             self.layer_scale2.gamma.requires_grad_(False)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, queries, context, pos_queries, pos_context, output_attentions: bool = False):
+    def forward(self, queries, context, pos_queries, pos_context, **kwargs):
         attn_out, weights = self.cross_attn(
             self.norm_q(queries + pos_queries), self.norm_k(context + pos_context), self.norm_v(context),
-            output_attentions=output_attentions, output_scale=self.layer_scale1.gamma,
+            output_scale=self.layer_scale1.gamma, **kwargs,
         )
         hidden = queries + self.drop_path(attn_out)
         del attn_out
@@ -280,16 +287,7 @@ class CAEModel(FinalNormMixin, EncoderFeaturesMixin, CAEPreTrainedModel):
         super().__init__(config)
         self.embeddings = CAEEmbeddings(config)
         grid = self.embeddings.patch_embed.grid_size
-        self.encoder = ViTEncoder(
-            build_vit_blocks(
-                config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.intermediate_size,
-                drop_path_rate=config.drop_path_rate, qkv_bias="qv" if config.qkv_bias else False,
-                layer_norm_eps=config.layer_norm_eps, hidden_act=config.hidden_act,
-                layer_scale_init_value=config.layer_scale_init_value,
-                attention_head_size=_attention_head_size(config.hidden_size, config.num_attention_heads),
-                attention_dropout=config.attention_probs_dropout_prob, hidden_dropout=config.hidden_dropout_prob,
-            )
-        )
+        self.encoder = ViTEncoder(_cae_blocks(config, "", config.layer_scale_init_value))
         # relative position biases (fine-tuning only; `use_relative_position_bias=False` turns both off)
         per_block = config.use_relative_position_bias if use_relative_position_bias is None else use_relative_position_bias
         shared = config.use_shared_relative_position_bias and use_relative_position_bias is not False
@@ -310,15 +308,12 @@ class CAEModel(FinalNormMixin, EncoderFeaturesMixin, CAEPreTrainedModel):
         self,
         pixel_values: torch.Tensor,
         bool_masked_pos: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
         num_masked_patches: int | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MIMModelOutput:
         """`num_masked_patches`: the per-sample count of `bool_masked_pos`, read from the mask
         unless given (it must be given under torch.compile, where shapes cannot depend on data)."""
-        output_attentions, _ = flags(self.config, output_attentions, output_hidden_states)
         mask, num_masked = None, 0
         if bool_masked_pos is not None:
             grid = self.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
@@ -329,7 +324,7 @@ class CAEModel(FinalNormMixin, EncoderFeaturesMixin, CAEPreTrainedModel):
         # patches (visible only when masked), positions, cls
         hidden, grid = self.embeddings(pixel_values, bool_masked_pos, interpolate_pos_encoding, num_masked)
         # encode
-        hidden = self.encoder(hidden, attention_bias=self._attention_bias(grid), output_attentions=output_attentions)
+        hidden = self.encoder(hidden, attention_bias=self._attention_bias(grid), **kwargs)
         # final norm, the feature the classifier head receives
         hidden, pooled = self._normalize_and_pool(hidden)
         return MIMModelOutput(last_hidden_state=hidden, pooler_output=pooled, mask=mask)
@@ -346,10 +341,10 @@ class CAERegressor(nn.Module):
         self.layers = nn.ModuleList([CAERegressorBlock(config, rate) for rate in rates])
         self.layernorm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, queries, visible, pos_masked, pos_visible, output_attentions: bool = False) -> torch.Tensor:
+    def forward(self, queries, visible, pos_masked, pos_visible, **kwargs: Unpack[TransformersKwargs]) -> torch.Tensor:
         pos_context = torch.cat([pos_visible, pos_masked], dim=1)
         for layer in self.layers:
-            queries = layer(queries, torch.cat([visible, queries], dim=1), pos_masked, pos_context, output_attentions)[0]
+            queries = layer(queries, torch.cat([visible, queries], dim=1), pos_masked, pos_context, **kwargs)[0]
         return self.layernorm(queries)
 
 
@@ -359,21 +354,12 @@ class CAEDecoder(nn.Module):
 
     def __init__(self, config: CAEConfig):
         super().__init__()
-        self.transformer = ViTEncoder(
-            build_vit_blocks(
-                config.decoder_num_hidden_layers, config.decoder_hidden_size, config.decoder_num_attention_heads,
-                config.decoder_intermediate_size, drop_path_rate=config.drop_path_rate,
-                qkv_bias="qv" if config.qkv_bias else False, layer_norm_eps=config.layer_norm_eps,
-                hidden_act=config.hidden_act, layer_scale_init_value=config.decoder_layer_scale_init_value,
-                attention_head_size=_attention_head_size(config.decoder_hidden_size, config.decoder_num_attention_heads),
-                attention_dropout=config.attention_probs_dropout_prob, hidden_dropout=config.hidden_dropout_prob,
-            )
-        )
+        self.transformer = ViTEncoder(_cae_blocks(config, "decoder_", config.decoder_layer_scale_init_value))
         self.layernorm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
         self.head = nn.Linear(config.decoder_hidden_size, config.vocab_size)
 
-    def forward(self, latent_predict, pos_masked, output_attentions: bool = False) -> torch.Tensor:
-        hidden = self.transformer(latent_predict + pos_masked, output_attentions=output_attentions)
+    def forward(self, latent_predict, pos_masked, **kwargs: Unpack[TransformersKwargs]) -> torch.Tensor:
+        hidden = self.transformer(latent_predict + pos_masked, **kwargs)
         return self.head(self.layernorm(hidden))
 
 
@@ -466,12 +452,9 @@ class CAEForPreTraining(CAEPreTrainedModel):
         bool_masked_pos: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         tokenizer_pixel_values: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> CAEPreTrainingOutput:
-        output_attentions, output_hidden_states = flags(self.config, output_attentions, output_hidden_states)
         grid = self.cae.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
         batch, length = pixel_values.shape[0], grid[0] * grid[1]
         if bool_masked_pos is None:
@@ -482,8 +465,8 @@ class CAEForPreTraining(CAEPreTrainedModel):
         bool_masked_pos, num_masked = check_bool_masked_pos(bool_masked_pos, batch, grid, expected)
         # encode cls + visible patches
         encoded = self.cae(
-            pixel_values, bool_masked_pos=bool_masked_pos, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states, interpolate_pos_encoding=interpolate_pos_encoding, num_masked_patches=num_masked,
+            pixel_values, bool_masked_pos=bool_masked_pos, interpolate_pos_encoding=interpolate_pos_encoding, num_masked_patches=num_masked,
+            **kwargs,
         )
         visible = self._project(encoded.last_hidden_state)[:, 1:]
         # alignment target: the same encoder on the masked patches, without gradient
@@ -496,11 +479,10 @@ class CAEForPreTraining(CAEPreTrainedModel):
         pos_visible, pos_masked = split_by_mask(pos.to(visible.dtype), bool_masked_pos, num_masked)
         queries = self.mask_token.to(visible.dtype).expand(batch, pos_masked.shape[1], -1)
         # regress the masked latents
-        recorded = dict(output_attentions=output_attentions, output_hidden_states=output_hidden_states)
-        regressed = self.run_recorded(self.regressor, queries, visible, pos_masked, pos_visible, **recorded)
+        regressed = self.run_recorded(self.regressor, queries, visible, pos_masked, pos_visible, **kwargs)
         latent_predict = regressed.last_hidden_state
         # decode token ids of the masked patches
-        decoded = self.run_recorded(self.decoder, latent_predict, pos_masked, **recorded)
+        decoded = self.run_recorded(self.decoder, latent_predict, pos_masked, **kwargs)
         logits = decoded.last_hidden_state.reshape(-1, decoded.last_hidden_state.shape[-1])
         # losses
         if labels is None and self.tokenizer is not None:

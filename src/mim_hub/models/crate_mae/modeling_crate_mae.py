@@ -26,7 +26,7 @@ from ... import initialization as init
 from ...layers import PatchEmbedding, gather_tokens, get_2d_sincos_pos_embed, interpolate_pos_embed, patchify, random_masking, unpatchify
 from ...layers.attention import InterfaceAttention
 from ..mae.modeling_mae import PixelTargetsMixin, pixel_loss
-from ..encoder import block_recorders, can_return_tuple, flags, record_outputs
+from ..encoder import TransformersKwargs, Unpack, block_recorders, can_return_tuple, record_outputs
 from ..features import ClassifierFeaturesMixin, EncoderFeaturesMixin
 from ..modeling_common import MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput, classification_head, classification_loss
 from .configuration_crate_mae import CrateMAEConfig
@@ -42,10 +42,10 @@ class MSSA(InterfaceAttention):
         self.qkv_proj = nn.Linear(hidden_size, inner, bias=False)
         self.o_proj = nn.Identity() if (num_heads == 1 and head_size == hidden_size) else nn.Linear(inner, hidden_size)
 
-    def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False):
+    def forward(self, hidden_states: torch.Tensor, **kwargs):
         batch, length, _ = hidden_states.shape
         w = self.qkv_proj(hidden_states).reshape(batch, length, self.num_heads, self.head_size).transpose(1, 2)
-        out, weights = self.attend(w, w, w, output_attentions=output_attentions)
+        out, weights = self.attend(w, w, w, **kwargs)
         return self.o_proj(out.reshape(batch, length, -1)), weights
 
 
@@ -74,8 +74,8 @@ class CrateEncoderLayer(GradientCheckpointingLayer):
         self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.ista = ISTA(config.hidden_size, config.ista_step_size, config.ista_lambda)
 
-    def forward(self, hidden_states, output_attentions: bool = False):
-        attn_out, weights = self.attn(self.norm1(hidden_states), output_attentions)
+    def forward(self, hidden_states, **kwargs):
+        attn_out, weights = self.attn(self.norm1(hidden_states), **kwargs)
         return self.ista(self.norm2(hidden_states + attn_out)), weights
 
 
@@ -89,15 +89,15 @@ class CrateDecoderLayer(GradientCheckpointingLayer):
         self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.attn = MSSA(config.hidden_size, config.decoder_num_attention_heads, config.hidden_size // config.decoder_num_attention_heads)
 
-    def forward(self, hidden_states, output_attentions: bool = False):
+    def forward(self, hidden_states, **kwargs):
         y = nn.functional.linear(self.norm1(hidden_states), self.dictionary)
-        attn_out, weights = self.attn(self.norm2(y), output_attentions)
+        attn_out, weights = self.attn(self.norm2(y), **kwargs)
         return y - attn_out, weights
 
 
-def _run(layers, hidden, output_attentions: bool) -> torch.Tensor:
+def _run(layers, hidden, **kwargs) -> torch.Tensor:
     for layer in layers:
-        hidden = layer(hidden, output_attentions)[0]
+        hidden = layer(hidden, **kwargs)[0]
     return hidden
 
 
@@ -235,13 +235,11 @@ class CrateMAEModel(EncoderFeaturesMixin, CrateMAEPreTrainedModel):
         return hidden[:, 1:].mean(1) if self.config.pooling == "mean" else hidden[:, 0]
 
     @record_outputs
-    def forward(self, pixel_values, noise=None, mask_ratio=None, output_attentions=None, output_hidden_states=None,
-                interpolate_pos_encoding: bool = False, **kwargs):
-        output_attentions, _ = flags(self.config, output_attentions, output_hidden_states)
+    def forward(self, pixel_values, noise=None, mask_ratio=None, interpolate_pos_encoding: bool = False, **kwargs: Unpack[TransformersKwargs]):
         # mask tokens replace the masked patches in place (the encoder sees every position)
         ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
         hidden, mask, ids_restore = self.embeddings(pixel_values, noise, ratio, interpolate_pos_encoding)
-        hidden = _run(self.layers, hidden, output_attentions)
+        hidden = _run(self.layers, hidden, **kwargs)
         if self.layernorm is not None:
             hidden = self.layernorm(hidden)
         return MIMModelOutput(last_hidden_state=hidden, pooler_output=self._pool(hidden), mask=mask, ids_restore=ids_restore)
@@ -254,8 +252,8 @@ class CrateMAEDecoder(nn.Module):
         self.decoder_norm = nn.LayerNorm(config.hidden_size, eps=config.final_layer_norm_eps)
         self.decoder_pred = nn.Linear(config.hidden_size, config.patch_size**2 * config.num_channels)
 
-    def forward(self, latent, output_attentions: bool = False) -> torch.Tensor:
-        return self.decoder_pred(self.decoder_norm(_run(self.layers, latent, output_attentions)))[:, 1:]
+    def forward(self, latent, **kwargs: Unpack[TransformersKwargs]) -> torch.Tensor:
+        return self.decoder_pred(self.decoder_norm(_run(self.layers, latent, **kwargs)))[:, 1:]
 
 
 class CrateMAEForPreTraining(CrateMAEPreTrainedModel):
@@ -275,18 +273,14 @@ class CrateMAEForPreTraining(CrateMAEPreTrainedModel):
         return unpatchify(logits, self.config.patch_size, self.config.num_channels, grid)
 
     @can_return_tuple
-    def forward(self, pixel_values, noise=None, mask_ratio=None, output_attentions=None, output_hidden_states=None,
-                interpolate_pos_encoding: bool = False, **kwargs):
-        output_attentions, output_hidden_states = flags(self.config, output_attentions, output_hidden_states)
+    def forward(self, pixel_values, noise=None, mask_ratio=None, interpolate_pos_encoding: bool = False, **kwargs: Unpack[TransformersKwargs]):
         if noise is None:
             grid = self.crate.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
             noise = torch.rand(pixel_values.shape[0], grid[0] * grid[1], device=pixel_values.device)
         # encode every position, masked ones as mask tokens
-        encoded = self.crate(pixel_values, noise=noise, mask_ratio=mask_ratio, output_attentions=output_attentions,
-                             output_hidden_states=output_hidden_states, interpolate_pos_encoding=interpolate_pos_encoding)
+        encoded = self.crate(pixel_values, noise=noise, mask_ratio=mask_ratio, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
         # decode, predict pixels
-        decoded = self.run_recorded(self.decoder, encoded.last_hidden_state, output_attentions=output_attentions,
-                                    output_hidden_states=output_hidden_states)
+        decoded = self.run_recorded(self.decoder, encoded.last_hidden_state, **kwargs)
         logits = decoded.last_hidden_state
         # loss on masked patches only
         loss = pixel_loss(pixel_values, logits.float(), encoded.mask, self.config.patch_size, self.config.norm_pix_loss)
@@ -315,10 +309,8 @@ class CrateMAEForImageClassification(ClassifierFeaturesMixin, CrateMAEPreTrained
         return self.head_norm(pooled)
 
     @can_return_tuple
-    def forward(self, pixel_values, labels=None, output_attentions=None, output_hidden_states=None, interpolate_pos_encoding: bool = False,
-                **kwargs):
-        encoded = self.crate(pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-                             interpolate_pos_encoding=interpolate_pos_encoding)
+    def forward(self, pixel_values, labels=None, interpolate_pos_encoding: bool = False, **kwargs: Unpack[TransformersKwargs]):
+        encoded = self.crate(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
         logits = self.head(self.head_norm(encoded.pooler_output))
         loss = classification_loss(logits, labels, self.config) if labels is not None else None
         return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions)

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from ...layers import ViTEncoder, random_masking
-from ..encoder import can_return_tuple, flags
-from ..mae.modeling_mae import MAEDecoder, MAEForImageClassification, MAEForPreTraining, MAEModel, _encoder_blocks, patch_errors
-from ..modeling_common import MIMPreTrainingOutput
+from ..encoder import TransformersKwargs, Unpack, can_return_tuple
+from ..mae.modeling_mae import MAEDecoder, MAEForImageClassification, MAEForPreTraining, MAEModel, patch_errors
+from ..modeling_common import MIMPreTrainingOutput, vit_blocks
 from .configuration_hpm import HPMConfig
 
 
@@ -92,8 +92,7 @@ class HPMModel(MAEModel):
     config_class = HPMConfig
 
     def forward(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None, noise: torch.Tensor | None = None,
-                mask_ratio: float | None = None, output_attentions: bool | None = None, output_hidden_states: bool | None = None,
-                interpolate_pos_encoding: bool = False, **kwargs):
+                mask_ratio: float | None = None, interpolate_pos_encoding: bool = False, **kwargs: Unpack[TransformersKwargs]):
         if bool_masked_pos is not None:
             if noise is not None:
                 raise ValueError("pass bool_masked_pos or noise, not both")
@@ -101,8 +100,7 @@ class HPMModel(MAEModel):
             bool_masked_pos, num_masked = check_bool_masked_pos(bool_masked_pos, pixel_values.shape[0], grid[0] * grid[1])
             if num_masked:
                 noise, mask_ratio = visible_first_noise(bool_masked_pos, num_masked)
-        return super().forward(pixel_values, noise=noise, mask_ratio=mask_ratio, output_attentions=output_attentions,
-                               output_hidden_states=output_hidden_states, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
+        return super().forward(pixel_values, noise=noise, mask_ratio=mask_ratio, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
 
 
 class HPMDecoder(MAEDecoder):
@@ -113,22 +111,19 @@ class HPMDecoder(MAEDecoder):
 
     def __init__(self, config: HPMConfig, grid_size: tuple[int, int]):
         super().__init__(config, grid_size)
-        self.loss_transformer = ViTEncoder(
-            _encoder_blocks(config, config.decoder_hidden_size, config.decoder_num_hidden_layers,
-                            config.decoder_num_attention_heads, config.decoder_intermediate_size, 0.0)
-        )
+        self.loss_transformer = ViTEncoder(vit_blocks(config, "decoder_"))
         self.loss_norm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
         self.loss_pred = nn.Linear(config.decoder_hidden_size, config.patch_size**2 * config.num_channels)
 
-    def forward(self, latent, ids_restore, grid, output_attentions: bool = False, head: str = "pixels") -> torch.Tensor:
+    def forward(self, latent, ids_restore, grid, head: str = "pixels", **kwargs: Unpack[TransformersKwargs]) -> torch.Tensor:
         """"pixels": [B, L, p*p*C], each patch's pixels (MAE's decoder); "loss": [B, L], each patch's
         predicted reconstruction loss."""
         if head == "pixels":
-            return super().forward(latent, ids_restore, grid, output_attentions=output_attentions)
+            return super().forward(latent, ids_restore, grid, **kwargs)
         if head != "loss":
             raise ValueError(f"head must be 'pixels' or 'loss', got {head!r}")
         hidden = self.embed(latent, ids_restore, grid)
-        hidden = self.loss_transformer(hidden, output_attentions=output_attentions)
+        hidden = self.loss_transformer(hidden, **kwargs)
         return self.loss_pred(self.loss_norm(hidden))[:, 1:].mean(dim=-1)
 
 
@@ -161,12 +156,9 @@ class HPMForPreTraining(MAEForPreTraining):
         bool_masked_pos: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> HPMPreTrainingOutput:
-        output_attentions, output_hidden_states = flags(self.config, output_attentions, output_hidden_states)
         grid = self.mae.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
         batch, length = pixel_values.shape[0], grid[0] * grid[1]
         # the mask: given, or from noise (given or drawn)
@@ -186,16 +178,14 @@ class HPMForPreTraining(MAEForPreTraining):
         # encode cls + the visible patches, in ascending order
         order_noise, keep_ratio = visible_first_noise(bool_masked_pos, num_masked) if num_masked else (None, None)
         encoded = self.mae(
-            pixel_values, noise=order_noise, mask_ratio=keep_ratio, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states, interpolate_pos_encoding=interpolate_pos_encoding,
+            pixel_values, noise=order_noise, mask_ratio=keep_ratio, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs,
         )
         in_place = encoded.ids_restore if num_masked else torch.arange(length, device=pixel_values.device).expand(batch, -1)
         # one decoder sequence, two heads: the pixels and the predicted loss of every patch
-        recorded = dict(output_attentions=output_attentions, output_hidden_states=output_hidden_states)
-        reconstructed = self.run_recorded(partial(self.decoder, head="pixels"), encoded.last_hidden_state, in_place, grid, **recorded,
-                                          blocks_of=self.decoder.transformer)
-        predicted = self.run_recorded(partial(self.decoder, head="loss"), encoded.last_hidden_state, in_place, grid, **recorded,
-                                      blocks_of=self.decoder.loss_transformer)
+        reconstructed = self.run_recorded(partial(self.decoder, head="pixels"), encoded.last_hidden_state, in_place, grid,
+                                          blocks_of=self.decoder.transformer, **kwargs)
+        predicted = self.run_recorded(partial(self.decoder, head="loss"), encoded.last_hidden_state, in_place, grid,
+                                      blocks_of=self.decoder.loss_transformer, **kwargs)
         logits, predicted_loss = reconstructed.last_hidden_state, predicted.last_hidden_state
         mask = bool_masked_pos.to(torch.float32)
         # losses on the masked patches: pixels, and the predictor against the (detached) pixel errors

@@ -10,7 +10,6 @@ from ... import initialization as init
 from ...layers import (
     PatchEmbedding,
     ViTEncoder,
-    build_vit_blocks,
     gather_tokens,
     get_2d_sincos_pos_embed,
     interpolate_pos_embed,
@@ -18,9 +17,16 @@ from ...layers import (
     random_masking,
     unpatchify,
 )
-from ..encoder import FinalNormMixin, can_return_tuple, flags, record_outputs
+from ..encoder import FinalNormMixin, TransformersKwargs, Unpack, can_return_tuple, record_outputs
 from ..features import EncoderFeaturesMixin
-from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput, classification_head
+from ..modeling_common import (
+    ImageClassifierForwardMixin,
+    MIMModelOutput,
+    MIMPreTrainedModel,
+    MIMPreTrainingOutput,
+    classification_head,
+    vit_blocks,
+)
 from .configuration_mae import MAEConfig
 
 
@@ -84,17 +90,8 @@ class MAEPreTrainedModel(MIMPreTrainedModel):
             init.copy_(module.pos_embed, get_2d_sincos_pos_embed(module.pos_embed.shape[-1], module.patch_embed.grid_size, cls_token=True).unsqueeze(0))
             init.normal_(module.cls_token, std=0.02)
         elif isinstance(module, MAEDecoder):
-            init.copy_(module.decoder_pos_embed, get_2d_sincos_pos_embed(module.decoder_pos_embed.shape[-1], module.grid_size, cls_token=True).unsqueeze(0))
+            init.copy_(module.decoder_pos_embed, module.position_table())
             init.normal_(module.mask_token, std=0.02)
-
-
-def _encoder_blocks(config: MAEConfig, hidden_size: int, num_layers: int, heads: int, intermediate: int, drop_path_rate: float):
-    return build_vit_blocks(
-        num_layers, hidden_size, heads, intermediate,
-        qkv_bias=config.qkv_bias, layer_norm_eps=config.layer_norm_eps, hidden_act=config.hidden_act,
-        drop_path_rate=drop_path_rate, attention_dropout=config.attention_probs_dropout_prob,
-        hidden_dropout=config.hidden_dropout_prob,
-    )
 
 
 class MAEModel(FinalNormMixin, EncoderFeaturesMixin, MAEPreTrainedModel):
@@ -116,12 +113,13 @@ class MAEModel(FinalNormMixin, EncoderFeaturesMixin, MAEPreTrainedModel):
     def __init__(self, config: MAEConfig, add_pooling_layer: bool = True, add_final_norm: bool | None = None):
         super().__init__(config)
         self.embeddings = MAEEmbeddings(config)
-        self.encoder = ViTEncoder(
-            _encoder_blocks(config, config.hidden_size, config.num_hidden_layers, config.num_attention_heads,
-                            config.intermediate_size, config.drop_path_rate)
-        )
+        self.encoder = ViTEncoder(vit_blocks(config))
         self._build_final_norms(config, add_final_norm, add_pooling_layer)
         self.post_init()
+
+    def token_grid(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> tuple[int, int]:
+        """The token grid of `pixel_values` (validated)."""
+        return self.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
 
     @record_outputs
     def forward(
@@ -129,12 +127,9 @@ class MAEModel(FinalNormMixin, EncoderFeaturesMixin, MAEPreTrainedModel):
         pixel_values: torch.Tensor,
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MIMModelOutput:
-        output_attentions, _ = flags(self.config, output_attentions, output_hidden_states)
         # patches, positions
         tokens, cls, _ = self.embeddings(pixel_values, interpolate_pos_encoding)
         mask = ids_restore = None
@@ -147,7 +142,7 @@ class MAEModel(FinalNormMixin, EncoderFeaturesMixin, MAEPreTrainedModel):
             tokens = gather_tokens(tokens, ids_keep)
         # encode cls + visible patches (rebinding `tokens` frees the patch tokens once copied: peak memory)
         tokens = torch.cat([cls, tokens], dim=1)
-        hidden = self.encoder(tokens, output_attentions=output_attentions)
+        hidden = self.encoder(tokens, **kwargs)
         # final norm, the feature the classifier head receives
         hidden, pooled = self._normalize_and_pool(hidden)
         return MIMModelOutput(last_hidden_state=hidden, pooler_output=pooled, mask=mask, ids_restore=ids_restore)
@@ -155,42 +150,77 @@ class MAEModel(FinalNormMixin, EncoderFeaturesMixin, MAEPreTrainedModel):
 
 class MAEDecoder(nn.Module):
     """Embeds the visible latents, fills the masked places with `mask_token`, adds the fixed
-    decoder positions, runs the decoder blocks and predicts each patch's pixels."""
+    decoder positions, runs the decoder blocks and predicts each patch's pixels.
 
-    def __init__(self, config: MAEConfig, grid_size: tuple[int, int]):
+    `num_prefix_tokens`: the encoder's tokens before the patches (MAE's cls token: 1; ConvMAE v1,
+    which MR-MAE builds on, has none: 0); they go through the blocks and are dropped from the
+    predictions."""
+
+    def __init__(self, config: MAEConfig, grid_size: tuple[int, int], num_prefix_tokens: int = 1):
         super().__init__()
         self.grid_size = grid_size
+        self.num_prefix_tokens = num_prefix_tokens
         self.decoder_embed = nn.Linear(config.hidden_size, config.decoder_hidden_size)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, config.decoder_hidden_size))
-        table = get_2d_sincos_pos_embed(config.decoder_hidden_size, grid_size, cls_token=True)
+        table = get_2d_sincos_pos_embed(config.decoder_hidden_size, grid_size, cls_token=num_prefix_tokens > 0)
         self.decoder_pos_embed = nn.Parameter(table.unsqueeze(0), requires_grad=False)
-        self.transformer = ViTEncoder(
-            _encoder_blocks(config, config.decoder_hidden_size, config.decoder_num_hidden_layers,
-                            config.decoder_num_attention_heads, config.decoder_intermediate_size, 0.0)
-        )
+        self.transformer = ViTEncoder(vit_blocks(config, "decoder_"))
         self.decoder_norm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
         self.decoder_pred = nn.Linear(config.decoder_hidden_size, config.patch_size**2 * config.num_channels)
 
+    def position_table(self) -> torch.Tensor:
+        """The fixed sin-cos table [1, prefix + L, D] (a zero row per prefix token)."""
+        table = get_2d_sincos_pos_embed(self.decoder_pos_embed.shape[-1], self.grid_size, cls_token=self.num_prefix_tokens > 0)
+        return table.unsqueeze(0)
+
     def embed(self, latent, ids_restore, grid) -> torch.Tensor:
-        """The decoder's input: [cls, every patch in its place (masked ones as `mask_token`)] + positions."""
+        """The decoder's input: [prefix, every patch in its place (masked ones as `mask_token`)] + positions."""
         hidden = self.decoder_embed(latent)
         batch, length = ids_restore.shape
+        prefix = self.num_prefix_tokens
         # append mask tokens and put every token back in its place
-        mask_tokens = self.mask_token.expand(batch, length + 1 - hidden.shape[1], -1).to(hidden.dtype)
+        mask_tokens = self.mask_token.expand(batch, length + prefix - hidden.shape[1], -1).to(hidden.dtype)
         # (no name holds the intermediates, so they are freed before the decoder runs: peak memory)
-        hidden = torch.cat([hidden[:, :1], gather_tokens(torch.cat([hidden[:, 1:], mask_tokens], dim=1), ids_restore)], dim=1)
-        return hidden + interpolate_pos_embed(self.decoder_pos_embed, grid, old_grid=self.grid_size)
+        patches = gather_tokens(torch.cat([hidden[:, prefix:], mask_tokens], dim=1), ids_restore)
+        hidden = torch.cat([hidden[:, :prefix], patches], dim=1) if prefix else patches
+        return hidden + interpolate_pos_embed(self.decoder_pos_embed, grid, num_prefix_tokens=prefix, old_grid=self.grid_size)
 
-    def forward(self, latent, ids_restore, grid, output_attentions: bool = False) -> torch.Tensor:
+    def forward(self, latent, ids_restore, grid, **kwargs: Unpack[TransformersKwargs]) -> torch.Tensor:
         hidden = self.embed(latent, ids_restore, grid)
-        # decode, predict pixels, drop cls
-        hidden = self.transformer(hidden, output_attentions=output_attentions)
-        return self.decoder_pred(self.decoder_norm(hidden))[:, 1:]
+        # decode, predict pixels, drop the prefix
+        hidden = self.transformer(hidden, **kwargs)
+        return self.decoder_pred(self.decoder_norm(hidden))[:, self.num_prefix_tokens:]
 
 
 class PixelTargetsMixin:
     """MAE's pixel-target helpers for a pre-training model with `config.patch_size`,
-    `num_channels` and `norm_pix_loss` (MAE, ColorMAE, MR-MAE)."""
+    `num_channels` and `norm_pix_loss` (MAE, ColorMAE, MR-MAE), and MAE's pre-training pass
+    (`encode_and_decode`) for one whose base model takes MAE's `noise` / `mask_ratio` and has a
+    `token_grid`, and whose `decoder` is MAE's."""
+
+    def encode_and_decode(self, pixel_values, noise=None, mask_ratio=None, interpolate_pos_encoding: bool = False, **kwargs):
+        """MAE's pre-training pass: `noise` (uniform, drawn when None), the base model on the
+        visible patches, the decoder on every patch (recorded as `decoder_*`), the pixel loss on
+        the masked ones. Returns (the base model's output, the decoder's `StackOutput`, the loss,
+        the token grid)."""
+        encoder = self.base_model
+        grid = encoder.token_grid(pixel_values, interpolate_pos_encoding)
+        if noise is None:
+            noise = torch.rand(pixel_values.shape[0], grid[0] * grid[1], device=pixel_values.device)
+        # encode visible patches
+        encoded = encoder(pixel_values, noise=noise, mask_ratio=mask_ratio, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
+        # decode every patch
+        decoded = self.run_recorded(self.decoder, encoded.last_hidden_state, encoded.ids_restore, grid, **kwargs)
+        # loss on masked patches only
+        loss = self.forward_loss(pixel_values, decoded.last_hidden_state.float(), encoded.mask)
+        return encoded, decoded, loss, grid
+
+    @staticmethod
+    def pretraining_fields(encoded, decoded) -> dict:
+        """The output fields every MAE-style pre-training model returns, from `encode_and_decode`."""
+        return dict(logits=decoded.last_hidden_state, mask=encoded.mask, ids_restore=encoded.ids_restore,
+                    last_hidden_state=encoded.last_hidden_state, hidden_states=encoded.hidden_states, attentions=encoded.attentions,
+                    decoder_hidden_states=decoded.hidden_states, decoder_attentions=decoded.attentions)
 
     def patchify(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return patchify(pixel_values, self.config.patch_size)
@@ -233,35 +263,11 @@ class MAEForPreTraining(PixelTargetsMixin, MAEPreTrainedModel):
         pixel_values: torch.Tensor,
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MIMPreTrainingOutput:
-        output_attentions, output_hidden_states = flags(self.config, output_attentions, output_hidden_states)
-        if noise is None:
-            grid = self.mae.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
-            noise = torch.rand(pixel_values.shape[0], grid[0] * grid[1], device=pixel_values.device)
-        # encode visible patches
-        encoded = self.mae(
-            pixel_values, noise=noise, mask_ratio=mask_ratio, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states, interpolate_pos_encoding=interpolate_pos_encoding,
-        )
-        grid = self.mae.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
-        # decode every patch
-        decoded = self.run_recorded(
-            self.decoder, encoded.last_hidden_state, encoded.ids_restore, grid,
-            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-        )
-        logits = decoded.last_hidden_state
-        # loss on masked patches only
-        loss = self.forward_loss(pixel_values, logits.float(), encoded.mask)
-        return MIMPreTrainingOutput(
-            loss=loss, logits=logits, mask=encoded.mask, ids_restore=encoded.ids_restore,
-            last_hidden_state=encoded.last_hidden_state, hidden_states=encoded.hidden_states,
-            attentions=encoded.attentions, decoder_hidden_states=decoded.hidden_states,
-            decoder_attentions=decoded.attentions,
-        )
+        encoded, decoded, loss, _ = self.encode_and_decode(pixel_values, noise, mask_ratio, interpolate_pos_encoding, **kwargs)
+        return MIMPreTrainingOutput(loss=loss, **self.pretraining_fields(encoded, decoded))
 
 
 class MAEForImageClassification(ImageClassifierForwardMixin, MAEPreTrainedModel):

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from ... import initialization as init
-from ...layers import ViTBlock, ViTEncoder, gather_tokens, get_2d_sincos_pos_embed, interpolate_pos_embed, random_masking
-from ..mae.modeling_mae import MAEDecoder, MAEEmbeddings, PixelTargetsMixin
-from ..encoder import FinalNormMixin, can_return_tuple, flags, record_outputs
+from ...layers import ViTEncoder, gather_tokens, get_2d_sincos_pos_embed, random_masking
+from ..mae.modeling_mae import MAEDecoder, MAEPreTrainedModel, PixelTargetsMixin
+from ..encoder import FinalNormMixin, TransformersKwargs, Unpack, can_return_tuple, record_outputs
 from ..features import EncoderFeaturesMixin, FeatureStage
-from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, MIMPreTrainingOutput, classification_head
+from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainingOutput, classification_head, vit_blocks
 from .configuration_mr_mae import MRMAEConfig
 from .modeling_convvit import ConvViTEmbeddings
 from .modeling_mr_mae_vit import MRMAEViTEmbeddings
@@ -54,28 +54,9 @@ class MRMAEPreTrainingOutput(MIMPreTrainingOutput):
     mimic_losses: torch.FloatTensor | None = None
 
 
-class ConvMAEDecoder(MAEDecoder):
-    """MAE's decoder without a cls token (ConvMAE v1): positions [1, L, D], no prefix row."""
-
-    def __init__(self, config: MRMAEConfig, grid_size: tuple[int, int]):
-        super().__init__(config, grid_size)
-        table = get_2d_sincos_pos_embed(config.decoder_hidden_size, grid_size, cls_token=False)
-        self.decoder_pos_embed = nn.Parameter(table.unsqueeze(0), requires_grad=False)
-
-    def forward(self, latent, ids_restore, grid, output_attentions: bool = False) -> torch.Tensor:
-        hidden = self.decoder_embed(latent)
-        batch, length = ids_restore.shape
-        # append mask tokens and put every token back in its place
-        mask_tokens = self.mask_token.expand(batch, length - hidden.shape[1], -1).to(hidden.dtype)
-        hidden = gather_tokens(torch.cat([hidden, mask_tokens], dim=1), ids_restore)
-        hidden = hidden + interpolate_pos_embed(self.decoder_pos_embed, grid, num_prefix_tokens=0, old_grid=self.grid_size)
-        # decode, predict pixels
-        hidden = self.transformer(hidden, output_attentions=output_attentions)
-        return self.decoder_pred(self.decoder_norm(hidden))
-
-
-class MRMAEPreTrainedModel(MIMPreTrainedModel):
-    """Base of the MR-MAE models: MAE's initialisation, fixed sin-cos tables built at construction."""
+class MRMAEPreTrainedModel(MAEPreTrainedModel):
+    """Base of the MR-MAE models: MAE's initialisation (its embeddings and decoder), plus the
+    hybrid's stem; fixed sin-cos tables built at construction."""
 
     config_class = MRMAEConfig
     base_model_prefix = "mr_mae"
@@ -88,28 +69,11 @@ class MRMAEPreTrainedModel(MIMPreTrainedModel):
             # projection is initialised like a Linear)
             if not getattr(module.weight, "_is_hf_initialized", False):
                 module.reset_parameters()
-        elif isinstance(module, MAEEmbeddings):
-            init.copy_(module.pos_embed, get_2d_sincos_pos_embed(module.pos_embed.shape[-1], module.patch_embed.grid_size, cls_token=True).unsqueeze(0))
-            init.normal_(module.cls_token, std=0.02)
         elif isinstance(module, ConvViTEmbeddings):
             table = get_2d_sincos_pos_embed(module.pos_embed.shape[-1], module.grid_size, cls_token=module.cls_token is not None)
             init.copy_(module.pos_embed, table.unsqueeze(0))
             if module.cls_token is not None:
                 init.normal_(module.cls_token, std=0.02)
-        elif isinstance(module, MAEDecoder):
-            with_cls = not isinstance(module, ConvMAEDecoder)
-            table = get_2d_sincos_pos_embed(module.decoder_pos_embed.shape[-1], module.grid_size, cls_token=with_cls)
-            init.copy_(module.decoder_pos_embed, table.unsqueeze(0))
-            init.normal_(module.mask_token, std=0.02)
-
-
-def _transformer_blocks(config: MRMAEConfig, rates: list[float]) -> list[ViTBlock]:
-    return [
-        ViTBlock(config.hidden_size, config.num_attention_heads, config.intermediate_size, qkv_bias=config.qkv_bias,
-                 layer_norm_eps=config.layer_norm_eps, hidden_act=config.hidden_act, drop_path=rate,
-                 attention_dropout=config.attention_probs_dropout_prob, hidden_dropout=config.hidden_dropout_prob)
-        for rate in rates
-    ]
 
 
 class MRMAEModel(FinalNormMixin, EncoderFeaturesMixin, MRMAEPreTrainedModel):
@@ -133,7 +97,7 @@ class MRMAEModel(FinalNormMixin, EncoderFeaturesMixin, MRMAEPreTrainedModel):
         super().__init__(config)
         stem = STEMS[config.backbone]
         self.embeddings = stem(config, add_fusion=config.use_multiscale_fusion if add_fusion is None else add_fusion)
-        self.encoder = ViTEncoder(_transformer_blocks(config, stem.transformer_drop_path_rates(config)))
+        self.encoder = ViTEncoder(vit_blocks(config, rates=stem.transformer_drop_path_rates(config)))
         self._build_final_norms(config, add_final_norm, add_pooling_layer)
         self.post_init()
 
@@ -145,9 +109,9 @@ class MRMAEModel(FinalNormMixin, EncoderFeaturesMixin, MRMAEPreTrainedModel):
     def _num_stem_stages(self) -> int:
         return self.embeddings.num_stem_stages
 
-    def _feature_stages(self, pixel_values, interpolate_pos_encoding: bool = False, output_attentions: bool = False):
+    def _feature_stages(self, pixel_values, interpolate_pos_encoding: bool = False, **kwargs):
         """The hybrid's convolution stages, then the embeddings and every transformer block."""
-        stages, output = super()._feature_stages(pixel_values, interpolate_pos_encoding, output_attentions)
+        stages, output = super()._feature_stages(pixel_values, interpolate_pos_encoding, **kwargs)
         maps = [FeatureStage(m.flatten(2).transpose(1, 2), (m.shape[-2], m.shape[-1])) for m in output.conv_hidden_states or ()]
         return maps + stages, output
 
@@ -164,12 +128,9 @@ class MRMAEModel(FinalNormMixin, EncoderFeaturesMixin, MRMAEPreTrainedModel):
         pixel_values: torch.Tensor,
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MRMAEModelOutput:
-        output_attentions, output_hidden_states = flags(self.config, output_attentions, output_hidden_states)
         grid = self.token_grid(pixel_values, interpolate_pos_encoding)
         mask = ids_restore = ids_keep = None
         # choose the visible patches
@@ -179,12 +140,13 @@ class MRMAEModel(FinalNormMixin, EncoderFeaturesMixin, MRMAEPreTrainedModel):
             ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
             ids_keep, mask, ids_restore = random_masking(noise, ratio)
         # patches (masked convolution in the hybrid's stages), positions
-        tokens, cls, fused, conv_hidden = self.embeddings(pixel_values, mask, interpolate_pos_encoding, output_stage_maps=output_hidden_states)
+        stage_maps = bool(kwargs["output_hidden_states"])  # (set by record_outputs)
+        tokens, cls, fused, conv_hidden = self.embeddings(pixel_values, mask, interpolate_pos_encoding, output_stage_maps=stage_maps)
         if ids_keep is not None:
             tokens = gather_tokens(tokens, ids_keep)
         hidden = tokens if cls is None else torch.cat([cls, tokens], dim=1)
         # transformer stage
-        hidden = self.encoder(hidden, output_attentions=output_attentions)
+        hidden = self.encoder(hidden, **kwargs)
         # multi-scale fusion of the stage-1/2 features at the visible tokens
         if fused is not None:
             prefix = self.num_prefix_tokens
@@ -218,8 +180,7 @@ class MRMAEForPreTraining(PixelTargetsMixin, MRMAEPreTrainedModel):
     def __init__(self, config: MRMAEConfig):
         super().__init__(config)
         self.mr_mae = MRMAEModel(config, add_pooling_layer=False, add_final_norm=True, add_fusion=config.use_multiscale_fusion)
-        grid = self.mr_mae.embeddings.grid_size
-        self.decoder = MAEDecoder(config, grid) if config.use_cls_token else ConvMAEDecoder(config, grid)
+        self.decoder = MAEDecoder(config, self.mr_mae.embeddings.grid_size, num_prefix_tokens=self.mr_mae.num_prefix_tokens)
         self.mimic_heads = nn.ModuleList(MimicHead(config.hidden_size, size, config.mimic_head) for size in config.teacher_hidden_sizes)
         self._teachers: list[Teacher] | None = None
         self.freeze_position_tables()
@@ -300,40 +261,18 @@ class MRMAEForPreTraining(PixelTargetsMixin, MRMAEPreTrainedModel):
         pixel_values: torch.Tensor,
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MRMAEPreTrainingOutput:
-        output_attentions, output_hidden_states = flags(self.config, output_attentions, output_hidden_states)
-        grid = self.mr_mae.token_grid(pixel_values, interpolate_pos_encoding)
-        if noise is None:
-            noise = torch.rand(pixel_values.shape[0], grid[0] * grid[1], device=pixel_values.device)
-        # encode visible patches
-        encoded = self.mr_mae(
-            pixel_values, noise=noise, mask_ratio=mask_ratio, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states, interpolate_pos_encoding=interpolate_pos_encoding,
-        )
-        # decode every patch
-        decoded = self.run_recorded(
-            self.decoder, encoded.last_hidden_state, encoded.ids_restore, grid,
-            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-        )
-        logits = decoded.last_hidden_state
-        # reconstruct the masked patches
-        reconstruction = self.forward_loss(pixel_values, logits.float(), encoded.mask)
+        # MAE's pass: encode the visible patches, decode every patch, reconstruct the masked ones
+        encoded, decoded, reconstruction, grid = self.encode_and_decode(pixel_values, noise, mask_ratio, interpolate_pos_encoding, **kwargs)
         # mimic the teachers on the visible tokens
         mimic_total, mimic_terms = reconstruction.new_zeros(()), reconstruction.new_zeros((0,))
         if self.uses_teachers:
             mimic_total, mimic_terms = self._mimic(pixel_values, encoded.last_hidden_state, encoded.ids_keep, grid)
         loss = reconstruction + mimic_total if self.uses_teachers else reconstruction
-        return MRMAEPreTrainingOutput(
-            loss=loss, logits=logits, mask=encoded.mask, ids_restore=encoded.ids_restore,
-            last_hidden_state=encoded.last_hidden_state, hidden_states=encoded.hidden_states,
-            attentions=encoded.attentions, decoder_hidden_states=decoded.hidden_states,
-            decoder_attentions=decoded.attentions,
-            reconstruction_loss=reconstruction, mimic_loss=mimic_total, mimic_losses=mimic_terms,
-        )
+        return MRMAEPreTrainingOutput(loss=loss, **self.pretraining_fields(encoded, decoded), reconstruction_loss=reconstruction,
+                                      mimic_loss=mimic_total, mimic_losses=mimic_terms)
 
 
 class MRMAEForImageClassification(ImageClassifierForwardMixin, MRMAEPreTrainedModel):

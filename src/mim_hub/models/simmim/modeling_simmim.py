@@ -22,7 +22,7 @@ from ... import initialization as init
 from ...layers import Attention, LayerScale, ViTBlock, patchify
 from ...layers.masking import flat_bool_mask
 from ...layers.relative_position import RelativePositionBias, relative_position_index
-from ..encoder import FinalNormMixin, block_recorders, can_return_tuple, flags, record_outputs
+from ..encoder import FinalNormMixin, TransformersKwargs, Unpack, block_recorders, can_return_tuple, record_outputs
 from ..features import EncoderFeaturesMixin
 from ..modeling_common import ImageClassifierForwardMixin, MIMModelOutput, MIMPreTrainedModel, classification_head
 from .configuration_simmim import SimMIMConfig
@@ -167,10 +167,9 @@ class SimMIMModel(FinalNormMixin, EncoderFeaturesMixin, SimMIMPreTrainedModel):
         """ViT: the cls token; Swin has none."""
         return self.encoder.num_prefix_tokens
 
-    def _feature_stages(self, pixel_values, interpolate_pos_encoding: bool = False, output_attentions: bool = False):
+    def _feature_stages(self, pixel_values, interpolate_pos_encoding: bool = False, **kwargs):
         """ViT: the embeddings and every block; Swin: the embeddings, then each stage's last block."""
-        kwargs = {"interpolate_pos_encoding": True} if interpolate_pos_encoding else {}
-        output = self(pixel_values, output_hidden_states=True, output_attentions=output_attentions, **kwargs)
+        _, output = super()._feature_stages(pixel_values, interpolate_pos_encoding, **kwargs)  # (its forward with every hidden state)
         grid = (pixel_values.shape[-2] // self.config.patch_size, pixel_values.shape[-1] // self.config.patch_size)
         return self.encoder.feature_stages(output.hidden_states, grid), output
 
@@ -202,19 +201,16 @@ class SimMIMModel(FinalNormMixin, EncoderFeaturesMixin, SimMIMPreTrainedModel):
         self,
         pixel_values: torch.Tensor,
         bool_masked_pos: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MIMModelOutput:
-        output_attentions, _ = flags(self.config, output_attentions, output_hidden_states)
         grid = self.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
         mask = self._check_mask(bool_masked_pos, pixel_values.shape[0], grid)
         # patches (masked ones as the mask token), positions
         tokens, grid = self.embeddings(pixel_values, mask, interpolate_pos_encoding)
         # encode, final norm, the feature the classifier head receives
         shared = self.relative_position_bias(grid) if self.relative_position_bias is not None else None  # (ViT pre-training)
-        hidden = self.encoder(tokens, grid, shared, output_attentions=output_attentions)
+        hidden = self.encoder(tokens, grid, shared, **kwargs)
         hidden, pooled = self._normalize_and_pool(hidden)
         mask = mask.float() if mask is not None else None
         return MIMModelOutput(last_hidden_state=hidden, pooler_output=pooled, mask=mask)
@@ -244,10 +240,8 @@ class SimMIMForPreTraining(SimMIMPreTrainedModel):
         self,
         pixel_values: torch.Tensor,
         bool_masked_pos: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> SimMIMPreTrainingOutput:
         grid = self.simmim.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
         batch = pixel_values.shape[0]
@@ -255,8 +249,7 @@ class SimMIMForPreTraining(SimMIMPreTrainedModel):
             bool_masked_pos = random_block_mask(batch, grid, self.config, device=pixel_values.device)
         # encode every patch, masked ones as the mask token
         encoded = self.simmim(
-            pixel_values, bool_masked_pos=bool_masked_pos, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states, interpolate_pos_encoding=interpolate_pos_encoding,
+            pixel_values, bool_masked_pos=bool_masked_pos, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs,
         )
         hidden = encoded.last_hidden_state
         final_grid = self.simmim.encoder.output_grid(grid)

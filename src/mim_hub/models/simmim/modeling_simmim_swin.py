@@ -54,7 +54,7 @@ class SwinWindowAttention(Attention):
     """`Attention` over the windows of a batch: scores get the relative position bias [heads, N, N]
     and, in shifted blocks, the region mask [nW, N, N] (broadcast over the images)."""
 
-    def forward(self, windows: torch.Tensor, attention_bias: torch.Tensor | None = None, output_attentions: bool = False, num_windows: int = 1):
+    def forward(self, windows: torch.Tensor, attention_bias: torch.Tensor | None = None, num_windows: int = 1, **kwargs):
         q, k, v = self.project_qkv(windows)  # [B*nW, heads, N, d]
         total, heads, length, dim = q.shape
         if attention_bias is not None and attention_bias.dim() == 4 and num_windows > 1:
@@ -62,12 +62,12 @@ class SwinWindowAttention(Attention):
             # broadcasts over the batch as [1, nW * heads, N, N] (4-D, no copy: fused SDPA kernels)
             shape = (-1, num_windows * heads, length, dim)
             bias = attention_bias.reshape(1, num_windows * heads, length, length)
-            out, weights = self.attend(q.reshape(shape), k.reshape(shape), v.reshape(shape), bias, output_attentions)
+            out, weights = self.attend(q.reshape(shape), k.reshape(shape), v.reshape(shape), bias, **kwargs)
             # [B, N, nW * heads, d] -> [B * nW, N, heads * d]
             out = out.reshape(-1, length, num_windows, heads * dim).transpose(1, 2)
             weights = weights.reshape(total, heads, length, length) if weights is not None else None
         else:
-            out, weights = self.attend(q, k, v, attention_bias, output_attentions)
+            out, weights = self.attend(q, k, v, attention_bias, **kwargs)
         out = out.reshape(total, length, heads * dim)
         return self.proj_dropout(self.o_proj(out)), weights
 
@@ -101,7 +101,7 @@ class SwinBlock(GradientCheckpointingLayer):
             self._mask_cache = {key: shifted_window_mask(height, width, self.window_size, self.shift_size, device)}
         return self._mask_cache[key]
 
-    def forward(self, hidden: torch.Tensor, resolution: tuple[int, int], output_attentions: bool = False):
+    def forward(self, hidden: torch.Tensor, resolution: tuple[int, int], **kwargs):
         height, width = resolution
         batch, length, channels = hidden.shape
         window, shift = self.window_size, self.shift_size
@@ -121,7 +121,7 @@ class SwinBlock(GradientCheckpointingLayer):
         num_windows = (padded_height // window) * (padded_width // window)
         if shift:
             bias = bias.unsqueeze(0) + self.region_mask(padded_height, padded_width, windows.device).unsqueeze(1).to(windows.dtype)
-        attended, weights = self.attn(windows, attention_bias=bias, output_attentions=output_attentions, num_windows=num_windows)
+        attended, weights = self.attn(windows, attention_bias=bias, num_windows=num_windows, **kwargs)
         # merge windows, reverse the shift, drop the padding
         hidden = window_reverse(attended, window, padded_height, padded_width)
         if shift:
@@ -198,13 +198,13 @@ class SwinEncoder(nn.Module):
         """Swin's tables are per block (in its window attention): the model holds none."""
         return None
 
-    def forward(self, hidden: torch.Tensor, grid: tuple[int, int], shared_bias: None = None, output_attentions: bool = False) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, grid: tuple[int, int], shared_bias: None = None, **kwargs) -> torch.Tensor:
         """The last stage's tokens [B, h'*w', C'] (on `output_grid(grid)`); `shared_bias` is always
         None (see `shared_relative_position_bias`)."""
         resolution = tuple(grid)
         for stage in self.layers:
             for block in stage.blocks:
-                hidden = block(hidden, resolution, output_attentions)[0]
+                hidden = block(hidden, resolution, **kwargs)[0]
             if stage.downsample is not None:
                 hidden = stage.downsample(hidden, resolution)
                 resolution = ((resolution[0] + 1) // 2, (resolution[1] + 1) // 2)

@@ -6,7 +6,7 @@ q/v biases with a zero k bias, and mean pooling + `fc_norm` in fine-tuning.
 
 The architecture interface `SimMIMModel` relies on (`modeling_simmim_swin.py` has the other):
 `num_prefix_tokens`, `head_init_scale`, `final_norms`, `shared_relative_position_bias`,
-`forward(tokens, grid, shared_bias, output_attentions)` (`shared_bias`: the bias tensor of the
+`forward(tokens, grid, shared_bias, **kwargs)` (`shared_bias`: the bias tensor of the
 model's shared table), `output_grid`, `pool`, `layer_id`, `feature_stages`,
 `expand_relative_position_bias`.
 """
@@ -16,10 +16,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...layers import PatchEmbedding, ViTEncoder, build_vit_blocks, interpolate_pos_embed
+from ...layers import PatchEmbedding, ViTEncoder, interpolate_pos_embed
 from ...layers.relative_position import RelativePositionBias
 from ..features import FeatureStage
-from ..modeling_common import MIMPreTrainedModel
+from ..modeling_common import MIMPreTrainedModel, vit_blocks
 from .configuration_simmim import SimMIMConfig
 
 
@@ -57,12 +57,7 @@ class SimMIMViTEncoder(ViTEncoder):
     head_init_scale = 1e-3  # BEiT's init_scale of the classifier head
 
     def __init__(self, config: SimMIMConfig, grid: tuple[int, int]):
-        blocks = build_vit_blocks(
-            config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.intermediate_size,
-            qkv_bias="qv" if config.qkv_bias else False, layer_norm_eps=config.layer_norm_eps, hidden_act=config.hidden_act,
-            layer_scale_init_value=config.layer_scale_init_value, drop_path_rate=config.drop_path_rate,
-            attention_dropout=config.attention_probs_dropout_prob, hidden_dropout=config.hidden_dropout_prob,
-        )
+        blocks = vit_blocks(config, qkv_bias="qv" if config.qkv_bias else False, layer_scale_init_value=config.layer_scale_init_value)
         if config.use_relative_position_bias:  # one table per block (fine-tuning)
             for block in blocks:
                 block.relative_position_bias = RelativePositionBias(grid, config.num_attention_heads)
@@ -78,8 +73,7 @@ class SimMIMViTEncoder(ViTEncoder):
     def shared_relative_position_bias(config: SimMIMConfig, grid: tuple[int, int]) -> RelativePositionBias | None:
         return RelativePositionBias(grid, config.num_attention_heads) if config.use_shared_relative_position_bias else None
 
-    def forward(self, tokens: torch.Tensor, grid: tuple[int, int], shared_bias: torch.Tensor | None = None,
-                output_attentions: bool = False) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int], shared_bias: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         """`shared_bias`: [heads, N, N] from the model's shared table (pre-training), or None;
         with per-block tables each block gets its own (+ the shared one)."""
         bias = shared_bias
@@ -87,7 +81,7 @@ class SimMIMViTEncoder(ViTEncoder):
             def bias(index: int) -> torch.Tensor:
                 own = self.layers[index].relative_position_bias(grid)
                 return own if shared_bias is None else own + shared_bias
-        return super().forward(tokens, attention_bias=bias, output_attentions=output_attentions)
+        return super().forward(tokens, attention_bias=bias, **kwargs)
 
     def output_grid(self, grid: tuple[int, int]) -> tuple[int, int]:
         return tuple(grid)

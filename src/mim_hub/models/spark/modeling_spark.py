@@ -26,7 +26,7 @@ from transformers.utils import ModelOutput
 
 from ... import initialization as init
 from ...layers import patchify, unpatchify
-from ..encoder import can_return_tuple, flags
+from ..encoder import TransformersKwargs, Unpack, can_return_tuple, requested_outputs
 from ..features import EncoderFeaturesMixin, FeatureStage
 from ..modeling_common import ImageClassifierForwardMixin, MIMPreTrainedModel, classification_head
 from .configuration_spark import DOWNSAMPLE_RATIO, SparKConfig
@@ -211,12 +211,9 @@ class SparKModel(EncoderFeaturesMixin, SparKPreTrainedModel):
         self,
         pixel_values: torch.Tensor,
         bool_masked_pos: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> SparKModelOutput:
-        _, output_hidden_states = flags(self.config, output_attentions, output_hidden_states)
         visible = None
         if bool_masked_pos is not None:
             visible = _visible_from_masked(bool_masked_pos, pixel_values.shape[0], _check_pixels(pixel_values, self.config))
@@ -224,7 +221,7 @@ class SparKModel(EncoderFeaturesMixin, SparKPreTrainedModel):
         mask = None if visible is None else VisibleMask(visible)
         return SparKModelOutput(
             last_hidden_state=maps[-1], pooler_output=self._pool(maps[-1], mask),
-            hidden_states=tuple(maps) if output_hidden_states else None,
+            hidden_states=tuple(maps) if requested_outputs(self.config, kwargs)["output_hidden_states"] else None,
             mask=None if visible is None else (~visible).flatten(1).to(maps[-1].dtype),
         )
 
@@ -254,9 +251,9 @@ class SparKModel(EncoderFeaturesMixin, SparKPreTrainedModel):
         """The pooled feature of `forward_features`' map [B, C, h, w]."""
         return self._pool(features)
 
-    def _feature_stages(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False, output_attentions: bool = False):
+    def _feature_stages(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False, **kwargs):
         """The stem's output and the four stages' maps, as `FeatureStage`s (no prefix tokens)."""
-        output = self(pixel_values, output_hidden_states=True)
+        output = self(pixel_values, **{**kwargs, "output_hidden_states": True})
         stages = [FeatureStage(h.flatten(2).transpose(1, 2), tuple(h.shape[-2:]), 0) for h in output.hidden_states]
         return stages, output
 
@@ -381,13 +378,10 @@ class SparKForPreTraining(SparKPreTrainedModel):
         noise: torch.Tensor | None = None,
         bool_masked_pos: torch.Tensor | None = None,
         mask_ratio: float | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> SparKPreTrainingOutput:
         visible = self.visible_cells(pixel_values, noise, bool_masked_pos, mask_ratio)
-        _, output_hidden_states = flags(self.config, output_attentions, output_hidden_states)
         # sparse encoding of the visible cells: stem and four stage maps, zero at masked positions
         maps = self.spark.encode(pixel_values, visible)
         # densify: norm, mask tokens, projection to the decoder's widths (smallest map first)
@@ -399,7 +393,7 @@ class SparKForPreTraining(SparKPreTrainedModel):
         loss = spark_loss(pixel_values, reconstruction.float(), mask)
         return SparKPreTrainingOutput(
             loss=loss, reconstruction=reconstruction, logits=reconstruction, mask=mask, last_hidden_state=maps[-1],
-            hidden_states=tuple(maps) if output_hidden_states else None,
+            hidden_states=tuple(maps) if requested_outputs(self.config, kwargs)["output_hidden_states"] else None,
         )
 
     def reconstruction_of(self, pixel_values: torch.Tensor, outputs) -> tuple[torch.Tensor, torch.Tensor]:
