@@ -376,3 +376,17 @@ def test_a_run_continuing_a_converted_folder_starts_its_teacher_from_its_ema(tmp
     fresh = HPMForPreTraining(HPMConfig(**TINY))
     state = build_recipe("hpm", fresh, None).training_state(fresh, total_epochs=1)
     assert torch.equal(state.teacher.decoder.loss_pred.weight, fresh.decoder.loss_pred.weight)
+
+
+@pytest.mark.parametrize("model_class", [HPMModel, HPMForPreTraining])
+def test_every_class_takes_a_mask_and_noise_that_agree_and_refuses_ones_that_do_not(model_class):
+    torch.manual_seed(0)
+    model = model_class(HPMConfig(**TINY)).eval()
+    pixels, noise = torch.randn(2, 3, 32, 32), torch.rand(2, 64)
+    agreeing = random_masking(noise, model.config.mask_ratio)[1].bool()
+    with torch.no_grad():
+        alone, both = model(pixels, bool_masked_pos=agreeing), model(pixels, bool_masked_pos=agreeing, noise=noise)
+    assert torch.equal(alone.last_hidden_state if model_class is HPMModel else alone.logits,
+                       both.last_hidden_state if model_class is HPMModel else both.logits)
+    with pytest.raises(ValueError, match="bool_masked_pos and noise give different masks"):
+        model(pixels, bool_masked_pos=agreeing.roll(1, dims=1), noise=noise)

@@ -41,6 +41,19 @@ def check_bool_masked_pos(bool_masked_pos: torch.Tensor, batch: int, length: int
     return bool_masked_pos, high
 
 
+def check_same_mask(bool_masked_pos: torch.Tensor, noise: torch.Tensor, mask_ratio: float) -> torch.Tensor:
+    """The rule of every HPM class given both a boolean mask and MAE-style `noise`: they must mask
+    the same patches (the noise through MAE's `random_masking` at `mask_ratio`); the boolean mask
+    (checked, [B, L]) is then the one used. Raises ValueError when they differ."""
+    batch, length = noise.shape[0], noise.shape[-1]
+    if noise.dim() != 2:
+        raise ValueError(f"noise must be [batch, num_patches], got {tuple(noise.shape)}")
+    bool_masked_pos, _ = check_bool_masked_pos(bool_masked_pos, batch, length)
+    if not torch.equal(bool_masked_pos, random_masking(noise, mask_ratio)[1].bool()):
+        raise ValueError("bool_masked_pos and noise give different masks; pass one of them")
+    return bool_masked_pos
+
+
 def visible_first_noise(bool_masked_pos: torch.Tensor, num_masked: int) -> tuple[torch.Tensor, float]:
     """MAE-convention noise and mask ratio with which MAE's encoder keeps exactly the unmasked
     patches, in ascending order (HPM's encoder), and the decoder's sequence puts them back."""
@@ -87,7 +100,8 @@ class HPMPreTrainingOutput(MIMPreTrainingOutput):
 class HPMModel(MAEModel):
     """HPM's ViT encoder (MAE's). Without a mask it encodes every patch in order.
     `bool_masked_pos` [B, L] (True = masked, the same count in every sample) keeps the visible
-    patches in ascending order, as HPM's encoder; `noise` masks as MAE."""
+    patches in ascending order, as HPM's encoder; `noise` masks as MAE. Given both, they must mask
+    the same patches (`check_same_mask`, the rule of `HPMForPreTraining` too)."""
 
     config_class = HPMConfig
 
@@ -95,7 +109,8 @@ class HPMModel(MAEModel):
                 mask_ratio: float | None = None, interpolate_pos_encoding: bool = False, **kwargs: Unpack[TransformersKwargs]):
         if bool_masked_pos is not None:
             if noise is not None:
-                raise ValueError("pass bool_masked_pos or noise, not both")
+                bool_masked_pos = check_same_mask(bool_masked_pos, noise, self.config.mask_ratio if mask_ratio is None else mask_ratio)
+                noise = None
             grid = self.embeddings.patch_embed.check_input(pixel_values, interpolate_pos_encoding)
             bool_masked_pos, num_masked = check_bool_masked_pos(bool_masked_pos, pixel_values.shape[0], grid[0] * grid[1])
             if num_masked:
@@ -170,8 +185,8 @@ class HPMForPreTraining(MAEForPreTraining):
             if tuple(noise.shape) != (batch, length):
                 raise ValueError(f"noise must be [batch, num_patches] = {(batch, length)}, got {tuple(noise.shape)}")
             _, noise_mask, noise_ids_restore = random_masking(noise, ratio)
-            if bool_masked_pos is not None and not torch.equal(check_bool_masked_pos(bool_masked_pos, batch, length)[0], noise_mask.bool()):
-                raise ValueError("bool_masked_pos and noise give different masks; pass one of them")
+            if bool_masked_pos is not None:
+                check_same_mask(bool_masked_pos, noise, ratio)
             bool_masked_pos, num_masked = noise_mask.bool(), length - int(length * (1 - ratio))
         else:
             bool_masked_pos, num_masked = check_bool_masked_pos(bool_masked_pos, batch, length, expected=length - int(length * (1 - ratio)))

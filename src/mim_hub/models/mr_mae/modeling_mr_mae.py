@@ -46,7 +46,8 @@ class MRMAEPreTrainingOutput(MIMPreTrainingOutput):
     """MIMPreTrainingOutput plus each loss term.
 
     reconstruction_loss: MAE's pixel loss on the masked patches. mimic_loss: the weighted sum of
-    the teachers' terms (0 without teachers). mimic_losses: [num_teachers] unweighted terms.
+    the teachers' terms (0 without teachers). mimic_losses: [num_teachers] unweighted terms (None
+    without teachers).
     """
 
     reconstruction_loss: torch.FloatTensor | None = None
@@ -267,7 +268,7 @@ class MRMAEForPreTraining(PixelTargetsMixin, MRMAEPreTrainedModel):
         # MAE's pass: encode the visible patches, decode every patch, reconstruct the masked ones
         encoded, decoded, reconstruction, grid = self.encode_and_decode(pixel_values, noise, mask_ratio, interpolate_pos_encoding, **kwargs)
         # mimic the teachers on the visible tokens
-        mimic_total, mimic_terms = reconstruction.new_zeros(()), reconstruction.new_zeros((0,))
+        mimic_total, mimic_terms = reconstruction.new_zeros(()), None  # no teachers: no terms (not an empty tensor)
         if self.uses_teachers:
             mimic_total, mimic_terms = self._mimic(pixel_values, encoded.last_hidden_state, encoded.ids_keep, grid)
         loss = reconstruction + mimic_total if self.uses_teachers else reconstruction
