@@ -18,6 +18,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import re
 import statistics
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -30,7 +31,7 @@ REFERENCE = ("Reference (same protocol, measured with transformers' own ViTMAE a
              "pixels), held-out masked loss 0.15-0.30 (0.91 random init).")
 
 
-SIX_METHODS = "## All six methods, one protocol"
+METHODS_SECTION = re.compile(r"^## All \w+ methods, one protocol", re.MULTILINE)  # the --method all section's heading
 MEASURE_NAMES = {"linear": "linear probe (weight decay by CV)", "linear_unregularised": "linear probe, no weight decay",
                  "heldout_loss": "held-out masked loss"}
 
@@ -55,7 +56,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads per process (0: torch's default)")
     parser.add_argument("--markdown", default=os.path.join(os.path.dirname(__file__), "learning.md"))
     parser.add_argument("--method", nargs="+", default=None,
-                        help="'all' or method keys: the six-method protocol of learning_protocol.py (its section of --markdown is rewritten)")
+                        help="'all' or method keys: the methods' protocol of learning_protocol.py (its section of --markdown is rewritten)")
     parser.add_argument("--mae-steps", type=int, default=2000,
                         help="--method: the pre-training budget, as MAE's steps; every method gets the same wall-clock time (rates measured side by side)")
     parser.add_argument("--quick", action="store_true", help="--method: a smoke run of every method's path (no numbers written)")
@@ -101,11 +102,12 @@ def main() -> int:
     lines += ["", REFERENCE]
     text = "\n".join(lines) + "\n"
     print(text)
-    kept = ""  # the six-method section (written by --method all) stays
+    kept = ""  # the methods' section (written by --method all) stays
     if os.path.exists(args.markdown):
         with open(args.markdown) as handle:
             old = handle.read()
-        kept = old[old.index(SIX_METHODS):] if SIX_METHODS in old else ""
+        section = METHODS_SECTION.search(old)
+        kept = old[section.start():] if section else ""
     with open(args.markdown, "w") as handle:
         handle.write(text + ("\n" + kept if kept else ""))
     with open(os.path.join(args.output_dir, "learning.json"), "w") as handle:

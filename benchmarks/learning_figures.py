@@ -75,7 +75,7 @@ def methods_figure(records, path: str) -> str:
     axes[0].set_ylabel("test accuracy on digits (%)")
     axes[0].legend(loc="lower left")
     seeds = sorted({r["seed"] for r in records})
-    fig.suptitle(f"Six methods, small digits models: pre-trained against random init (seeds {seeds}; bar = mean, dots = seeds, "
+    fig.suptitle(f"{len(methods)} methods, small digits models: pre-trained against random init (seeds {seeds}; bar = mean, dots = seeds, "
                  "error bar = std)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -1,4 +1,4 @@
-"""The six-method learning protocol on digits (`python benchmarks/learning.py --method all`).
+"""The methods' learning protocol on digits (`python benchmarks/learning.py --method all`).
 
 Per method and seed, on the small digits models that `learning_methods.py` pre-trains:
 
