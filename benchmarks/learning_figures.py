@@ -49,6 +49,14 @@ def _values(records, method: str, measure: str, init: str) -> list[float]:
     return [100 * r["accuracy"] for r in records if r["method"] == method and r["unit"] == measure and r.get("init") == init]
 
 
+def _saved(plt, fig, path: str) -> str:
+    """`fig` laid out, written to `path` (120 dpi) and closed; returns `path`."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def methods_figure(records, path: str) -> str:
     plt = _pyplot()
     methods = _methods(records)
@@ -77,10 +85,7 @@ def methods_figure(records, path: str) -> str:
     seeds = sorted({r["seed"] for r in records})
     fig.suptitle(f"{len(methods)} methods, small digits models: pre-trained against random init (seeds {seeds}; bar = mean, dots = seeds, "
                  "error bar = std)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _saved(plt, fig, path)
 
 
 def label_budget_figure(records, path: str) -> str:
@@ -112,10 +117,7 @@ def label_budget_figure(records, path: str) -> str:
         ax.axis("off")
     axes.flat[0].legend(loc="lower right")
     fig.suptitle("Fine-tuning as the labels grow: pre-trained against random init\n(line = mean over seeds, dots = seeds)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _saved(plt, fig, path)
 
 
 def pretraining_loss_figure(records, path: str) -> str:
@@ -135,10 +137,7 @@ def pretraining_loss_figure(records, path: str) -> str:
     for ax in list(axes.flat)[len(methods):]:
         ax.axis("off")
     fig.suptitle("Pre-training loss per method\n(logged every 50 steps; the objectives differ, so the scales are not comparable)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _saved(plt, fig, path)
 
 
 def main(records_path: str, out_dir: str) -> int:

@@ -202,7 +202,7 @@ class CosineWeightDecay(torch.optim.lr_scheduler.LambdaLR):
         return self.weight_decay_end + (start - self.weight_decay_end) * 0.5 * (1 + math.cos(math.pi * progress))
 
     def step(self, epoch=None):
-        super().step() if epoch is None else super().step(epoch)
+        super().step(epoch)
         for group in self.optimizer.param_groups:
             group["weight_decay"] = self.weight_decay_at(group["initial_weight_decay"], self.last_epoch)
 
