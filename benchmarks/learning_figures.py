@@ -64,6 +64,8 @@ def methods_figure(records, path: str) -> str:
     measures = [("knn", "kNN"), ("linear", "linear probe"), ("knn_shuffled_patches", "kNN, shuffled patches"),
                 (full, f"fine-tuned, all labels ({'30' if full == 'full30' else '10'} epochs)"),
                 ("10%", "fine-tuned, 13 labels/class")]
+    if any(r["unit"] == "full-preset" for r in records):  # where a method's own all-labels preset was swept (no bar elsewhere)
+        measures.insert(4, ("full-preset", "fine-tuned, all labels (swept preset)"))
     fig, axes = plt.subplots(1, len(measures), figsize=(4 * len(measures), 4), sharey=True)
     width = 0.38
     for ax, (measure, title) in zip(axes, measures):

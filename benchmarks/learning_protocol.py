@@ -10,7 +10,10 @@ Per method and seed, on the small digits models that `learning_methods.py` pre-t
   the labels), the rest of the set unlabelled. The low-label subsets are drawn (seeded, the same
   for every method) from the training split less a validation split of 10% (stratified, seed 0);
 - the hyper-parameters: a preset per method, label budget and init, chosen by `sweep` on that
-  validation split with the same grid (the same search budget) for pre-trained and random init.
+  validation split with the same grid (the same search budget) for pre-trained and random init:
+  the 10% budget on its subset of the pool (SWEEP_GRID: layer decay), and all labels on the whole
+  pool (FULL_SWEEP_GRID: epochs and layer decay), whose preset is the "full-preset" unit (every
+  training label, the test split read once).
 
 Fine-tunes keep their last epoch (no checkpoint selection) and read the test split once, at the
 end. Seed 0's 10% runs are the sweep's chosen runs (the same seed, subset and settings: the same
@@ -32,12 +35,17 @@ INITS = ("pre-trained", "random init")
 # base lr is scaled by batch / 256: base 1e-2 is lr 2.5e-3
 COMMON = dict(batch_size=64, weight_decay=0.05, label_smoothing=0.1, warmup_ratio=0.1, crop_min_scale=0.5, flip=False)
 # the budget-dependent length: 220 and 660 steps for all labels, 120 and 100 for the low-label subsets
-EPOCHS = {"full": 10, "full30": 30, "10%": 40, "1%": 100}
-QUICK_EPOCHS = {"full": 0.05, "full30": 0.05, "10%": 1, "1%": 1}  # --quick: a smoke run of every path, no numbers
-FULL_UNITS = ("full", "full30")  # all labels: 10 and 30 epochs
-# the sweep's grid, the same for every method, budget and init
+# ("full-preset": all labels at the epochs of the method's swept preset, None here)
+EPOCHS = {"full": 10, "full30": 30, "10%": 40, "1%": 100, "full-preset": None}
+QUICK_EPOCHS = {"full": 0.05, "full30": 0.05, "10%": 1, "1%": 1, "full-preset": 0.05}  # --quick: a smoke run of every path, no numbers
+FULL_UNITS = ("full", "full30", "full-preset")  # all labels: 10 and 30 epochs, and the method's swept preset
+FIXED_FULL_UNITS = ("full", "full30")  # ... of which these two share one preset, FULL_PRESET
+# the sweeps' grids, the same for every method and init: the 10% budget's (its epochs: EPOCHS["10%"]) and all labels'
 SWEEP_GRID = {"ld0.75": dict(base_lr=1e-2, layer_decay=0.75), "ld1.0": dict(base_lr=1e-2, layer_decay=1.0)}
-FULL_PRESET = dict(base_lr=1e-2, layer_decay=0.75)  # all labels: not swept (see learning.md), one preset for every method
+FULL_SWEEP_GRID = {"30ep-ld0.75": dict(base_lr=1e-2, layer_decay=0.75, epochs=30), "60ep-ld0.75": dict(base_lr=1e-2, layer_decay=0.75, epochs=60),
+                   "60ep-ld1.0": dict(base_lr=1e-2, layer_decay=1.0, epochs=60)}
+GRIDS = {"10%": SWEEP_GRID, "all": FULL_SWEEP_GRID}  # sweep budget -> its grid
+FULL_PRESET = dict(base_lr=1e-2, layer_decay=0.75)  # the "full" and "full30" units: one preset for every method
 
 
 def _records(path: str) -> list[dict]:
@@ -80,8 +88,12 @@ def model_dirs(output_dir: str, method: str, seed: int) -> dict[str, str]:
 
 
 def fine_tune(model_dir: str, train, evaluation, out: str, *, seed: int, unit: str, settings: dict, quick: bool = False) -> dict:
-    """One fine-tune of the protocol (`unit`: "full", "full30", "10%" or "1%" sets the epochs)."""
-    epochs = (QUICK_EPOCHS if quick else EPOCHS)[unit]
+    """One fine-tune of the protocol: `unit` ("full", "full30", "10%", "1%") sets the epochs,
+    unless `settings` (a preset's) carries its own."""
+    settings = dict(settings)
+    epochs = settings.pop("epochs", None) or EPOCHS[unit]
+    if quick:
+        epochs = QUICK_EPOCHS[unit]
     from mim_hub.training.finetune import finetune
 
     started = time.time()
@@ -91,52 +103,71 @@ def fine_tune(model_dir: str, train, evaluation, out: str, *, seed: int, unit: s
             "train_images": len(train), "seconds": round(time.time() - started, 1), "output_dir": out, **settings}
 
 
-def test_accuracy(model_dir: str, test) -> float:
-    """Accuracy of a saved classifier on `test` (its own image processor, batches of 128)."""
-    import numpy as np
+def classifier_scores(model_dir: str, images) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of a saved classifier on `images` (its own image processor,
+    batches of 128; the plain loss, no label smoothing)."""
     import torch
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     model, processor = AutoModelForImageClassification.from_pretrained(model_dir).eval(), AutoImageProcessor.from_pretrained(model_dir)
-    correct = 0
+    correct, loss = 0, 0.0
     with torch.no_grad():
-        for start in range(0, len(test), 128):
-            indices = range(start, min(len(test), start + 128))
-            pixels = processor([test.image(i) for i in indices], return_tensors="pt").pixel_values
-            correct += int((model(pixel_values=pixels).logits.argmax(-1).numpy() == np.asarray(test.labels[start:start + len(indices)])).sum())
-    return correct / len(test)
+        for start in range(0, len(images), 128):
+            indices = range(start, min(len(images), start + 128))
+            pixels = processor([images.image(i) for i in indices], return_tensors="pt").pixel_values
+            logits, labels = model(pixel_values=pixels).logits, torch.as_tensor(images.labels[start:start + len(indices)])
+            correct += int((logits.argmax(-1) == labels).sum())
+            loss += float(torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum"))
+    return correct / len(images), loss / len(images)
 
 
-def sweep(methods, output_dir: str, *, seed: int = 0, budgets=("10%",), quick: bool = False) -> dict:
-    """The sweep: every grid point of SWEEP_GRID fine-tuned on the seed's low-label subset of the
-    pool and scored on the validation split, per method, budget and init; returns the presets
-    {method: {budget: {init: {"name": grid point, **settings}}}} (the best validation accuracy;
-    a tie goes to the first grid point)."""
+def test_accuracy(model_dir: str, test) -> float:
+    """Accuracy of a saved classifier on `test`."""
+    return classifier_scores(model_dir, test)[0]
+
+
+def _selection_key(record: dict, index: int) -> tuple:
+    """How a sweep ranks its grid points: validation accuracy, then (on a tie: 136 images give ties
+    once a budget nears 100%) the lower validation loss, then the earlier grid point."""
+    return record["accuracy"], -record.get("validation_loss", 0.0), -index
+
+
+def sweep(methods, output_dir: str, *, seed: int = 0, budgets=("10%", "all"), quick: bool = False) -> dict:
+    """The sweep: every point of the budget's grid (GRIDS) fine-tuned on the seed's labelled images
+    of the pool (the 10% subset; "all": the whole pool) and scored on the validation split, per
+    method, budget and init; returns the presets {method: {budget: {init: {"name": grid point,
+    **settings}}}} (the best validation accuracy; a tie goes to the lower validation loss, then to
+    the first grid point)."""
     _, _, pool, validation = splits()
     path = os.path.join(output_dir, "sweep.jsonl")
     presets: dict = {}
     for budget in budgets:
-        train = labelled_subset(pool, budget, seed)
+        grid = GRIDS[budget]
+        train = pool if budget == "all" else labelled_subset(pool, budget, seed)
         for method in methods:
             for init, model_dir in model_dirs(output_dir, method, seed).items():
-                scores = {}
-                for name, settings in SWEEP_GRID.items():
+                cell = {}
+                for name, settings in grid.items():
                     key = dict(method=method, seed=seed, budget=budget, init=init, point=name)
                     record = _done(_records(path), **key)
                     if record is None:
                         out = os.path.join(output_dir, "sweep", f"{method}-{budget}-{init.replace(' ', '-')}-{name}")
-                        record = {**key, **fine_tune(model_dir, train, validation, out, seed=seed, unit=budget, settings=settings,
-                                                      quick=quick)}
+                        record = {**key, **fine_tune(model_dir, train, validation, out, seed=seed,
+                                                     unit="full-preset" if budget == "all" else budget, settings=settings, quick=quick)}
+                        record["validation_loss"] = classifier_scores(out, validation)[1]
                         _append(path, record)
-                        print(f"sweep {method} {budget} {init} {name}: validation {100 * record['accuracy']:.1f}", flush=True)
-                    scores[name] = record["accuracy"]
-                best = max(SWEEP_GRID, key=lambda n: (scores[n], -list(SWEEP_GRID).index(n)))
-                presets.setdefault(method, {}).setdefault(budget, {})[init] = {"name": best, **SWEEP_GRID[best]}
+                        print(f"sweep {method} {budget} {init} {name}: validation {100 * record['accuracy']:.1f} "
+                              f"(loss {record['validation_loss']:.3f})", flush=True)
+                    cell[name] = record
+                best = max(grid, key=lambda n: _selection_key(cell[n], list(grid).index(n)))
+                presets.setdefault(method, {}).setdefault(budget, {})[init] = {"name": best, **grid[best]}
     return presets
 
 
 def preset_name(method: str, budget: str, init: str) -> str:
-    return f"digits-small-{method}-{budget.rstrip('%')}pct-{'pretrained' if init == 'pre-trained' else 'random-init'}"
+    """The preset's name: budget "10%" (or "1%", which uses the 10% one) or "all" (the full-preset unit)."""
+    labels = "all" if budget in ("all", "full-preset") else f"{budget.rstrip('%')}pct"
+    return f"digits-small-{method}-{labels}-{'pretrained' if init == 'pre-trained' else 'random-init'}"
 
 
 def run_seed(method: str, seed: int, output_dir: str, presets: dict, *, units=("frozen", "full", "10%", "1%", "full30"),
@@ -173,8 +204,11 @@ def run_seed(method: str, seed: int, output_dir: str, presets: dict, *, units=("
         for init, folder in dirs.items():
             if _done(_records(path), method=method, seed=seed, unit=unit, init=init):
                 continue
-            if unit in FULL_UNITS:
+            if unit in FIXED_FULL_UNITS:
                 images, settings, name = train, FULL_PRESET, f"digits-small-{unit}"
+            elif unit == "full-preset":  # every training label, the epochs and layer decay the "all" sweep chose
+                chosen = presets[method]["all"][init]
+                images, settings, name = train, {k: v for k, v in chosen.items() if k != "name"}, preset_name(method, "all", init)
             else:
                 images = labelled_subset(pool, unit, seed)
                 chosen = presets[method][unit][init]
@@ -227,48 +261,59 @@ def frozen_table(records: list[dict]) -> str:
 
 def finetune_table(records: list[dict]) -> str:
     lines = ["| method | labels | seeds | pre-trained | random init | pre-trained - random init (per seed) | lr (pre-trained / random init) | "
-             "layer decay (pre-trained / random init) | epochs |", "|---|---|---|---|---|---|---|---|---|"]
+             "layer decay (pre-trained / random init) | epochs (pre-trained / random init) |", "|---|---|---|---|---|---|---|---|---|"]
     tuned = [r for r in records if r["unit"] != "frozen"]
     for method in dict.fromkeys(r["method"] for r in tuned):
-        for unit in ("full", "full30", "10%", "1%"):
+        for unit in ("full", "full30", "full-preset", "10%", "1%"):
             by_init = {init: {r["seed"]: r for r in tuned if r["method"] == method and r["unit"] == unit and r["init"] == init} for init in INITS}
             seeds = sorted(set(by_init["pre-trained"]) & set(by_init["random init"]))
             if not seeds:
                 continue
             pre, rnd = [by_init["pre-trained"][s] for s in seeds], [by_init["random init"][s] for s in seeds]
             gaps = ", ".join(f"{100 * (p['accuracy'] - r['accuracy']):+.1f}" for p, r in zip(pre, rnd))
-            label = f"all (1347), {EPOCHS[unit]} epochs" if unit in FULL_UNITS else f"{unit} ({pre[0]['train_images']})"
+            label = f"{unit} ({pre[0]['train_images']})"
+            if unit in FIXED_FULL_UNITS:
+                label = f"all ({pre[0]['train_images']}), {EPOCHS[unit]} epochs"
+            elif unit == "full-preset":
+                label = f"all ({pre[0]['train_images']}), the method's swept preset"
             lines.append(f"| {method} | {label} | {', '.join(map(str, seeds))} | {_stat([r['accuracy'] for r in pre])} | "
                          f"{_stat([r['accuracy'] for r in rnd])} | {gaps} | {pre[0]['lr']:.3g} / {rnd[0]['lr']:.3g} | "
-                         f"{pre[0]['layer_decay']} / {rnd[0]['layer_decay']} | {pre[0]['epochs']:g} |")
+                         f"{pre[0]['layer_decay']} / {rnd[0]['layer_decay']} | {pre[0]['epochs']:g} / {rnd[0]['epochs']:g} |")
     return "\n".join(lines)
 
 
-def sweep_table(sweep_records: list[dict]) -> str:
-    points = list(SWEEP_GRID)
+def _swept_cells(sweep_records: list[dict], budget: str):
+    """(method, init, {point: record}, best point) of every finished cell of `budget`'s sweep."""
+    points = list(GRIDS[budget])
+    for method, init in dict.fromkeys((r["method"], r["init"]) for r in sweep_records if r["budget"] == budget):
+        cell = {r["point"]: r for r in sweep_records if (r["method"], r["budget"], r["init"]) == (method, budget, init)}
+        if set(points) <= set(cell):
+            yield method, init, cell, max(points, key=lambda n: _selection_key(cell[n], points.index(n)))
+
+
+def _sweep_cell(record: dict) -> str:
+    """A grid point's validation accuracy (and its loss, where the sweep recorded it)."""
+    loss = record.get("validation_loss")
+    return f"{100 * record['accuracy']:.1f}" + ("" if loss is None else f" ({loss:.3f})")
+
+
+def sweep_table(sweep_records: list[dict], budget: str = "10%") -> str:
+    points = list(GRIDS[budget])
     lines = ["| method | labels | init | " + " | ".join(f"{p} (validation)" for p in points) + " | preset |",
              "|---|---|---|" + "---|" * (len(points) + 1)]
-    keys = dict.fromkeys((r["method"], r["budget"], r["init"]) for r in sweep_records)
-    for method, budget, init in keys:
-        scores = {r["point"]: r["accuracy"] for r in sweep_records if (r["method"], r["budget"], r["init"]) == (method, budget, init)}
-        if len(scores) < len(points):
-            continue
-        best = max(points, key=lambda n: (scores[n], -points.index(n)))
-        lines.append(f"| {method} | {budget} | {init} | " + " | ".join(f"{100 * scores[p]:.1f}" for p in points) +
+    for method, init, cell, best in _swept_cells(sweep_records, budget):
+        lines.append(f"| {method} | {budget} | {init} | " + " | ".join(_sweep_cell(cell[p]) for p in points) +
                      f" | `{preset_name(method, budget, init)}` = {best} |")
     return "\n".join(lines)
 
 
 def presets_from_sweep(sweep_records: list[dict]) -> dict:
-    """{preset name: settings} of every finished sweep cell, plus the all-labels preset."""
-    presets = {f"digits-small-{unit}": {**COMMON, **FULL_PRESET, "epochs": EPOCHS[unit]} for unit in FULL_UNITS}
-    points = list(SWEEP_GRID)
-    for method, budget, init in dict.fromkeys((r["method"], r["budget"], r["init"]) for r in sweep_records):
-        scores = {r["point"]: r["accuracy"] for r in sweep_records if (r["method"], r["budget"], r["init"]) == (method, budget, init)}
-        if len(scores) == len(points):
-            best = max(points, key=lambda n: (scores[n], -points.index(n)))
-            presets[preset_name(method, budget, init)] = {**COMMON, **SWEEP_GRID[best], "epochs": EPOCHS[budget],
-                                                          "chosen_from": {p: round(scores[p], 4) for p in points}}
+    """{preset name: settings} of every finished sweep cell, plus the shared all-labels presets."""
+    presets = {f"digits-small-{unit}": {**COMMON, **FULL_PRESET, "epochs": EPOCHS[unit]} for unit in FIXED_FULL_UNITS}
+    for budget, grid in GRIDS.items():
+        for method, init, cell, best in _swept_cells(sweep_records, budget):
+            presets[preset_name(method, budget, init)] = {**COMMON, "epochs": EPOCHS.get(budget), **grid[best],
+                                                          "chosen_from": {p: round(cell[p]["accuracy"], 4) for p in grid}}
     return presets
 
 
@@ -282,9 +327,9 @@ def write_presets(output_dir: str) -> dict:
 
 def run_protocol(methods, seed: int, output_dir: str, *, presets: dict | None = None, quick: bool = False) -> dict:
     """One seed of the protocol, unit by unit across methods (frozen features of all methods first,
-    then the sweep when `presets` is None, the low-label fine-tunes, the all-labels fine-tunes);
-    returns the presets (10% sweep; they serve the 1% budget too: its 20 images leave too little
-    to sweep on)."""
+    then the sweeps when `presets` is None, the low-label fine-tunes, the all-labels fine-tunes);
+    returns the presets (the 10% sweep's serve the 1% budget too: its 20 images leave too little
+    to sweep on; the "all" sweep's, the full-preset unit)."""
     for method in methods:
         run_seed(method, seed, output_dir, {}, units=("frozen",), quick=quick)
     if presets is None:
@@ -292,7 +337,7 @@ def run_protocol(methods, seed: int, output_dir: str, *, presets: dict | None = 
         for method in presets:
             presets[method]["1%"] = dict(presets[method]["10%"])
         write_presets(output_dir)
-    for units in (("10%", "1%"), ("full",), ("full30",)):
+    for units in (("10%", "1%"), ("full",), ("full30",), ("full-preset",)):
         for method in methods:
             run_seed(method, seed, output_dir, presets, units=units, quick=quick)
     return presets

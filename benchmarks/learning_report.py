@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from learning_protocol import (EPOCHS, LABEL_BUDGETS, SWEEP_GRID, VALIDATION_FRACTION, _records, finetune_table,  # noqa: E402
+from learning_protocol import (EPOCHS, GRIDS, LABEL_BUDGETS, VALIDATION_FRACTION, _records, finetune_table,  # noqa: E402
                                frozen_table, presets_from_sweep, sweep_table)
 
 BEGIN, END = "<!-- learning_protocol: BEGIN (written by benchmarks/learning_report.py) -->", "<!-- learning_protocol: END -->"
@@ -42,11 +42,12 @@ def block(records: list[dict], sweep_records: list[dict]) -> str:
     return "\n".join([
         BEGIN, "",
         f"Seeds with records: {seeds}. Epochs: {EPOCHS} (last epoch kept, test read once). Label budgets: {budgets}, drawn from "
-        f"the training split less its {VALIDATION_FRACTION:.0%} validation split. Sweep grid: "
-        + ", ".join(f"{n} = {g}" for n, g in SWEEP_GRID.items()) + ".", "",
+        f"the training split less its {VALIDATION_FRACTION:.0%} validation split. Sweep grids: "
+        + "; ".join(f"{budget}: " + ", ".join(f"{n} = {g}" for n, g in grid.items()) for budget, grid in GRIDS.items()) + ".", "",
         "### Frozen features (kNN, linear probe, position check)", "", frozen_table(records), "",
         "### Fine-tuning, pre-trained beside random init", "", finetune_table(records), "",
-        "### The sweep (seed 0, validation split) and the presets it chose", "", sweep_table(sweep_records), "",
+        "### The sweeps (seed 0, validation split) and the presets they chose", "",
+        *[line for budget in GRIDS if any(r["budget"] == budget for r in sweep_records) for line in (sweep_table(sweep_records, budget), "")],
         END])
 
 

@@ -79,7 +79,7 @@ def test_one_method_s_protocol_runs_resumes_and_writes_its_tables(tmp_path, monk
     assert learning_methods.run_all(("mae",), [0], str(out), 20, None, quick=True) == 0
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     units = sorted((r["unit"], r.get("init", "")) for r in records)
-    assert units == sorted([("frozen", "")] + [(u, i) for u in ("full", "full30", "10%", "1%") for i in ("pre-trained", "random init")])
+    assert units == sorted([("frozen", "")] + [(u, i) for u in ("full", "full30", "full-preset", "10%", "1%") for i in ("pre-trained", "random init")])
     frozen = next(r for r in records if r["unit"] == "frozen")
     assert {"knn", "linear", "knn_shuffled_patches"} <= set(frozen["pre-trained"]) and frozen["pretrain_loss"]
     low = next(r for r in records if r["unit"] == "1%" and r["init"] == "random init")
@@ -87,7 +87,17 @@ def test_one_method_s_protocol_runs_resumes_and_writes_its_tables(tmp_path, monk
     reused = [r for r in records if r["unit"] == "10%"]  # seed 0's 10% models are the sweep's chosen ones, scored on test
     assert all(r["from_sweep"] and 0 <= r["accuracy"] <= 1 and "validation_accuracy" in r for r in reused)
     sweep = [json.loads(line) for line in (out / "sweep.jsonl").read_text().splitlines()]
-    assert len(sweep) == 2 * len(learning_protocol.SWEEP_GRID)
+    assert len(sweep) == 2 * (len(learning_protocol.SWEEP_GRID) + len(learning_protocol.FULL_SWEEP_GRID))
+    whole_pool = [r for r in sweep if r["budget"] == "all"]  # the all-labels sweep: the whole pool, scored on validation
+    assert {r["train_images"] for r in whole_pool} == {len(real_splits()[2])} and {r["point"] for r in whole_pool} == set(learning_protocol.FULL_SWEEP_GRID)
+    for init in ("pre-trained", "random init"):  # the full-preset unit: every training label, at the settings its own sweep chose
+        cell = {r["point"]: r for r in whole_pool if r["init"] == init}
+        assert all(r["validation_loss"] > 0 for r in cell.values())
+        points = list(learning_protocol.FULL_SWEEP_GRID)
+        best = max(points, key=lambda point: learning_protocol._selection_key(cell[point], points.index(point)))
+        tuned = next(r for r in records if r["unit"] == "full-preset" and r["init"] == init)
+        assert tuned["train_images"] == 1347 and tuned["preset"] == learning_protocol.preset_name("mae", "all", init)
+        assert tuned["layer_decay"] == learning_protocol.FULL_SWEEP_GRID[best]["layer_decay"] and "from_sweep" not in tuned
     # resumed: nothing is run again, not even the pre-training whose models are gone
     monkeypatch.setattr(learning_protocol, "fine_tune", lambda *a, **k: pytest.fail("a finished fine-tune ran again"))
     monkeypatch.setattr(learning_methods, "_pretrain", lambda *a, **k: pytest.fail("a finished method-seed was pre-trained again"))
@@ -100,8 +110,26 @@ def test_one_method_s_protocol_runs_resumes_and_writes_its_tables(tmp_path, monk
     assert text.startswith("# prose kept") and "| mae | 10% (130) | 0 |" in text and "digits-small-mae-10pct-pretrained" in text
     presets = json.loads((tmp_path / "learning_presets.json").read_text())
     assert presets["digits-small-mae-10pct-random-init"]["chosen_from"].keys() == learning_protocol.SWEEP_GRID.keys()
+    assert presets["digits-small-mae-all-pretrained"]["chosen_from"].keys() == learning_protocol.FULL_SWEEP_GRID.keys()
+    assert presets["digits-small-mae-all-pretrained"]["epochs"] in {g["epochs"] for g in learning_protocol.FULL_SWEEP_GRID.values()}
+    assert "| mae | all (1347), the method's swept preset | 0 |" in text and "60ep-ld1.0 (validation)" in text
     learning_report.write_report(str(out), str(markdown), records_dir=str(tmp_path))  # rewritten in place, not appended
     assert markdown.read_text().count(learning_report.BEGIN) == 1
+
+
+def test_a_sweep_breaks_accuracy_ties_by_validation_loss_then_grid_order():
+    import learning_protocol
+
+    records = [{"budget": "all", "method": "cae", "init": "pre-trained", "point": point, "accuracy": accuracy, **extra}
+               for point, accuracy, extra in (("30ep-ld0.75", 1.0, {"validation_loss": 0.05}), ("60ep-ld0.75", 1.0, {"validation_loss": 0.02}),
+                                              ("60ep-ld1.0", 0.99, {"validation_loss": 0.01}))]
+    [(_, _, _, best)] = learning_protocol._swept_cells(records, "all")
+    assert best == "60ep-ld0.75"  # 100% twice: the lower loss; the lowest loss loses on accuracy
+    without_loss = [{k: v for k, v in r.items() if k != "validation_loss"} for r in records]  # records from before losses were kept
+    assert list(learning_protocol._swept_cells(without_loss, "all"))[0][3] == "30ep-ld0.75"
+    presets = learning_protocol.presets_from_sweep(records)
+    assert presets["digits-small-cae-all-pretrained"]["epochs"] == 60 and presets["digits-small-cae-all-pretrained"]["layer_decay"] == 0.75
+    assert "100.0 (0.020)" in learning_protocol.sweep_table(records, "all")
 
 
 def test_a_method_added_to_a_resumed_run_is_timed_beside_mae_again(tmp_path, monkeypatch):
@@ -131,7 +159,8 @@ def _synthetic_records():
             frozen = {init: {"knn": 0.9 - 0.2 * k, "linear": 0.95 - 0.1 * k, "knn_shuffled_patches": 0.2 + 0.1 * seed} for k, init in
                       enumerate(("pre-trained", "random init"))}
             records.append({"method": method, "seed": seed, "unit": "frozen", **frozen, "pretrain_loss": [[50, 1.0], [100, 0.7]]})
-            for unit, accuracy in (("full", 0.98), ("10%", 0.8), ("1%", 0.5)):
+            units = (("full", 0.98), ("10%", 0.8), ("1%", 0.5)) + ((("full-preset", 0.99),) if method == "cae" else ())
+            for unit, accuracy in units:
                 for k, init in enumerate(("pre-trained", "random init")):
                     records.append({"method": method, "seed": seed, "unit": unit, "init": init, "accuracy": accuracy - 0.1 * k,
                                     "lr": 2.5e-3, "layer_decay": 0.75, "epochs": 10, "train_images": 20})
@@ -149,3 +178,5 @@ def test_the_figures_are_drawn_from_records(tmp_path):
     for name in ("methods.png", "label_budget.png", "pretraining_loss.png"):
         with Image.open(tmp_path / "figures" / name) as image:
             assert image.width > 400 and image.height > 300
+    with Image.open(tmp_path / "figures" / "methods.png") as image:  # one panel a measure: CAE's swept all-labels preset is the sixth
+        assert image.width == 6 * 4 * 120
