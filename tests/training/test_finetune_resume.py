@@ -69,3 +69,22 @@ def test_finetune_resumed_from_a_checkpoint_equals_the_uninterrupted_run(tmp_pat
     assert want.keys() == got.keys()
     for key in want:
         assert torch.equal(want[key], got[key]), key
+
+
+def test_the_same_seed_fine_tunes_the_same_model_whatever_the_process_drew_before(tmp_path):
+    """The head is initialised from the seed: a sweep's tenth fine-tune in one process equals the
+    same fine-tune run alone."""
+    from mim_hub.data import load_digits_dataset
+    from mim_hub.training.finetune import finetune
+
+    folder = save_tiny_mae(tmp_path / "tiny", num_hidden_layers=1)
+    train, test = load_digits_dataset("train").subset(range(64)), load_digits_dataset("test").subset(range(16))
+    weights = []
+    for run, draws in enumerate((0, 1000)):
+        torch.rand(draws)  # what earlier work in the process took from the global generator
+        finetune(folder, train, test, output_dir=str(tmp_path / f"run{run}"), epochs=1, batch_size=32, seed=3, log_to_console=False,
+                 save_checkpoints=False)
+        weights.append(load_file(tmp_path / f"run{run}" / "model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from accelerate import PartialState
-from transformers import AutoImageProcessor, TrainerCallback, TrainingArguments
+from transformers import AutoImageProcessor, TrainerCallback, TrainingArguments, set_seed
 
 from ..auto import method_classes
 from ..data.labels import check_labelled
@@ -124,6 +124,7 @@ def finetune(model_dir: str, train_images, eval_images=None, *, output_dir: str,
     check_values(s, "finetune")  # the settings in their ranges, as the CLI's options are
     names = check_datasets(train_images, eval_images)
     method = method_of_folder(model_dir)
+    set_seed(s.seed)  # the new head's init: the seed's, not whatever this process drew before
     model, processor, pooling = build_classifier(model_dir, method, names, s)
     validation_images = None
     if s.validation_fraction:  # held out of the training split: the only split that selects
