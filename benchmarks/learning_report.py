@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from learning_protocol import (EPOCHS, GRIDS, LABEL_BUDGETS, VALIDATION_FRACTION, _records, finetune_table,  # noqa: E402
+from learning_protocol import (EPOCHS, EXTRA_POINTS, GRIDS, LABEL_BUDGETS, VALIDATION_FRACTION, _records, finetune_table,  # noqa: E402
                                frozen_table, presets_from_sweep, sweep_table)
 
 BEGIN, END = "<!-- learning_protocol: BEGIN (written by benchmarks/learning_report.py) -->", "<!-- learning_protocol: END -->"
@@ -43,7 +43,8 @@ def block(records: list[dict], sweep_records: list[dict]) -> str:
         BEGIN, "",
         f"Seeds with records: {seeds}. Epochs: {EPOCHS} (last epoch kept, test read once). Label budgets: {budgets}, drawn from "
         f"the training split less its {VALIDATION_FRACTION:.0%} validation split. Sweep grids: "
-        + "; ".join(f"{budget}: " + ", ".join(f"{n} = {g}" for n, g in grid.items()) for budget, grid in GRIDS.items()) + ".", "",
+        + "; ".join(f"{budget}: " + ", ".join(f"{n} = {g}" for n, g in grid.items()) for budget, grid in GRIDS.items())
+        + "".join(f"; {method}'s extra points ({budget}): {extra}" for (method, budget), extra in EXTRA_POINTS.items()) + ".", "",
         "### Frozen features (kNN, linear probe, position check)", "", frozen_table(records), "",
         "### Fine-tuning, pre-trained beside random init", "", finetune_table(records), "",
         "### The sweeps (seed 0, validation split) and the presets they chose", "",

@@ -132,6 +132,37 @@ def test_a_sweep_breaks_accuracy_ties_by_validation_loss_then_grid_order():
     assert "100.0 (0.020)" in learning_protocol.sweep_table(records, "all")
 
 
+def test_a_method_s_extra_points_join_its_sweep_and_a_changed_preset_is_fine_tuned_again(tmp_path, monkeypatch):
+    import learning_protocol
+
+    monkeypatch.setattr(learning_protocol, "EXTRA_POINTS", {("cae", "all"): {"90ep-ld1.0": dict(base_lr=1e-2, layer_decay=1.0, epochs=90)}})
+    assert list(learning_protocol.grid_of("cae", "all"))[-1] == "90ep-ld1.0" and "90ep-ld1.0" not in learning_protocol.grid_of("mae", "all")
+    records = [{"budget": "all", "method": method, "init": "pre-trained", "point": point, "accuracy": 0.9 + 0.01 * k, "validation_loss": 0.1}
+               for method in ("cae", "mae") for k, point in enumerate(learning_protocol.grid_of(method, "all"))]
+    table = learning_protocol.sweep_table(records, "all")
+    assert "90ep-ld1.0 (validation)" in table and table.splitlines()[-1].count(" - ") == 1  # mae: no such point
+    assert learning_protocol.presets_from_sweep(records)["digits-small-cae-all-pretrained"]["epochs"] == 90
+
+    calls = []
+
+    def fake_fine_tune(model_dir, train, evaluation, out, *, seed, unit, settings, quick=False):
+        calls.append(settings["epochs"])
+        return {"accuracy": 0.97, "lr": 2.5e-3, "epochs": settings["epochs"], "train_images": len(train), "seconds": 1.0,
+                **{k: v for k, v in settings.items() if k != "epochs"}}
+
+    monkeypatch.setattr(learning_protocol, "fine_tune", fake_fine_tune)
+    path = tmp_path / "records.jsonl"
+    preset = {"cae": {"all": {init: {"name": "60ep-ld1.0", **learning_protocol.FULL_SWEEP_GRID["60ep-ld1.0"]} for init in learning_protocol.INITS}}}
+    learning_protocol.run_seed("cae", 0, str(tmp_path), preset, units=("full-preset",))
+    learning_protocol.run_seed("cae", 0, str(tmp_path), preset, units=("full-preset",))  # done: nothing again
+    grown = {"cae": {"all": {init: {"name": "90ep-ld1.0", "base_lr": 1e-2, "layer_decay": 1.0, "epochs": 90} for init in learning_protocol.INITS}}}
+    learning_protocol.run_seed("cae", 0, str(tmp_path), grown, units=("full-preset",))  # the sweep grew and chose another point
+    assert calls == [60, 60, 90, 90]
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["epochs"] for r in rows] == [60, 60, 90, 90]
+    assert "| cae | all (1347), the method's swept preset | 0 | 97.0 | 97.0 | +0.0 |" in learning_protocol.finetune_table(rows)
+
+
 def test_a_method_added_to_a_resumed_run_is_timed_beside_mae_again(tmp_path, monkeypatch):
     import learning_methods
 
