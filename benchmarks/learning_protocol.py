@@ -271,13 +271,23 @@ def frozen_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _current(tuned: list[dict], method: str, unit: str, init: str) -> list[dict]:
+    """The records of one row's cell: for the full-preset unit only those at the settings of its
+    newest record (the preset its sweep chose last; seeds run before the sweep grew are left out)."""
+    rows = [r for r in tuned if r["method"] == method and r["unit"] == unit and r["init"] == init]
+    if unit != "full-preset" or not rows:
+        return rows
+    keys = ("epochs", "layer_decay", "base_lr")
+    return [r for r in rows if all(r[k] == rows[-1][k] for k in keys)]
+
+
 def finetune_table(records: list[dict]) -> str:
     lines = ["| method | labels | seeds | pre-trained | random init | pre-trained - random init (per seed) | lr (pre-trained / random init) | "
              "layer decay (pre-trained / random init) | epochs (pre-trained / random init) |", "|---|---|---|---|---|---|---|---|---|"]
     tuned = [r for r in records if r["unit"] != "frozen"]
     for method in dict.fromkeys(r["method"] for r in tuned):
         for unit in ("full", "full30", "full-preset", "10%", "1%"):
-            by_init = {init: {r["seed"]: r for r in tuned if r["method"] == method and r["unit"] == unit and r["init"] == init} for init in INITS}
+            by_init = {init: {r["seed"]: r for r in _current(tuned, method, unit, init)} for init in INITS}
             seeds = sorted(set(by_init["pre-trained"]) & set(by_init["random init"]))
             if not seeds:
                 continue

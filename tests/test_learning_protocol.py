@@ -153,14 +153,17 @@ def test_a_method_s_extra_points_join_its_sweep_and_a_changed_preset_is_fine_tun
     monkeypatch.setattr(learning_protocol, "fine_tune", fake_fine_tune)
     path = tmp_path / "records.jsonl"
     preset = {"cae": {"all": {init: {"name": "60ep-ld1.0", **learning_protocol.FULL_SWEEP_GRID["60ep-ld1.0"]} for init in learning_protocol.INITS}}}
+    learning_protocol.run_seed("cae", 1, str(tmp_path), preset, units=("full-preset",))
     learning_protocol.run_seed("cae", 0, str(tmp_path), preset, units=("full-preset",))
     learning_protocol.run_seed("cae", 0, str(tmp_path), preset, units=("full-preset",))  # done: nothing again
     grown = {"cae": {"all": {init: {"name": "90ep-ld1.0", "base_lr": 1e-2, "layer_decay": 1.0, "epochs": 90} for init in learning_protocol.INITS}}}
     learning_protocol.run_seed("cae", 0, str(tmp_path), grown, units=("full-preset",))  # the sweep grew and chose another point
-    assert calls == [60, 60, 90, 90]
+    assert calls == [60, 60, 60, 60, 90, 90]
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    assert [r["epochs"] for r in rows] == [60, 60, 90, 90]
-    assert "| cae | all (1347), the method's swept preset | 0 | 97.0 | 97.0 | +0.0 |" in learning_protocol.finetune_table(rows)
+    assert [r["epochs"] for r in rows] == [60, 60, 60, 60, 90, 90]
+    # the table's row: the newest preset only (seed 1 ran before the sweep grew and is left out)
+    assert "| cae | all (1347), the method's swept preset | 0 | 97.0 | 97.0 | +0.0 | 0.0025 / 0.0025 | 1.0 / 1.0 | 90 / 90 |" \
+        in learning_protocol.finetune_table(rows)
 
 
 def test_a_method_added_to_a_resumed_run_is_timed_beside_mae_again(tmp_path, monkeypatch):
