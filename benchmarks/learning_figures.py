@@ -18,8 +18,11 @@ import statistics
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from learning_protocol import INITS, _current  # noqa: E402
+
 COLOURS = {"pre-trained": "#1f77b4", "random init": "#ff7f0e"}
-INITS = ("pre-trained", "random init")
 
 
 def _pyplot():
@@ -46,7 +49,8 @@ def _values(records, method: str, measure: str, init: str) -> list[float]:
     """Per-seed percentages of one bar: measure is 'knn', 'linear' (frozen) or a fine-tuning unit."""
     if measure in ("knn", "linear", "knn_shuffled_patches"):
         return [100 * r[init][measure] for r in records if r["method"] == method and r["unit"] == "frozen"]
-    return [100 * r["accuracy"] for r in records if r["method"] == method and r["unit"] == measure and r.get("init") == init]
+    tuned = [r for r in records if r["unit"] != "frozen"]
+    return [100 * r["accuracy"] for r in _current(tuned, method, measure, init)]  # (the swept preset: its newest settings, as the table)
 
 
 def _saved(plt, fig, path: str) -> str:

@@ -197,7 +197,7 @@ def _synthetic_records():
             for unit, accuracy in units:
                 for k, init in enumerate(("pre-trained", "random init")):
                     records.append({"method": method, "seed": seed, "unit": unit, "init": init, "accuracy": accuracy - 0.1 * k,
-                                    "lr": 2.5e-3, "layer_decay": 0.75, "epochs": 10, "train_images": 20})
+                                    "lr": 2.5e-3, "base_lr": 1e-2, "layer_decay": 0.75, "epochs": 10, "train_images": 20})
     return records
 
 
@@ -214,3 +214,6 @@ def test_the_figures_are_drawn_from_records(tmp_path):
             assert image.width > 400 and image.height > 300
     with Image.open(tmp_path / "figures" / "methods.png") as image:  # one panel a measure: CAE's swept all-labels preset is the sixth
         assert image.width == 6 * 4 * 120
+    superseded = dict(_synthetic_records()[-1], unit="full-preset", method="cae", init="pre-trained", seed=0, accuracy=0.5, epochs=5)
+    newest = [superseded] + [r for r in _synthetic_records() if r["unit"] == "full-preset"]  # an older preset's record first
+    assert learning_figures._values(newest, "cae", "full-preset", "pre-trained") == [99.0, 99.0]  # the bar: the newest preset only
