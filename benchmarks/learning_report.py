@@ -39,9 +39,10 @@ def _copy_records(output_dir: str, records_dir: str) -> tuple[list[dict], list[d
 def block(records: list[dict], sweep_records: list[dict]) -> str:
     seeds = sorted({r["seed"] for r in records})
     budgets = ", ".join(f"{b}: {k} per class" for b, k in LABEL_BUDGETS.items())
+    epochs = ", ".join(f"{unit}: {'the swept preset' if n is None else n}" for unit, n in EPOCHS.items())
     return "\n".join([
         BEGIN, "",
-        f"Seeds with records: {seeds}. Epochs: {EPOCHS} (last epoch kept, test read once). Label budgets: {budgets}, drawn from "
+        f"Seeds with records: {seeds}. Epochs: {epochs} (last epoch kept, test read once). Label budgets: {budgets}, drawn from "
         f"the training split less its {VALIDATION_FRACTION:.0%} validation split. Sweep grids: "
         + "; ".join(f"{budget}: " + ", ".join(f"{n} = {g}" for n, g in grid.items()) for budget, grid in GRIDS.items())
         + "".join(f"; {method}'s extra points ({budget}): {extra}" for (method, budget), extra in EXTRA_POINTS.items()) + ".", "",
