@@ -20,7 +20,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from learning_protocol import INITS, _current  # noqa: E402
+from learning_protocol import INITS, cell_records  # noqa: E402
 
 COLOURS = {"pre-trained": "#1f77b4", "random init": "#ff7f0e"}
 
@@ -50,7 +50,7 @@ def _values(records, method: str, measure: str, init: str) -> list[float]:
     if measure in ("knn", "linear", "knn_shuffled_patches"):
         return [100 * r[init][measure] for r in records if r["method"] == method and r["unit"] == "frozen"]
     tuned = [r for r in records if r["unit"] != "frozen"]
-    return [100 * r["accuracy"] for r in _current(tuned, method, measure, init)]  # (the swept preset: its newest settings, as the table)
+    return [100 * r["accuracy"] for r in cell_records(tuned, method, measure, init)]  # (the swept preset: its newest settings, as the table)
 
 
 def _saved(plt, fig, path: str) -> str:

@@ -38,8 +38,7 @@ COMMON = dict(batch_size=64, weight_decay=0.05, label_smoothing=0.1, warmup_rati
 # ("full-preset": all labels at the epochs of the method's swept preset, None here)
 EPOCHS = {"full": 10, "full30": 30, "10%": 40, "1%": 100, "full-preset": None}
 QUICK_EPOCHS = {"full": 0.05, "full30": 0.05, "10%": 1, "1%": 1, "full-preset": 0.05}  # --quick: a smoke run of every path, no numbers
-FULL_UNITS = ("full", "full30", "full-preset")  # all labels: 10 and 30 epochs, and the method's swept preset
-FIXED_FULL_UNITS = ("full", "full30")  # ... of which these two share one preset, FULL_PRESET
+FIXED_FULL_UNITS = ("full", "full30")  # all labels at 10 and 30 epochs, one preset (FULL_PRESET); "full-preset": the method's swept one
 # the sweeps' grids, the same for every method and init: the 10% budget's (its epochs: EPOCHS["10%"]) and all labels'
 SWEEP_GRID = {"ld0.75": dict(base_lr=1e-2, layer_decay=0.75), "ld1.0": dict(base_lr=1e-2, layer_decay=1.0)}
 FULL_SWEEP_GRID = {"30ep-ld0.75": dict(base_lr=1e-2, layer_decay=0.75, epochs=30), "60ep-ld0.75": dict(base_lr=1e-2, layer_decay=0.75, epochs=60),
@@ -141,6 +140,11 @@ def _selection_key(record: dict, index: int) -> tuple:
     return record["accuracy"], -record.get("validation_loss", 0.0), -index
 
 
+def best_point(cell: dict[str, dict], points: list[str]) -> str:
+    """The grid point a sweep cell ({point: record}) chooses (`_selection_key`)."""
+    return max(points, key=lambda name: _selection_key(cell[name], points.index(name)))
+
+
 def sweep(methods, output_dir: str, *, seed: int = 0, budgets=("10%", "all"), quick: bool = False) -> dict:
     """The sweep: every point of the budget's grid (GRIDS) fine-tuned on the seed's labelled images
     of the pool (the 10% subset; "all": the whole pool) and scored on the validation split, per
@@ -168,7 +172,7 @@ def sweep(methods, output_dir: str, *, seed: int = 0, budgets=("10%", "all"), qu
                         print(f"sweep {method} {budget} {init} {name}: validation {100 * record['accuracy']:.1f} "
                               f"(loss {record['validation_loss']:.3f})", flush=True)
                     cell[name] = record
-                best = max(grid, key=lambda n: _selection_key(cell[n], list(grid).index(n)))
+                best = best_point(cell, list(grid))
                 presets.setdefault(method, {}).setdefault(budget, {})[init] = {"name": best, **grid[best]}
     return presets
 
@@ -271,7 +275,7 @@ def frozen_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _current(tuned: list[dict], method: str, unit: str, init: str) -> list[dict]:
+def cell_records(tuned: list[dict], method: str, unit: str, init: str) -> list[dict]:
     """The records of one row's cell: for the full-preset unit only those at the settings of its
     newest record (the preset its sweep chose last; seeds run before the sweep grew are left out)."""
     rows = [r for r in tuned if r["method"] == method and r["unit"] == unit and r["init"] == init]
@@ -287,7 +291,7 @@ def finetune_table(records: list[dict]) -> str:
     tuned = [r for r in records if r["unit"] != "frozen"]
     for method in dict.fromkeys(r["method"] for r in tuned):
         for unit in ("full", "full30", "full-preset", "10%", "1%"):
-            by_init = {init: {r["seed"]: r for r in _current(tuned, method, unit, init)} for init in INITS}
+            by_init = {init: {r["seed"]: r for r in cell_records(tuned, method, unit, init)} for init in INITS}
             seeds = sorted(set(by_init["pre-trained"]) & set(by_init["random init"]))
             if not seeds:
                 continue
@@ -310,7 +314,7 @@ def _swept_cells(sweep_records: list[dict], budget: str):
         points = list(grid_of(method, budget))
         cell = {r["point"]: r for r in sweep_records if (r["method"], r["budget"], r["init"]) == (method, budget, init)}
         if set(points) <= set(cell):
-            yield method, init, cell, max(points, key=lambda n: _selection_key(cell[n], points.index(n)))
+            yield method, init, cell, best_point(cell, points)
 
 
 def _sweep_cell(record: dict) -> str:

@@ -94,7 +94,7 @@ def test_one_method_s_protocol_runs_resumes_and_writes_its_tables(tmp_path, monk
         cell = {r["point"]: r for r in whole_pool if r["init"] == init}
         assert all(r["validation_loss"] > 0 for r in cell.values())
         points = list(learning_protocol.FULL_SWEEP_GRID)
-        best = max(points, key=lambda point: learning_protocol._selection_key(cell[point], points.index(point)))
+        best = learning_protocol.best_point(cell, points)
         tuned = next(r for r in records if r["unit"] == "full-preset" and r["init"] == init)
         assert tuned["train_images"] == 1347 and tuned["preset"] == learning_protocol.preset_name("mae", "all", init)
         assert tuned["layer_decay"] == learning_protocol.FULL_SWEEP_GRID[best]["layer_decay"] and "from_sweep" not in tuned
